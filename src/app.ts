@@ -1,0 +1,127 @@
+import { rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Logger } from 'pino'
+import type { LoadedConfig } from './config/load.js'
+import { DeliveryQueue } from './delivery/queue-runner.js'
+import { SmtpTransport } from './delivery/transport.js'
+import { createSmtpIngress } from './ingress/smtp.js'
+import type { QueueId } from './queue/ids.js'
+import { Spool } from './queue/spool.js'
+import { createScanPool } from './pipeline/pool.js'
+import { loadPlugins, scoreTable, toRef } from './pipeline/registry.js'
+import { ScanScheduler } from './pipeline/scheduler.js'
+import type { ScanSettings } from './pipeline/scan.js'
+
+/** The running filter. */
+export interface App {
+  /** Recover the spool, start workers, queues and listeners. Resolves with the bound addresses. */
+  start(): Promise<Array<{ host: string; port: number }>>
+  /** Stop listening, finish in-flight work, close the pool. Nothing accepted is dropped. */
+  stop(): Promise<void>
+  /** Retry everything deferred now. */
+  flush(): Promise<void>
+}
+
+/** The name of the PID file in the spool directory; `queue flush` signals this process. */
+export const PID_FILE = 'mailscreen.pid'
+
+/** Scan settings for workers (and for `mailscreen scan`), from the config and loaded plugins. */
+export async function scanSettings(loaded: LoadedConfig): Promise<ScanSettings> {
+  const { config } = loaded
+  const plugins = await loadPlugins(config.plugins, loaded.baseDir)
+  return {
+    plugins: plugins.map(toRef),
+    weights: [...scoreTable(plugins)],
+    policy: { spamThreshold: config.policy.spamThreshold },
+    actions: {
+      hostname: config.hostname,
+      scannedHeader: config.policy.scannedHeader,
+      spamSubjectTag: config.policy.spamSubjectTag,
+    },
+  }
+}
+
+/** Wire every stage together. No I/O happens until `start()`. */
+export function buildApp(loaded: LoadedConfig, log: Logger): App {
+  const { config } = loaded
+  const spool = new Spool(config.spool.dir, config.spool.fsync)
+  let scheduler: ScanScheduler | undefined
+  let delivery: DeliveryQueue | undefined
+  let pool: ReturnType<typeof createScanPool> | undefined
+  let transport: SmtpTransport | undefined
+  const ingress = createSmtpIngress({
+    config,
+    spool,
+    log: log.child({ component: 'smtp' }),
+    onQueued: (id) => scheduler?.enqueue(id),
+  })
+
+  async function quarantineUnscannable(id: QueueId, reason: string): Promise<void> {
+    await spool.move(id, 'deferred', 'quarantine')
+    await spool.remove('deferred', id)
+    log.error({ qid: id, reason }, 'unscannable: quarantined')
+  }
+
+  return {
+    async start() {
+      await spool.init()
+      const requeued = await spool.recover()
+      if (requeued.length > 0) log.warn({ count: requeued.length, ids: requeued.slice(0, 20) }, 'recovered from processing')
+      const settings = await scanSettings(loaded)
+      pool = createScanPool(
+        { scan: settings, spoolDir: config.spool.dir, fsync: config.spool.fsync, logLevel: config.log.level },
+        { workers: config.pool.workers, concurrentTasksPerWorker: Math.max(1, Math.ceil(config.pool.maxInFlight / config.pool.workers)) },
+      )
+      transport = new SmtpTransport({
+        hop: { host: config.delivery.relay.host, port: config.delivery.relay.port, lmtp: config.delivery.lmtp },
+        hostname: config.hostname,
+        maxConnections: config.delivery.maxConnections,
+        maxMessagesPerConnection: config.delivery.maxMessagesPerConnection,
+        connectTimeoutMs: config.delivery.connectTimeout,
+      })
+      const deliveryQueue = new DeliveryQueue({
+        spool,
+        transport,
+        log: log.child({ component: 'delivery' }),
+        hostname: config.hostname,
+        concurrency: config.delivery.maxConnections * 2,
+        retry: config.delivery.retry,
+        queueLifetimeMs: config.delivery.queueLifetime,
+        runIntervalMs: config.delivery.queueRunInterval,
+        onRescan: (id, attempts) => scheduler?.enqueue(id, attempts),
+        onUnscannable: quarantineUnscannable,
+      })
+      delivery = deliveryQueue
+      scheduler = new ScanScheduler({
+        spool,
+        pool,
+        log: log.child({ component: 'scan' }),
+        maxInFlight: config.pool.maxInFlight,
+        maxAttempts: config.pool.maxAttempts,
+        taskTimeoutMs: config.pool.taskTimeout,
+        retry: config.delivery.retry,
+        onScanned: (id) => deliveryQueue.enqueue(id),
+      })
+      await delivery.start()
+      await scheduler.start()
+      const bound = []
+      for (const address of config.smtp.listen) bound.push(await ingress.listen(address.host, address.port))
+      await writeFile(join(config.spool.dir, PID_FILE), `${process.pid}\n`)
+      log.info({ listen: bound, relay: config.delivery.relay, workers: config.pool.workers, plugins: config.plugins.map((p) => p.use) }, 'started')
+      return bound
+    },
+    async stop() {
+      await ingress.close()
+      await scheduler?.stop()
+      await delivery?.stop()
+      await pool?.close()
+      await transport?.close()
+      await rm(join(config.spool.dir, PID_FILE), { force: true })
+      log.info('stopped')
+    },
+    async flush() {
+      log.info('flush: retrying deferred mail now')
+      await delivery?.flush()
+    },
+  }
+}

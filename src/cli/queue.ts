@@ -1,0 +1,122 @@
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Command } from 'commander'
+import { PID_FILE } from '../app.js'
+import { MailscreenError } from '../errors.js'
+import { createMessageView } from '../mail/message.js'
+import { Spool, type SpoolState } from '../queue/spool.js'
+import { configOrExit, fail, withConfig } from './common.js'
+
+/** One row of `queue list`. */
+export interface QueueRow {
+  readonly id: string
+  readonly state: SpoolState
+  readonly ageSeconds: number
+  readonly size: number
+  readonly from: string
+  readonly to: readonly string[]
+  readonly messageId: string | null
+  readonly attempts: number
+  readonly nextAttempt: string | null
+  readonly lastError: string | null
+}
+
+const LISTED: readonly SpoolState[] = ['incoming', 'processing', 'outgoing', 'deferred', 'failed']
+
+/** Everything queued (quarantine has its own command), oldest first. */
+export async function listQueue(spool: Spool, now = Date.now()): Promise<QueueRow[]> {
+  const rows: QueueRow[] = []
+  for (const state of LISTED) {
+    for (const id of await spool.list(state)) {
+      let entry: Awaited<ReturnType<Spool['peek']>>
+      try {
+        entry = await spool.peek(state, id)
+      } catch (err) {
+        // Gone between listing and reading: it moved on, which is what queues do.
+        if ((err as { cause?: NodeJS.ErrnoException }).cause?.code === 'ENOENT') continue
+        throw err
+      }
+      const retry = state === 'deferred' ? await spool.readRetry(id) : undefined
+      const { envelope } = entry.header
+      rows.push({
+        id,
+        state,
+        ageSeconds: Math.max(0, Math.round((now - envelope.receivedAt) / 1000)),
+        size: entry.size,
+        from: envelope.mailFrom,
+        to: retry?.pending ?? envelope.rcptTo,
+        messageId: entry.header.scan?.messageId ?? createMessageView(entry.message).header('message-id')[0] ?? null,
+        attempts: retry?.attempts ?? 0,
+        nextAttempt: retry ? new Date(retry.nextAttemptAt).toISOString() : null,
+        lastError: retry?.lastError ?? null,
+      })
+    }
+  }
+  return rows.sort((a, b) => a.id.localeCompare(b.id))
+}
+
+function age(seconds: number): string {
+  if (seconds < 120) return `${seconds}s`
+  if (seconds < 7200) return `${Math.round(seconds / 60)}m`
+  if (seconds < 172_800) return `${Math.round(seconds / 3600)}h`
+  return `${Math.round(seconds / 86_400)}d`
+}
+
+/** mailq-style text: a line per message, recipients and the last error indented below. */
+export function formatQueue(rows: readonly QueueRow[]): string {
+  if (rows.length === 0) return 'Mail queue is empty\n'
+  const lines = [`${'ID'.padEnd(17)} ${'STATE'.padEnd(10)} ${'AGE'.padStart(5)} ${'SIZE'.padStart(9)}  SENDER`]
+  for (const row of rows) {
+    lines.push(`${row.id.padEnd(17)} ${row.state.padEnd(10)} ${age(row.ageSeconds).padStart(5)} ${String(row.size).padStart(9)}  <${row.from}>`)
+    if (row.lastError) lines.push(`    (${row.lastError}; attempts ${row.attempts}, next ${row.nextAttempt})`)
+    for (const rcpt of row.to) lines.push(`    ${rcpt}`)
+  }
+  const bytes = rows.reduce((sum, r) => sum + r.size, 0)
+  lines.push(`-- ${Math.ceil(bytes / 1024)} Kbytes in ${rows.length} Request${rows.length === 1 ? '' : 's'}.`)
+  return `${lines.join('\n')}\n`
+}
+
+/** Ask the running mailscreen (by its PID file) to retry its deferred mail now. */
+export async function signalFlush(spoolDir: string): Promise<number> {
+  const pidFile = join(spoolDir, PID_FILE)
+  let pid: number
+  try {
+    pid = Number((await readFile(pidFile, 'utf8')).trim())
+  } catch {
+    throw new MailscreenError('MSC_NOT_RUNNING', `mailscreen is not running for spool ${spoolDir} (no ${PID_FILE})`)
+  }
+  try {
+    process.kill(pid, 'SIGUSR1')
+  } catch {
+    throw new MailscreenError('MSC_NOT_RUNNING', `mailscreen is not running for spool ${spoolDir} (stale ${PID_FILE}: pid ${pid})`)
+  }
+  return pid
+}
+
+/** `mailscreen queue list|flush`. */
+export function registerQueue(program: Command): void {
+  const queue = program.command('queue').description('inspect and flush the mail queue')
+  withConfig(queue.command('list'))
+    .description('list queued messages, like mailq: ID, state, age, size, sender, recipients, last error')
+    .option('--json', 'print a JSON array of objects (id, state, messageId, from, to, ...)')
+    .action(async (options: { config?: string; json?: boolean }) => {
+      const { config } = configOrExit(options)
+      try {
+        const rows = await listQueue(new Spool(config.spool.dir))
+        process.stdout.write(options.json ? `${JSON.stringify(rows, null, 2)}\n` : formatQueue(rows))
+      } catch (err) {
+        fail(err)
+      }
+    })
+  withConfig(queue.command('flush'))
+    .description('retry all deferred mail now (like postqueue -f); needs mailscreen running')
+    .action(async (options: { config?: string }) => {
+      const { config } = configOrExit(options)
+      try {
+        const pid = await signalFlush(config.spool.dir)
+        process.stdout.write(`flush requested from mailscreen (pid ${pid})\n`)
+      } catch (err) {
+        fail(err)
+      }
+    })
+}

@@ -1,0 +1,47 @@
+import type { Command } from 'commander'
+import { buildApp } from '../app.js'
+import { loadConfig } from '../config/load.js'
+import { toErrorInfo } from '../errors.js'
+import { createLogger } from '../log.js'
+import { configOrExit, fail, withConfig } from './common.js'
+
+/** `mailscreen start`: run the filter in the foreground until SIGTERM/SIGINT. */
+export function registerStart(program: Command): void {
+  withConfig(program.command('start'))
+    .description('run the content filter in the foreground (SIGTERM/SIGINT stop it, SIGUSR1 flushes the deferred queue, SIGHUP checks the config)')
+    .action(async (options: { config?: string }) => {
+      const loaded = configOrExit(options)
+      const log = createLogger({ level: loaded.config.log.level })
+      const app = buildApp(loaded, log)
+      try {
+        await app.start()
+      } catch (err) {
+        log.fatal({ err: toErrorInfo(err) }, 'start failed')
+        await app.stop().catch(() => undefined)
+        log.flush()
+        fail(err)
+      }
+      let stopping = false
+      const stop = async (signal: string) => {
+        if (stopping) return
+        stopping = true
+        log.info({ signal }, 'stopping')
+        await app.stop()
+        log.flush()
+        process.exitCode = 0
+      }
+      process.on('SIGTERM', () => void stop('SIGTERM'))
+      process.on('SIGINT', () => void stop('SIGINT'))
+      process.on('SIGUSR1', () => void app.flush())
+      process.on('SIGHUP', () => {
+        // Reloading plugins and maps on SIGHUP comes with routing (issue 4); until then a HUP
+        // validates the file so an administrator learns of mistakes before the next restart.
+        try {
+          loadConfig(options.config)
+          log.info('SIGHUP: configuration valid; restart to apply changes')
+        } catch (err) {
+          log.error({ err: toErrorInfo(err) }, 'SIGHUP: configuration invalid; running config unchanged')
+        }
+      })
+    })
+}

@@ -1,0 +1,105 @@
+import { hostname } from 'node:os'
+import { z } from 'zod'
+import { cidr, hostPort } from './address.js'
+import { duration } from './duration.js'
+
+/** `smtp:` — the after-queue content-filter listener. */
+const smtp = z
+  .object({
+    /** Addresses to listen on, `host:port`. */
+    listen: z.array(hostPort).min(1).prefault(['127.0.0.1:10025']),
+    /** Only these networks may connect (others get 554), and only they may send XFORWARD/XCLIENT. */
+    trusted: z.array(cidr).default(['127.0.0.0/8', '::1/128']),
+    /** Largest message accepted, in bytes; checked on the real stream, not only on SIZE=. */
+    maxSize: z.number().int().positive().default(52_428_800),
+    maxRecipients: z.number().int().positive().default(1000),
+    /** Speak LMTP instead of SMTP (per-recipient replies after DATA). */
+    lmtp: z.boolean().default(false),
+    idleTimeout: duration.prefault(300),
+  })
+  .strict()
+
+/** `spool:` — where accepted mail lives until the next hop has it. */
+const spool = z
+  .object({
+    dir: z.string().min(1).default('./var/spool'),
+    /** Fsync every file and directory change before acknowledging. Turn off only for benchmarks of the rest. */
+    fsync: z.boolean().default(true),
+  })
+  .strict()
+
+/** `pool:` — the worker threads that run the checks. */
+const pool = z
+  .object({
+    workers: z.number().int().min(1).max(64).default(2),
+    /** A scan that takes longer than this is treated as a hung worker: the worker is replaced. */
+    taskTimeout: duration.prefault(120),
+    /** Scans of one message that crashed or hung a worker before it goes to `failed`. */
+    maxAttempts: z.number().int().min(1).default(3),
+    /** Messages in flight through the pool at once. */
+    maxInFlight: z.number().int().min(1).default(64),
+  })
+  .strict()
+
+/** `policy:` — how findings become a verdict and what it does to the message. */
+const policy = z
+  .object({
+    /** Score at or above which a message is spam. */
+    spamThreshold: z.number().default(5),
+    /** Subject prefix for spam. */
+    spamSubjectTag: z.string().default('{Spam?}'),
+    /** Shown in the `X-mailscreen-Scanned` header. */
+    scannedHeader: z.string().default('mailscreen'),
+  })
+  .strict()
+
+/** `delivery:` — the output queue. */
+const delivery = z
+  .object({
+    /** Next hop for everything: the MTA's re-injection listener. */
+    relay: hostPort.prefault('127.0.0.1:10026'),
+    lmtp: z.boolean().default(false),
+    /** Open connections to the relay at most. */
+    maxConnections: z.number().int().min(1).default(20),
+    maxMessagesPerConnection: z.number().int().min(1).default(100),
+    connectTimeout: duration.prefault(30),
+    /** Waits between delivery attempts; the last one repeats. */
+    retry: z.array(duration).min(1).prefault(['1m', '5m', '15m', '1h']),
+    /** Mail still undelivered after this long is bounced to its sender. */
+    queueLifetime: duration.prefault('5d'),
+    /** How often the deferred queue is scanned for mail that is due. */
+    queueRunInterval: duration.prefault('10s'),
+  })
+  .strict()
+
+/** One entry of `plugins:`. */
+const pluginEntry = z
+  .object({
+    /** A built-in plugin's name, a path (relative to this file), or an npm package name. */
+    use: z.string().min(1),
+    options: z.record(z.string(), z.unknown()).default({}),
+    /** Overrides the plugin's own timeout. */
+    timeout: duration.optional(),
+    /** Overrides the plugin's own failure policy. */
+    onError: z.enum(['tempfail', 'continue']).optional(),
+  })
+  .strict()
+
+/** The whole `mailscreen.yaml`. Every key has its default here and nowhere else. */
+export const configSchema = z
+  .object({
+    /** Our name in greetings, `Received:` headers and DSNs. */
+    hostname: z.string().min(1).default(hostname()),
+    log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info') }).strict().prefault({}),
+    smtp: smtp.prefault({}),
+    spool: spool.prefault({}),
+    pool: pool.prefault({}),
+    policy: policy.prefault({}),
+    delivery: delivery.prefault({}),
+    plugins: z.array(pluginEntry).default([{ use: 'example', options: {} }]),
+  })
+  .strict()
+
+/** The validated, defaulted, frozen configuration. */
+export type Config = z.output<typeof configSchema>
+export type PluginEntry = z.output<typeof pluginEntry>

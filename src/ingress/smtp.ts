@@ -1,0 +1,67 @@
+import type { Logger } from 'pino'
+import type { Config } from '../config/schema.js'
+import { newQueueId, type QueueId } from '../queue/ids.js'
+import type { Spool } from '../queue/spool.js'
+import type { Envelope } from './envelope.js'
+import { reply } from './smtp-reply.js'
+import { createSmtpServer, type SmtpServer } from './smtp-server.js'
+import { trustedNetworks } from './trusted.js'
+
+export interface SmtpIngressDeps {
+  readonly config: Config
+  readonly spool: Spool
+  readonly log: Logger
+  /** Called once a message is durably in `incoming/`. */
+  readonly onQueued: (id: QueueId) => void
+}
+
+/**
+ * The after-queue content-filter listener: only trusted peers (the MTA) may connect; each
+ * message is fsynced into the spool before the 250 that lets the MTA forget it.
+ */
+export function createSmtpIngress({ config, spool, log, onQueued }: SmtpIngressDeps): SmtpServer {
+  const isTrusted = trustedNetworks(config.smtp.trusted)
+  const server = createSmtpServer({
+    hostname: config.hostname,
+    lmtp: config.smtp.lmtp,
+    maxSize: config.smtp.maxSize,
+    maxRecipients: config.smtp.maxRecipients,
+    idleTimeoutMs: config.smtp.idleTimeout,
+    onConnect(peer) {
+      if (isTrusted(peer.address)) return undefined
+      log.warn({ peer: peer.address }, 'connection refused: not in smtp.trusted')
+      return reply(554, '5.7.1', `${config.hostname} Access denied: ${peer.address} is not a trusted MTA`)
+    },
+    allowForwarding: (peer) => isTrusted(peer.address),
+    async onMessage(tx, data) {
+      const id = newQueueId()
+      const envelope: Envelope = {
+        mailFrom: tx.mailFrom,
+        rcptTo: tx.rcptTo,
+        client: tx.client,
+        peer: tx.peer,
+        receivedAt: Date.now(),
+        ...(tx.body === undefined ? {} : { body: tx.body }),
+        ...(tx.smtpUtf8 ? { smtpUtf8: true } : {}),
+      }
+      try {
+        const { size } = await spool.receive({ v: 1, id, envelope }, data)
+        log.info(
+          { qid: id, client: tx.client.address, helo: tx.client.helo, from: tx.mailFrom, to: tx.rcptTo, size },
+          'received',
+        )
+      } catch (err) {
+        const responseCode = (err as { responseCode?: number }).responseCode
+        if (responseCode === undefined) {
+          log.error({ qid: id, err: (err as Error).message, from: tx.mailFrom }, 'spool write failed')
+          return reply(451, '4.3.0', 'Error: queue file write error, try again later')
+        }
+        log.warn({ qid: id, from: tx.mailFrom, reason: (err as Error).message }, 'rejected')
+        throw err
+      }
+      onQueued(id)
+      return reply(250, '2.0.0', `Ok: queued as ${id}`)
+    },
+  })
+  return server
+}

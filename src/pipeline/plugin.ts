@@ -1,0 +1,103 @@
+/**
+ * The plugin contract: the only module a plugin imports from mailscreen.
+ *
+ * A plugin is a folder (or npm package) whose default export is the result of
+ * {@link definePlugin}. `setup(options)` runs once per worker thread and returns the
+ * per-message check; the check looks at a read-only {@link CheckContext} and returns hits.
+ * Checks report; the verdict is decided elsewhere, from the hits and the score table.
+ */
+import type { Logger } from 'pino'
+import type { z } from 'zod'
+import type { ClientInfo, Envelope } from '../ingress/envelope.js'
+import type { MessageView } from '../mail/message.js'
+import type { QueueId } from '../queue/ids.js'
+
+export type { ClientInfo, Envelope, Logger, MessageView, QueueId }
+/** Build a {@link MessageView} over raw bytes: for testing a plugin without a running filter. */
+export { createMessageView } from '../mail/message.js'
+
+/** What to do when a check throws or times out. */
+export type FailurePolicy = 'tempfail' | 'continue'
+
+/** A fact a check can assert, with its default weight (the score table may override it). */
+export interface SymbolSpec {
+  readonly description: string
+  /** Points added to the message's score per hit (times the hit's factor). */
+  readonly weight: number
+}
+
+/** One finding: a declared symbol, the evidence for it, and an optional measured factor. */
+export interface Hit {
+  readonly symbol: string
+  /** Shown in logs and headers, e.g. `['Eicar-Signature']`. */
+  readonly evidence?: readonly string[]
+  /** Multiplies the symbol's weight (a measured value such as a spam score). Default 1. */
+  readonly factor?: number
+}
+
+/** Everything a check may read about one message. Read-only; valid for one call. */
+export interface CheckContext {
+  readonly queueId: QueueId
+  readonly envelope: Envelope
+  readonly message: MessageView
+  /** Logger bound to `{ qid, plugin }`. */
+  readonly log: Logger
+  /** Aborted when the check's timeout passes; pass it to your I/O. */
+  readonly signal: AbortSignal
+}
+
+/** The per-message function `setup` returns. Return hits; never throw to express a verdict. */
+export type Check = (ctx: CheckContext) => Promise<readonly Hit[]>
+
+/** What `setup` gets besides its options. */
+export interface SetupEnv {
+  /** Logger bound to `{ plugin, worker }`. */
+  readonly log: Logger
+}
+
+/** A plugin's declaration. `Schema` validates and defaults its options. */
+export interface PluginDefinition<Schema extends z.ZodType = z.ZodType> {
+  /** Unique name; also the prefix of its `_FAIL` symbol (`my-check` → `MY_CHECK_FAIL`). */
+  readonly name: string
+  readonly description: string
+  /** Schema for `options:` in the config; defaults belong in the schema. */
+  readonly options: Schema
+  /** Every symbol the check may return, with default weights. Undeclared hits are errors. */
+  readonly symbols: Readonly<Record<string, SymbolSpec>>
+  /** Milliseconds before the check counts as failed. Default 10 000; config may override. */
+  readonly timeoutMs?: number
+  /** Default failure policy; config may override. Default `tempfail`. */
+  readonly onError?: FailurePolicy
+  /** Runs once per worker thread with validated options; returns the per-message check. */
+  setup(options: z.output<Schema>, env: SetupEnv): Check | Promise<Check>
+}
+
+/**
+ * Declare a plugin. Identity at run time; it exists so TypeScript infers the options type
+ * from the schema and checks `setup` against it.
+ *
+ * @example
+ * ```ts
+ * import { z } from 'zod'
+ * import { definePlugin } from 'mailscreen'
+ *
+ * export default definePlugin({
+ *   name: 'no-empty-subject',
+ *   description: 'Flags messages without a Subject',
+ *   options: z.object({ weight: z.number().default(1) }).strict(),
+ *   symbols: { NO_SUBJECT: { description: 'Subject header missing or empty', weight: 1 } },
+ *   setup: () => async ({ message }) =>
+ *     message.header('subject').some((s) => s.trim() !== '') ? [] : [{ symbol: 'NO_SUBJECT' }],
+ * })
+ * ```
+ */
+export function definePlugin<Schema extends z.ZodType>(
+  definition: PluginDefinition<Schema>,
+): PluginDefinition<Schema> {
+  return definition
+}
+
+/** The symbol a failed check leaves behind: `my-check` → `MY_CHECK_FAIL`. */
+export function failSymbol(pluginName: string): string {
+  return `${pluginName.toUpperCase().replace(/[^A-Z0-9]+/g, '_')}_FAIL`
+}

@@ -1,0 +1,146 @@
+import { existsSync, readFileSync, statSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { isAbsolute, join, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import type { PluginEntry } from '../config/schema.js'
+import { MailscreenError } from '../errors.js'
+import { builtPath, packageRoot } from '../package-root.js'
+import { type FailurePolicy, failSymbol, type PluginDefinition, type SymbolSpec } from './plugin.js'
+
+const DEFAULT_TIMEOUT_MS = 10_000
+
+/** A plugin whose module was found and whose options passed its schema. Plain data except `definition`. */
+export interface LoadedPlugin {
+  readonly name: string
+  /** The `file:` URL it was imported from (workers import it again from there). */
+  readonly url: string
+  readonly definition: PluginDefinition
+  /** Options after the plugin's schema applied its defaults. */
+  readonly options: unknown
+  /** Options as written in the config (workers validate them again themselves). */
+  readonly rawOptions: unknown
+  readonly timeoutMs: number
+  readonly onError: FailurePolicy
+  /** Declared symbols plus the automatic `<NAME>_FAIL`. */
+  readonly symbols: Readonly<Record<string, SymbolSpec>>
+}
+
+/** What a worker needs to load the same plugins: JSON-safe. */
+export interface PluginRef {
+  readonly url: string
+  readonly rawOptions: unknown
+  readonly timeoutMs: number
+  readonly onError: FailurePolicy
+}
+
+function isPath(use: string): boolean {
+  return use.startsWith('.') || isAbsolute(use)
+}
+
+/** Pick the importable file of a plugin folder: package.json main, else index.js. */
+function entryOfDirectory(dir: string): string {
+  const manifest = join(dir, 'package.json')
+  if (existsSync(manifest)) {
+    const main = JSON.parse(readFileSync(manifest, 'utf8')).main
+    if (typeof main === 'string') return join(dir, main)
+  }
+  return join(dir, 'index.js')
+}
+
+/**
+ * Resolve `use:` to a `file:` URL: a built-in name (`example`), a path relative to the config
+ * file (a folder or a file; folders inside mailscreen's own tree run their built copy), or an
+ * npm package name resolved from the config file's folder.
+ */
+export function resolvePlugin(use: string, baseDir: string): string {
+  let file: string
+  if (isPath(use)) {
+    const target = builtPath(resolve(baseDir, use))
+    file = existsSync(target) && statSync(target).isDirectory() ? entryOfDirectory(target) : target
+  } else if (/^[a-z0-9][a-z0-9-]*$/.test(use) && existsSync(join(packageRoot, 'plugins', use))) {
+    file = entryOfDirectory(builtPath(join(packageRoot, 'plugins', use)))
+  } else {
+    try {
+      file = createRequire(join(baseDir, 'mailscreen.yaml')).resolve(use)
+    } catch (err) {
+      throw new MailscreenError('MSC_PLUGIN_NOT_FOUND', `plugin ${JSON.stringify(use)}: not a built-in, path or installed package`, { cause: err })
+    }
+  }
+  if (!existsSync(file))
+    throw new MailscreenError('MSC_PLUGIN_NOT_FOUND', `plugin ${JSON.stringify(use)}: ${file} does not exist (built? run npm run build)`)
+  return pathToFileURL(file).href
+}
+
+function isDefinition(value: unknown): value is PluginDefinition {
+  const d = value as PluginDefinition | undefined
+  return (
+    !!d &&
+    typeof d.name === 'string' &&
+    typeof d.setup === 'function' &&
+    typeof d.options?.safeParse === 'function' &&
+    typeof d.symbols === 'object'
+  )
+}
+
+/** Import a plugin module and return its definition. */
+export async function importDefinition(url: string): Promise<PluginDefinition> {
+  let mod: { default?: unknown }
+  try {
+    mod = await import(url)
+  } catch (err) {
+    throw new MailscreenError('MSC_PLUGIN_NOT_FOUND', `plugin ${url}: import failed: ${(err as Error).message}`, { cause: err })
+  }
+  if (!isDefinition(mod.default))
+    throw new MailscreenError('MSC_PLUGIN_INVALID', `plugin ${url}: default export is not a definePlugin({...}) result`)
+  return mod.default
+}
+
+/** Validate a plugin's options against its schema; errors name the option path. */
+export function validateOptions(definition: PluginDefinition, options: unknown): unknown {
+  const result = definition.options.safeParse(options)
+  if (result.success) return result.data
+  const detail = result.error.issues.map((i) => `options.${i.path.join('.') || '(top)'}: ${i.message}`).join('; ')
+  throw new MailscreenError('MSC_PLUGIN_OPTIONS_INVALID', `plugin ${definition.name}: ${detail}`)
+}
+
+/** Load one entry: resolve, import, validate options, apply config overrides. */
+export async function loadPlugin(entry: PluginEntry, baseDir: string): Promise<LoadedPlugin> {
+  const url = resolvePlugin(entry.use, baseDir)
+  const definition = await importDefinition(url)
+  const options = validateOptions(definition, entry.options)
+  const fail = failSymbol(definition.name)
+  return {
+    name: definition.name,
+    url,
+    definition,
+    options,
+    rawOptions: entry.options,
+    timeoutMs: entry.timeout ?? definition.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    onError: entry.onError ?? definition.onError ?? 'tempfail',
+    symbols: { ...definition.symbols, [fail]: { description: `${definition.name} failed or timed out`, weight: 0 } },
+  }
+}
+
+/** Load every configured plugin; names must be unique. */
+export async function loadPlugins(entries: readonly PluginEntry[], baseDir: string): Promise<LoadedPlugin[]> {
+  const loaded: LoadedPlugin[] = []
+  for (const entry of entries) {
+    const plugin = await loadPlugin(entry, baseDir)
+    if (loaded.some((p) => p.name === plugin.name))
+      throw new MailscreenError('MSC_PLUGIN_INVALID', `plugin ${plugin.name} is configured twice`)
+    loaded.push(plugin)
+  }
+  return loaded
+}
+
+/** The JSON-safe part a worker needs to load the same plugin. */
+export function toRef(plugin: LoadedPlugin): PluginRef {
+  return { url: plugin.url, rawOptions: plugin.rawOptions, timeoutMs: plugin.timeoutMs, onError: plugin.onError }
+}
+
+/** The effective score table: every declared symbol and its weight. */
+export function scoreTable(plugins: readonly LoadedPlugin[]): ReadonlyMap<string, number> {
+  const table = new Map<string, number>()
+  for (const plugin of plugins) for (const [symbol, spec] of Object.entries(plugin.symbols)) table.set(symbol, spec.weight)
+  return table
+}

@@ -1,0 +1,83 @@
+import type { Logger } from 'pino'
+import { type ErrorInfo, MailscreenError, toErrorInfo } from '../errors.js'
+import type { Envelope } from '../ingress/envelope.js'
+import type { MessageView } from '../mail/message.js'
+import type { QueueId } from '../queue/ids.js'
+import { type Check, type FailurePolicy, failSymbol, type Hit, type SymbolSpec } from './plugin.js'
+
+/** A plugin ready to run in this thread: its check built by `setup`. */
+export interface ReadyPlugin {
+  readonly name: string
+  readonly check: Check
+  readonly timeoutMs: number
+  readonly onError: FailurePolicy
+  readonly symbols: Readonly<Record<string, SymbolSpec>>
+}
+
+/** What one check produced. Plain data. */
+export interface CheckOutcome {
+  readonly plugin: string
+  readonly hits: readonly Hit[]
+  readonly durationMs: number
+  /** Set when the check threw, timed out or returned an undeclared symbol. */
+  readonly failure?: ErrorInfo & { readonly policy: FailurePolicy }
+}
+
+/** The message a run looks at. */
+export interface RunInput {
+  readonly queueId: QueueId
+  readonly envelope: Envelope
+  readonly message: MessageView
+  readonly log: Logger
+}
+
+function withTimeout(plugin: ReadyPlugin, run: (signal: AbortSignal) => Promise<readonly Hit[]>): Promise<readonly Hit[]> {
+  const controller = new AbortController()
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const err = new MailscreenError('MSC_PLUGIN_TIMEOUT', `${plugin.name} did not answer within ${plugin.timeoutMs} ms`)
+      controller.abort(err)
+      reject(err)
+    }, plugin.timeoutMs)
+  })
+  return Promise.race([run(controller.signal), timeout]).finally(() => clearTimeout(timer))
+}
+
+function checkDeclared(plugin: ReadyPlugin, hits: readonly Hit[]): void {
+  for (const hit of hits) {
+    if (!Object.hasOwn(plugin.symbols, hit.symbol))
+      throw new MailscreenError('MSC_PLUGIN_FAILED', `${plugin.name} returned undeclared symbol ${hit.symbol}`)
+  }
+}
+
+async function runOne(plugin: ReadyPlugin, input: RunInput): Promise<CheckOutcome> {
+  const started = performance.now()
+  const log = input.log.child({ plugin: plugin.name })
+  try {
+    const hits = await withTimeout(plugin, (signal) =>
+      plugin.check({ queueId: input.queueId, envelope: input.envelope, message: input.message, log, signal }),
+    )
+    checkDeclared(plugin, hits)
+    return { plugin: plugin.name, hits, durationMs: performance.now() - started }
+  } catch (err) {
+    const info = toErrorInfo(err)
+    const code = info.code === 'MSC_PLUGIN_TIMEOUT' || info.code === 'MSC_PLUGIN_FAILED' ? info.code : 'MSC_PLUGIN_FAILED'
+    log.warn({ err: info, policy: plugin.onError }, 'check failed')
+    return {
+      plugin: plugin.name,
+      hits: [{ symbol: failSymbol(plugin.name), evidence: [info.message] }],
+      durationMs: performance.now() - started,
+      failure: { code, message: info.message, policy: plugin.onError },
+    }
+  }
+}
+
+/**
+ * Run every check on one message concurrently, each under its own timeout. A throw, a
+ * timeout and an undeclared symbol are all failures: they leave the plugin's `_FAIL` hit and
+ * carry its policy. Never rejects.
+ */
+export function runChecks(plugins: readonly ReadyPlugin[], input: RunInput): Promise<CheckOutcome[]> {
+  return Promise.all(plugins.map((plugin) => runOne(plugin, input)))
+}

@@ -1,0 +1,138 @@
+import type { Logger } from 'pino'
+import { toErrorInfo } from '../errors.js'
+import { retryDelay } from '../queue/backoff.js'
+import type { QueueId } from '../queue/ids.js'
+import type { Spool } from '../queue/spool.js'
+import { WorkQueue } from '../queue/work-queue.js'
+import { verdictSummary } from './actions.js'
+import type { ScanPool } from './pool.js'
+
+export interface ScanSchedulerOptions {
+  readonly spool: Spool
+  readonly pool: ScanPool
+  readonly log: Logger
+  readonly maxInFlight: number
+  /** Scans that crash or hang a worker before the message goes to `failed/`. */
+  readonly maxAttempts: number
+  readonly taskTimeoutMs: number
+  /** Backoff for messages whose scan tempfailed. */
+  readonly retry: readonly number[]
+  /** Called when a scanned message is in `outgoing/`. */
+  readonly onScanned: (id: QueueId) => void
+}
+
+/**
+ * Moves messages from `incoming/` through the worker pool: claim by rename into
+ * `processing/`, scan, then commit the worker's output into `outgoing/`. A tempfail verdict
+ * parks the message in `deferred/` for a later scan; a worker crash or hang is retried
+ * `maxAttempts` times, then the message goes to `failed/`. Nothing is ever deleted here.
+ */
+export class ScanScheduler {
+  private readonly queue: WorkQueue<QueueId>
+  private readonly attempts = new Map<QueueId, number>()
+  /** Tempfail counts of messages sent back from `deferred/`, for their backoff. */
+  private readonly tempfails = new Map<QueueId, number>()
+
+  constructor(private readonly opts: ScanSchedulerOptions) {
+    this.queue = new WorkQueue(opts.maxInFlight, (id) => this.scan(id), (id, err) =>
+      opts.log.error({ qid: id, err: toErrorInfo(err) }, 'scan error'),
+    )
+  }
+
+  /** Queue a message that sits in `incoming/`. */
+  enqueue(id: QueueId, tempfails?: number): void {
+    if (tempfails !== undefined) this.tempfails.set(id, tempfails)
+    this.queue.push(id)
+  }
+
+  /** Queue everything already in `incoming/` (after a restart). */
+  async start(): Promise<void> {
+    for (const id of await this.opts.spool.list('incoming')) this.enqueue(id)
+  }
+
+  /** Messages queued or being scanned. */
+  get pending(): number {
+    return this.queue.size
+  }
+
+  stop(): Promise<void> {
+    return this.queue.stop()
+  }
+
+  private async scan(id: QueueId): Promise<void> {
+    const { spool, pool, log } = this.opts
+    const started = performance.now()
+    try {
+      await spool.move(id, 'incoming', 'processing')
+    } catch (err) {
+      // Already claimed or gone (e.g. a listing raced a live notification): nothing to do.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
+      throw err
+    }
+    let result: Awaited<ReturnType<ScanPool['run']>>
+    try {
+      result = await pool.run({ queueId: id }, AbortSignal.timeout(this.opts.taskTimeoutMs))
+    } catch (err) {
+      await this.scanCrashed(id, err)
+      return
+    }
+    this.attempts.delete(id)
+    const { report, staged } = result
+    const { verdict } = report
+    const fields = {
+      qid: id,
+      messageId: report.messageId,
+      verdict: verdict.category,
+      action: verdict.action,
+      score: verdict.score,
+      symbols: verdict.hits.map((h) => h.symbol),
+      timings: report.timings,
+      ms: Math.round(performance.now() - started),
+    }
+    if (staged === undefined) {
+      await this.deferScan(id, verdict.tempfail.join('; '))
+      log.info({ ...fields, reason: verdict.tempfail }, 'verdict')
+      return
+    }
+    await spool.commit(staged, 'outgoing', id)
+    await spool.remove('processing', id)
+    this.tempfails.delete(id)
+    log.info({ ...fields, summary: verdictSummary(verdict) }, 'verdict')
+    this.opts.onScanned(id)
+  }
+
+  private async deferScan(id: QueueId, reason: string): Promise<void> {
+    const { spool, log } = this.opts
+    const entry = await spool.read('processing', id)
+    const attempts = (this.tempfails.get(id) ?? 0) + 1
+    this.tempfails.delete(id)
+    const nextAttemptAt = Date.now() + retryDelay(this.opts.retry, attempts)
+    await spool.writeRetry(id, {
+      phase: 'scan',
+      attempts,
+      nextAttemptAt,
+      pending: entry.header.envelope.rcptTo,
+      lastError: reason,
+    })
+    await spool.move(id, 'processing', 'deferred')
+    log.warn({ qid: id, attempts, nextAttemptAt: new Date(nextAttemptAt).toISOString(), reason }, 'scan deferred')
+  }
+
+  private async scanCrashed(id: QueueId, err: unknown): Promise<void> {
+    const { spool, log } = this.opts
+    const attempts = (this.attempts.get(id) ?? 0) + 1
+    const info = toErrorInfo(err)
+    const timedOut = info.code === 'AbortError' || info.code === 'TimeoutError'
+    const reason = timedOut ? `scan did not finish within ${this.opts.taskTimeoutMs} ms` : info.message
+    if (attempts >= this.opts.maxAttempts) {
+      this.attempts.delete(id)
+      await spool.move(id, 'processing', 'failed')
+      log.error({ qid: id, attempts, reason }, 'scan failed: moved to failed')
+      return
+    }
+    this.attempts.set(id, attempts)
+    await spool.move(id, 'processing', 'incoming')
+    log.warn({ qid: id, attempts, reason }, 'scan crashed: retrying')
+    this.queue.push(id)
+  }
+}
