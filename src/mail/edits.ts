@@ -33,9 +33,10 @@ function tagSubject(headerText: string, tag: string, eol: string): string {
   const at = lines.findIndex((line) => SUBJECT_LINE.test(line))
   if (at === -1) return `${headerText}Subject: ${tag}${eol}`
   const line = lines[at] as string
-  const value = line.slice(line.indexOf(':') + 1).trimStart()
+  const ending = line.endsWith('\r\n') ? '\r\n' : line.endsWith('\n') ? '\n' : ''
+  const value = line.slice(line.indexOf(':') + 1, line.length - ending.length).trim()
   if (value.startsWith(tag)) return headerText
-  lines[at] = `Subject: ${tag} ${value}`
+  lines[at] = `Subject: ${value === '' ? tag : `${tag} ${value}`}${ending}`
   return lines.join('')
 }
 

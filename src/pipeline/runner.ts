@@ -41,7 +41,10 @@ function withTimeout(plugin: ReadyPlugin, run: (signal: AbortSignal) => Promise<
       reject(err)
     }, plugin.timeoutMs)
   })
-  return Promise.race([run(controller.signal), timeout]).finally(() => clearTimeout(timer))
+  // new Promise() turns a synchronous throw from a non-async check into a rejection, so the
+  // race (and the finally that disarms the timer) is always set up.
+  const checked = new Promise<readonly Hit[]>((resolve) => resolve(run(controller.signal)))
+  return Promise.race([checked, timeout]).finally(() => clearTimeout(timer))
 }
 
 function checkDeclared(plugin: ReadyPlugin, hits: readonly Hit[]): void {

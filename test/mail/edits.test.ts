@@ -1,0 +1,207 @@
+import { describe, expect, it } from 'vitest'
+import { applyEdits, foldHeader, type HeaderEdit, lineEnding } from '../../src/mail/edits.js'
+import { createMessageView, headerEnd } from '../../src/mail/message.js'
+
+const CRLF_MESSAGE = Buffer.from(
+  'From: a@example.org\r\nTo: b@example.net\r\nSubject: hello world\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\nbody line 1\r\n\r\nSubject: not a header\r\n',
+)
+
+function apply(raw: Buffer, edits: readonly HeaderEdit[]): Buffer {
+  return Buffer.concat(applyEdits(raw, edits))
+}
+
+function bodyOf(raw: Buffer): Buffer {
+  return raw.subarray(headerEnd(raw))
+}
+
+function headerLines(raw: Buffer): string[] {
+  return raw.subarray(0, headerEnd(raw)).toString('latin1').split(/\r?\n/)
+}
+
+describe('lineEnding', () => {
+  it('detects CRLF from the first line', () => {
+    expect(lineEnding(Buffer.from('A: b\r\nC: d\n'))).toBe('\r\n')
+  })
+
+  it('detects a bare LF from the first line', () => {
+    expect(lineEnding(Buffer.from('A: b\nC: d\r\n'))).toBe('\n')
+  })
+
+  it('defaults to CRLF when there is no line break at all', () => {
+    expect(lineEnding(Buffer.from('A: b'))).toBe('\r\n')
+  })
+})
+
+describe('foldHeader', () => {
+  it('leaves a short field on one line ending in the given line ending', () => {
+    expect(foldHeader('X-Test', 'short value', '\r\n')).toBe('X-Test: short value\r\n')
+  })
+
+  it('folds a long field at spaces so no line passes 78 characters', () => {
+    const value = Array.from({ length: 40 }, (_, i) => `word${i}`).join(' ')
+    const folded = foldHeader('X-mailscreen-Report', value, '\r\n')
+    const lines = folded.split('\r\n')
+    expect(lines.pop()).toBe('')
+    expect(lines.length).toBeGreaterThan(1)
+    for (const line of lines) expect(line.length).toBeLessThanOrEqual(78)
+    for (const line of lines.slice(1)) expect(line.startsWith('\t')).toBe(true)
+    expect(createMessageView(Buffer.from(`${folded}\r\n`)).header('x-mailscreen-report')).toEqual([value])
+  })
+
+  it('puts a word longer than a line on a line of its own without leaving empty lines', () => {
+    const long = 'x'.repeat(120)
+    const folded = foldHeader('X-Long', `before ${long} after`, '\n')
+    const lines = folded.split('\n').slice(0, -1)
+    expect(lines).toEqual(['X-Long: before', `\t${long}`, '\tafter'])
+  })
+
+  it('keeps a first word longer than a line on the field name line', () => {
+    const long = 'y'.repeat(100)
+    expect(foldHeader('X-Long', long, '\r\n')).toBe(`X-Long: ${long}\r\n`)
+  })
+
+  it('replaces line breaks inside the value so the field cannot be split or injected', () => {
+    const folded = foldHeader('X-Test', 'a\r\nBcc: victim@example.org', '\r\n')
+    expect(folded).toBe('X-Test: a Bcc: victim@example.org\r\n')
+  })
+})
+
+describe('applyEdits prepend', () => {
+  it('adds the field before the original message and keeps every original byte', () => {
+    const out = apply(CRLF_MESSAGE, [{ op: 'prepend', name: 'X-mailscreen-Scanned', value: 'yes' }])
+    expect(out.subarray(0, 27).toString()).toBe('X-mailscreen-Scanned: yes\r\n')
+    expect(out.subarray(27).equals(CRLF_MESSAGE)).toBe(true)
+  })
+
+  it('keeps the body bytes identical', () => {
+    const out = apply(CRLF_MESSAGE, [{ op: 'prepend', name: 'X-A', value: '1' }])
+    const body = bodyOf(CRLF_MESSAGE)
+    expect(out.subarray(out.length - body.length).equals(body)).toBe(true)
+  })
+
+  it('returns the original buffer itself as the last part, so the body is not copied', () => {
+    const parts = applyEdits(CRLF_MESSAGE, [{ op: 'prepend', name: 'X-A', value: '1' }])
+    expect(parts.at(-1)).toBe(CRLF_MESSAGE)
+  })
+
+  it('prepends several fields in the order given', () => {
+    const out = apply(CRLF_MESSAGE, [
+      { op: 'prepend', name: 'X-First', value: '1' },
+      { op: 'prepend', name: 'X-Second', value: '2' },
+    ])
+    expect(headerLines(out).slice(0, 2)).toEqual(['X-First: 1', 'X-Second: 2'])
+  })
+
+  it('uses LF line endings for the new field when the message uses bare LF', () => {
+    const raw = Buffer.from('From: a@example.org\nSubject: hi\n\nbody\n')
+    const out = apply(raw, [{ op: 'prepend', name: 'X-A', value: '1' }])
+    expect(out.toString()).toBe('X-A: 1\nFrom: a@example.org\nSubject: hi\n\nbody\n')
+  })
+
+  it('changes nothing when there are no edits', () => {
+    expect(apply(CRLF_MESSAGE, []).equals(CRLF_MESSAGE)).toBe(true)
+  })
+})
+
+describe('applyEdits tagSubject', () => {
+  const tag: HeaderEdit = { op: 'tagSubject', tag: '{Spam?}' }
+
+  it('inserts the tag at the start of the Subject and keeps the body identical', () => {
+    const out = apply(CRLF_MESSAGE, [tag])
+    expect(createMessageView(out).header('subject')).toEqual(['{Spam?} hello world'])
+    const body = bodyOf(CRLF_MESSAGE)
+    expect(out.subarray(out.length - body.length).equals(body)).toBe(true)
+    expect(out.length).toBe(CRLF_MESSAGE.length + '{Spam?} '.length)
+  })
+
+  it('leaves every other header line as it was', () => {
+    const out = apply(CRLF_MESSAGE, [tag])
+    const before = headerLines(CRLF_MESSAGE)
+    const after = headerLines(out)
+    expect(after).toHaveLength(before.length)
+    expect(after.filter((l) => !l.startsWith('Subject:'))).toEqual(
+      before.filter((l) => !l.startsWith('Subject:')),
+    )
+  })
+
+  it('does not tag a Subject that already starts with the tag', () => {
+    const once = apply(CRLF_MESSAGE, [tag])
+    const twice = apply(once, [tag])
+    expect(twice.equals(once)).toBe(true)
+  })
+
+  it('tags only the header Subject, not a Subject: line in the body', () => {
+    const out = apply(CRLF_MESSAGE, [tag])
+    expect(out.toString()).toContain('\r\n\r\nbody line 1\r\n\r\nSubject: not a header\r\n')
+    expect(out.toString().match(/\{Spam\?\}/g)).toHaveLength(1)
+  })
+
+  it('matches the Subject field name case-insensitively', () => {
+    const raw = Buffer.from('SUBJECT: shout\r\nFrom: a@example.org\r\n\r\nbody\r\n')
+    expect(createMessageView(apply(raw, [tag])).header('subject')).toEqual(['{Spam?} shout'])
+  })
+
+  it('adds a Subject with the tag when the message has none', () => {
+    const raw = Buffer.from('From: a@example.org\r\nTo: b@example.net\r\n\r\nbody\r\n')
+    const out = apply(raw, [tag])
+    expect(out.toString()).toBe(
+      'From: a@example.org\r\nTo: b@example.net\r\nSubject: {Spam?}\r\n\r\nbody\r\n',
+    )
+  })
+
+  it('adds a Subject and a header/body separator to a message that has no body', () => {
+    const raw = Buffer.from('From: a@example.org')
+    const out = apply(raw, [tag])
+    expect(out.toString()).toBe('From: a@example.org\r\nSubject: {Spam?}\r\n\r\n')
+  })
+
+  it('tags an empty Subject without joining it to the next header line', () => {
+    const raw = Buffer.from('Subject:\r\nFrom: a@example.org\r\n\r\nbody\r\n')
+    const view = createMessageView(apply(raw, [tag]))
+    expect(view.header('subject')).toEqual(['{Spam?}'])
+    expect(view.header('from')).toEqual(['a@example.org'])
+  })
+
+  it('tags an empty last Subject without losing the header/body separator', () => {
+    const raw = Buffer.from('From: a@example.org\r\nSubject: \r\n\r\nbody\r\n')
+    const out = apply(raw, [tag])
+    const body = bodyOf(raw)
+    expect(bodyOf(out).equals(body)).toBe(true)
+    expect(createMessageView(out).header('subject')).toEqual(['{Spam?}'])
+  })
+
+  it('keeps LF line endings in an LF-only message', () => {
+    const raw = Buffer.from('From: a@example.org\nSubject: hi\n\nbody\n')
+    const out = apply(raw, [{ op: 'prepend', name: 'X-A', value: '1' }, tag])
+    expect(out.toString()).toBe('X-A: 1\nFrom: a@example.org\nSubject: {Spam?} hi\n\nbody\n')
+    expect(out.includes('\r')).toBe(false)
+  })
+
+  it('adds a Subject with LF to an LF-only message that has none', () => {
+    const raw = Buffer.from('From: a@example.org\n\nbody\n')
+    expect(apply(raw, [tag]).toString()).toBe('From: a@example.org\nSubject: {Spam?}\n\nbody\n')
+  })
+
+  it('keeps raw 8-bit bytes in the header byte-identical apart from the tag', () => {
+    const subject = Buffer.from('Grüße – 日本語', 'utf8')
+    const raw = Buffer.concat([
+      Buffer.from('From: "Jörg" <j@example.org>\r\nSubject: '),
+      subject,
+      Buffer.from('\r\n\r\nbody \xff\xfe\r\n', 'latin1'),
+    ])
+    const out = apply(raw, [tag])
+    const expected = Buffer.concat([
+      Buffer.from('From: "Jörg" <j@example.org>\r\nSubject: {Spam?} '),
+      subject,
+      Buffer.from('\r\n\r\nbody \xff\xfe\r\n', 'latin1'),
+    ])
+    expect(out.equals(expected)).toBe(true)
+  })
+
+  it('tags a folded Subject on its first line and keeps the continuation', () => {
+    const raw = Buffer.from('Subject: a very\r\n long subject\r\nFrom: a@example.org\r\n\r\nbody\r\n')
+    const out = apply(raw, [tag])
+    expect(createMessageView(out).header('subject')).toEqual(['{Spam?} a very long subject'])
+    expect(bodyOf(out).equals(bodyOf(raw))).toBe(true)
+  })
+})

@@ -1,0 +1,173 @@
+import { existsSync } from 'node:fs'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { PluginEntry } from '../../src/config/schema.js'
+import { packageRoot } from '../../src/package-root.js'
+import {
+  importDefinition,
+  loadPlugin,
+  loadPlugins,
+  resolvePlugin,
+  scoreTable,
+  toRef,
+  validateOptions,
+} from '../../src/pipeline/registry.js'
+
+// These tests import the built plugin: run `npm run build` (tsc) first.
+const EXAMPLE_JS = join(packageRoot, 'dist', 'plugins', 'example', 'index.js')
+const EXAMPLE_URL = pathToFileURL(EXAMPLE_JS).href
+
+let dir: string
+
+beforeAll(async () => {
+  expect(existsSync(EXAMPLE_JS), `${EXAMPLE_JS} missing: run npx tsc -p tsconfig.json`).toBe(true)
+  dir = await mkdtemp(join(tmpdir(), 'mailscreen-registry-'))
+})
+
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true })
+})
+
+function entry(use: string, more: Partial<PluginEntry> = {}): PluginEntry {
+  return { use, options: {}, ...more }
+}
+
+describe('resolvePlugin', () => {
+  it('finds a built-in plugin by name in dist/plugins/<name>/index.js', () => {
+    expect(resolvePlugin('example', dir)).toBe(EXAMPLE_URL)
+  })
+
+  it('maps a path into mailscreen’s own plugins/ folder to the same built file', () => {
+    expect(resolvePlugin('./plugins/example', packageRoot)).toBe(EXAMPLE_URL)
+  })
+
+  it('maps an absolute path to a source file of mailscreen’s tree to its built copy', () => {
+    expect(resolvePlugin(join(packageRoot, 'plugins', 'example', 'index.ts'), dir)).toBe(EXAMPLE_URL)
+  })
+
+  it('resolves a path outside mailscreen’s tree relative to the config directory', async () => {
+    await writeFile(join(dir, 'local.mjs'), 'export default 1\n')
+    expect(resolvePlugin('./local.mjs', dir)).toBe(pathToFileURL(join(dir, 'local.mjs')).href)
+  })
+
+  it('uses package.json main of a plugin folder', async () => {
+    await mkdir(join(dir, 'pkg', 'lib'), { recursive: true })
+    await writeFile(join(dir, 'pkg', 'package.json'), JSON.stringify({ main: 'lib/entry.js' }))
+    await writeFile(join(dir, 'pkg', 'lib', 'entry.js'), 'export default 1\n')
+    expect(resolvePlugin('./pkg', dir)).toBe(pathToFileURL(join(dir, 'pkg', 'lib', 'entry.js')).href)
+  })
+
+  it('fails with MSC_PLUGIN_NOT_FOUND for an unknown name', () => {
+    expect(() => resolvePlugin('no-such-plugin-anywhere', dir)).toThrow(
+      expect.objectContaining({ code: 'MSC_PLUGIN_NOT_FOUND' }),
+    )
+  })
+
+  it('fails with MSC_PLUGIN_NOT_FOUND for a path that does not exist', () => {
+    expect(() => resolvePlugin('./nowhere/plugin.js', dir)).toThrow(
+      expect.objectContaining({ code: 'MSC_PLUGIN_NOT_FOUND' }),
+    )
+  })
+})
+
+describe('importDefinition', () => {
+  it('returns the definePlugin() result a module exports', async () => {
+    const definition = await importDefinition(EXAMPLE_URL)
+    expect(definition.name).toBe('example')
+    expect(Object.keys(definition.symbols)).toContain('EXAMPLE_NO_DATE')
+  })
+
+  it('fails with MSC_PLUGIN_INVALID when the default export is not a plugin', async () => {
+    await writeFile(join(dir, 'not-a-plugin.mjs'), 'export default { name: "x" }\n')
+    await expect(importDefinition(pathToFileURL(join(dir, 'not-a-plugin.mjs')).href)).rejects.toMatchObject({
+      code: 'MSC_PLUGIN_INVALID',
+    })
+  })
+
+  it('fails with MSC_PLUGIN_NOT_FOUND when the module does not load', async () => {
+    await writeFile(join(dir, 'broken.mjs'), 'export default {\n')
+    await expect(importDefinition(pathToFileURL(join(dir, 'broken.mjs')).href)).rejects.toMatchObject({
+      code: 'MSC_PLUGIN_NOT_FOUND',
+    })
+  })
+})
+
+describe('validateOptions', () => {
+  it('applies the schema’s defaults', async () => {
+    const definition = await importDefinition(EXAMPLE_URL)
+    expect(validateOptions(definition, {})).toEqual({ subjectWords: [] })
+  })
+})
+
+describe('loadPlugins', () => {
+  it('loads the example plugin with its own timeout, failure policy and defaulted options', async () => {
+    const [plugin] = await loadPlugins([entry('example')], dir)
+    expect(plugin?.name).toBe('example')
+    expect(plugin?.url).toBe(EXAMPLE_URL)
+    expect(plugin?.timeoutMs).toBe(1000)
+    expect(plugin?.onError).toBe('continue')
+    expect(plugin?.options).toEqual({ subjectWords: [] })
+    expect(plugin?.rawOptions).toEqual({})
+  })
+
+  it('fails with MSC_PLUGIN_OPTIONS_INVALID naming the bad option', async () => {
+    const err = await loadPlugins([entry('example', { options: { subjectWords: 3 } })], dir).then(
+      () => undefined,
+      (e: unknown) => e as Error & { code: string },
+    )
+    expect(err?.code).toBe('MSC_PLUGIN_OPTIONS_INVALID')
+    expect(err?.message).toContain('options.subjectWords')
+  })
+
+  it('fails with MSC_PLUGIN_OPTIONS_INVALID for an unknown option', async () => {
+    await expect(
+      loadPlugins([entry('example', { options: { subjectWord: ['x'] } })], dir),
+    ).rejects.toMatchObject({
+      code: 'MSC_PLUGIN_OPTIONS_INVALID',
+    })
+  })
+
+  it('lets the config override the plugin’s timeout and failure policy', async () => {
+    const [plugin] = await loadPlugins([entry('example', { timeout: 2500, onError: 'tempfail' })], dir)
+    expect(plugin?.timeoutMs).toBe(2500)
+    expect(plugin?.onError).toBe('tempfail')
+  })
+
+  it('adds the automatic EXAMPLE_FAIL symbol to the score table with weight 0', async () => {
+    const plugins = await loadPlugins([entry('example')], dir)
+    const table = scoreTable(plugins)
+    expect(table.get('EXAMPLE_FAIL')).toBe(0)
+    expect(table.get('EXAMPLE_SUBJECT_WORD')).toBe(3)
+    expect(table.get('EXAMPLE_NO_MESSAGE_ID')).toBe(1)
+    expect(table.size).toBe(4)
+  })
+
+  it('refuses a plugin configured twice', async () => {
+    await expect(
+      loadPlugins([entry('example'), entry('./plugins/example')], packageRoot),
+    ).rejects.toMatchObject({
+      code: 'MSC_PLUGIN_INVALID',
+    })
+  })
+
+  it('loads nothing for an empty list', async () => {
+    await expect(loadPlugins([], dir)).resolves.toEqual([])
+  })
+})
+
+describe('toRef', () => {
+  it('keeps only the JSON-safe part a worker needs', async () => {
+    const plugin = await loadPlugin(entry('example', { options: { subjectWords: ['x'] }, timeout: 500 }), dir)
+    const ref = toRef(plugin)
+    expect(ref).toEqual({
+      url: EXAMPLE_URL,
+      rawOptions: { subjectWords: ['x'] },
+      timeoutMs: 500,
+      onError: 'continue',
+    })
+    expect(JSON.parse(JSON.stringify(ref))).toEqual(ref)
+  })
+})

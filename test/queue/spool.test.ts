@@ -1,0 +1,385 @@
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Readable } from 'node:stream'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { SmtpReplyError } from '../../src/errors.js'
+import type { Envelope } from '../../src/ingress/envelope.js'
+import { newQueueId, type QueueId } from '../../src/queue/ids.js'
+import { SPOOL_STATES, Spool } from '../../src/queue/spool.js'
+import { type RetryState, SPOOL_FORMAT, type SpoolHeader } from '../../src/queue/spool-file.js'
+
+const envelope: Envelope = {
+  mailFrom: 'sender@example.org',
+  rcptTo: ['a@example.net', 'b@example.net'],
+  client: { address: '192.0.2.1', helo: 'client.example.org' },
+  peer: { address: '127.0.0.1' },
+  receivedAt: 1_700_000_000_000,
+}
+
+const MESSAGE = Buffer.from(
+  'Subject: test\r\nFrom: sender@example.org\r\n\r\nbody \xe9\xff\r\n.\r\n',
+  'latin1',
+)
+
+let dir: string
+let spool: Spool
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'mailscreen-spool-'))
+  spool = new Spool(dir)
+  await spool.init()
+})
+
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true })
+})
+
+function header(id: QueueId = newQueueId()): SpoolHeader {
+  return { v: SPOOL_FORMAT, id, envelope }
+}
+
+function failingStream(err: Error): Readable {
+  return Readable.from(
+    (async function* () {
+      yield Buffer.from('Subject: partial\r\n\r\n')
+      yield Buffer.alloc(64 * 1024, 0x61)
+      throw err
+    })(),
+  )
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  )
+}
+
+describe('Spool.init', () => {
+  it('creates every state directory and tmp/', async () => {
+    expect((await readdir(dir)).sort()).toEqual([...SPOOL_STATES, 'tmp'].sort())
+  })
+
+  it('can run again on an existing spool without losing messages', async () => {
+    const h = header()
+    await spool.write('outgoing', h, MESSAGE)
+    await spool.init()
+    expect(await spool.list('outgoing')).toEqual([h.id])
+  })
+})
+
+describe('Spool.receive', () => {
+  it('stores a stream in incoming/ as the header line followed by the exact bytes and returns the size', async () => {
+    const h = header()
+    const result = await spool.receive(h, Readable.from([MESSAGE.subarray(0, 10), MESSAGE.subarray(10)]))
+    expect(result).toEqual({ size: MESSAGE.length })
+    const file = await readFile(spool.path('incoming', h.id))
+    const newline = file.indexOf(0x0a)
+    expect(JSON.parse(file.subarray(0, newline).toString())).toEqual(h)
+    expect(file.subarray(newline + 1).equals(MESSAGE)).toBe(true)
+    expect(await readdir(join(dir, 'tmp'))).toEqual([])
+  })
+
+  it('stores a message larger than one stream chunk intact', async () => {
+    const h = header()
+    const big = Buffer.alloc(1024 * 1024 + 7)
+    for (let i = 0; i < big.length; i++) big[i] = i % 251
+    expect((await spool.receive(h, Readable.from([big]))).size).toBe(big.length)
+    expect((await spool.read('incoming', h.id)).message.equals(big)).toBe(true)
+  })
+
+  it('stores an empty message with size 0', async () => {
+    const h = header()
+    expect(await spool.receive(h, Readable.from([]))).toEqual({ size: 0 })
+    expect((await spool.read('incoming', h.id)).message.length).toBe(0)
+  })
+
+  it('leaves nothing in incoming/ or tmp/ and rejects with MSC_SPOOL_WRITE_FAILED when the stream errors', async () => {
+    const h = header()
+    await expect(spool.receive(h, failingStream(new Error('connection reset')))).rejects.toMatchObject({
+      code: 'MSC_SPOOL_WRITE_FAILED',
+    })
+    expect(await readdir(join(dir, 'incoming'))).toEqual([])
+    expect(await readdir(join(dir, 'tmp'))).toEqual([])
+  })
+
+  it('passes through a stream error that carries an SMTP responseCode', async () => {
+    const h = header()
+    const tooBig = new SmtpReplyError('MSC_SPOOL_WRITE_FAILED', 552, '5.3.4', 'message too big')
+    await expect(spool.receive(h, failingStream(tooBig))).rejects.toBe(tooBig)
+    expect(await readdir(join(dir, 'incoming'))).toEqual([])
+    expect(await readdir(join(dir, 'tmp'))).toEqual([])
+  })
+
+  it('fails with MSC_SPOOL_WRITE_FAILED and stores nothing when tmp/ is missing', async () => {
+    await rm(join(dir, 'tmp'), { recursive: true })
+    const h = header()
+    await expect(spool.receive(h, Readable.from([MESSAGE]))).rejects.toMatchObject({
+      code: 'MSC_SPOOL_WRITE_FAILED',
+    })
+    expect(await readdir(join(dir, 'incoming'))).toEqual([])
+  })
+
+  it('refuses to overwrite a temp file of the same ID', async () => {
+    const h = header()
+    await writeFile(join(dir, 'tmp', h.id), 'someone else')
+    await expect(spool.receive(h, Readable.from([MESSAGE]))).rejects.toMatchObject({
+      code: 'MSC_SPOOL_WRITE_FAILED',
+    })
+    expect(await readdir(join(dir, 'incoming'))).toEqual([])
+  })
+
+  it('works with fsync turned off', async () => {
+    const fast = new Spool(dir, false)
+    const h = header()
+    expect(await fast.receive(h, Readable.from([MESSAGE]))).toEqual({ size: MESSAGE.length })
+    expect((await fast.read('incoming', h.id)).message.equals(MESSAGE)).toBe(true)
+  })
+})
+
+describe('Spool.write', () => {
+  it('writes a whole file into a state, joining message parts in order', async () => {
+    const h = header()
+    await spool.write('outgoing', h, [Buffer.from('X-A: 1\r\n'), MESSAGE])
+    const entry = await spool.read('outgoing', h.id)
+    expect(entry.header).toEqual(h)
+    expect(entry.message.equals(Buffer.concat([Buffer.from('X-A: 1\r\n'), MESSAGE]))).toBe(true)
+    expect(await readdir(join(dir, 'tmp'))).toEqual([])
+  })
+
+  it('replaces an older file of the same ID', async () => {
+    const h = header()
+    await spool.write('outgoing', h, Buffer.from('old'))
+    await spool.write(
+      'outgoing',
+      { ...h, scan: { verdict: 'clean', score: 0, symbols: [] } },
+      Buffer.from('new'),
+    )
+    const entry = await spool.read('outgoing', h.id)
+    expect(entry.message.toString()).toBe('new')
+    expect(entry.header.scan?.verdict).toBe('clean')
+  })
+
+  it('fails with MSC_SPOOL_WRITE_FAILED and stores nothing when tmp/ is missing', async () => {
+    await rm(join(dir, 'tmp'), { recursive: true })
+    const h = header()
+    await expect(spool.write('outgoing', h, MESSAGE)).rejects.toMatchObject({
+      code: 'MSC_SPOOL_WRITE_FAILED',
+    })
+    expect(await readdir(join(dir, 'outgoing'))).toEqual([])
+  })
+})
+
+describe('Spool.stage and commit', () => {
+  it('keeps a staged file invisible until it is committed', async () => {
+    const h = header()
+    await spool.stage(`${h.id}.scan`, h, MESSAGE)
+    expect(await spool.find(h.id)).toBeUndefined()
+    await spool.commit(`${h.id}.scan`, 'quarantine', h.id)
+    expect(await spool.find(h.id)).toBe('quarantine')
+    expect(await readdir(join(dir, 'tmp'))).toEqual([])
+  })
+
+  it('drops a staged file on discardStaged', async () => {
+    const h = header()
+    await spool.stage('x', h, MESSAGE)
+    await spool.discardStaged('x')
+    expect(await readdir(join(dir, 'tmp'))).toEqual([])
+  })
+})
+
+describe('Spool.move, read, remove, list and find', () => {
+  it('moves a message between states', async () => {
+    const h = header()
+    await spool.receive(h, Readable.from([MESSAGE]))
+    await spool.move(h.id, 'incoming', 'processing')
+    expect(await spool.find(h.id)).toBe('processing')
+    expect(await exists(spool.path('incoming', h.id))).toBe(false)
+    expect((await spool.read('processing', h.id)).message.equals(MESSAGE)).toBe(true)
+  })
+
+  it('rejects a move of a message that is not in the source state', async () => {
+    await expect(spool.move(newQueueId(), 'incoming', 'processing')).rejects.toThrow()
+  })
+
+  it('finds nothing for an unknown ID', async () => {
+    expect(await spool.find(newQueueId())).toBeUndefined()
+  })
+
+  it('lists only queue IDs, oldest first', async () => {
+    const ids = [newQueueId(), newQueueId(), newQueueId()]
+    for (const id of [...ids].reverse()) await spool.write('deferred', header(id), MESSAGE)
+    await spool.writeRetry(ids[0] as QueueId, {
+      phase: 'deliver',
+      attempts: 1,
+      nextAttemptAt: 0,
+      pending: [],
+    })
+    await writeFile(join(dir, 'deferred', 'README'), 'not a message')
+    expect(await spool.list('deferred')).toEqual(ids)
+  })
+
+  it('lists an empty state as an empty array', async () => {
+    expect(await spool.list('failed')).toEqual([])
+  })
+
+  it('removes a message', async () => {
+    const h = header()
+    await spool.write('outgoing', h, MESSAGE)
+    await spool.remove('outgoing', h.id)
+    expect(await spool.find(h.id)).toBeUndefined()
+  })
+
+  it('removes a deferred message together with its retry state', async () => {
+    const h = header()
+    await spool.write('deferred', h, MESSAGE)
+    await spool.writeRetry(h.id, { phase: 'scan', attempts: 1, nextAttemptAt: 5, pending: [] })
+    await spool.remove('deferred', h.id)
+    expect(await readdir(join(dir, 'deferred'))).toEqual([])
+    expect(await spool.readRetry(h.id)).toBeUndefined()
+  })
+
+  it('does not fail when removing a message that is already gone', async () => {
+    await expect(spool.remove('outgoing', newQueueId())).resolves.toBeUndefined()
+  })
+})
+
+describe('Spool.writeRetry and readRetry', () => {
+  it('round-trips the retry state', async () => {
+    const h = header()
+    await spool.write('deferred', h, MESSAGE)
+    const state: RetryState = {
+      phase: 'deliver',
+      attempts: 3,
+      nextAttemptAt: 1_700_000_900_000,
+      pending: ['b@example.net'],
+      lastError: '451 4.3.0 try later',
+    }
+    await spool.writeRetry(h.id, state)
+    expect(await spool.readRetry(h.id)).toEqual(state)
+    expect(await readdir(join(dir, 'tmp'))).toEqual([])
+  })
+
+  it('replaces an earlier retry state', async () => {
+    const id = newQueueId()
+    await spool.writeRetry(id, { phase: 'deliver', attempts: 1, nextAttemptAt: 1, pending: ['a@x'] })
+    await spool.writeRetry(id, { phase: 'deliver', attempts: 2, nextAttemptAt: 2, pending: [] })
+    expect((await spool.readRetry(id))?.attempts).toBe(2)
+  })
+
+  it('returns undefined when no retry state was saved', async () => {
+    expect(await spool.readRetry(newQueueId())).toBeUndefined()
+  })
+
+  it('returns undefined for an unreadable retry file', async () => {
+    const id = newQueueId()
+    await writeFile(join(dir, 'deferred', `${id}.retry`), '{not json')
+    expect(await spool.readRetry(id)).toBeUndefined()
+  })
+})
+
+describe('Spool.peek', () => {
+  it('reads the header and the start of a large message but reports its full size', async () => {
+    const h = header()
+    const big = Buffer.concat([Buffer.from('Subject: big\r\n\r\n'), Buffer.alloc(300_000, 0x62)])
+    await spool.write('outgoing', h, big)
+    const entry = await spool.peek('outgoing', h.id)
+    expect(entry.header).toEqual(h)
+    expect(entry.size).toBe(big.length)
+    expect(entry.message.length).toBeLessThan(65_536)
+    expect(entry.message.equals(big.subarray(0, entry.message.length))).toBe(true)
+    expect(entry.mtimeMs).toBeGreaterThan(0)
+  })
+
+  it('reads a small message whole', async () => {
+    const h = header()
+    await spool.write('incoming', h, MESSAGE)
+    const entry = await spool.peek('incoming', h.id)
+    expect(entry.size).toBe(MESSAGE.length)
+    expect(entry.message.equals(MESSAGE)).toBe(true)
+  })
+
+  it('honours a smaller byte budget', async () => {
+    const h = header()
+    await spool.write('incoming', h, MESSAGE)
+    const headerLength = JSON.stringify(h).length + 1
+    const entry = await spool.peek('incoming', h.id, headerLength + 5)
+    expect(entry.message.toString('latin1')).toBe(MESSAGE.subarray(0, 5).toString('latin1'))
+    expect(entry.size).toBe(MESSAGE.length)
+  })
+})
+
+describe('Spool corrupt files', () => {
+  it('fails read with MSC_SPOOL_CORRUPT for a file that is not a spool file', async () => {
+    const id = newQueueId()
+    await writeFile(join(dir, 'incoming', id), 'this is not json\nSubject: x\r\n\r\n')
+    await expect(spool.read('incoming', id)).rejects.toMatchObject({ code: 'MSC_SPOOL_CORRUPT' })
+  })
+
+  it('fails read with MSC_SPOOL_CORRUPT for a file without a header line', async () => {
+    const id = newQueueId()
+    await writeFile(join(dir, 'incoming', id), 'no newline at all')
+    await expect(spool.read('incoming', id)).rejects.toMatchObject({ code: 'MSC_SPOOL_CORRUPT' })
+  })
+
+  it('fails read with MSC_SPOOL_CORRUPT for a header of another format version', async () => {
+    const id = newQueueId()
+    await writeFile(join(dir, 'incoming', id), `${JSON.stringify({ v: 99, id, envelope })}\nbody`)
+    await expect(spool.read('incoming', id)).rejects.toMatchObject({ code: 'MSC_SPOOL_CORRUPT' })
+  })
+
+  it('fails peek with MSC_SPOOL_CORRUPT for a file that is not a spool file', async () => {
+    const id = newQueueId()
+    await writeFile(join(dir, 'incoming', id), '{"truncated":')
+    await expect(spool.peek('incoming', id)).rejects.toMatchObject({ code: 'MSC_SPOOL_CORRUPT' })
+  })
+})
+
+describe('Spool.recover', () => {
+  it('moves messages left in processing/ back to incoming/ and returns their IDs', async () => {
+    const a = header()
+    const b = header()
+    await spool.write('processing', a, MESSAGE)
+    await spool.write('processing', b, MESSAGE)
+    expect(await spool.recover()).toEqual([a.id, b.id])
+    expect(await spool.list('processing')).toEqual([])
+    expect(await spool.list('incoming')).toEqual([a.id, b.id])
+    expect((await spool.read('incoming', a.id)).message.equals(MESSAGE)).toBe(true)
+  })
+
+  it('drops the processing copy when the same ID already sits in outgoing/', async () => {
+    const h = header()
+    await spool.write('processing', h, Buffer.from('unscanned'))
+    await spool.write('outgoing', h, Buffer.from('scanned'))
+    expect(await spool.recover()).toEqual([])
+    expect(await spool.list('processing')).toEqual([])
+    expect(await spool.list('incoming')).toEqual([])
+    expect((await spool.read('outgoing', h.id)).message.toString()).toBe('scanned')
+  })
+
+  it.each(['deferred', 'quarantine', 'failed'] as const)(
+    'drops the processing copy when the same ID already sits in %s/',
+    async (state) => {
+      const h = header()
+      await spool.write('processing', h, MESSAGE)
+      await spool.write(state, h, MESSAGE)
+      expect(await spool.recover()).toEqual([])
+      expect(await spool.find(h.id)).toBe(state)
+    },
+  )
+
+  it('clears tmp/ and leaves it in place', async () => {
+    await writeFile(join(dir, 'tmp', 'half-written'), 'x')
+    await writeFile(join(dir, 'tmp', `${newQueueId()}.retry`), '{}')
+    await spool.recover()
+    expect(await readdir(join(dir, 'tmp'))).toEqual([])
+  })
+
+  it('does nothing to a clean spool', async () => {
+    const h = header()
+    await spool.write('incoming', h, MESSAGE)
+    expect(await spool.recover()).toEqual([])
+    expect(await spool.list('incoming')).toEqual([h.id])
+  })
+})
