@@ -2,7 +2,9 @@ import { isIP } from 'node:net'
 import { reply, type SmtpReply } from './smtp-reply.js'
 
 /** Parsing outcome: a value, or the reply that tells the client what was wrong. */
-export type Parsed<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reply: SmtpReply }
+export type Parsed<T> =
+  | { readonly ok: true; readonly value: T }
+  | { readonly ok: false; readonly reply: SmtpReply }
 
 /** One ESMTP parameter of MAIL or RCPT (`KEY=VALUE` or `KEY`), key upper-cased. */
 export interface MailParam {
@@ -16,8 +18,9 @@ export type Attributes = ReadonlyMap<string, string | undefined>
 /** Render a reply, multi-line when its text has newlines (RFC 5321 4.2.1). */
 export function formatReply(r: SmtpReply): string {
   const status = r.status === undefined ? '' : `${r.status} `
-  if (!r.text.includes('\n')) return `${r.code} ${status}${r.text}\r\n`
-  const lines = r.text.replaceAll('\r', '').split('\n')
+  const text = r.text.includes('\r') ? r.text.replaceAll('\r', '') : r.text
+  if (!text.includes('\n')) return `${r.code} ${status}${text}\r\n`
+  const lines = text.split('\n')
   const last = lines.length - 1
   let out = ''
   for (let i = 0; i <= last; i++) out += `${r.code}${i === last ? ' ' : '-'}${status}${lines[i]}\r\n`
@@ -26,13 +29,12 @@ export function formatReply(r: SmtpReply): string {
 
 /** Parse `FROM:<path> params` (or `TO:`), allowing a space after the colon. */
 export function parsePath(arg: string, keyword: 'FROM' | 'TO'): Parsed<{ path: string; params: string }> {
-  const syntax = fail(501, '5.5.4', `Syntax: ${keyword === 'FROM' ? 'MAIL FROM' : 'RCPT TO'}:<address>`)
   if (arg.length <= keyword.length || arg.slice(0, keyword.length + 1).toUpperCase() !== `${keyword}:`) {
-    return syntax
+    return syntaxError(keyword)
   }
   let i = keyword.length + 1
   while (arg[i] === ' ') i++
-  if (arg[i] !== '<') return syntax
+  if (arg[i] !== '<') return syntaxError(keyword)
   const open = i
   let quoted = false
   for (i = open + 1; i < arg.length; i++) {
@@ -41,12 +43,15 @@ export function parsePath(arg: string, keyword: 'FROM' | 'TO'): Parsed<{ path: s
     else if (ch === '"') quoted = !quoted
     else if (ch === '>' && !quoted) break
   }
-  if (i >= arg.length) return syntax
+  if (i >= arg.length) return syntaxError(keyword)
   const rest = arg.slice(i + 1)
-  if (rest.length > 0 && rest[0] !== ' ') return syntax
+  if (rest.length > 0 && rest[0] !== ' ') return syntaxError(keyword)
   const path = stripSourceRoute(arg.slice(open + 1, i))
-  const bad = keyword === 'FROM' ? 'Bad sender address syntax' : 'Bad recipient address syntax'
-  if (path === undefined || !validPath(path)) return fail(501, keyword === 'FROM' ? '5.1.7' : '5.1.3', bad)
+  if (path === undefined || !validPath(path)) {
+    return keyword === 'FROM'
+      ? fail(501, '5.1.7', 'Bad sender address syntax')
+      : fail(501, '5.1.3', 'Bad recipient address syntax')
+  }
   return { ok: true, value: { path, params: rest } }
 }
 
@@ -69,7 +74,11 @@ export function parseParams(text: string): MailParam[] {
  * Parse XCLIENT / XFORWARD `NAME=value` attributes (values are xtext, RFC 3461), accepting
  * only the names in `allowed`. ADDR is checked, loses an `IPV6:` prefix and is normalised.
  */
-export function parseAttributes(text: string, allowed: ReadonlySet<string>, command: string): Parsed<Attributes> {
+export function parseAttributes(
+  text: string,
+  allowed: ReadonlySet<string>,
+  command: string,
+): Parsed<Attributes> {
   const attrs = new Map<string, string | undefined>()
   for (const word of text.split(' ')) {
     if (word === '') continue
@@ -104,6 +113,10 @@ export function normalizeIp(address: string): string {
 export function isNonAscii(text: string): boolean {
   for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) > 0x7f) return true
   return false
+}
+
+function syntaxError(keyword: 'FROM' | 'TO'): { ok: false; reply: SmtpReply } {
+  return fail(501, '5.5.4', `Syntax: ${keyword === 'FROM' ? 'MAIL FROM' : 'RCPT TO'}:<address>`)
 }
 
 function fail(code: number, status: string, text: string): { ok: false; reply: SmtpReply } {

@@ -15,6 +15,9 @@ export interface SmtpIngressDeps {
   readonly onQueued: (id: QueueId) => void
 }
 
+/** Error codes on the data stream that mean the session ended before the final dot. */
+const SESSION_ENDED = new Set(['ECONNRESET', 'ETIMEDOUT', 'ECONNABORTED'])
+
 /**
  * The after-queue content-filter listener: only trusted peers (the MTA) may connect; each
  * message is fsynced into the spool before the 250 that lets the MTA forget it.
@@ -33,6 +36,7 @@ export function createSmtpIngress({ config, spool, log, onQueued }: SmtpIngressD
       return reply(554, '5.7.1', `${config.hostname} Access denied: ${peer.address} is not a trusted MTA`)
     },
     allowForwarding: (peer) => isTrusted(peer.address),
+    onError: (err, peer) => log.error({ peer: peer?.address, err: (err as Error).message }, 'smtp error'),
     async onMessage(tx, data) {
       const id = newQueueId()
       const envelope: Envelope = {
@@ -47,17 +51,31 @@ export function createSmtpIngress({ config, spool, log, onQueued }: SmtpIngressD
       try {
         const { size } = await spool.receive({ v: 1, id, envelope }, data)
         log.info(
-          { qid: id, client: tx.client.address, helo: tx.client.helo, from: tx.mailFrom, to: tx.rcptTo, size },
+          {
+            qid: id,
+            client: tx.client.address,
+            clientName: tx.client.name,
+            helo: tx.client.helo,
+            mtaQueueId: tx.ident,
+            from: tx.mailFrom,
+            to: tx.rcptTo,
+            size,
+          },
           'received',
         )
       } catch (err) {
-        const responseCode = (err as { responseCode?: number }).responseCode
-        if (responseCode === undefined) {
-          log.error({ qid: id, err: (err as Error).message, from: tx.mailFrom }, 'spool write failed')
-          return reply(451, '4.3.0', 'Error: queue file write error, try again later')
+        const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as { code?: string }).code
+        if ((err as { responseCode?: number }).responseCode !== undefined) {
+          log.warn({ qid: id, from: tx.mailFrom, reason: (err as Error).message }, 'rejected')
+          throw err
         }
-        log.warn({ qid: id, from: tx.mailFrom, reason: (err as Error).message }, 'rejected')
-        throw err
+        if (cause !== undefined && SESSION_ENDED.has(cause)) {
+          // The client went away mid-DATA: nothing was acknowledged, so nothing is lost.
+          log.info({ qid: id, from: tx.mailFrom, reason: cause }, 'aborted')
+          throw err
+        }
+        log.error({ qid: id, err: (err as Error).message, from: tx.mailFrom }, 'spool write failed')
+        return reply(451, '4.3.0', 'Error: queue file write error, try again later')
       }
       onQueued(id)
       return reply(250, '2.0.0', `Ok: queued as ${id}`)

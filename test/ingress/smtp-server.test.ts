@@ -1,0 +1,677 @@
+import { once } from 'node:events'
+import { connect, type Socket } from 'node:net'
+import type { Readable } from 'node:stream'
+import SMTPConnection from 'nodemailer/lib/smtp-connection'
+import { afterEach, describe, expect, it } from 'vitest'
+import { SmtpReplyError } from '../../src/errors.js'
+import { reply } from '../../src/ingress/smtp-reply.js'
+import {
+  createSmtpServer,
+  MessageTooBigError,
+  type SmtpServer,
+  type SmtpServerOptions,
+  type Transaction,
+} from '../../src/ingress/smtp-server.js'
+
+/** A raw SMTP client: sends bytes, reads whole (multi-line) replies. */
+class Client {
+  readonly closed: Promise<void>
+  private buffer = ''
+  private lines: string[] = []
+  private readonly replies: string[] = []
+  private waiter: (() => void) | undefined
+
+  private constructor(readonly socket: Socket) {
+    socket.setEncoding('utf8')
+    socket.on('data', (text: string) => this.onData(text))
+    socket.on('error', () => undefined)
+    this.closed = new Promise((resolve) => socket.once('close', () => resolve()))
+  }
+
+  static async open(port: number): Promise<Client> {
+    const socket = connect(port, '127.0.0.1')
+    await once(socket, 'connect')
+    return new Client(socket)
+  }
+
+  send(text: string): void {
+    this.socket.write(text)
+  }
+
+  /** The next reply, its lines joined with `\n`. */
+  async next(timeoutMs = 5000): Promise<string> {
+    const deadline = Date.now() + timeoutMs
+    while (this.replies.length === 0) {
+      if (Date.now() > deadline) throw new Error(`no reply; buffered ${JSON.stringify(this.buffer)}`)
+      await new Promise<void>((resolve) => {
+        this.waiter = resolve
+        setTimeout(resolve, 50)
+      })
+    }
+    return this.replies.shift() as string
+  }
+
+  async command(line: string): Promise<string> {
+    this.send(`${line}\r\n`)
+    return this.next()
+  }
+
+  /** Read `count` replies. */
+  async take(count: number): Promise<string[]> {
+    const out: string[] = []
+    for (let i = 0; i < count; i++) out.push(await this.next())
+    return out
+  }
+
+  private onData(text: string): void {
+    this.buffer += text
+    let end = this.buffer.indexOf('\r\n')
+    while (end !== -1) {
+      const line = this.buffer.slice(0, end)
+      this.buffer = this.buffer.slice(end + 2)
+      this.lines.push(line)
+      if (line[3] !== '-') {
+        this.replies.push(this.lines.join('\n'))
+        this.lines = []
+      }
+      end = this.buffer.indexOf('\r\n')
+    }
+    this.waiter?.()
+  }
+}
+
+interface Received {
+  readonly tx: Transaction
+  readonly data: string
+}
+
+async function collect(data: Readable): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const chunk of data) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks).toString('utf8')
+}
+
+const servers: SmtpServer[] = []
+
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((server) => server.close()))
+})
+
+/** A server on an ephemeral port that keeps what it receives; `options` override the defaults. */
+async function start(
+  options: Partial<SmtpServerOptions> = {},
+): Promise<{ server: SmtpServer; port: number; received: Received[] }> {
+  const received: Received[] = []
+  const server = createSmtpServer({
+    hostname: 'mx.test',
+    maxSize: 100_000,
+    async onMessage(tx, data) {
+      received.push({ tx: { ...tx, rcptTo: [...tx.rcptTo] }, data: await collect(data) })
+      return reply(250, '2.0.0', 'Ok: queued as TEST')
+    },
+    ...options,
+  })
+  servers.push(server)
+  const { port } = await server.listen('127.0.0.1', 0)
+  return { server, port, received }
+}
+
+/** Connect, read the greeting, say EHLO. */
+async function session(port: number, hello = 'EHLO client.test'): Promise<Client> {
+  const client = await Client.open(port)
+  expect(await client.next()).toMatch(/^220 /)
+  expect(await client.command(hello)).toMatch(/^250[ -]/)
+  return client
+}
+
+describe('greeting', () => {
+  it('greets at once, before the client says anything', async () => {
+    const { port } = await start()
+    const client = await Client.open(port)
+    expect(await client.next()).toBe('220 mx.test ESMTP mailscreen')
+    client.socket.destroy()
+  })
+
+  it('refuses a connection when onConnect says so, and never reaches a handler', async () => {
+    const seen: string[] = []
+    const { port, received } = await start({
+      onConnect: (peer) => {
+        seen.push(peer.address)
+        return reply(554, '5.7.1', 'Go away')
+      },
+    })
+    const client = await Client.open(port)
+    expect(await client.next()).toBe('554 5.7.1 Go away')
+    await client.closed
+    expect(seen).toEqual(['127.0.0.1'])
+    expect(received).toHaveLength(0)
+  })
+
+  it('serves several listen addresses and counts connections', async () => {
+    const { server, port } = await start()
+    const second = await server.listen('127.0.0.1', 0)
+    expect(second.port).not.toBe(port)
+    const a = await Client.open(port)
+    const b = await Client.open(second.port)
+    expect(await a.next()).toMatch(/^220 /)
+    expect(await b.next()).toMatch(/^220 /)
+    expect(server.connections).toBe(2)
+    a.socket.destroy()
+    b.socket.destroy()
+  })
+})
+
+describe('EHLO', () => {
+  it('advertises the extensions, without XCLIENT/XFORWARD for an untrusted peer', async () => {
+    const { port } = await start()
+    const client = await Client.open(port)
+    await client.next()
+    expect(await client.command('EHLO client.test')).toBe(
+      [
+        '250-mx.test',
+        '250-PIPELINING',
+        '250-SIZE 100000',
+        '250-8BITMIME',
+        '250-SMTPUTF8',
+        '250 ENHANCEDSTATUSCODES',
+      ].join('\n'),
+    )
+    expect(await client.command('HELO client.test')).toBe('250 mx.test')
+    expect(await client.command('EHLO')).toBe('501 5.5.4 Syntax: EHLO hostname')
+    client.socket.destroy()
+  })
+
+  it('advertises XCLIENT and XFORWARD to a trusted peer', async () => {
+    const { port } = await start({ allowForwarding: (peer) => peer.address === '127.0.0.1' })
+    const client = await Client.open(port)
+    await client.next()
+    const ehlo = await client.command('EHLO mta.test')
+    expect(ehlo).toContain('250-XCLIENT NAME ADDR PROTO HELO')
+    expect(ehlo).toContain('250 XFORWARD NAME ADDR PROTO HELO SOURCE IDENT')
+    client.socket.destroy()
+  })
+})
+
+describe('mail transaction', () => {
+  it('takes a message over a raw socket and hands over the unstuffed data', async () => {
+    const { port, received } = await start()
+    const client = await session(port)
+    expect(await client.command('MAIL FROM:<alice@example.org> SIZE=40 BODY=8BITMIME')).toBe('250 2.1.0 Ok')
+    expect(await client.command('RCPT TO:<bob@example.net>')).toBe('250 2.1.5 Ok')
+    expect(await client.command('DATA')).toBe('354 End data with <CR><LF>.<CR><LF>')
+    client.send('Subject: t\r\n\r\n..leading dot\r\nend\r\n.\r\n')
+    expect(await client.next()).toBe('250 2.0.0 Ok: queued as TEST')
+    expect(await client.command('QUIT')).toBe('221 2.0.0 Bye')
+    await client.closed
+    expect(received).toHaveLength(1)
+    expect(received[0]?.data).toBe('Subject: t\r\n\r\n.leading dot\r\nend\r\n')
+    expect(received[0]?.tx).toMatchObject({
+      mailFrom: 'alice@example.org',
+      rcptTo: ['bob@example.net'],
+      body: '8BITMIME',
+      declaredSize: 40,
+      smtpUtf8: false,
+      peer: { address: '127.0.0.1', helo: 'client.test', protocol: 'ESMTP' },
+      client: { address: '127.0.0.1', helo: 'client.test', protocol: 'ESMTP' },
+    })
+  })
+
+  it('accepts the null sender, a source route and a space after the colon', async () => {
+    const { port, received } = await start()
+    const client = await session(port)
+    expect(await client.command('MAIL FROM: <>')).toBe('250 2.1.0 Ok')
+    expect(await client.command('rcpt to:<@relay.test:bob@example.net>')).toBe('250 2.1.5 Ok')
+    expect(await client.command('DATA')).toMatch(/^354 /)
+    client.send('x\r\n.\r\n')
+    expect(await client.next()).toMatch(/^250 /)
+    expect(received[0]?.tx.mailFrom).toBe('')
+    expect(received[0]?.tx.rcptTo).toEqual(['bob@example.net'])
+    client.socket.destroy()
+  })
+
+  it('answers pipelined commands in order even when a handler is slow', async () => {
+    const { port, received } = await start({
+      onRecipient: async (address) => {
+        await new Promise((resolve) => setTimeout(resolve, address.startsWith('slow') ? 50 : 0))
+        return address.startsWith('bad') ? reply(550, '5.1.1', 'No such user') : undefined
+      },
+    })
+    const client = await session(port)
+    client.send('MAIL FROM:<a@example.org>\r\nRCPT TO:<slow@example.net>\r\nRCPT TO:<bad@example.net>\r\n')
+    client.send('RCPT TO:<fast@example.net>\r\nDATA\r\n')
+    expect(await client.take(5)).toEqual([
+      '250 2.1.0 Ok',
+      '250 2.1.5 Ok',
+      '550 5.1.1 No such user',
+      '250 2.1.5 Ok',
+      '354 End data with <CR><LF>.<CR><LF>',
+    ])
+    client.send('hello\r\n.\r\nMAIL FROM:<b@example.org>\r\nRCPT TO:<fast@example.net>\r\nDATA\r\n')
+    expect(await client.take(4)).toEqual([
+      '250 2.0.0 Ok: queued as TEST',
+      '250 2.1.0 Ok',
+      '250 2.1.5 Ok',
+      '354 End data with <CR><LF>.<CR><LF>',
+    ])
+    client.send('second\r\n.\r\nQUIT\r\n')
+    expect(await client.take(2)).toEqual(['250 2.0.0 Ok: queued as TEST', '221 2.0.0 Bye'])
+    expect(received.map((r) => [r.tx.mailFrom, r.tx.rcptTo, r.data])).toEqual([
+      ['a@example.org', ['slow@example.net', 'fast@example.net'], 'hello\r\n'],
+      ['b@example.org', ['fast@example.net'], 'second\r\n'],
+    ])
+  })
+
+  it('keeps reading past a bare-LF dot line (no SMTP smuggling)', async () => {
+    const { port, received } = await start()
+    const client = await session(port)
+    await client.command('MAIL FROM:<a@example.org>')
+    await client.command('RCPT TO:<b@example.net>')
+    await client.command('DATA')
+    client.send('one\n.\nMAIL FROM:<evil@example.org>\r\ntwo\r\n.\r\n')
+    expect(await client.next()).toMatch(/^250 2\.0\.0/)
+    expect(received[0]?.data).toBe('one\n.\nMAIL FROM:<evil@example.org>\r\ntwo\r\n')
+    client.socket.destroy()
+  })
+
+  it('streams a large message to a slow consumer intact', async () => {
+    let data = ''
+    const { port } = await start({
+      maxSize: 10_000_000,
+      async onMessage(_tx, stream) {
+        for await (const chunk of stream) {
+          data += (chunk as Buffer).toString('latin1')
+          await new Promise((resolve) => setImmediate(resolve))
+        }
+        return reply(250, '2.0.0', 'Ok')
+      },
+    })
+    const client = await session(port)
+    await client.command('MAIL FROM:<a@example.org>')
+    await client.command('RCPT TO:<b@example.net>')
+    await client.command('DATA')
+    const line = `${'x'.repeat(998)}\r\n`
+    const body = line.repeat(3000)
+    client.send(`${body}.\r\n`)
+    expect(await client.next(20_000)).toBe('250 2.0.0 Ok')
+    expect(data.length).toBe(body.length)
+    expect(data === body).toBe(true)
+    client.socket.destroy()
+  })
+})
+
+describe('command errors', () => {
+  it('reports bad sequence, syntax and unknown commands, and stays usable', async () => {
+    const { port } = await start()
+    const client = await Client.open(port)
+    await client.next()
+    expect(await client.command('MAIL FROM:<a@example.org>')).toBe('503 5.5.1 Error: send HELO/EHLO first')
+    await client.command('EHLO client.test')
+    expect(await client.command('RCPT TO:<b@example.net>')).toBe('503 5.5.1 Error: need MAIL command')
+    expect(await client.command('DATA')).toBe('503 5.5.1 Error: need MAIL command')
+    expect(await client.command('MAIL FROM:a@example.org')).toBe('501 5.5.4 Syntax: MAIL FROM:<address>')
+    expect(await client.command('MAIL FROM:<a b@example.org>')).toBe('501 5.1.7 Bad sender address syntax')
+    expect(await client.command('MAIL FROM:<a@example.org> FOO=1')).toBe('555 5.5.4 Unsupported option: FOO')
+    expect(await client.command('MAIL FROM:<a@example.org> BODY=BINARYMIME')).toBe(
+      '501 5.5.4 Unsupported BODY type',
+    )
+    expect(await client.command('MAIL FROM:<ü@example.org>')).toBe(
+      '553 5.6.7 Must declare SMTPUTF8 to send unicode address',
+    )
+    expect(await client.command('MAIL FROM:<a@example.org>')).toBe('250 2.1.0 Ok')
+    expect(await client.command('MAIL FROM:<a@example.org>')).toBe('503 5.5.1 Error: nested MAIL command')
+    expect(await client.command('DATA')).toBe('503 5.5.1 Error: need RCPT command')
+    expect(await client.command('RCPT TO:<>')).toBe('501 5.1.3 Bad recipient address syntax')
+    expect(await client.command('RCPT TO:<b@example.net> NOTIFY=NEVER')).toBe(
+      '555 5.5.4 Unsupported option: NOTIFY',
+    )
+    expect(await client.command('STARTTLS')).toBe('500 5.5.2 Error: command not recognized')
+    expect(await client.command('VRFY bob')).toMatch(/^252 2\.5\.2 /)
+    expect(await client.command('HELP')).toMatch(/^214 /)
+    expect(await client.command('NOOP')).toBe('250 2.0.0 Ok')
+    expect(await client.command('RSET')).toBe('250 2.0.0 Ok')
+    expect(await client.command('RCPT TO:<b@example.net>')).toBe('503 5.5.1 Error: need MAIL command')
+    client.socket.destroy()
+  })
+
+  it('answers DATA with 554 when every recipient was refused', async () => {
+    const { port } = await start({ onRecipient: () => reply(550, '5.1.1', 'No such user') })
+    const client = await session(port)
+    await client.command('MAIL FROM:<a@example.org>')
+    expect(await client.command('RCPT TO:<b@example.net>')).toBe('550 5.1.1 No such user')
+    expect(await client.command('DATA')).toBe('554 5.5.1 Error: no valid recipients')
+    client.socket.destroy()
+  })
+
+  it('takes SMTPUTF8 addresses when SMTPUTF8 is declared', async () => {
+    const { port, received } = await start()
+    const client = await session(port)
+    expect(await client.command('MAIL FROM:<jürgen@example.org> SMTPUTF8')).toBe('250 2.1.0 Ok')
+    expect(await client.command('RCPT TO:<søren@exämple.net>')).toBe('250 2.1.5 Ok')
+    await client.command('DATA')
+    client.send('x\r\n.\r\n')
+    await client.next()
+    expect(received[0]?.tx).toMatchObject({ mailFrom: 'jürgen@example.org', smtpUtf8: true })
+    expect(received[0]?.tx.rcptTo).toEqual(['søren@exämple.net'])
+    client.socket.destroy()
+  })
+
+  it('refuses recipients past the limit with 452 4.5.3', async () => {
+    const { port } = await start({ maxRecipients: 2 })
+    const client = await session(port)
+    await client.command('MAIL FROM:<a@example.org>')
+    client.send('RCPT TO:<1@example.net>\r\nRCPT TO:<2@example.net>\r\nRCPT TO:<3@example.net>\r\n')
+    expect(await client.take(3)).toEqual([
+      '250 2.1.5 Ok',
+      '250 2.1.5 Ok',
+      '452 4.5.3 Error: too many recipients',
+    ])
+    client.socket.destroy()
+  })
+
+  it('refuses an over-long command line and reads the next one', async () => {
+    const { port } = await start()
+    const client = await session(port)
+    client.send(`NOOP ${'x'.repeat(3000)}`)
+    client.send(`${'y'.repeat(3000)}\r\nNOOP\r\n`)
+    expect(await client.take(2)).toEqual(['500 5.5.2 Error: line too long', '250 2.0.0 Ok'])
+    client.send(`NOOP ${'x'.repeat(2100)}\r\nNOOP\r\n`)
+    expect(await client.take(2)).toEqual(['500 5.5.2 Error: line too long', '250 2.0.0 Ok'])
+    client.socket.destroy()
+  })
+
+  it('says 421 4.4.2 and closes after the idle timeout', async () => {
+    const { port } = await start({ idleTimeoutMs: 100 })
+    const client = await session(port)
+    expect(await client.next()).toBe('421 4.4.2 mx.test Error: timeout exceeded')
+    await client.closed
+  })
+})
+
+describe('message size', () => {
+  it('refuses a declared SIZE over the limit and stays usable', async () => {
+    const { port } = await start({ maxSize: 1000 })
+    const client = await session(port)
+    expect(await client.command('MAIL FROM:<a@example.org> SIZE=1001')).toBe(
+      '552 5.3.4 Message size exceeds fixed maximum message size',
+    )
+    expect(await client.command('MAIL FROM:<a@example.org> SIZE=1000')).toBe('250 2.1.0 Ok')
+    client.socket.destroy()
+  })
+
+  it('cuts off a message that is really too big, answers 552 after the terminator, and goes on', async () => {
+    const errors: unknown[] = []
+    const { port, received } = await start({
+      maxSize: 1000,
+      async onMessage(tx, data) {
+        try {
+          const text = await collect(data)
+          received.push({ tx, data: text })
+          return reply(250, '2.0.0', 'Ok')
+        } catch (err) {
+          errors.push(err)
+          throw err
+        }
+      },
+    })
+    const client = await session(port)
+    await client.command('MAIL FROM:<a@example.org> SIZE=500')
+    await client.command('RCPT TO:<b@example.net>')
+    await client.command('DATA')
+    client.send(`${'z'.repeat(998)}\r\n`)
+    client.send(`${'z'.repeat(998)}\r\n`)
+    client.send('.\r\n')
+    expect(await client.next()).toBe('552 5.3.4 Message size exceeds fixed maximum message size')
+    expect(errors).toHaveLength(1)
+    expect(errors[0]).toBeInstanceOf(MessageTooBigError)
+    expect(errors[0]).toMatchObject({ responseCode: 552, enhancedStatus: '5.3.4' })
+    await client.command('MAIL FROM:<a@example.org>')
+    await client.command('RCPT TO:<b@example.net>')
+    await client.command('DATA')
+    client.send('small\r\n.\r\n')
+    expect(await client.next()).toBe('250 2.0.0 Ok')
+    expect(received.map((r) => r.data)).toEqual(['small\r\n'])
+    client.socket.destroy()
+  })
+})
+
+describe('onMessage failures', () => {
+  it('answers 451 4.3.0 when onMessage throws, and reports the error', async () => {
+    const reported: unknown[] = []
+    const { port } = await start({
+      onError: (err) => reported.push(err),
+      async onMessage(_tx, data) {
+        await collect(data)
+        throw new Error('disk on fire')
+      },
+    })
+    const client = await session(port)
+    await client.command('MAIL FROM:<a@example.org>')
+    await client.command('RCPT TO:<b@example.net>')
+    await client.command('DATA')
+    client.send('x\r\n.\r\n')
+    expect(await client.next()).toBe('451 4.3.0 Error: internal error')
+    expect(reported).toHaveLength(1)
+    expect(await client.command('NOOP')).toBe('250 2.0.0 Ok')
+    client.socket.destroy()
+  })
+
+  it('answers with the reply of an SmtpReplyError, even when thrown before the data ends', async () => {
+    const { port } = await start({
+      onMessage: () => {
+        throw new SmtpReplyError('MSC_SPOOL_WRITE_FAILED', 452, '4.3.1', 'Insufficient system storage')
+      },
+    })
+    const client = await session(port)
+    await client.command('MAIL FROM:<a@example.org>')
+    await client.command('RCPT TO:<b@example.net>')
+    await client.command('DATA')
+    client.send(`${'x'.repeat(100_000)}\r\n`)
+    client.send('.\r\n')
+    expect(await client.next()).toBe('452 4.3.1 Insufficient system storage')
+    client.socket.destroy()
+  })
+
+  it('errors the data stream when the client goes away mid-DATA', async () => {
+    let streamError: unknown
+    const settled = new Promise<void>((resolve) => {
+      void start({
+        async onMessage(_tx, data) {
+          try {
+            await collect(data)
+          } catch (err) {
+            streamError = err
+          }
+          resolve()
+          return reply(250, '2.0.0', 'Ok')
+        },
+      }).then(async ({ port }) => {
+        const client = await session(port)
+        await client.command('MAIL FROM:<a@example.org>')
+        await client.command('RCPT TO:<b@example.net>')
+        await client.command('DATA')
+        client.send('partial line\r\nand more')
+        await new Promise((r) => setTimeout(r, 50))
+        client.socket.destroy()
+      })
+    })
+    await settled
+    expect(streamError).toBeInstanceOf(Error)
+    expect((streamError as { code?: string }).code).toBe('ECONNRESET')
+  })
+})
+
+describe('XFORWARD and XCLIENT', () => {
+  it('takes XFORWARD attributes from a trusted peer for one transaction', async () => {
+    const { port, received } = await start({ allowForwarding: () => true })
+    const client = await session(port, 'EHLO mta.test')
+    expect(await client.command('XFORWARD NAME=mail.example.org ADDR=IPV6:2001:DB8::1 PROTO=ESMTP')).toBe(
+      '250 2.0.0 Ok',
+    )
+    expect(await client.command('XFORWARD HELO=client+2Eexample.org IDENT=4ABC SOURCE=REMOTE')).toBe(
+      '250 2.0.0 Ok',
+    )
+    await client.command('MAIL FROM:<a@example.org>')
+    expect(await client.command('XFORWARD NAME=x')).toBe('503 5.5.1 Error: MAIL transaction in progress')
+    await client.command('RCPT TO:<b@example.net>')
+    await client.command('DATA')
+    client.send('x\r\n.\r\n')
+    await client.next()
+    await client.command('XFORWARD NAME=[UNAVAILABLE] ADDR=::ffff:192.0.2.1')
+    await client.command('MAIL FROM:<a@example.org>')
+    await client.command('RCPT TO:<b@example.net>')
+    await client.command('DATA')
+    client.send('x\r\n.\r\n')
+    await client.next()
+    await client.command('MAIL FROM:<a@example.org>')
+    await client.command('RCPT TO:<b@example.net>')
+    await client.command('DATA')
+    client.send('x\r\n.\r\n')
+    await client.next()
+    expect(received.map((r) => r.tx.client)).toEqual([
+      { address: '2001:db8::1', name: 'mail.example.org', helo: 'client.example.org', protocol: 'ESMTP' },
+      { address: '192.0.2.1' },
+      { address: '127.0.0.1', helo: 'mta.test', protocol: 'ESMTP' },
+    ])
+    expect(received[0]?.tx).toMatchObject({ ident: '4ABC', source: 'REMOTE', peer: { address: '127.0.0.1' } })
+    expect(received[1]?.tx.ident).toBeUndefined()
+    client.socket.destroy()
+  })
+
+  it('refuses XFORWARD and XCLIENT from a peer that is not trusted', async () => {
+    const { port } = await start({ allowForwarding: () => false })
+    const client = await session(port)
+    expect(await client.command('XFORWARD ADDR=192.0.2.1')).toBe(
+      '550 5.7.0 Error: insufficient authorization',
+    )
+    expect(await client.command('XCLIENT ADDR=192.0.2.1')).toBe('550 5.7.0 Error: insufficient authorization')
+    client.socket.destroy()
+  })
+
+  it('rejects malformed XFORWARD attributes', async () => {
+    const { port } = await start({ allowForwarding: () => true })
+    const client = await session(port)
+    expect(await client.command('XFORWARD PORT=25')).toBe('501 5.5.4 Bad XFORWARD attribute name: PORT')
+    expect(await client.command('XFORWARD ADDR=not-an-ip')).toBe(
+      '501 5.5.4 Bad XFORWARD address syntax: not-an-ip',
+    )
+    expect(await client.command('XFORWARD')).toBe('501 5.5.4 Syntax: XFORWARD attribute=value...')
+    client.socket.destroy()
+  })
+
+  it('restarts the session after XCLIENT and reports the client it names', async () => {
+    const { port, received } = await start({ allowForwarding: () => true })
+    const client = await session(port, 'EHLO proxy.test')
+    expect(await client.command('XCLIENT ADDR=192.0.2.7 NAME=[UNAVAILABLE] PROTO=SMTP')).toBe(
+      '220 mx.test ESMTP mailscreen',
+    )
+    expect(await client.command('MAIL FROM:<a@example.org>')).toBe('503 5.5.1 Error: send HELO/EHLO first')
+    await client.command('EHLO client.example.org')
+    await client.command('MAIL FROM:<a@example.org>')
+    await client.command('RCPT TO:<b@example.net>')
+    await client.command('DATA')
+    client.send('x\r\n.\r\n')
+    expect(await client.next()).toMatch(/^250 /)
+    expect(received[0]?.tx.client).toEqual({
+      address: '192.0.2.7',
+      helo: 'client.example.org',
+      protocol: 'SMTP',
+    })
+    expect(received[0]?.tx.peer.address).toBe('127.0.0.1')
+    client.socket.destroy()
+  })
+})
+
+describe('LMTP', () => {
+  it('greets as LMTP, wants LHLO and answers once per accepted recipient', async () => {
+    const { port } = await start({
+      lmtp: true,
+      onRecipient: (address) =>
+        address.startsWith('nobody') ? reply(550, '5.1.1', 'No such user') : undefined,
+      async onMessage(tx, data) {
+        await collect(data)
+        return tx.rcptTo.map((r) =>
+          r.startsWith('full') ? reply(452, '4.2.2', 'Mailbox full') : reply(250, '2.0.0', r),
+        )
+      },
+    })
+    const client = await Client.open(port)
+    expect(await client.next()).toBe('220 mx.test LMTP mailscreen')
+    expect(await client.command('EHLO client.test')).toBe('500 5.5.1 Error: this is LMTP, send LHLO')
+    expect(await client.command('LHLO client.test')).toMatch(/^250-mx\.test\n250-PIPELINING/)
+    client.send('MAIL FROM:<a@example.org>\r\nRCPT TO:<one@example.net>\r\nRCPT TO:<nobody@example.net>\r\n')
+    client.send('RCPT TO:<full@example.net>\r\nDATA\r\n')
+    expect(await client.take(5)).toEqual([
+      '250 2.1.0 Ok',
+      '250 2.1.5 Ok',
+      '550 5.1.1 No such user',
+      '250 2.1.5 Ok',
+      '354 End data with <CR><LF>.<CR><LF>',
+    ])
+    client.send('x\r\n.\r\n')
+    expect(await client.take(2)).toEqual(['250 2.0.0 one@example.net', '452 4.2.2 Mailbox full'])
+    client.socket.destroy()
+  })
+
+  it('repeats a single reply for every recipient', async () => {
+    const { port } = await start({ lmtp: true })
+    const client = await session(port, 'LHLO client.test')
+    client.send('MAIL FROM:<a@example.org>\r\nRCPT TO:<1@example.net>\r\nRCPT TO:<2@example.net>\r\nDATA\r\n')
+    await client.take(4)
+    client.send('x\r\n.\r\n')
+    expect(await client.take(2)).toEqual(['250 2.0.0 Ok: queued as TEST', '250 2.0.0 Ok: queued as TEST'])
+    client.socket.destroy()
+  })
+})
+
+describe('close', () => {
+  it('lets a transaction in progress finish, says 421 4.3.2 to idle sessions, stops accepting', async () => {
+    let release: () => void = () => undefined
+    const gate = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    const { server, port } = await start({
+      async onMessage(_tx, data) {
+        await collect(data)
+        await gate
+        return reply(250, '2.0.0', 'Ok')
+      },
+    })
+    const busy = await session(port)
+    const idle = await session(port)
+    await busy.command('MAIL FROM:<a@example.org>')
+    await busy.command('RCPT TO:<b@example.net>')
+    await busy.command('DATA')
+    busy.send('x\r\n.\r\n')
+    await new Promise((r) => setTimeout(r, 50))
+    const closing = server.close()
+    expect(await idle.next()).toBe('421 4.3.2 mx.test Service shutting down, closing channel')
+    await expect(Client.open(port)).rejects.toThrow()
+    release()
+    expect(await busy.take(2)).toEqual([
+      '250 2.0.0 Ok',
+      '421 4.3.2 mx.test Service shutting down, closing channel',
+    ])
+    await closing
+    expect(server.connections).toBe(0)
+  })
+})
+
+describe('with nodemailer as the client', () => {
+  it('sends a message through SMTPConnection', async () => {
+    const { port, received } = await start()
+    const connection = new SMTPConnection({ host: '127.0.0.1', port, ignoreTLS: true, name: 'nm.test' })
+    await new Promise<void>((resolve, reject) => connection.connect((err) => (err ? reject(err) : resolve())))
+    const info = await new Promise<SMTPConnection.SentMessageInfo>((resolve, reject) =>
+      connection.send(
+        { from: 'alice@example.org', to: ['bob@example.net', 'carol@example.net'] },
+        'Subject: hi\r\n\r\n.dot line\r\nbye\r\n',
+        (err, result) => (err || !result ? reject(err) : resolve(result)),
+      ),
+    )
+    connection.quit()
+    expect(info.accepted).toEqual(['bob@example.net', 'carol@example.net'])
+    expect(info.response).toBe('250 2.0.0 Ok: queued as TEST')
+    expect(received[0]?.data).toBe('Subject: hi\r\n\r\n.dot line\r\nbye\r\n')
+    expect(received[0]?.tx.peer.helo).toBe('nm.test')
+  })
+})
