@@ -9,7 +9,7 @@ export interface SinkOptions {
   /** 0 (the default) picks a free port. */
   readonly port?: number
   readonly lmtp?: boolean
-  /** Keep each message's bytes in `messages` (default true; benchmarks turn it off). */
+  /** Store each message in `messages` (default true; benchmarks turn it off and listen instead). */
   readonly keep?: boolean
   /** Accept XCLIENT/XFORWARD from any peer (default false). */
   readonly allowForwarding?: boolean
@@ -28,7 +28,7 @@ export interface SinkMessage {
   readonly mailFrom: string
   /** The recipients it was accepted for. */
   readonly rcptTo: readonly string[]
-  /** The message bytes; empty when the sink does not keep messages. */
+  /** The message bytes (also when the sink does not keep messages: listeners get them). */
   readonly data: Buffer
   readonly size: number
   readonly client: ClientInfo
@@ -84,7 +84,7 @@ class SinkImpl extends EventEmitter implements Sink {
         let size = 0
         for await (const chunk of data as AsyncIterable<Buffer>) {
           size += chunk.length
-          if (keep) chunks.push(chunk)
+          chunks.push(chunk)
         }
         const replies = onMessageReply?.(tx) ?? reply(250, '2.0.0', `Ok: queued as ${this.received + 1}`)
         const accepted = lmtp
@@ -96,7 +96,7 @@ class SinkImpl extends EventEmitter implements Sink {
           this.record(keep, {
             mailFrom: tx.mailFrom,
             rcptTo: accepted,
-            data: keep ? Buffer.concat(chunks, size) : Buffer.alloc(0),
+            data: Buffer.concat(chunks, size),
             size,
             client: tx.client,
             receivedAt: Date.now(),

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Command } from 'commander'
 import { packageRoot } from '../package-root.js'
+import { registerBench } from './bench.js'
 import { registerCheckConfig } from './check-config.js'
 import { registerQueue } from './queue.js'
 import { registerScan } from './scan.js'
@@ -19,5 +20,6 @@ registerStart(program)
 registerCheckConfig(program)
 registerQueue(program)
 registerScan(program)
+registerBench(program)
 
 await program.parseAsync(process.argv)

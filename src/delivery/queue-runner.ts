@@ -40,8 +40,10 @@ export class DeliveryQueue {
   private sweeping: Promise<void> | undefined
 
   constructor(private readonly opts: DeliveryQueueOptions) {
-    this.queue = new WorkQueue(opts.concurrency, (id) => this.deliver(id), (id, err) =>
-      opts.log.error({ qid: id, err: toErrorInfo(err) }, 'delivery error'),
+    this.queue = new WorkQueue(
+      opts.concurrency,
+      (id) => this.deliver(id),
+      (id, err) => opts.log.error({ qid: id, err: toErrorInfo(err) }, 'delivery error'),
     )
   }
 
@@ -139,12 +141,16 @@ export class DeliveryQueue {
     const deferred = result.recipients.filter((r) => r.status === 'deferred')
     const delay = Math.round((Date.now() - envelope.receivedAt) / 1000)
     for (const r of delivered)
-      log.info({ qid: id, to: r.recipient, relay: result.hop, reply: r.reply, delay, ms: result.durationMs }, 'delivered')
+      log.info(
+        { qid: id, to: r.recipient, relay: result.hop, reply: r.reply, delay, ms: result.durationMs },
+        'delivered',
+      )
     for (const r of deferred)
       log.warn({ qid: id, to: r.recipient, relay: result.hop, reply: r.reply, delay, expired }, 'deferred')
 
     const bounced = expired ? [...failed, ...deferred] : failed
-    if (bounced.length > 0) await this.bounce(id, entry.header, entry.message, bounced, expired ? 'expired' : 'failed', result.hop)
+    if (bounced.length > 0)
+      await this.bounce(id, entry.header, entry.message, bounced, expired ? 'expired' : 'failed', result.hop)
     const still = expired ? [] : deferred
     if (still.length === 0) {
       await spool.remove(state, id)
@@ -190,7 +196,13 @@ export class DeliveryQueue {
     }
     const dsnId = newQueueId()
     const local = { address: '127.0.0.1', helo: hostname }
-    const envelope: Envelope = { mailFrom: '', rcptTo: dsn.rcptTo, client: local, peer: local, receivedAt: Date.now() }
+    const envelope: Envelope = {
+      mailFrom: '',
+      rcptTo: dsn.rcptTo,
+      client: local,
+      peer: local,
+      receivedAt: Date.now(),
+    }
     await spool.write('outgoing', { v: 1, id: dsnId, envelope, dsnFor: id }, dsn.message)
     log.info({ qid: dsnId, dsnFor: id, to: dsn.rcptTo }, 'dsn queued')
     this.enqueue(dsnId)

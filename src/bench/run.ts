@@ -1,0 +1,176 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { type AddressInfo, connect, createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { stringify } from 'yaml'
+import { runLoad } from './load.js'
+import { benchIdOf } from './message.js'
+import { Progress } from './progress.js'
+import { startSink } from './sink.js'
+import { type LatencySummary, summarize } from './stats.js'
+
+/** What one measured run produced. */
+export interface RunFigures {
+  readonly label: string
+  readonly messages: number
+  readonly accepted: number
+  readonly delivered: number
+  readonly errors: number
+  /** Accepted messages per second over the load phase. */
+  readonly acceptRate: number
+  /** Delivered messages per second, from the first send to the last arrival at the sink. */
+  readonly deliveredRate: number
+  readonly acceptMs: LatencySummary
+  readonly endToEndMs: LatencySummary
+}
+
+export interface BenchOptions {
+  readonly messages: number
+  readonly concurrency: number
+  readonly size: number
+  readonly reuse: boolean
+  /** Base config (plugins, workers, ...) for the mailscreen under test, as plain data. */
+  readonly config: Record<string, unknown>
+  /** The built CLI to start mailscreen with. */
+  readonly cli: string
+  readonly timeoutMs: number
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+async function waitForPort(port: number, child: ChildProcess, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs
+  while (performance.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`mailscreen exited with ${child.exitCode} during start-up`)
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = connect({ host: '127.0.0.1', port })
+      socket.once('data', () => {
+        socket.destroy()
+        resolve(true)
+      })
+      socket.once('error', () => resolve(false))
+    })
+    if (open) return
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new Error(`mailscreen did not listen on 127.0.0.1:${port} within ${timeoutMs} ms`)
+}
+
+/** One load run against host:port, with arrivals counted at `sink`. */
+async function measure(
+  label: string,
+  port: number,
+  sink: Awaited<ReturnType<typeof startSink>>,
+  opts: BenchOptions,
+): Promise<RunFigures> {
+  const arrived = new Float64Array(opts.messages)
+  let delivered = 0
+  let lastArrival = 0
+  const onMessage = (message: { data: Buffer }) => {
+    const seq = benchIdOf(message.data)
+    if (seq === undefined || seq >= opts.messages || arrived[seq] !== 0) return
+    lastArrival = performance.now()
+    arrived[seq] = lastArrival
+    delivered++
+  }
+  sink.on('message', onMessage)
+  let accepted = 0
+  const progress = new Progress(label, opts.messages, () => ({ accepted, delivered }))
+  progress.start()
+  const load = await runLoad({
+    host: '127.0.0.1',
+    port,
+    messages: opts.messages,
+    concurrency: opts.concurrency,
+    size: opts.size,
+    reuse: opts.reuse,
+    onAccepted: () => {
+      accepted++
+    },
+  })
+  const deadline = performance.now() + opts.timeoutMs
+  while (delivered < load.acceptMs.length && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+  progress.stop()
+  sink.off('message', onMessage)
+  const endToEnd: number[] = []
+  let firstStart = Number.POSITIVE_INFINITY
+  for (let seq = 0; seq < opts.messages; seq++) {
+    const start = load.startedAt[seq] as number
+    firstStart = Math.min(firstStart, start)
+    if (arrived[seq]) endToEnd.push((arrived[seq] as number) - start)
+  }
+  return {
+    label,
+    messages: opts.messages,
+    accepted: load.acceptMs.length,
+    delivered,
+    errors: load.errors.length,
+    acceptRate: load.acceptMs.length / (load.elapsedMs / 1000),
+    deliveredRate: delivered / ((lastArrival - firstStart) / 1000),
+    acceptMs: summarize(load.acceptMs),
+    endToEndMs: summarize(endToEnd),
+  }
+}
+
+/**
+ * The benchmark: start a sink and a mailscreen (its own spool in a temp dir, relaying to
+ * the sink), push the load through mailscreen, then push the same load straight into the
+ * sink: the ceiling this machine and load generator allow.
+ */
+export async function runBench(opts: BenchOptions): Promise<{ filter: RunFigures; ceiling: RunFigures }> {
+  const dir = await mkdtemp(join(tmpdir(), 'mailscreen-bench-'))
+  const sink = await startSink({ keep: false })
+  const port = await freePort()
+  const config = {
+    ...opts.config,
+    smtp: { ...(opts.config.smtp as object), listen: [`127.0.0.1:${port}`] },
+    spool: { ...(opts.config.spool as object), dir: join(dir, 'spool') },
+    delivery: { ...(opts.config.delivery as object), relay: `127.0.0.1:${sink.port}` },
+  }
+  const configFile = join(dir, 'mailscreen.yaml')
+  await writeFile(configFile, stringify(config))
+  const child = spawn(process.execPath, [opts.cli, 'start', '--config', configFile], { stdio: ['ignore', 'ignore', 'inherit'] })
+  try {
+    await waitForPort(port, child, 30_000)
+    const filter = await measure('via mailscreen', port, sink, opts)
+    const ceiling = await measure('straight to sink', sink.port, sink, opts)
+    return { filter, ceiling }
+  } finally {
+    child.kill('SIGTERM')
+    await new Promise((resolve) => (child.exitCode !== null ? resolve(null) : child.once('exit', resolve)))
+    await sink.close()
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+function ms(value: number): string {
+  return Number.isNaN(value) ? '-' : value.toFixed(1)
+}
+
+/** The results as a table, with the filter/ceiling ratio. */
+export function formatBench(result: { filter: RunFigures; ceiling: RunFigures }, opts: BenchOptions): string {
+  const rows = [result.filter, result.ceiling]
+  const lines = [
+    `messages ${opts.messages}, concurrency ${opts.concurrency}, size ${opts.size} B, ${opts.reuse ? 'connections reused' : 'one message per connection'}`,
+    '',
+    `${'run'.padEnd(18)} ${'accepted/s'.padStart(10)} ${'delivered/s'.padStart(11)} ${'accept p50'.padStart(10)} ${'p95'.padStart(7)} ${'p99'.padStart(7)} ${'e2e p50'.padStart(8)} ${'p95'.padStart(7)} ${'p99'.padStart(7)} ${'errors'.padStart(6)}`,
+    ...rows.map(
+      (r) =>
+        `${r.label.padEnd(18)} ${r.acceptRate.toFixed(0).padStart(10)} ${r.deliveredRate.toFixed(0).padStart(11)} ${ms(r.acceptMs.p50).padStart(10)} ${ms(r.acceptMs.p95).padStart(7)} ${ms(r.acceptMs.p99).padStart(7)} ${ms(r.endToEndMs.p50).padStart(8)} ${ms(r.endToEndMs.p95).padStart(7)} ${ms(r.endToEndMs.p99).padStart(7)} ${String(r.errors + (r.accepted - r.delivered)).padStart(6)}`,
+    ),
+    '',
+    `ceiling / mailscreen (delivered msgs/s): ${(result.ceiling.deliveredRate / result.filter.deliveredRate).toFixed(2)}x`,
+    'latencies in ms; accept = connect to 250 after DATA; e2e = first byte sent to arrival at the sink; errors = failed sends + accepted but not delivered',
+  ]
+  return `${lines.join('\n')}\n`
+}

@@ -1,0 +1,55 @@
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { type Command, InvalidArgumentError } from 'commander'
+import { parse as parseYaml } from 'yaml'
+import { formatBench, runBench } from '../bench/run.js'
+import { packageRoot } from '../package-root.js'
+import { fail, withConfig } from './common.js'
+
+function positiveInt(value: string): number {
+  const n = Number(value)
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('must be a positive integer')
+  return n
+}
+
+interface BenchCliOptions {
+  config?: string
+  messages: number
+  concurrency: number
+  size: number
+  reuse?: boolean
+  json?: boolean
+  timeout: number
+}
+
+/** `mailscreen bench`: load through a mailscreen it starts into a sink it starts, vs the sink alone. */
+export function registerBench(program: Command): void {
+  withConfig(program.command('bench'))
+    .description(
+      'start a sink and a mailscreen relaying to it (plugins etc. from --config), push mail through it over SMTP, then straight into the sink; print msgs/s and latency percentiles',
+    )
+    .option('-n, --messages <n>', 'messages per run', positiveInt, 2000)
+    .option('-C, --concurrency <n>', 'concurrent SMTP clients', positiveInt, 50)
+    .option('-s, --size <bytes>', 'message size', positiveInt, 10_240)
+    .option('--reuse', 'send all of a client’s messages over one connection (default: one message per connection)')
+    .option('--timeout <seconds>', 'how long to wait for deliveries after the last send', positiveInt, 120)
+    .option('--json', 'print the figures as JSON')
+    .action(async (options: BenchCliOptions) => {
+      try {
+        const config = options.config ? ((parseYaml(await readFile(options.config, 'utf8')) ?? {}) as Record<string, unknown>) : {}
+        const benchOptions = {
+          messages: options.messages,
+          concurrency: options.concurrency,
+          size: options.size,
+          reuse: options.reuse === true,
+          config,
+          cli: join(packageRoot, 'dist', 'src', 'cli', 'main.js'),
+          timeoutMs: options.timeout * 1000,
+        }
+        const result = await runBench(benchOptions)
+        process.stdout.write(options.json ? `${JSON.stringify(result, null, 2)}\n` : formatBench(result, benchOptions))
+      } catch (err) {
+        fail(err)
+      }
+    })
+}

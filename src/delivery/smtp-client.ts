@@ -1,0 +1,393 @@
+// A small SMTP/LMTP client of our own rather than nodemailer's SMTPConnection, because that
+// class cannot report what a delivery agent needs (checked against nodemailer 10.6):
+//  - under LMTP it hands back only the last recipient's post-DATA reply, so every other
+//    delivered recipient's "250 2.1.5 ..." text is lost;
+//  - when a transaction fails after RCPT (DATA refused, end-of-data 4xx/5xx, lost connection)
+//    its error no longer carries the RCPT refusals, so a recipient refused with
+//    "550 5.1.1 user unknown" would be reported with the DATA reply and retried instead of
+//    bounced with its own reason.
+// This client sends one command at a time (no PIPELINING) and never STARTTLS.
+import net from 'node:net'
+import type { Readable } from 'node:stream'
+
+/** One server reply: the basic code and the full text, lines joined by `\n`, codes included. */
+export interface Reply {
+  readonly code: number
+  readonly text: string
+}
+
+/** Where to connect and how patiently. */
+export interface ClientOptions {
+  readonly host: string
+  readonly port: number
+  readonly lmtp: boolean
+  /** Our EHLO/LHLO name. */
+  readonly name: string
+  /** TCP connect plus the server greeting. */
+  readonly connectTimeoutMs: number
+  /** Inactivity while a command or the message body is in flight. */
+  readonly socketTimeoutMs: number
+}
+
+/** One message to send; addresses must be free of CR, LF, NUL and angle brackets. */
+export interface Transaction {
+  readonly mailFrom: string
+  readonly rcptTo: readonly string[]
+  readonly message: Buffer | (() => Readable)
+  readonly size: number
+  readonly smtpUtf8?: boolean
+  readonly eightBit?: boolean
+}
+
+/** How one transaction went. */
+export interface TransactionReport {
+  /** Per recipient, in order: the reply that settled it (RCPT refusal or post-DATA reply). */
+  readonly replies: readonly (Reply | undefined)[]
+  /** Why recipients left unsettled were not settled: a MAIL/DATA refusal, or code 0 for a broken session. */
+  readonly abort?: Reply
+  /** Whether the connection may carry another transaction. */
+  readonly reusable: boolean
+}
+
+/** The outcome of {@link SmtpClient.connect}. */
+export type Connected =
+  | { readonly ok: true; readonly client: SmtpClient }
+  | { readonly ok: false; readonly reply: Reply }
+
+const MAX_LINE_BYTES = 16 * 1024
+const MAX_REPLY_LINES = 200
+const QUIT_TIMEOUT_MS = 5_000
+const UNSAFE_ADDRESS = /[\r\n\0<>]/
+
+/** `host:port`, with IPv6 literals bracketed. */
+export function formatHop(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+}
+
+/** Whether an address can go into MAIL FROM / RCPT TO without breaking the command line. */
+export function isSafeAddress(address: string): boolean {
+  return !UNSAFE_ADDRESS.test(address)
+}
+
+/** One SMTP or LMTP session. Remote trouble never rejects: it becomes replies, with code 0 when there was none. */
+export class SmtpClient {
+  /** Resolves once the socket has closed, for whatever reason. */
+  readonly closed: Promise<void>
+  private readonly socket: net.Socket
+  private readonly hop: string
+  private readonly extensions = new Set<string>()
+  private readonly inbox: Reply[] = []
+  private waiter: { resolve: (reply: Reply) => void; reject: (err: Error) => void } | undefined
+  private unblock: ((err: Error) => void) | undefined
+  private lines: string[] = []
+  private partial: Buffer = Buffer.alloc(0)
+  private failure: Error | undefined
+  private connected = false
+  private busy = true
+  private stage = 'receiving the initial server greeting'
+
+  private constructor(private readonly options: ClientOptions) {
+    this.hop = formatHop(options.host, options.port)
+    this.socket = net.connect({ host: options.host, port: options.port })
+    this.closed = new Promise((resolve) => this.socket.once('close', () => resolve()))
+    this.socket.setNoDelay(true)
+    this.socket.setTimeout(options.socketTimeoutMs)
+    this.socket.on('connect', () => {
+      this.connected = true
+    })
+    this.socket.on('data', (chunk: Buffer) => this.onData(chunk))
+    this.socket.on('error', (err: NodeJS.ErrnoException) => this.fail(this.broken(err.code ?? err.message)))
+    this.socket.on('timeout', () => {
+      if (this.busy) this.fail(this.broken('timeout'))
+    })
+    this.socket.on('close', () => this.fail(this.broken('closed')))
+  }
+
+  /** Connect, read the greeting and say EHLO (LHLO for LMTP; HELO if EHLO is refused). */
+  static async connect(options: ClientOptions): Promise<Connected> {
+    const client = new SmtpClient(options)
+    const timer = setTimeout(() => client.fail(client.broken('timeout')), options.connectTimeoutMs)
+    try {
+      const greeting = await client.readReply()
+      clearTimeout(timer)
+      const refusal = greeting.code === 220 ? await client.hello() : greeting
+      if (refusal === undefined) {
+        client.idle()
+        return { ok: true, client }
+      }
+      await client.quit()
+      return { ok: false, reply: refusal }
+    } catch (err) {
+      clearTimeout(timer)
+      return { ok: false, reply: { code: 0, text: client.fail(err as Error).message } }
+    }
+  }
+
+  /** Send one message. Resolves with each recipient's reply; rejects only for unsafe addresses. */
+  async transaction(tx: Transaction): Promise<TransactionReport> {
+    if (!isSafeAddress(tx.mailFrom) || !tx.rcptTo.every(isSafeAddress)) {
+      throw new TypeError('addresses must not contain CR, LF, NUL or angle brackets')
+    }
+    this.begin()
+    const replies: (Reply | undefined)[] = tx.rcptTo.map(() => undefined)
+    try {
+      const mail = await this.command(`MAIL FROM:<${tx.mailFrom}>${this.mailParams(tx)}`, 'sending MAIL FROM')
+      if (!positive(mail)) return this.report(replies, mail)
+      const accepted: number[] = []
+      for (const [i, rcpt] of tx.rcptTo.entries()) {
+        const reply = await this.command(`RCPT TO:<${rcpt}>`, 'sending RCPT TO')
+        if (positive(reply)) accepted.push(i)
+        else replies[i] = reply
+      }
+      if (accepted.length === 0) return this.report(replies)
+      const data = await this.command('DATA', 'sending DATA')
+      if (data.code >= 400) return this.report(replies, data)
+      // Only 354 lets the body go; a stray 2xx must not pass for the message being taken.
+      if (data.code !== 354)
+        throw new Error(`unexpected reply to DATA from ${this.hop}: ${printable(data.text)}`)
+      await this.writeBody(tx.message)
+      this.stage = 'waiting for the end of data reply'
+      if (this.options.lmtp) {
+        for (const i of accepted) replies[i] = await this.readReply()
+      } else {
+        const final = await this.readReply()
+        for (const i of accepted) replies[i] = final
+      }
+      return this.report(replies)
+    } catch (err) {
+      // The session may be mid-DATA: only closing it keeps a truncated message from being delivered.
+      const failure = this.fail(err as Error)
+      // A server may answer early (e.g. 552 too big) and hang up while the body is still going out.
+      const early = this.inbox.shift()
+      return { replies, abort: early ?? { code: 0, text: failure.message }, reusable: false }
+    } finally {
+      this.idle()
+    }
+  }
+
+  /** RSET before reusing the session; false when the session is no longer usable. */
+  async reset(): Promise<boolean> {
+    if (this.failure) return false
+    this.begin()
+    try {
+      return positive(await this.command('RSET', 'sending RSET'))
+    } catch {
+      return false
+    } finally {
+      this.idle()
+    }
+  }
+
+  /** Say QUIT and close; resolves once the socket is gone. */
+  async quit(): Promise<void> {
+    if (!this.failure) {
+      this.begin()
+      const timer = setTimeout(() => this.socket.destroy(), QUIT_TIMEOUT_MS)
+      try {
+        await this.command('QUIT', 'sending QUIT')
+      } catch {
+        // The session is being discarded either way.
+      } finally {
+        clearTimeout(timer)
+      }
+    }
+    this.socket.destroy()
+    await this.closed
+  }
+
+  private async hello(): Promise<Reply | undefined> {
+    const verb = this.options.lmtp ? 'LHLO' : 'EHLO'
+    const name = this.options.name.replace(/[^\x21-\x7e]/g, '')
+    let reply = await this.command(`${verb} ${name}`, `sending ${verb}`)
+    if (!this.options.lmtp && reply.code >= 500 && reply.code < 600) {
+      reply = await this.command(`HELO ${name}`, 'sending HELO')
+      return positive(reply) ? undefined : reply
+    }
+    if (!positive(reply)) return reply
+    for (const line of reply.text.split('\n').slice(1)) {
+      const keyword = line.slice(4).trim().split(/\s+/)[0]
+      if (keyword) this.extensions.add(keyword.toUpperCase())
+    }
+    return undefined
+  }
+
+  private mailParams(tx: Transaction): string {
+    let params = ''
+    if (this.extensions.has('SIZE') && tx.size > 0) params += ` SIZE=${tx.size}`
+    if (tx.eightBit && this.extensions.has('8BITMIME')) params += ' BODY=8BITMIME'
+    if (tx.smtpUtf8 && this.extensions.has('SMTPUTF8')) params += ' SMTPUTF8'
+    return params
+  }
+
+  private report(replies: (Reply | undefined)[], abort?: Reply): TransactionReport {
+    // 421 means the server is closing the session whatever command it answered.
+    const closing = replies.some((r) => r?.code === 421) || abort?.code === 421
+    const reusable = !this.failure && !closing
+    return abort ? { replies, abort, reusable } : { replies, reusable }
+  }
+
+  private async writeBody(message: Buffer | (() => Readable)): Promise<void> {
+    this.stage = 'sending message body'
+    const stuffer = new DotStuffer()
+    try {
+      const source: Iterable<Buffer> | Readable = Buffer.isBuffer(message) ? [message] : message()
+      for await (const chunk of source) {
+        if (this.failure) throw this.failure
+        const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string)
+        if (!this.socket.write(stuffer.push(bytes))) await this.drained()
+      }
+    } catch (err) {
+      throw this.failure ?? new Error(`error reading the message: ${(err as Error).message}`)
+    }
+    if (this.failure) throw this.failure
+    this.socket.write(stuffer.end())
+  }
+
+  private drained(): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure)
+    return new Promise((resolve, reject) => {
+      const onDrain = () => {
+        this.unblock = undefined
+        resolve()
+      }
+      this.socket.once('drain', onDrain)
+      this.unblock = (err) => {
+        this.socket.off('drain', onDrain)
+        reject(err)
+      }
+    })
+  }
+
+  private command(line: string, stage: string): Promise<Reply> {
+    this.stage = stage
+    if (!this.failure) this.socket.write(`${line}\r\n`)
+    return this.readReply()
+  }
+
+  private readReply(): Promise<Reply> {
+    const queued = this.inbox.shift()
+    if (queued) return Promise.resolve(queued)
+    if (this.failure) return Promise.reject(this.failure)
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject }
+    })
+  }
+
+  private onData(chunk: Buffer): void {
+    const data = this.partial.length > 0 ? Buffer.concat([this.partial, chunk]) : chunk
+    let start = 0
+    for (let lf = data.indexOf(0x0a); lf !== -1 && !this.failure; lf = data.indexOf(0x0a, start)) {
+      const end = lf > start && data[lf - 1] === 0x0d ? lf - 1 : lf
+      this.onLine(data.toString('utf8', start, end))
+      start = lf + 1
+    }
+    this.partial = data.subarray(start)
+    if (this.partial.length > MAX_LINE_BYTES) this.fail(new Error(`over-long reply line from ${this.hop}`))
+  }
+
+  private onLine(line: string): void {
+    const match = /^(\d{3})([ -]|$)/.exec(line)
+    if (!match) {
+      this.fail(new Error(`malformed reply from ${this.hop}: ${printable(line).slice(0, 200)}`))
+      return
+    }
+    this.lines.push(line)
+    if (match[2] === '-') {
+      if (this.lines.length > MAX_REPLY_LINES) this.fail(new Error(`over-long reply from ${this.hop}`))
+      return
+    }
+    const reply = { code: Number(match[1]), text: this.lines.join('\n') }
+    this.lines = []
+    const waiter = this.waiter
+    this.waiter = undefined
+    if (waiter) waiter.resolve(reply)
+    else {
+      this.inbox.push(reply)
+      // Nothing was asked: a server ending an idle session ("421 idle timeout"). Close it so
+      // the stray reply cannot be read as the answer to our next command.
+      if (!this.busy) this.socket.destroy()
+    }
+  }
+
+  private broken(why: string): Error {
+    const what = why === 'timeout' ? 'timed out' : why === 'closed' ? 'connection closed' : why
+    if (!this.connected) return new Error(`connect to ${this.hop}: ${what}`)
+    if (why === 'timeout') return new Error(`conversation with ${this.hop} timed out while ${this.stage}`)
+    const suffix = why === 'closed' ? '' : `: ${why}`
+    return new Error(`lost connection with ${this.hop} while ${this.stage}${suffix}`)
+  }
+
+  /** Break the session for good; returns the error that broke it first. */
+  private fail(err: Error): Error {
+    if (this.failure) return this.failure
+    this.failure = err
+    this.socket.destroy()
+    const waiter = this.waiter
+    this.waiter = undefined
+    waiter?.reject(err)
+    this.unblock?.(err)
+    this.unblock = undefined
+    return err
+  }
+
+  private begin(): void {
+    this.busy = true
+    this.socket.ref()
+  }
+
+  // An idle pooled session must never keep the process alive.
+  private idle(): void {
+    this.busy = false
+    this.socket.unref()
+  }
+}
+
+function positive(reply: Reply): boolean {
+  return reply.code >= 200 && reply.code < 300
+}
+
+function printable(text: string): string {
+  return text.replace(/[^\x20-\x7e]/g, '?')
+}
+
+const DOT = Buffer.from('.')
+const CRLF = Buffer.from('\r\n')
+const LF = 0x0a
+const CR = 0x0d
+
+/**
+ * Turns message bytes into DATA content across chunk boundaries: bare LF becomes CRLF, a
+ * leading dot is doubled (RFC 5321 4.5.2), and {@link DotStuffer.end} adds the terminator.
+ */
+class DotStuffer {
+  private atLineStart = true
+  private previous = -1
+
+  /** The wire bytes for the next chunk of the message. */
+  push(chunk: Buffer): Buffer {
+    const parts: Buffer[] = []
+    let pos = 0
+    while (pos < chunk.length) {
+      if (this.atLineStart && chunk[pos] === DOT[0]) parts.push(DOT)
+      const lf = chunk.indexOf(LF, pos)
+      if (lf === -1) {
+        parts.push(chunk.subarray(pos))
+        this.atLineStart = false
+        this.previous = chunk[chunk.length - 1] as number
+        break
+      }
+      const crBefore = lf > pos ? chunk[lf - 1] === CR : this.previous === CR
+      if (crBefore) parts.push(chunk.subarray(pos, lf + 1))
+      else parts.push(chunk.subarray(pos, lf), CRLF)
+      pos = lf + 1
+      this.atLineStart = true
+      this.previous = LF
+    }
+    return Buffer.concat(parts)
+  }
+
+  /** The end-of-data terminator, preceded by a line break if the message lacked a final one. */
+  end(): Buffer {
+    return Buffer.from(this.atLineStart ? '.\r\n' : '\r\n.\r\n')
+  }
+}

@@ -1,0 +1,234 @@
+import type { Readable } from 'node:stream'
+import { formatHop, isSafeAddress, type Reply, SmtpClient } from './smtp-client.js'
+
+/** Where a message goes next: an SMTP (or LMTP) server. */
+export interface NextHop {
+  readonly host: string
+  readonly port: number
+  readonly lmtp?: boolean
+}
+
+/** What became of one recipient at one hop. */
+export type RecipientStatus = 'delivered' | 'deferred' | 'failed'
+
+/** One recipient's outcome, with the remote reply kept verbatim for DSNs and logs. */
+export interface RecipientResult {
+  readonly recipient: string
+  readonly status: RecipientStatus
+  /** The reply code; 0 when there was no reply (connection failure, timeout, local refusal). */
+  readonly code: number
+  /** The remote reply in full (`250 2.0.0 Ok: queued as 4Xyz`, lines joined by `\n`), or what went wrong. */
+  readonly reply: string
+}
+
+/** One message to hand to the next hop. */
+export interface SendRequest {
+  /** Reverse path; the empty string is the null sender `<>`. */
+  readonly mailFrom: string
+  readonly rcptTo: readonly string[]
+  /** The full message bytes, or a factory so large messages need not sit in memory; called once per attempt. */
+  readonly message: Buffer | (() => Readable)
+  /** Declared with SIZE= when the server offers it. */
+  readonly size: number
+  readonly smtpUtf8?: boolean
+  readonly eightBit?: boolean
+}
+
+/** Per-recipient results of one send. */
+export interface SendResult {
+  /** `host:port` */
+  readonly hop: string
+  readonly recipients: readonly RecipientResult[]
+  readonly durationMs: number
+}
+
+/** Options of {@link SmtpTransport}. */
+export interface TransportOptions {
+  readonly hop: NextHop
+  /** Our EHLO name. */
+  readonly hostname: string
+  readonly maxConnections: number
+  /** Retire a connection after this many messages (default 100). */
+  readonly maxMessagesPerConnection?: number
+  /** TCP connect plus greeting (default 30 s). */
+  readonly connectTimeoutMs?: number
+  /** Inactivity while a command or the body is in flight (default 300 s, as Postfix's smtp_*_timeout). */
+  readonly socketTimeoutMs?: number
+  /** Close a connection idle this long (default 5 s). */
+  readonly idleTimeoutMs?: number
+}
+
+interface Pooled {
+  readonly client: SmtpClient
+  sent: number
+  idleTimer?: NodeJS.Timeout
+}
+
+/**
+ * A pool of SMTP/LMTP connections to one next hop. {@link SmtpTransport.send} reports each
+ * recipient's fate and never rejects for remote trouble; callers beyond `maxConnections`
+ * wait in FIFO order.
+ */
+export class SmtpTransport {
+  private readonly hop: string
+  private readonly maxConnections: number
+  private readonly maxMessages: number
+  private readonly connectTimeoutMs: number
+  private readonly socketTimeoutMs: number
+  private readonly idleTimeoutMs: number
+  private readonly idle: Pooled[] = []
+  private readonly waiting: Array<(granted: boolean) => void> = []
+  private readonly inFlight = new Set<Promise<unknown>>()
+  private readonly quitting = new Set<Promise<void>>()
+  private leases = 0
+  private closed = false
+
+  constructor(private readonly opts: TransportOptions) {
+    if (!(opts.maxConnections >= 1)) throw new RangeError('maxConnections must be at least 1')
+    this.hop = formatHop(opts.hop.host, opts.hop.port)
+    this.maxConnections = opts.maxConnections
+    this.maxMessages = opts.maxMessagesPerConnection ?? 100
+    this.connectTimeoutMs = opts.connectTimeoutMs ?? 30_000
+    this.socketTimeoutMs = opts.socketTimeoutMs ?? 300_000
+    this.idleTimeoutMs = opts.idleTimeoutMs ?? 5_000
+  }
+
+  /** Send one message; resolves with a result for every recipient, in request order. */
+  async send(req: SendRequest): Promise<SendResult> {
+    const started = performance.now()
+    const run = this.deliver(req).catch((err: unknown) =>
+      req.rcptTo.map((rcpt) => noReply(rcpt, 'deferred', `internal error: ${(err as Error).message}`)),
+    )
+    this.inFlight.add(run)
+    try {
+      const recipients = await run
+      return { hop: this.hop, recipients, durationMs: Math.round(performance.now() - started) }
+    } finally {
+      this.inFlight.delete(run)
+    }
+  }
+
+  /** Stop taking sends, let those in flight finish, then QUIT every connection. */
+  async close(): Promise<void> {
+    this.closed = true
+    for (const wake of this.waiting.splice(0)) wake(false)
+    await Promise.allSettled([...this.inFlight])
+    for (const conn of this.idle.splice(0)) this.retire(conn)
+    await Promise.allSettled([...this.quitting])
+  }
+
+  private async deliver(req: SendRequest): Promise<RecipientResult[]> {
+    if (!isSafeAddress(req.mailFrom)) {
+      return req.rcptTo.map((rcpt) => noReply(rcpt, 'failed', 'invalid sender address'))
+    }
+    const results: (RecipientResult | undefined)[] = req.rcptTo.map((rcpt) =>
+      isSafeAddress(rcpt) ? undefined : noReply(rcpt, 'failed', 'invalid recipient address'),
+    )
+    const pending = req.rcptTo.filter(isSafeAddress)
+    if (pending.length > 0) fill(results, await this.transact({ ...req, rcptTo: pending }))
+    return results as RecipientResult[]
+  }
+
+  private async transact(req: SendRequest): Promise<RecipientResult[]> {
+    if (!(await this.lease())) return req.rcptTo.map((rcpt) => noReply(rcpt, 'deferred', 'transport closed'))
+    try {
+      const conn = await this.checkout()
+      if (!('client' in conn)) {
+        // Setup trouble, even a 5xx greeting, says the server will not talk now, not that the
+        // message is bad: defer (as Postfix does when it skips a 5xx greeting).
+        return req.rcptTo.map((rcpt) => ({
+          recipient: rcpt,
+          status: 'deferred',
+          code: conn.code,
+          reply: conn.text,
+        }))
+      }
+      const report = await conn.client.transaction(req)
+      conn.sent++
+      this.checkin(conn, report.reusable)
+      return req.rcptTo.map((rcpt, i) => {
+        const reply = report.replies[i] ?? report.abort ?? { code: 0, text: 'no reply' }
+        return { recipient: rcpt, status: statusOf(reply.code), code: reply.code, reply: reply.text }
+      })
+    } finally {
+      this.unlease()
+    }
+  }
+
+  private lease(): Promise<boolean> {
+    if (this.closed) return Promise.resolve(false)
+    if (this.leases < this.maxConnections) {
+      this.leases++
+      return Promise.resolve(true)
+    }
+    return new Promise((resolve) => this.waiting.push(resolve))
+  }
+
+  // The lease passes straight to the next waiter, so arrivals cannot overtake the queue.
+  private unlease(): void {
+    const next = this.waiting.shift()
+    if (next) next(true)
+    else this.leases--
+  }
+
+  private async checkout(): Promise<Pooled | Reply> {
+    for (let conn = this.idle.pop(); conn; conn = this.idle.pop()) {
+      clearTimeout(conn.idleTimer)
+      if (await conn.client.reset()) return conn
+      this.retire(conn)
+    }
+    const opened = await SmtpClient.connect({
+      host: this.opts.hop.host,
+      port: this.opts.hop.port,
+      lmtp: this.opts.hop.lmtp ?? false,
+      name: this.opts.hostname,
+      connectTimeoutMs: this.connectTimeoutMs,
+      socketTimeoutMs: this.socketTimeoutMs,
+    })
+    if (!opened.ok) return opened.reply
+    const conn: Pooled = { client: opened.client, sent: 0 }
+    void opened.client.closed.then(() => this.forget(conn))
+    return conn
+  }
+
+  private checkin(conn: Pooled, reusable: boolean): void {
+    if (!reusable || conn.sent >= this.maxMessages || this.closed) {
+      this.retire(conn)
+      return
+    }
+    conn.idleTimer = setTimeout(() => {
+      this.forget(conn)
+      this.retire(conn)
+    }, this.idleTimeoutMs)
+    conn.idleTimer.unref()
+    this.idle.push(conn)
+  }
+
+  private forget(conn: Pooled): void {
+    clearTimeout(conn.idleTimer)
+    const at = this.idle.indexOf(conn)
+    if (at !== -1) this.idle.splice(at, 1)
+  }
+
+  private retire(conn: Pooled): void {
+    clearTimeout(conn.idleTimer)
+    const quit = conn.client.quit()
+    this.quitting.add(quit)
+    void quit.then(() => this.quitting.delete(quit))
+  }
+}
+
+function statusOf(code: number): RecipientStatus {
+  if (code >= 200 && code < 300) return 'delivered'
+  if (code >= 500 && code < 600) return 'failed'
+  return 'deferred'
+}
+
+function noReply(recipient: string, status: RecipientStatus, reply: string): RecipientResult {
+  return { recipient, status, code: 0, reply }
+}
+
+function fill(results: (RecipientResult | undefined)[], settled: readonly RecipientResult[]): void {
+  let next = 0
+  for (const [i, result] of results.entries()) if (result === undefined) results[i] = settled[next++]
+}
