@@ -5,12 +5,12 @@ import type { LoadedConfig } from './config/load.js'
 import { DeliveryQueue } from './delivery/queue-runner.js'
 import { SmtpTransport } from './delivery/transport.js'
 import { createSmtpIngress } from './ingress/smtp.js'
-import type { QueueId } from './queue/ids.js'
-import { Spool } from './queue/spool.js'
 import { createScanPool } from './pipeline/pool.js'
 import { loadPlugins, scoreTable, toRef } from './pipeline/registry.js'
-import { ScanScheduler } from './pipeline/scheduler.js'
 import type { ScanSettings } from './pipeline/scan.js'
+import { ScanScheduler } from './pipeline/scheduler.js'
+import type { QueueId } from './queue/ids.js'
+import { Spool } from './queue/spool.js'
 
 /** The running filter. */
 export interface App {
@@ -66,14 +66,22 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
     async start() {
       await spool.init()
       const requeued = await spool.recover()
-      if (requeued.length > 0) log.warn({ count: requeued.length, ids: requeued.slice(0, 20) }, 'recovered from processing')
+      if (requeued.length > 0)
+        log.warn({ count: requeued.length, ids: requeued.slice(0, 20) }, 'recovered from processing')
       const settings = await scanSettings(loaded)
       pool = createScanPool(
         { scan: settings, spoolDir: config.spool.dir, fsync: config.spool.fsync, logLevel: config.log.level },
-        { workers: config.pool.workers, concurrentTasksPerWorker: Math.max(1, Math.ceil(config.pool.maxInFlight / config.pool.workers)) },
+        {
+          workers: config.pool.workers,
+          concurrentTasksPerWorker: Math.max(1, Math.ceil(config.pool.maxInFlight / config.pool.workers)),
+        },
       )
       transport = new SmtpTransport({
-        hop: { host: config.delivery.relay.host, port: config.delivery.relay.port, lmtp: config.delivery.lmtp },
+        hop: {
+          host: config.delivery.relay.host,
+          port: config.delivery.relay.port,
+          lmtp: config.delivery.lmtp,
+        },
         hostname: config.hostname,
         maxConnections: config.delivery.maxConnections,
         maxMessagesPerConnection: config.delivery.maxMessagesPerConnection,
@@ -100,14 +108,22 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
         maxAttempts: config.pool.maxAttempts,
         taskTimeoutMs: config.pool.taskTimeout,
         retry: config.delivery.retry,
-        onScanned: (id) => deliveryQueue.enqueue(id),
+        onScanned: (id, entry) => deliveryQueue.enqueue(id, entry),
       })
       await delivery.start()
       await scheduler.start()
       const bound = []
       for (const address of config.smtp.listen) bound.push(await ingress.listen(address.host, address.port))
       await writeFile(join(config.spool.dir, PID_FILE), `${process.pid}\n`)
-      log.info({ listen: bound, relay: config.delivery.relay, workers: config.pool.workers, plugins: config.plugins.map((p) => p.use) }, 'started')
+      log.info(
+        {
+          listen: bound,
+          relay: config.delivery.relay,
+          workers: config.pool.workers,
+          plugins: config.plugins.map((p) => p.use),
+        },
+        'started',
+      )
       return bound
     },
     async stop() {

@@ -1,6 +1,9 @@
 import { rfc5322Date } from '../mail/date.js'
 
-const WORDS = 'lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore'.split(' ')
+const WORDS =
+  'lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore'.split(
+    ' ',
+  )
 
 /** The header the benchmark uses to match a delivered message to the one it sent. */
 export const BENCH_ID_HEADER = 'X-Bench-Id'

@@ -99,7 +99,8 @@ async function measure(
     },
   })
   const deadline = performance.now() + opts.timeoutMs
-  while (delivered < load.acceptMs.length && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+  while (delivered < load.acceptMs.length && performance.now() < deadline)
+    await new Promise((r) => setTimeout(r, 20))
   progress.stop()
   sink.off('message', onMessage)
   const endToEnd: number[] = []
@@ -139,7 +140,9 @@ export async function runBench(opts: BenchOptions): Promise<{ filter: RunFigures
   }
   const configFile = join(dir, 'mailscreen.yaml')
   await writeFile(configFile, stringify(config))
-  const child = spawn(process.execPath, [opts.cli, 'start', '--config', configFile], { stdio: ['ignore', 'ignore', 'inherit'] })
+  const child = spawn(process.execPath, [opts.cli, 'start', '--config', configFile], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  })
   try {
     await waitForPort(port, child, 30_000)
     const filter = await measure('via mailscreen', port, sink, opts)

@@ -31,12 +31,17 @@ export function registerBench(program: Command): void {
     .option('-n, --messages <n>', 'messages per run', positiveInt, 2000)
     .option('-C, --concurrency <n>', 'concurrent SMTP clients', positiveInt, 50)
     .option('-s, --size <bytes>', 'message size', positiveInt, 10_240)
-    .option('--reuse', 'send all of a client’s messages over one connection (default: one message per connection)')
+    .option(
+      '--reuse',
+      'send all of a client’s messages over one connection (default: one message per connection)',
+    )
     .option('--timeout <seconds>', 'how long to wait for deliveries after the last send', positiveInt, 120)
     .option('--json', 'print the figures as JSON')
     .action(async (options: BenchCliOptions) => {
       try {
-        const config = options.config ? ((parseYaml(await readFile(options.config, 'utf8')) ?? {}) as Record<string, unknown>) : {}
+        const config = options.config
+          ? ((parseYaml(await readFile(options.config, 'utf8')) ?? {}) as Record<string, unknown>)
+          : {}
         const benchOptions = {
           messages: options.messages,
           concurrency: options.concurrency,
@@ -47,7 +52,9 @@ export function registerBench(program: Command): void {
           timeoutMs: options.timeout * 1000,
         }
         const result = await runBench(benchOptions)
-        process.stdout.write(options.json ? `${JSON.stringify(result, null, 2)}\n` : formatBench(result, benchOptions))
+        process.stdout.write(
+          options.json ? `${JSON.stringify(result, null, 2)}\n` : formatBench(result, benchOptions),
+        )
       } catch (err) {
         fail(err)
       }

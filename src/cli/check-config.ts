@@ -5,7 +5,9 @@ import { configOrExit, fail, withConfig } from './common.js'
 /** `mailscreen check-config`: validate the config and every plugin's options; print the result. */
 export function registerCheckConfig(program: Command): void {
   withConfig(program.command('check-config'))
-    .description('validate the configuration and plugin options; print the effective settings and score table')
+    .description(
+      'validate the configuration and plugin options; print the effective settings and score table',
+    )
     .option('--json', 'print the effective configuration as JSON')
     .action(async (options: { config?: string; json?: boolean }) => {
       const loaded = configOrExit(options)
@@ -13,7 +15,9 @@ export function registerCheckConfig(program: Command): void {
         const plugins = await loadPlugins(loaded.config.plugins, loaded.baseDir)
         const table = Object.fromEntries(scoreTable(plugins))
         if (options.json) {
-          process.stdout.write(`${JSON.stringify({ file: loaded.file ?? null, config: loaded.config, scores: table }, null, 2)}\n`)
+          process.stdout.write(
+            `${JSON.stringify({ file: loaded.file ?? null, config: loaded.config, scores: table }, null, 2)}\n`,
+          )
           return
         }
         const { config } = loaded

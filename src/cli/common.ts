@@ -4,7 +4,10 @@ import { MailscreenError } from '../errors.js'
 
 /** Add the `--config FILE` option every command takes. */
 export function withConfig(command: Command): Command {
-  return command.option('-c, --config <file>', 'configuration file (default: ./mailscreen.yaml, or built-in defaults if absent)')
+  return command.option(
+    '-c, --config <file>',
+    'configuration file (default: ./mailscreen.yaml, or built-in defaults if absent)',
+  )
 }
 
 /** Load the config named by `--config`, or exit non-zero with every problem listed. */

@@ -12,7 +12,9 @@ import { registerStart } from './start.js'
 const { version } = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }
 
 const program = new Command('mailscreen')
-  .description('a scanning mail content filter: SMTP content filter in front of your MTA, plugin checks, durable spool')
+  .description(
+    'a scanning mail content filter: SMTP content filter in front of your MTA, plugin checks, durable spool',
+  )
   .version(version)
   .showHelpAfterError('(run with --help for usage)')
 

@@ -45,7 +45,8 @@ export async function listQueue(spool: Spool, now = Date.now()): Promise<QueueRo
         size: entry.size,
         from: envelope.mailFrom,
         to: retry?.pending ?? envelope.rcptTo,
-        messageId: entry.header.scan?.messageId ?? createMessageView(entry.message).header('message-id')[0] ?? null,
+        messageId:
+          entry.header.scan?.messageId ?? createMessageView(entry.message).header('message-id')[0] ?? null,
         attempts: retry?.attempts ?? 0,
         nextAttempt: retry ? new Date(retry.nextAttemptAt).toISOString() : null,
         lastError: retry?.lastError ?? null,
@@ -65,9 +66,13 @@ function age(seconds: number): string {
 /** mailq-style text: a line per message, recipients and the last error indented below. */
 export function formatQueue(rows: readonly QueueRow[]): string {
   if (rows.length === 0) return 'Mail queue is empty\n'
-  const lines = [`${'ID'.padEnd(17)} ${'STATE'.padEnd(10)} ${'AGE'.padStart(5)} ${'SIZE'.padStart(9)}  SENDER`]
+  const lines = [
+    `${'ID'.padEnd(17)} ${'STATE'.padEnd(10)} ${'AGE'.padStart(5)} ${'SIZE'.padStart(9)}  SENDER`,
+  ]
   for (const row of rows) {
-    lines.push(`${row.id.padEnd(17)} ${row.state.padEnd(10)} ${age(row.ageSeconds).padStart(5)} ${String(row.size).padStart(9)}  <${row.from}>`)
+    lines.push(
+      `${row.id.padEnd(17)} ${row.state.padEnd(10)} ${age(row.ageSeconds).padStart(5)} ${String(row.size).padStart(9)}  <${row.from}>`,
+    )
     if (row.lastError) lines.push(`    (${row.lastError}; attempts ${row.attempts}, next ${row.nextAttempt})`)
     for (const rcpt of row.to) lines.push(`    ${rcpt}`)
   }
@@ -83,12 +88,18 @@ export async function signalFlush(spoolDir: string): Promise<number> {
   try {
     pid = Number((await readFile(pidFile, 'utf8')).trim())
   } catch {
-    throw new MailscreenError('MSC_NOT_RUNNING', `mailscreen is not running for spool ${spoolDir} (no ${PID_FILE})`)
+    throw new MailscreenError(
+      'MSC_NOT_RUNNING',
+      `mailscreen is not running for spool ${spoolDir} (no ${PID_FILE})`,
+    )
   }
   try {
     process.kill(pid, 'SIGUSR1')
   } catch {
-    throw new MailscreenError('MSC_NOT_RUNNING', `mailscreen is not running for spool ${spoolDir} (stale ${PID_FILE}: pid ${pid})`)
+    throw new MailscreenError(
+      'MSC_NOT_RUNNING',
+      `mailscreen is not running for spool ${spoolDir} (stale ${PID_FILE}: pid ${pid})`,
+    )
   }
   return pid
 }

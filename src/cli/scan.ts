@@ -3,9 +3,9 @@ import type { Command } from 'commander'
 import { scanSettings } from '../app.js'
 import type { Envelope } from '../ingress/envelope.js'
 import { createLogger } from '../log.js'
-import { newQueueId } from '../queue/ids.js'
 import { verdictSummary } from '../pipeline/actions.js'
 import { createScanner, type ScanReport, setupPlugins } from '../pipeline/scan.js'
+import { newQueueId } from '../queue/ids.js'
 import { configOrExit, fail, withConfig } from './common.js'
 
 interface ScanOptions {
@@ -21,16 +21,26 @@ function formatReport(file: string, report: ScanReport): string {
   const { verdict } = report
   const lines = [`${file}: ${verdictSummary(verdict)}`, `action: ${verdict.action}`]
   for (const hit of verdict.hits)
-    lines.push(`  ${hit.symbol.padEnd(28)} ${String(hit.score).padStart(6)}  ${hit.plugin}${hit.evidence.length ? `  ${hit.evidence.join(', ')}` : ''}`)
+    lines.push(
+      `  ${hit.symbol.padEnd(28)} ${String(hit.score).padStart(6)}  ${hit.plugin}${hit.evidence.length ? `  ${hit.evidence.join(', ')}` : ''}`,
+    )
   for (const reason of verdict.tempfail) lines.push(`  tempfail: ${reason}`)
-  lines.push(`timings (ms): ${Object.entries(report.timings).map(([p, ms]) => `${p}=${ms}`).join(' ') || 'none'}`)
+  lines.push(
+    `timings (ms): ${
+      Object.entries(report.timings)
+        .map(([p, ms]) => `${p}=${ms}`)
+        .join(' ') || 'none'
+    }`,
+  )
   return `${lines.join('\n')}\n`
 }
 
 /** `mailscreen scan FILE.eml`: run the configured chain on one message; deliver nothing. */
 export function registerScan(program: Command): void {
   withConfig(program.command('scan'))
-    .description('run the configured checks on one message file and print findings and verdict (delivers nothing)')
+    .description(
+      'run the configured checks on one message file and print findings and verdict (delivers nothing)',
+    )
     .argument('<file>', 'an RFC 5322 message (.eml)')
     .option('--from <address>', 'envelope sender to assume', 'sender@example.test')
     .option('--to <address...>', 'envelope recipients to assume', ['recipient@example.test'])
@@ -45,10 +55,18 @@ export function registerScan(program: Command): void {
         const settings = await scanSettings(loaded)
         const scanner = createScanner(await setupPlugins(settings.plugins, log), settings)
         const client = { address: options.client, ...(options.helo ? { helo: options.helo } : {}) }
-        const envelope: Envelope = { mailFrom: options.from, rcptTo: options.to, client, peer: client, receivedAt: Date.now() }
+        const envelope: Envelope = {
+          mailFrom: options.from,
+          rcptTo: options.to,
+          client,
+          peer: client,
+          receivedAt: Date.now(),
+        }
         const queueId = newQueueId()
         const report = await scanner.scan({ queueId, envelope, raw, log: log.child({ qid: queueId }) })
-        process.stdout.write(options.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(file, report))
+        process.stdout.write(
+          options.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(file, report),
+        )
       } catch (err) {
         fail(err)
       }

@@ -8,7 +8,9 @@ import { configOrExit, fail, withConfig } from './common.js'
 /** `mailscreen start`: run the filter in the foreground until SIGTERM/SIGINT. */
 export function registerStart(program: Command): void {
   withConfig(program.command('start'))
-    .description('run the content filter in the foreground (SIGTERM/SIGINT stop it, SIGUSR1 flushes the deferred queue, SIGHUP checks the config)')
+    .description(
+      'run the content filter in the foreground (SIGTERM/SIGINT stop it, SIGUSR1 flushes the deferred queue, SIGHUP checks the config)',
+    )
     .action(async (options: { config?: string }) => {
       const loaded = configOrExit(options)
       const log = createLogger({ level: loaded.config.log.level })

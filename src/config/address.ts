@@ -27,7 +27,9 @@ export const hostPort = z.string().transform((value, ctx) => {
 })
 
 /** Parse an IP network `addr/len` (or a bare address as a /32 or /128). */
-export function parseCidr(text: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | undefined {
+export function parseCidr(
+  text: string,
+): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | undefined {
   const pieces = text.trim().split('/')
   if (pieces.length > 2) return undefined
   const [address = '', len] = pieces

@@ -1,6 +1,13 @@
 import { z } from 'zod'
 
-const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }
+const UNITS: Record<string, number> = {
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+  w: 604_800_000,
+}
 
 /** Parse a Postfix-style duration (`30s`, `5m`, `1h`, `5d`; a bare number is seconds) to ms. */
 export function parseDuration(text: string | number): number | undefined {
@@ -14,7 +21,10 @@ export function parseDuration(text: string | number): number | undefined {
 export const duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
   const ms = parseDuration(value)
   if (ms === undefined) {
-    ctx.addIssue({ code: 'custom', message: `not a duration: ${JSON.stringify(value)} (use e.g. 30s, 5m, 1h, 5d)` })
+    ctx.addIssue({
+      code: 'custom',
+      message: `not a duration: ${JSON.stringify(value)} (use e.g. 30s, 5m, 1h, 5d)`,
+    })
     return z.NEVER
   }
   return ms

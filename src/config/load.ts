@@ -39,7 +39,8 @@ export function formatIssues(file: string, issues: readonly z.core.$ZodIssue[]):
 /** Validate parsed YAML; throws MSC_CONFIG_INVALID listing every issue. */
 export function validateConfig(raw: unknown, file: string): Config {
   const result = configSchema.safeParse(raw ?? {})
-  if (!result.success) throw new MailscreenError('MSC_CONFIG_INVALID', formatIssues(file, result.error.issues))
+  if (!result.success)
+    throw new MailscreenError('MSC_CONFIG_INVALID', formatIssues(file, result.error.issues))
   return result.data
 }
 
@@ -70,7 +71,10 @@ export function loadConfig(file: string | undefined, cwd: string = process.cwd()
   const baseDir = text === undefined ? cwd : dirname(path)
   const resolved: Config = {
     ...config,
-    spool: { ...config.spool, dir: isAbsolute(config.spool.dir) ? config.spool.dir : resolve(baseDir, config.spool.dir) },
+    spool: {
+      ...config.spool,
+      dir: isAbsolute(config.spool.dir) ? config.spool.dir : resolve(baseDir, config.spool.dir),
+    },
   }
   return deepFreeze({ config: resolved, file: text === undefined ? undefined : path, baseDir })
 }

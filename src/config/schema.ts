@@ -90,7 +90,10 @@ export const configSchema = z
   .object({
     /** Our name in greetings, `Received:` headers and DSNs. */
     hostname: z.string().min(1).default(hostname()),
-    log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info') }).strict().prefault({}),
+    log: z
+      .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info') })
+      .strict()
+      .prefault({}),
     smtp: smtp.prefault({}),
     spool: spool.prefault({}),
     pool: pool.prefault({}),

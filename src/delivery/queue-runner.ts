@@ -4,7 +4,7 @@ import type { Envelope } from '../ingress/envelope.js'
 import { headerEnd } from '../mail/message.js'
 import { retryDelay } from '../queue/backoff.js'
 import { newQueueId, type QueueId } from '../queue/ids.js'
-import type { Spool } from '../queue/spool.js'
+import type { Spool, SpoolEntry } from '../queue/spool.js'
 import type { RetryState, SpoolHeader } from '../queue/spool-file.js'
 import { WorkQueue } from '../queue/work-queue.js'
 import { buildDsn } from './dsn.js'
@@ -26,6 +26,9 @@ export interface DeliveryQueueOptions {
   readonly onUnscannable: (id: QueueId, reason: string) => Promise<void>
 }
 
+/** Bytes of scanned messages kept in memory for delivery; beyond it they are read from disk. */
+const CACHE_BUDGET = 64 * 1024 * 1024
+
 type Job = { readonly id: QueueId; readonly state: 'outgoing' | 'deferred' }
 
 /**
@@ -36,6 +39,8 @@ type Job = { readonly id: QueueId; readonly state: 'outgoing' | 'deferred' }
 export class DeliveryQueue {
   private readonly queue: WorkQueue<QueueId>
   private readonly states = new Map<QueueId, Job['state']>()
+  private readonly cache = new Map<QueueId, SpoolEntry>()
+  private cachedBytes = 0
   private timer: NodeJS.Timeout | undefined
   private sweeping: Promise<void> | undefined
 
@@ -47,10 +52,40 @@ export class DeliveryQueue {
     )
   }
 
-  /** Queue a message that sits in `outgoing/`. */
-  enqueue(id: QueueId): void {
+  /**
+   * Queue a message that sits in `outgoing/`. Its contents, when given, are kept in memory
+   * (within a budget) so delivery need not read the file back.
+   */
+  enqueue(id: QueueId, entry?: SpoolEntry): void {
     this.states.set(id, 'outgoing')
-    this.queue.push(id)
+    // Cached before the push: the queue may start the delivery synchronously.
+    const cache = entry && !this.cache.has(id) && this.cachedBytes + entry.message.length <= CACHE_BUDGET
+    if (cache) {
+      this.cache.set(id, entry)
+      this.cachedBytes += entry.message.length
+    }
+    if (!this.queue.push(id) && cache) this.dropCached(id)
+  }
+
+  private dropCached(id: QueueId): SpoolEntry | undefined {
+    const cached = this.cache.get(id)
+    if (cached) {
+      this.cache.delete(id)
+      this.cachedBytes -= cached.message.length
+    }
+    return cached
+  }
+
+  private async load(state: Job['state'], id: QueueId): Promise<SpoolEntry | undefined> {
+    const cached = this.dropCached(id)
+    if (cached) return cached
+    try {
+      return await this.opts.spool.read(state, id)
+    } catch (err) {
+      // Gone meanwhile (delivered by an earlier run, or removed by the administrator).
+      if ((err as { cause?: NodeJS.ErrnoException }).cause?.code === 'ENOENT') return undefined
+      throw err
+    }
   }
 
   /** Queue what `outgoing/` holds, then sweep `deferred/` on an interval. */
@@ -69,6 +104,8 @@ export class DeliveryQueue {
     clearInterval(this.timer)
     await this.sweeping
     await this.queue.stop()
+    this.cache.clear()
+    this.cachedBytes = 0
   }
 
   /** Messages queued or being delivered. */
@@ -117,13 +154,8 @@ export class DeliveryQueue {
     const { spool, transport, log } = this.opts
     const state = this.states.get(id) ?? 'outgoing'
     this.states.delete(id)
-    let entry: Awaited<ReturnType<Spool['read']>>
-    try {
-      entry = await spool.read(state, id)
-    } catch (err) {
-      if ((err as { cause?: NodeJS.ErrnoException }).cause?.code === 'ENOENT') return
-      throw err
-    }
+    const entry = await this.load(state, id)
+    if (!entry) return
     const { envelope } = entry.header
     const retry = state === 'deferred' ? await spool.readRetry(id) : undefined
     const pending = retry?.pending ?? envelope.rcptTo

@@ -6,7 +6,8 @@
 //    its error no longer carries the RCPT refusals, so a recipient refused with
 //    "550 5.1.1 user unknown" would be reported with the DATA reply and retried instead of
 //    bounced with its own reason.
-// This client sends one command at a time (no PIPELINING) and never STARTTLS.
+// This client pipelines (RFC 2920) when the server offers it, else sends one command at a
+// time, and never says STARTTLS.
 import net from 'node:net'
 import type { Readable } from 'node:stream'
 
@@ -47,6 +48,11 @@ export interface TransactionReport {
   readonly abort?: Reply
   /** Whether the connection may carry another transaction. */
   readonly reusable: boolean
+  /**
+   * The session had already carried a transaction and turned out dead (or closing) before it
+   * answered this one: nothing of the message reached the server, so send it over a new session.
+   */
+  readonly stale?: true
 }
 
 /** The outcome of {@link SmtpClient.connect}. */
@@ -84,6 +90,15 @@ export class SmtpClient {
   private failure: Error | undefined
   private connected = false
   private busy = true
+  /** A transaction has run on this session (so it may have died while idle). */
+  private used = false
+  /** The server may hold a transaction of ours (one did not reach its end of data): RSET first. */
+  private dirty = false
+  /**
+   * No further transaction here: the server said 421 (it is closing the session, whatever
+   * command that answered), or it may be out of step with us.
+   */
+  private spent = false
   private stage = 'receiving the initial server greeting'
 
   private constructor(private readonly options: ClientOptions) {
@@ -130,17 +145,49 @@ export class SmtpClient {
     }
     this.begin()
     const replies: (Reply | undefined)[] = tx.rcptTo.map(() => undefined)
+    // Until a reused session answers, nothing tells it from one the server dropped while idle.
+    let probing = this.used
+    this.used = true
     try {
-      const mail = await this.command(`MAIL FROM:<${tx.mailFrom}>${this.mailParams(tx)}`, 'sending MAIL FROM')
-      if (!positive(mail)) return this.report(replies, mail)
+      if (this.failure) throw this.failure
+      const pipelining = this.extensions.has('PIPELINING')
+      const mailLine = `MAIL FROM:<${tx.mailFrom}>${this.mailParams(tx)}`
+      const rcptLines = tx.rcptTo.map((rcpt) => `RCPT TO:<${rcpt}>`)
+      const reset = this.dirty
+      this.dirty = true
+      // RFC 2920: the whole group, up to DATA, in one write; the replies come back in order.
+      if (pipelining) this.send([...(reset ? ['RSET'] : []), mailLine, ...rcptLines, 'DATA'])
+      const ask = (line: string, stage: string): Promise<Reply> => {
+        this.stage = stage
+        if (!pipelining) this.send([line])
+        return this.readReply()
+      }
+      if (reset) {
+        const rset = await ask('RSET', 'sending RSET')
+        if (!positive(rset)) throw new Error(`RSET refused by ${this.hop}: ${printable(rset.text)}`)
+      }
+      const mail = await ask(mailLine, 'sending MAIL FROM')
+      // A 421 to a reused session is most likely the server ending it for idleness just now.
+      if (probing && mail.code === 421) throw new Error(`${this.hop} is closing the session`)
+      probing = false
+      if (!positive(mail) && !pipelining) return this.report(replies, mail)
       const accepted: number[] = []
-      for (const [i, rcpt] of tx.rcptTo.entries()) {
-        const reply = await this.command(`RCPT TO:<${rcpt}>`, 'sending RCPT TO')
+      for (const [i, line] of rcptLines.entries()) {
+        const reply = await ask(line, 'sending RCPT TO')
+        // Pipelined RCPTs after a refused MAIL were refused for that alone: MAIL's reply stands.
+        if (!positive(mail)) continue
         if (positive(reply)) accepted.push(i)
         else replies[i] = reply
       }
-      if (accepted.length === 0) return this.report(replies)
-      const data = await this.command('DATA', 'sending DATA')
+      const abort = positive(mail) ? undefined : mail
+      if (accepted.length === 0 && !pipelining) return this.report(replies)
+      const data = await ask('DATA', 'sending DATA')
+      if (accepted.length === 0) {
+        // With nobody to deliver to, DATA's refusal concerns no one. A server may accept it all
+        // the same; RFC 2920 3.1: end that (empty) message with a lone dot.
+        if (data.code === 354) await this.endEmptyMessage()
+        return this.report(replies, abort)
+      }
       if (data.code >= 400) return this.report(replies, data)
       // Only 354 lets the body go; a stray 2xx must not pass for the message being taken.
       if (data.code !== 354)
@@ -153,26 +200,15 @@ export class SmtpClient {
         const final = await this.readReply()
         for (const i of accepted) replies[i] = final
       }
+      this.dirty = false
       return this.report(replies)
     } catch (err) {
       // The session may be mid-DATA: only closing it keeps a truncated message from being delivered.
       const failure = this.fail(err as Error)
       // A server may answer early (e.g. 552 too big) and hang up while the body is still going out.
       const early = this.inbox.shift()
-      return { replies, abort: early ?? { code: 0, text: failure.message }, reusable: false }
-    } finally {
-      this.idle()
-    }
-  }
-
-  /** RSET before reusing the session; false when the session is no longer usable. */
-  async reset(): Promise<boolean> {
-    if (this.failure) return false
-    this.begin()
-    try {
-      return positive(await this.command('RSET', 'sending RSET'))
-    } catch {
-      return false
+      const abort = early ?? { code: 0, text: failure.message }
+      return probing ? { replies, abort, reusable: false, stale: true } : { replies, abort, reusable: false }
     } finally {
       this.idle()
     }
@@ -220,18 +256,30 @@ export class SmtpClient {
   }
 
   private report(replies: (Reply | undefined)[], abort?: Reply): TransactionReport {
-    // 421 means the server is closing the session whatever command it answered.
-    const closing = replies.some((r) => r?.code === 421) || abort?.code === 421
-    const reusable = !this.failure && !closing
+    const reusable = !this.failure && !this.spent
     return abort ? { replies, abort, reusable } : { replies, reusable }
+  }
+
+  /** End the data of a DATA accepted without any recipient accepted. */
+  private async endEmptyMessage(): Promise<void> {
+    this.stage = 'ending an empty message'
+    this.send(['.'])
+    // SMTP answers the dot once. LMTP answers once per accepted recipient, here never; but a
+    // server that took this DATA is not to be trusted to agree, so the session is not reused.
+    if (this.options.lmtp) this.spent = true
+    else await this.readReply()
   }
 
   private async writeBody(message: Buffer | (() => Readable)): Promise<void> {
     this.stage = 'sending message body'
     const stuffer = new DotStuffer()
+    // A message already in memory goes out in one write, terminator included.
+    if (Buffer.isBuffer(message)) {
+      this.socket.write(stuffer.push(message, true))
+      return
+    }
     try {
-      const source: Iterable<Buffer> | Readable = Buffer.isBuffer(message) ? [message] : message()
-      for await (const chunk of source) {
+      for await (const chunk of message()) {
         if (this.failure) throw this.failure
         const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string)
         if (!this.socket.write(stuffer.push(bytes))) await this.drained()
@@ -260,8 +308,13 @@ export class SmtpClient {
 
   private command(line: string, stage: string): Promise<Reply> {
     this.stage = stage
-    if (!this.failure) this.socket.write(`${line}\r\n`)
+    this.send([line])
     return this.readReply()
+  }
+
+  /** Write command lines, all in one write. */
+  private send(lines: readonly string[]): void {
+    if (!this.failure) this.socket.write(`${lines.join('\r\n')}\r\n`)
   }
 
   private readReply(): Promise<Reply> {
@@ -298,6 +351,7 @@ export class SmtpClient {
     }
     const reply = { code: Number(match[1]), text: this.lines.join('\n') }
     this.lines = []
+    if (reply.code === 421) this.spent = true
     const waiter = this.waiter
     this.waiter = undefined
     if (waiter) waiter.resolve(reply)
@@ -363,8 +417,8 @@ class DotStuffer {
   private atLineStart = true
   private previous = -1
 
-  /** The wire bytes for the next chunk of the message. */
-  push(chunk: Buffer): Buffer {
+  /** The wire bytes for the next chunk of the message; with `last`, the terminator too. */
+  push(chunk: Buffer, last = false): Buffer {
     const parts: Buffer[] = []
     let pos = 0
     while (pos < chunk.length) {
@@ -383,6 +437,7 @@ class DotStuffer {
       this.atLineStart = true
       this.previous = LF
     }
+    if (last) parts.push(this.end())
     return Buffer.concat(parts)
   }
 

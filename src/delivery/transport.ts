@@ -132,18 +132,26 @@ export class SmtpTransport {
   private async transact(req: SendRequest): Promise<RecipientResult[]> {
     if (!(await this.lease())) return req.rcptTo.map((rcpt) => noReply(rcpt, 'deferred', 'transport closed'))
     try {
-      const conn = await this.checkout()
-      if (!('client' in conn)) {
-        // Setup trouble, even a 5xx greeting, says the server will not talk now, not that the
-        // message is bad: defer (as Postfix does when it skips a 5xx greeting).
-        return req.rcptTo.map((rcpt) => ({
-          recipient: rcpt,
-          status: 'deferred',
-          code: conn.code,
-          reply: conn.text,
-        }))
+      let conn = this.takeIdle()
+      let report = await conn?.client.transaction(req)
+      if (!conn || !report || report.stale) {
+        // An idle session can die unseen; when it turns out dead before answering, nothing of
+        // the message reached the server, so it goes over a new session (never stale itself).
+        if (conn) this.retire(conn)
+        const opened = await this.open()
+        if (!('client' in opened)) {
+          // Setup trouble, even a 5xx greeting, says the server will not talk now, not that the
+          // message is bad: defer (as Postfix does when it skips a 5xx greeting).
+          return req.rcptTo.map((rcpt) => ({
+            recipient: rcpt,
+            status: 'deferred',
+            code: opened.code,
+            reply: opened.text,
+          }))
+        }
+        conn = opened
+        report = await conn.client.transaction(req)
       }
-      const report = await conn.client.transaction(req)
       conn.sent++
       this.checkin(conn, report.reusable)
       return req.rcptTo.map((rcpt, i) => {
@@ -171,12 +179,14 @@ export class SmtpTransport {
     else this.leases--
   }
 
-  private async checkout(): Promise<Pooled | Reply> {
-    for (let conn = this.idle.pop(); conn; conn = this.idle.pop()) {
-      clearTimeout(conn.idleTimer)
-      if (await conn.client.reset()) return conn
-      this.retire(conn)
-    }
+  /** The most recently used idle session, if any. */
+  private takeIdle(): Pooled | undefined {
+    const conn = this.idle.pop()
+    clearTimeout(conn?.idleTimer)
+    return conn
+  }
+
+  private async open(): Promise<Pooled | Reply> {
     const opened = await SmtpClient.connect({
       host: this.opts.hop.host,
       port: this.opts.hop.port,

@@ -273,6 +273,8 @@ class Session {
   private tx: MutableTransaction | undefined
   private rcptAttempts = 0
   private inbound: Inbound | undefined
+  /** Replies not yet written: each batch goes out in one write (see {@link flush}). */
+  private out = ''
 
   constructor(
     private readonly shared: Shared,
@@ -331,9 +333,12 @@ class Session {
     this.hangUp(this.shared.timeoutReply, 'ETIMEDOUT')
   }
 
-  /** Process buffered input until it runs out or a handler has to be waited for. */
+  /**
+   * Process buffered input until it runs out or a handler has to be waited for, then send the
+   * replies gathered on the way in one write: a client that pipelines gets them in one packet,
+   * and nothing it needs in order to go on waits for more input.
+   */
   private pump(): void {
-    this.socket.cork()
     while (this.pending !== undefined) {
       if (this.phase === DATA && this.inbound) this.feedData(this.inbound, this.pending)
       else if (this.phase !== COMMAND) {
@@ -341,7 +346,7 @@ class Session {
         break
       } else if (!this.nextLine(this.pending)) break
     }
-    this.socket.uncork()
+    this.flush()
     if (this.inputEnded && this.phase === COMMAND) this.hangUp(undefined, 'ECONNRESET')
   }
 
@@ -650,14 +655,22 @@ class Session {
     this.pump()
   }
 
+  /** Queue a reply; it goes out with the next {@link flush}. */
   private write(text: string): void {
-    if (this.phase !== CLOSED && this.socket.writable) this.socket.write(text)
+    this.out += text
+  }
+
+  private flush(): void {
+    const out = this.out
+    this.out = ''
+    if (out !== '' && this.phase !== CLOSED && this.socket.writable) this.socket.write(out)
   }
 
   /** Send a last reply (if any) and close; a message still being received is aborted. */
   private hangUp(last: string | undefined, reason: string): void {
     if (this.phase === CLOSED) return
     if (last) this.write(last)
+    this.flush()
     this.phase = CLOSED
     this.pending = undefined
     this.abortInbound(reason)

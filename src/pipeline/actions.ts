@@ -35,7 +35,11 @@ export function headerActions(
 ): HeaderEdit[] {
   const edits: HeaderEdit[] = [
     { op: 'prepend', name: 'Received', value: receivedHeader(envelope, queueId, settings.hostname) },
-    { op: 'prepend', name: 'X-mailscreen-Scanned', value: `${settings.scannedHeader} on ${settings.hostname} (id ${queueId})` },
+    {
+      op: 'prepend',
+      name: 'X-mailscreen-Scanned',
+      value: `${settings.scannedHeader} on ${settings.hostname} (id ${queueId})`,
+    },
     { op: 'prepend', name: 'X-mailscreen-Verdict', value: verdictSummary(verdict) },
   ]
   if (verdict.category === 'spam') edits.push({ op: 'tagSubject', tag: settings.spamSubjectTag })

@@ -12,9 +12,9 @@ import type { ClientInfo, Envelope } from '../ingress/envelope.js'
 import type { MessageView } from '../mail/message.js'
 import type { QueueId } from '../queue/ids.js'
 
-export type { ClientInfo, Envelope, Logger, MessageView, QueueId }
 /** Build a {@link MessageView} over raw bytes: for testing a plugin without a running filter. */
 export { createMessageView } from '../mail/message.js'
+export type { ClientInfo, Envelope, Logger, MessageView, QueueId }
 
 /** What to do when a check throws or times out. */
 export type FailurePolicy = 'tempfail' | 'continue'

@@ -63,11 +63,18 @@ export function resolvePlugin(use: string, baseDir: string): string {
     try {
       file = createRequire(join(baseDir, 'mailscreen.yaml')).resolve(use)
     } catch (err) {
-      throw new MailscreenError('MSC_PLUGIN_NOT_FOUND', `plugin ${JSON.stringify(use)}: not a built-in, path or installed package`, { cause: err })
+      throw new MailscreenError(
+        'MSC_PLUGIN_NOT_FOUND',
+        `plugin ${JSON.stringify(use)}: not a built-in, path or installed package`,
+        { cause: err },
+      )
     }
   }
   if (!existsSync(file))
-    throw new MailscreenError('MSC_PLUGIN_NOT_FOUND', `plugin ${JSON.stringify(use)}: ${file} does not exist (built? run npm run build)`)
+    throw new MailscreenError(
+      'MSC_PLUGIN_NOT_FOUND',
+      `plugin ${JSON.stringify(use)}: ${file} does not exist (built? run npm run build)`,
+    )
   return pathToFileURL(file).href
 }
 
@@ -88,10 +95,17 @@ export async function importDefinition(url: string): Promise<PluginDefinition> {
   try {
     mod = await import(url)
   } catch (err) {
-    throw new MailscreenError('MSC_PLUGIN_NOT_FOUND', `plugin ${url}: import failed: ${(err as Error).message}`, { cause: err })
+    throw new MailscreenError(
+      'MSC_PLUGIN_NOT_FOUND',
+      `plugin ${url}: import failed: ${(err as Error).message}`,
+      { cause: err },
+    )
   }
   if (!isDefinition(mod.default))
-    throw new MailscreenError('MSC_PLUGIN_INVALID', `plugin ${url}: default export is not a definePlugin({...}) result`)
+    throw new MailscreenError(
+      'MSC_PLUGIN_INVALID',
+      `plugin ${url}: default export is not a definePlugin({...}) result`,
+    )
   return mod.default
 }
 
@@ -99,7 +113,9 @@ export async function importDefinition(url: string): Promise<PluginDefinition> {
 export function validateOptions(definition: PluginDefinition, options: unknown): unknown {
   const result = definition.options.safeParse(options)
   if (result.success) return result.data
-  const detail = result.error.issues.map((i) => `options.${i.path.join('.') || '(top)'}: ${i.message}`).join('; ')
+  const detail = result.error.issues
+    .map((i) => `options.${i.path.join('.') || '(top)'}: ${i.message}`)
+    .join('; ')
   throw new MailscreenError('MSC_PLUGIN_OPTIONS_INVALID', `plugin ${definition.name}: ${detail}`)
 }
 
@@ -117,7 +133,10 @@ export async function loadPlugin(entry: PluginEntry, baseDir: string): Promise<L
     rawOptions: entry.options,
     timeoutMs: entry.timeout ?? definition.timeoutMs ?? DEFAULT_TIMEOUT_MS,
     onError: entry.onError ?? definition.onError ?? 'tempfail',
-    symbols: { ...definition.symbols, [fail]: { description: `${definition.name} failed or timed out`, weight: 0 } },
+    symbols: {
+      ...definition.symbols,
+      [fail]: { description: `${definition.name} failed or timed out`, weight: 0 },
+    },
   }
 }
 
@@ -135,12 +154,18 @@ export async function loadPlugins(entries: readonly PluginEntry[], baseDir: stri
 
 /** The JSON-safe part a worker needs to load the same plugin. */
 export function toRef(plugin: LoadedPlugin): PluginRef {
-  return { url: plugin.url, rawOptions: plugin.rawOptions, timeoutMs: plugin.timeoutMs, onError: plugin.onError }
+  return {
+    url: plugin.url,
+    rawOptions: plugin.rawOptions,
+    timeoutMs: plugin.timeoutMs,
+    onError: plugin.onError,
+  }
 }
 
 /** The effective score table: every declared symbol and its weight. */
 export function scoreTable(plugins: readonly LoadedPlugin[]): ReadonlyMap<string, number> {
   const table = new Map<string, number>()
-  for (const plugin of plugins) for (const [symbol, spec] of Object.entries(plugin.symbols)) table.set(symbol, spec.weight)
+  for (const plugin of plugins)
+    for (const [symbol, spec] of Object.entries(plugin.symbols)) table.set(symbol, spec.weight)
   return table
 }

@@ -31,12 +31,18 @@ export interface RunInput {
   readonly log: Logger
 }
 
-function withTimeout(plugin: ReadyPlugin, run: (signal: AbortSignal) => Promise<readonly Hit[]>): Promise<readonly Hit[]> {
+function withTimeout(
+  plugin: ReadyPlugin,
+  run: (signal: AbortSignal) => Promise<readonly Hit[]>,
+): Promise<readonly Hit[]> {
   const controller = new AbortController()
   let timer: NodeJS.Timeout | undefined
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
-      const err = new MailscreenError('MSC_PLUGIN_TIMEOUT', `${plugin.name} did not answer within ${plugin.timeoutMs} ms`)
+      const err = new MailscreenError(
+        'MSC_PLUGIN_TIMEOUT',
+        `${plugin.name} did not answer within ${plugin.timeoutMs} ms`,
+      )
       controller.abort(err)
       reject(err)
     }, plugin.timeoutMs)
@@ -50,7 +56,10 @@ function withTimeout(plugin: ReadyPlugin, run: (signal: AbortSignal) => Promise<
 function checkDeclared(plugin: ReadyPlugin, hits: readonly Hit[]): void {
   for (const hit of hits) {
     if (!Object.hasOwn(plugin.symbols, hit.symbol))
-      throw new MailscreenError('MSC_PLUGIN_FAILED', `${plugin.name} returned undeclared symbol ${hit.symbol}`)
+      throw new MailscreenError(
+        'MSC_PLUGIN_FAILED',
+        `${plugin.name} returned undeclared symbol ${hit.symbol}`,
+      )
   }
 }
 
@@ -65,7 +74,10 @@ async function runOne(plugin: ReadyPlugin, input: RunInput): Promise<CheckOutcom
     return { plugin: plugin.name, hits, durationMs: performance.now() - started }
   } catch (err) {
     const info = toErrorInfo(err)
-    const code = info.code === 'MSC_PLUGIN_TIMEOUT' || info.code === 'MSC_PLUGIN_FAILED' ? info.code : 'MSC_PLUGIN_FAILED'
+    const code =
+      info.code === 'MSC_PLUGIN_TIMEOUT' || info.code === 'MSC_PLUGIN_FAILED'
+        ? info.code
+        : 'MSC_PLUGIN_FAILED'
     log.warn({ err: info, policy: plugin.onError }, 'check failed')
     return {
       plugin: plugin.name,

@@ -34,7 +34,13 @@ export async function setupPlugins(refs: readonly PluginRef[], log: Logger): Pro
     const definition = await importDefinition(ref.url)
     const options = validateOptions(definition, ref.rawOptions)
     const check = await definition.setup(options, { log: log.child({ plugin: definition.name }) })
-    ready.push({ name: definition.name, check, timeoutMs: ref.timeoutMs, onError: ref.onError, symbols: definition.symbols })
+    ready.push({
+      name: definition.name,
+      check,
+      timeoutMs: ref.timeoutMs,
+      onError: ref.onError,
+      symbols: definition.symbols,
+    })
   }
   return ready
 }
@@ -58,7 +64,9 @@ export function createScanner(plugins: readonly ReadyPlugin[], settings: ScanSet
       for (const o of outcomes) timings[o.plugin] = Math.round(o.durationMs * 100) / 100
       const messageId = message.header('message-id')[0]
       const edits = headerActions(verdict, envelope, queueId, settings.actions)
-      return messageId === undefined ? { queueId, verdict, timings, edits } : { queueId, verdict, timings, messageId, edits }
+      return messageId === undefined
+        ? { queueId, verdict, timings, edits }
+        : { queueId, verdict, timings, messageId, edits }
     },
     render(raw, report) {
       return applyEdits(raw, report.edits)

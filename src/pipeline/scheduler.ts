@@ -2,7 +2,7 @@ import type { Logger } from 'pino'
 import { toErrorInfo } from '../errors.js'
 import { retryDelay } from '../queue/backoff.js'
 import type { QueueId } from '../queue/ids.js'
-import type { Spool } from '../queue/spool.js'
+import type { Spool, SpoolEntry } from '../queue/spool.js'
 import { WorkQueue } from '../queue/work-queue.js'
 import { verdictSummary } from './actions.js'
 import type { ScanPool } from './pool.js'
@@ -17,8 +17,8 @@ export interface ScanSchedulerOptions {
   readonly taskTimeoutMs: number
   /** Backoff for messages whose scan tempfailed. */
   readonly retry: readonly number[]
-  /** Called when a scanned message is in `outgoing/`. */
-  readonly onScanned: (id: QueueId) => void
+  /** Called when a scanned message is in `outgoing/`, with its contents. */
+  readonly onScanned: (id: QueueId, entry: SpoolEntry) => void
 }
 
 /**
@@ -34,8 +34,10 @@ export class ScanScheduler {
   private readonly tempfails = new Map<QueueId, number>()
 
   constructor(private readonly opts: ScanSchedulerOptions) {
-    this.queue = new WorkQueue(opts.maxInFlight, (id) => this.scan(id), (id, err) =>
-      opts.log.error({ qid: id, err: toErrorInfo(err) }, 'scan error'),
+    this.queue = new WorkQueue(
+      opts.maxInFlight,
+      (id) => this.scan(id),
+      (id, err) => opts.log.error({ qid: id, err: toErrorInfo(err) }, 'scan error'),
     )
   }
 
@@ -63,16 +65,18 @@ export class ScanScheduler {
     const { spool, pool, log } = this.opts
     const started = performance.now()
     try {
-      await spool.move(id, 'incoming', 'processing')
+      await spool.move(id, 'incoming', 'processing', false)
     } catch (err) {
       // Already claimed or gone (e.g. a listing raced a live notification): nothing to do.
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
       throw err
     }
+    const slot = spool.takeSlot()
     let result: Awaited<ReturnType<ScanPool['run']>>
     try {
-      result = await pool.run({ queueId: id }, AbortSignal.timeout(this.opts.taskTimeoutMs))
+      result = await pool.run({ queueId: id, slot }, AbortSignal.timeout(this.opts.taskTimeoutMs))
     } catch (err) {
+      spool.returnSlot(slot)
       await this.scanCrashed(id, err)
       return
     }
@@ -90,15 +94,20 @@ export class ScanScheduler {
       ms: Math.round(performance.now() - started),
     }
     if (staged === undefined) {
+      spool.returnSlot(slot)
       await this.deferScan(id, verdict.tempfail.join('; '))
       log.info({ ...fields, reason: verdict.tempfail }, 'verdict')
       return
     }
-    await spool.commit(staged, 'outgoing', id)
+    await spool.commit(staged.name, 'outgoing', id)
     await spool.remove('processing', id)
     this.tempfails.delete(id)
     log.info({ ...fields, summary: verdictSummary(verdict) }, 'verdict')
-    this.opts.onScanned(id)
+    const { message } = staged
+    this.opts.onScanned(id, {
+      header: staged.header,
+      message: Buffer.from(message.buffer, message.byteOffset, message.byteLength),
+    })
   }
 
   private async deferScan(id: QueueId, reason: string): Promise<void> {
@@ -115,7 +124,10 @@ export class ScanScheduler {
       lastError: reason,
     })
     await spool.move(id, 'processing', 'deferred')
-    log.warn({ qid: id, attempts, nextAttemptAt: new Date(nextAttemptAt).toISOString(), reason }, 'scan deferred')
+    log.warn(
+      { qid: id, attempts, nextAttemptAt: new Date(nextAttemptAt).toISOString(), reason },
+      'scan deferred',
+    )
   }
 
   private async scanCrashed(id: QueueId, err: unknown): Promise<void> {

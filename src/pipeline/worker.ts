@@ -8,7 +8,8 @@ import { pino } from 'pino'
 import { createLogger } from '../log.js'
 import type { QueueId } from '../queue/ids.js'
 import { Spool } from '../queue/spool.js'
-import { createScanner, type ScanReport, type ScanSettings, type Scanner, setupPlugins } from './scan.js'
+import type { SpoolHeader } from '../queue/spool-file.js'
+import { createScanner, type Scanner, type ScanReport, type ScanSettings, setupPlugins } from './scan.js'
 
 /** What the pool hands every worker at start. */
 export interface WorkerSettings {
@@ -21,13 +22,23 @@ export interface WorkerSettings {
 /** One task: scan the message `queueId` that sits in `processing/`. */
 export interface ScanTask {
   readonly queueId: QueueId
+  /** The spool slot (under `tmp/`) to write the output into; the main thread owns slots. */
+  readonly slot: string
 }
 
-/** A task's result: the report, and the name of the staged output file when it goes on. */
+/** A task's result: the report and, unless the scan tempfailed, the message as it goes on. */
 export interface ScanResult {
   readonly report: ScanReport
-  /** Name under the spool's `tmp/` of the message as it goes on, fsynced; absent on tempfail. */
-  readonly staged?: string
+  /** Absent on tempfail. */
+  readonly staged?: StagedOutput
+}
+
+/** The scanned message, fsynced under the spool's `tmp/` as `name`, and its bytes for delivery. */
+export interface StagedOutput {
+  readonly name: string
+  readonly header: SpoolHeader
+  /** Arrives in the main thread as a Uint8Array (structured clone). */
+  readonly message: Uint8Array
 }
 
 const settings = workerData as WorkerSettings
@@ -43,15 +54,23 @@ export default async function scanTask(task: ScanTask): Promise<ScanResult> {
   scanner ??= setupPlugins(settings.scan.plugins, log).then((ready) => createScanner(ready, settings.scan))
   const ready = await scanner
   const { header, message } = await spool.read('processing', task.queueId)
-  const report = await ready.scan({ queueId: task.queueId, envelope: header.envelope, raw: message, log: log.child({ qid: task.queueId }) })
+  const report = await ready.scan({
+    queueId: task.queueId,
+    envelope: header.envelope,
+    raw: message,
+    log: log.child({ qid: task.queueId }),
+  })
   if (report.verdict.action === 'tempfail') return { report }
-  const staged = `${task.queueId}.out`
+  const name = task.slot
   const summary = {
     verdict: report.verdict.category,
     score: report.verdict.score,
     symbols: report.verdict.hits.map((h) => h.symbol),
     ...(report.messageId === undefined ? {} : { messageId: report.messageId }),
   }
-  await spool.stage(staged, { ...header, scan: summary }, ready.render(message, report))
-  return { report, staged }
+  const output = { ...header, scan: summary }
+  const bytes = Buffer.concat(ready.render(message, report))
+  await spool.stage(name, output, bytes)
+  // The bytes go back with the result so delivery need not read the file again.
+  return { report, staged: { name, header: output, message: bytes } }
 }

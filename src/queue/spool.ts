@@ -1,19 +1,62 @@
-import { createWriteStream } from 'node:fs'
-import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { constants } from 'node:fs'
+import {
+  type FileHandle,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  stat,
+  unlink,
+  writeFile,
+} from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
 import { MailscreenError } from '../errors.js'
 import { DirSync } from './dir-sync.js'
-import { type QueueId, parseQueueId } from './ids.js'
+import { newQueueId, parseQueueId, type QueueId } from './ids.js'
 import { decodeSpoolFile, encodeHeader, type RetryState, type SpoolHeader } from './spool-file.js'
 
 /** The states a message can be in; each is a directory, moves are renames. */
-export const SPOOL_STATES = ['incoming', 'processing', 'outgoing', 'deferred', 'quarantine', 'failed'] as const
+export const SPOOL_STATES = [
+  'incoming',
+  'processing',
+  'outgoing',
+  'deferred',
+  'quarantine',
+  'failed',
+] as const
 export type SpoolState = (typeof SPOOL_STATES)[number]
 
 const TMP = 'tmp'
+/** Spent files kept in `tmp/` for reuse. */
+const MAX_SLOTS = 1024
+/** Bytes gathered before a write while receiving. */
+const WRITE_BATCH = 256 * 1024
 const RETRY_SUFFIX = '.retry'
+
+/** unlink(2) that treats "already gone" as done (cheaper than rm's lstat + unlink). */
+async function unlinkIfExists(path: string): Promise<void> {
+  try {
+    await unlink(path)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+}
+
+/**
+ * Open a slot for writing from its start. An existing slot is opened without O_CREAT: a
+ * creating open takes the directory's lock exclusively even when the file exists, and every
+ * message passes through tmp/.
+ */
+async function openSlot(path: string): Promise<FileHandle> {
+  try {
+    return await open(path, constants.O_WRONLY | constants.O_TRUNC)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    return open(path, 'w')
+  }
+}
 
 /** One message as stored. */
 export interface SpoolEntry {
@@ -27,6 +70,10 @@ export interface SpoolEntry {
  */
 export class Spool {
   private readonly dirSyncs = new Map<string, DirSync>()
+  /** Names of spent files in `tmp/`, ready to be overwritten (see {@link takeSlot}). */
+  private readonly slots: string[] = []
+  private readonly slotPrefix = newQueueId()
+  private slotCounter = 0
 
   constructor(
     readonly dir: string,
@@ -58,18 +105,35 @@ export class Spool {
    * is removed and the error is MSC_SPOOL_WRITE_FAILED (or the stream's own SMTP error).
    */
   async receive(header: SpoolHeader, data: Readable): Promise<{ size: number }> {
-    const tmp = join(this.dir, TMP, header.id)
-    const headerBytes = encodeHeader(header)
+    const slot = this.takeSlot()
+    const tmp = join(this.dir, TMP, slot)
+    let handle: FileHandle | undefined
     try {
-      const out = createWriteStream(tmp, { flags: 'wx' })
-      out.write(headerBytes)
-      await pipeline(data, out)
-      await this.fsyncFile(tmp)
-      await rename(tmp, this.path('incoming', header.id))
-      await this.syncDir('incoming')
-      return { size: out.bytesWritten - headerBytes.length }
+      handle = await openSlot(tmp)
+      // Gather chunks and write them in batches: one writev for a typical message instead of
+      // a write per socket chunk, while a large message still streams in bounded memory.
+      let batch: Buffer[] = [encodeHeader(header)]
+      let batched = 0
+      let size = 0
+      for await (const chunk of data as AsyncIterable<Buffer>) {
+        batch.push(chunk)
+        batched += chunk.length
+        size += chunk.length
+        if (batched >= WRITE_BATCH) {
+          await handle.writev(batch)
+          batch = []
+          batched = 0
+        }
+      }
+      if (batch.length > 0) await handle.writev(batch)
+      if (this.fsync) await handle.sync()
+      await handle.close()
+      handle = undefined
+      await this.commit(slot, 'incoming', header.id)
+      return { size }
     } catch (err) {
-      await rm(tmp, { force: true }).catch(() => undefined)
+      await handle?.close().catch(() => undefined)
+      this.returnSlot(slot)
       if ((err as { responseCode?: number }).responseCode) throw err
       throw new MailscreenError('MSC_SPOOL_WRITE_FAILED', `spool write failed: ${(err as Error).message}`, {
         cause: err,
@@ -77,21 +141,61 @@ export class Spool {
     }
   }
 
+  /**
+   * A file name under `tmp/` to write a new spool file into: a spent file when there is one,
+   * else a new name. Overwriting spent files instead of unlinking and creating them keeps
+   * inode churn off the filesystem; on ext4 without a journal every create otherwise scans
+   * past all recently deleted inodes, which under load cost more CPU than the rest of a
+   * message's path together.
+   */
+  takeSlot(): string {
+    return this.slots.pop() ?? this.newSlotName()
+  }
+
+  /** A slot name no other file in tmp/ has: this instance's unique prefix and a counter. */
+  private newSlotName(): string {
+    return `s${this.slotPrefix}-${++this.slotCounter}`
+  }
+
+  /** Give back a slot that was taken but not committed (its content is garbage). */
+  returnSlot(slot: string): void {
+    if (this.slots.length < MAX_SLOTS) this.slots.push(slot)
+  }
+
+  /** Retire a spent spool file: rename it into `tmp/` as a slot, or unlink it when enough are kept. */
+  private async retire(path: string): Promise<void> {
+    if (this.slots.length >= MAX_SLOTS) return unlinkIfExists(path)
+    const slot = this.newSlotName()
+    try {
+      await rename(path, join(this.dir, TMP, slot))
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
+      throw err
+    }
+    this.slots.push(slot)
+  }
+
   /** Write a complete file into a state (via tmp, durably); replaces an older one of the same ID. */
   async write(state: SpoolState, header: SpoolHeader, message: Buffer | readonly Buffer[]): Promise<void> {
-    await this.stage(`${header.id}.${state}`, header, message)
-    await this.commit(`${header.id}.${state}`, state, header.id)
+    const slot = this.takeSlot()
+    try {
+      await this.stage(slot, header, message)
+    } catch (err) {
+      this.returnSlot(slot)
+      throw err
+    }
+    await this.commit(slot, state, header.id)
   }
 
   /**
-   * Write a file under `tmp/` and fsync it, without making it visible in any state. Worker
-   * threads stage their output this way; the main thread then {@link commit}s it.
+   * Write a file into the slot `tmp/<slot>` (from {@link takeSlot}) and fsync it, without
+   * making it visible in any state. Worker threads stage their output this way in a slot the
+   * main thread gave them; the main thread then {@link commit}s it.
    */
-  async stage(name: string, header: SpoolHeader, message: Buffer | readonly Buffer[]): Promise<void> {
-    const tmp = join(this.dir, TMP, name)
+  async stage(slot: string, header: SpoolHeader, message: Buffer | readonly Buffer[]): Promise<void> {
     const parts = [encodeHeader(header), ...(Buffer.isBuffer(message) ? [message] : message)]
     try {
-      const handle = await open(tmp, 'w')
+      const handle = await openSlot(join(this.dir, TMP, slot))
       try {
         await handle.writev(parts)
         if (this.fsync) await handle.sync()
@@ -99,38 +203,26 @@ export class Spool {
         await handle.close()
       }
     } catch (err) {
-      await rm(tmp, { force: true }).catch(() => undefined)
       throw new MailscreenError('MSC_SPOOL_WRITE_FAILED', `spool write failed: ${(err as Error).message}`, {
         cause: err,
       })
     }
   }
 
-  /** Move a staged file into a state as message `id` (atomic rename, directory fsynced). */
-  async commit(name: string, state: SpoolState, id: QueueId): Promise<void> {
-    await rename(join(this.dir, TMP, name), this.path(state, id))
+  /** Move a staged slot into a state as message `id` (atomic rename, directory fsynced). */
+  async commit(slot: string, state: SpoolState, id: QueueId): Promise<void> {
+    await rename(join(this.dir, TMP, slot), this.path(state, id))
     await this.syncDir(state)
   }
 
-  /** Drop a staged file that will not be committed. */
-  async discardStaged(name: string): Promise<void> {
-    await rm(join(this.dir, TMP, name), { force: true })
-  }
-
-  private async fsyncFile(path: string): Promise<void> {
-    if (!this.fsync) return
-    const handle = await open(path, 'r+')
-    try {
-      await handle.sync()
-    } finally {
-      await handle.close()
-    }
-  }
-
-  /** Move a message between states (atomic rename; the target directory is fsynced). */
-  async move(id: QueueId, from: SpoolState, to: SpoolState): Promise<void> {
+  /**
+   * Move a message between states (atomic rename). The target directory is fsynced unless
+   * `durable` is false: claiming a message for a scan need not survive a crash, since
+   * recovery treats `processing/` like `incoming/`.
+   */
+  async move(id: QueueId, from: SpoolState, to: SpoolState, durable = true): Promise<void> {
     await rename(this.path(from, id), this.path(to, id))
-    await this.syncDir(to)
+    if (durable) await this.syncDir(to)
   }
 
   /** Read a stored message. */
@@ -139,7 +231,9 @@ export class Spool {
     try {
       return decodeSpoolFile(file)
     } catch (err) {
-      throw new MailscreenError('MSC_SPOOL_CORRUPT', `${state}/${id}: ${(err as Error).message}`, { cause: err })
+      throw new MailscreenError('MSC_SPOOL_CORRUPT', `${state}/${id}: ${(err as Error).message}`, {
+        cause: err,
+      })
     }
   }
 
@@ -147,7 +241,11 @@ export class Spool {
    * Read the header line and the start of the message (enough for its header fields)
    * without loading a large message whole. `size` is the message's full size.
    */
-  async peek(state: SpoolState, id: QueueId, bytes = 65_536): Promise<SpoolEntry & { size: number; mtimeMs: number }> {
+  async peek(
+    state: SpoolState,
+    id: QueueId,
+    bytes = 65_536,
+  ): Promise<SpoolEntry & { size: number; mtimeMs: number }> {
     const handle = await open(this.path(state, id), 'r')
     try {
       const info = await handle.stat()
@@ -157,7 +255,9 @@ export class Spool {
       const headerLength = buffer.length - entry.message.length
       return { ...entry, size: info.size - headerLength, mtimeMs: info.mtimeMs }
     } catch (err) {
-      throw new MailscreenError('MSC_SPOOL_CORRUPT', `${state}/${id}: ${(err as Error).message}`, { cause: err })
+      throw new MailscreenError('MSC_SPOOL_CORRUPT', `${state}/${id}: ${(err as Error).message}`, {
+        cause: err,
+      })
     } finally {
       await handle.close()
     }
@@ -165,8 +265,8 @@ export class Spool {
 
   /** Remove a message (and its retry state). Only after the next hop took it, or on purpose. */
   async remove(state: SpoolState, id: QueueId): Promise<void> {
-    await rm(this.path(state, id), { force: true })
-    if (state === 'deferred') await rm(this.retryPath(id), { force: true })
+    await this.retire(this.path(state, id))
+    if (state === 'deferred') await unlinkIfExists(this.retryPath(id))
   }
 
   /** The IDs in a state, oldest first (IDs sort by creation time). */
@@ -183,10 +283,12 @@ export class Spool {
   /** Which state a message is in, if any. */
   async find(id: QueueId): Promise<SpoolState | undefined> {
     for (const state of SPOOL_STATES) {
-      if (await stat(this.path(state, id)).then(
-        () => true,
-        () => false,
-      ))
+      if (
+        await stat(this.path(state, id)).then(
+          () => true,
+          () => false,
+        )
+      )
         return state
     }
     return undefined
@@ -214,8 +316,8 @@ export class Spool {
 
   /**
    * Crash recovery, run before anything else starts: scans left in `processing/` go back to
-   * `incoming/` (at-least-once), unless a finished copy already reached a later state; temp
-   * files of unacknowledged writes are removed. Returns the IDs put back.
+   * `incoming/` (at-least-once), unless a finished copy already reached a later state; files
+   * in `tmp/` (never acknowledged) become reusable slots. Returns the IDs put back.
    */
   async recover(): Promise<QueueId[]> {
     const requeued: QueueId[] = []
@@ -228,14 +330,24 @@ export class Spool {
           ),
         ),
       )
-      if (done.some(Boolean)) await rm(this.path('processing', id), { force: true })
+      if (done.some(Boolean)) await this.retire(this.path('processing', id))
       else {
         await this.move(id, 'processing', 'incoming')
         requeued.push(id)
       }
     }
-    await rm(join(this.dir, TMP), { recursive: true, force: true })
-    await mkdir(join(this.dir, TMP), { recursive: true })
+    // Nothing in tmp/ was ever acknowledged: every file there is a spent slot.
+    this.slots.length = 0
+    for (const name of await readdir(join(this.dir, TMP))) {
+      if (this.slots.length < MAX_SLOTS) this.slots.push(name)
+      else await unlinkIfExists(join(this.dir, TMP, name))
+    }
+    // Create the rest now, at start-up, rather than one by one under load.
+    while (this.slots.length < MAX_SLOTS) {
+      const slot = this.newSlotName()
+      await writeFile(join(this.dir, TMP, slot), '')
+      this.slots.push(slot)
+    }
     return requeued
   }
 }

@@ -1,8 +1,8 @@
 import { once } from 'node:events'
-import { connect, type Socket } from 'node:net'
+import { connect, Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import SMTPConnection from 'nodemailer/lib/smtp-connection'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import { SmtpReplyError } from '../../src/errors.js'
 import { reply } from '../../src/ingress/smtp-reply.js'
 import {
@@ -295,6 +295,62 @@ describe('mail transaction', () => {
     expect(await client.next(20_000)).toBe('250 2.0.0 Ok')
     expect(data.length).toBe(body.length)
     expect(data === body).toBe(true)
+    client.socket.destroy()
+  })
+})
+
+describe('reply batching', () => {
+  /** Watch `client`'s data events and the server's socket writes (every write not by `client`). */
+  function watch(client: Client): { packets: string[]; serverWrites: () => number } {
+    const packets: string[] = []
+    client.socket.on('data', (text: string) => packets.push(text))
+    const write = vi.spyOn(Socket.prototype, 'write')
+    return {
+      packets,
+      serverWrites: () => write.mock.contexts.filter((socket) => socket !== client.socket).length,
+    }
+  }
+
+  afterEach(() => {
+    vi.restoreAllMocks()
+  })
+
+  it('answers a pipelined MAIL/RCPT/RCPT/DATA packet with one write', async () => {
+    const { port } = await start()
+    const client = await session(port)
+    const { packets, serverWrites } = watch(client)
+    client.send('MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nRCPT TO:<c@example.net>\r\nDATA\r\n')
+    await client.take(4)
+    expect(packets).toEqual([
+      '250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n',
+    ])
+    expect(serverWrites()).toBe(1)
+    client.socket.destroy()
+  })
+
+  it('answers the end of data and a QUIT pipelined after it with one write', async () => {
+    const { port } = await start()
+    const client = await session(port)
+    client.send('MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n')
+    await client.take(3)
+    const { packets, serverWrites } = watch(client)
+    client.send('Subject: t\r\n\r\nhi\r\n.\r\nQUIT\r\n')
+    expect(await client.take(2)).toEqual(['250 2.0.0 Ok: queued as TEST', '221 2.0.0 Bye'])
+    expect(packets).toEqual(['250 2.0.0 Ok: queued as TEST\r\n221 2.0.0 Bye\r\n'])
+    expect(serverWrites()).toBe(1)
+  })
+
+  it('sends the replies decided so far while a handler is still deciding', async () => {
+    let release: () => void = () => undefined
+    const gate = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    const { port } = await start({ onRecipient: () => gate.then(() => undefined) })
+    const client = await session(port)
+    client.send('RSET\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n')
+    expect(await client.take(2)).toEqual(['250 2.0.0 Ok', '250 2.1.0 Ok'])
+    release()
+    expect(await client.take(2)).toEqual(['250 2.1.5 Ok', '354 End data with <CR><LF>.<CR><LF>'])
     client.socket.destroy()
   })
 })

@@ -95,13 +95,14 @@ describe('Spool.receive', () => {
     expect((await spool.read('incoming', h.id)).message.length).toBe(0)
   })
 
-  it('leaves nothing in incoming/ or tmp/ and rejects with MSC_SPOOL_WRITE_FAILED when the stream errors', async () => {
+  it('stores nothing in incoming/ and rejects with MSC_SPOOL_WRITE_FAILED when the stream errors', async () => {
     const h = header()
     await expect(spool.receive(h, failingStream(new Error('connection reset')))).rejects.toMatchObject({
       code: 'MSC_SPOOL_WRITE_FAILED',
     })
     expect(await readdir(join(dir, 'incoming'))).toEqual([])
-    expect(await readdir(join(dir, 'tmp'))).toEqual([])
+    // The half-written slot stays in tmp/ for reuse; it is never a message.
+    expect(await spool.find(h.id)).toBeUndefined()
   })
 
   it('passes through a stream error that carries an SMTP responseCode', async () => {
@@ -109,7 +110,6 @@ describe('Spool.receive', () => {
     const tooBig = new SmtpReplyError('MSC_SPOOL_WRITE_FAILED', 552, '5.3.4', 'message too big')
     await expect(spool.receive(h, failingStream(tooBig))).rejects.toBe(tooBig)
     expect(await readdir(join(dir, 'incoming'))).toEqual([])
-    expect(await readdir(join(dir, 'tmp'))).toEqual([])
   })
 
   it('fails with MSC_SPOOL_WRITE_FAILED and stores nothing when tmp/ is missing', async () => {
@@ -121,12 +121,14 @@ describe('Spool.receive', () => {
     expect(await readdir(join(dir, 'incoming'))).toEqual([])
   })
 
-  it('refuses to overwrite a temp file of the same ID', async () => {
-    const h = header()
-    await writeFile(join(dir, 'tmp', h.id), 'someone else')
-    await expect(spool.receive(h, Readable.from([MESSAGE]))).rejects.toMatchObject({
-      code: 'MSC_SPOOL_WRITE_FAILED',
-    })
+  it('gives concurrent receives distinct files, so no two messages share bytes', async () => {
+    const headers = Array.from({ length: 20 }, () => header())
+    await Promise.all(
+      headers.map((h, i) => spool.receive(h, Readable.from([Buffer.from(`Subject: ${i}\r\n\r\nbody ${i}\r\n`)]))),
+    )
+    for (const [i, h] of headers.entries())
+      expect((await spool.read('incoming', h.id)).message.toString()).toBe(`Subject: ${i}\r\n\r\nbody ${i}\r\n`)
+  })
     expect(await readdir(join(dir, 'incoming'))).toEqual([])
   })
 
@@ -181,11 +183,17 @@ describe('Spool.stage and commit', () => {
     expect(await readdir(join(dir, 'tmp'))).toEqual([])
   })
 
-  it('drops a staged file on discardStaged', async () => {
-    const h = header()
-    await spool.stage('x', h, MESSAGE)
-    await spool.discardStaged('x')
-    expect(await readdir(join(dir, 'tmp'))).toEqual([])
+  it('reuses the file of a removed message for the next one instead of creating a new inode', async () => {
+    const first = header()
+    await spool.receive(first, Readable.from([MESSAGE]))
+    const inode = (await stat(spool.path('incoming', first.id))).ino
+    await spool.remove('incoming', first.id)
+    expect(await readdir(join(dir, 'incoming'))).toEqual([])
+    const second = header()
+    await spool.receive(second, Readable.from([Buffer.from('Subject: short\r\n\r\nx\r\n')]))
+    expect((await stat(spool.path('incoming', second.id))).ino).toBe(inode)
+    // The reused file was truncated: only the new content is there.
+    expect((await spool.read('incoming', second.id)).message.toString()).toBe('Subject: short\r\n\r\nx\r\n')
   })
 })
 
@@ -369,11 +377,17 @@ describe('Spool.recover', () => {
     },
   )
 
-  it('clears tmp/ and leaves it in place', async () => {
+  it('keeps files left in tmp/ as reusable slots and never treats them as messages', async () => {
     await writeFile(join(dir, 'tmp', 'half-written'), 'x')
     await writeFile(join(dir, 'tmp', `${newQueueId()}.retry`), '{}')
     await spool.recover()
-    expect(await readdir(join(dir, 'tmp'))).toEqual([])
+    const slots = await readdir(join(dir, 'tmp'))
+    expect(slots).toContain('half-written')
+    for (const state of SPOOL_STATES) expect(await readdir(join(dir, state))).toEqual([])
+    // The next message overwrites a slot: the leftover bytes are gone.
+    const h = header()
+    await spool.receive(h, Readable.from([MESSAGE]))
+    expect((await spool.read('incoming', h.id)).message).toEqual(MESSAGE)
   })
 
   it('does nothing to a clean spool', async () => {

@@ -30,7 +30,10 @@ export interface MailscreenProcess {
 }
 
 /** Run the CLI to completion. */
-export function runCli(args: readonly string[], cwd = packageRoot): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runCli(
+  args: readonly string[],
+  cwd = packageRoot,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
@@ -107,7 +110,11 @@ export async function startMailscreen(
     if (seen) return Promise.resolve(seen)
     return new Promise<LogLine>((resolve, reject) => {
       const timer = setTimeout(() => {
-        reject(new Error(`timed out waiting for a log line; stderr: ${stderr.slice(-2000)}; last logs: ${JSON.stringify(logs.slice(-5))}`))
+        reject(
+          new Error(
+            `timed out waiting for a log line; stderr: ${stderr.slice(-2000)}; last logs: ${JSON.stringify(logs.slice(-5))}`,
+          ),
+        )
       }, timeoutMs)
       watchers.push({
         match,

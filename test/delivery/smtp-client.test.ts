@@ -1,0 +1,262 @@
+import net from 'node:net'
+import { afterEach, describe, expect, it } from 'vitest'
+import { type SendRequest, SmtpTransport } from '../../src/delivery/transport.js'
+
+/** A raw next hop that keeps every packet (data event) it receives, per connection. */
+interface RawHop {
+  readonly port: number
+  /** Per connection, in order, each data event as text. */
+  readonly packets: string[][]
+  /** The message data of every DATA, as sent (still dot-stuffed), `''` for an empty one. */
+  readonly messages: string[]
+}
+
+interface RawHopOptions {
+  readonly pipelining?: boolean
+  /** The reply to one command line (or to `.` at the end of data); `undefined` for the default. */
+  readonly answer?: (line: string, connection: number) => string | undefined
+  /** Whether to drop the connection on this packet instead of answering it. */
+  readonly drop?: (packet: string, connection: number) => boolean
+}
+
+const cleanup: Array<() => Promise<void>> = []
+afterEach(async () => {
+  for (const undo of cleanup.splice(0).reverse()) await undo()
+})
+
+const DEFAULTS: Record<string, string> = {
+  MAIL: '250 2.1.0 Ok',
+  RCPT: '250 2.1.5 Ok',
+  RSET: '250 2.0.0 Ok',
+  QUIT: '221 2.0.0 Bye',
+  '.': '250 2.0.0 Ok: queued',
+}
+
+/** Answers like a plain SMTP server; a batch of pipelined commands gets one write of replies. */
+async function rawHop(options: RawHopOptions = {}): Promise<RawHop> {
+  const packets: string[][] = []
+  const messages: string[] = []
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer((socket) => {
+    const connection = packets.length
+    const received: string[] = []
+    packets.push(received)
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+    socket.write('220 raw ESMTP\r\n')
+    let buffered = ''
+    let inData = false
+    let accepted = 0
+    socket.on('data', (chunk: Buffer) => {
+      const packet = chunk.toString()
+      received.push(packet)
+      if (options.drop?.(packet, connection)) {
+        socket.destroy()
+        return
+      }
+      buffered += packet
+      let out = ''
+      for (;;) {
+        let line: string
+        if (inData) {
+          const end = `\r\n${buffered}`.indexOf('\r\n.\r\n')
+          if (end === -1) break
+          messages.push(buffered.slice(0, end))
+          buffered = buffered.slice(end + 3)
+          inData = false
+          line = '.'
+        } else {
+          const eol = buffered.indexOf('\r\n')
+          if (eol === -1) break
+          line = buffered.slice(0, eol)
+          buffered = buffered.slice(eol + 2)
+        }
+        const verb = line.split(/[ :]/)[0] ?? ''
+        let reply = options.answer?.(line, connection)
+        if (verb === 'EHLO')
+          reply ??= `250-raw\r\n${options.pipelining === false ? '' : '250-PIPELINING\r\n'}250 8BITMIME`
+        if (verb === 'DATA') reply ??= accepted > 0 ? '354 Go ahead' : '554 5.5.1 Error: no valid recipients'
+        reply ??= DEFAULTS[verb] ?? '500 5.5.2 unknown command'
+        if (verb === 'MAIL') accepted = 0
+        if (verb === 'RCPT' && reply.startsWith('2')) accepted++
+        if (verb === 'DATA') inData = reply.startsWith('354')
+        out += `${reply}\r\n`
+      }
+      if (out !== '') socket.write(out)
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  cleanup.push(
+    () =>
+      new Promise((resolve) => {
+        for (const socket of sockets) socket.destroy()
+        server.close(() => resolve())
+      }),
+  )
+  return { port: (server.address() as net.AddressInfo).port, packets, messages }
+}
+
+function transport(port: number): SmtpTransport {
+  const t = new SmtpTransport({
+    hop: { host: '127.0.0.1', port },
+    hostname: 'filter.test',
+    maxConnections: 1,
+  })
+  cleanup.push(() => t.close())
+  return t
+}
+
+const MESSAGE = Buffer.from('Subject: hello\r\n\r\n.dot\r\nHi.\r\n')
+const STUFFED = 'Subject: hello\r\n\r\n..dot\r\nHi.\r\n'
+
+function request(rcptTo: string[]): SendRequest {
+  return { mailFrom: 'alice@example.net', rcptTo, message: MESSAGE, size: MESSAGE.length }
+}
+
+const ENVELOPE =
+  'MAIL FROM:<alice@example.net>\r\nRCPT TO:<bob@example.org>\r\nRCPT TO:<carol@example.org>\r\n'
+
+describe('SmtpClient with PIPELINING', () => {
+  it('sends MAIL, every RCPT and DATA in one packet, then the message in one more', async () => {
+    const hop = await rawHop()
+    const t = transport(hop.port)
+    for (let i = 0; i < 2; i++) {
+      const { recipients } = await t.send(request(['bob@example.org', 'carol@example.org']))
+      expect(recipients.map((r) => r.reply)).toEqual(['250 2.0.0 Ok: queued', '250 2.0.0 Ok: queued'])
+    }
+    // The second message reuses the session without RSET: the first one's end of data cleared it.
+    expect(hop.packets).toEqual([
+      [
+        'EHLO filter.test\r\n',
+        `${ENVELOPE}DATA\r\n`,
+        `${STUFFED}.\r\n`,
+        `${ENVELOPE}DATA\r\n`,
+        `${STUFFED}.\r\n`,
+      ],
+    ])
+    expect(hop.messages).toEqual([STUFFED, STUFFED])
+  })
+
+  it('keeps a refused recipient its own reply and delivers to the accepted one', async () => {
+    const hop = await rawHop({
+      answer: (line) =>
+        line === 'RCPT TO:<bob@example.org>' ? '550 5.1.1 <bob@example.org>: no such user' : undefined,
+    })
+    const { recipients } = await transport(hop.port).send(request(['bob@example.org', 'carol@example.org']))
+    expect(recipients.map((r) => [r.recipient, r.status, r.reply])).toEqual([
+      ['bob@example.org', 'failed', '550 5.1.1 <bob@example.org>: no such user'],
+      ['carol@example.org', 'delivered', '250 2.0.0 Ok: queued'],
+    ])
+    expect(hop.messages).toEqual([STUFFED])
+  })
+
+  it('sends no message when every recipient is refused, and RSETs in the next pipelined group', async () => {
+    let refuse = true
+    const hop = await rawHop({
+      answer: (line) =>
+        refuse && line.startsWith('RCPT') ? `550 5.1.1 ${line.slice(8)} unknown` : undefined,
+    })
+    const t = transport(hop.port)
+    const { recipients } = await t.send(request(['bob@example.org', 'carol@example.org']))
+    // DATA's 554 concerns nobody: each recipient keeps its own refusal.
+    expect(recipients.map((r) => [r.status, r.reply])).toEqual([
+      ['failed', '550 5.1.1 <bob@example.org> unknown'],
+      ['failed', '550 5.1.1 <carol@example.org> unknown'],
+    ])
+    expect(hop.messages).toEqual([])
+    refuse = false
+    const next = await t.send(request(['bob@example.org']))
+    expect(next.recipients[0]?.status).toBe('delivered')
+    expect(hop.packets).toEqual([
+      [
+        'EHLO filter.test\r\n',
+        `${ENVELOPE}DATA\r\n`,
+        'RSET\r\nMAIL FROM:<alice@example.net>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n',
+        `${STUFFED}.\r\n`,
+      ],
+    ])
+  })
+
+  it('ends a DATA accepted with no recipient accepted with a lone dot, delivering nothing', async () => {
+    const hop = await rawHop({
+      answer: (line) => {
+        if (line.startsWith('RCPT')) return '450 4.2.0 try later'
+        if (line === 'DATA') return '354 Go ahead'
+        if (line === '.') return '554 5.5.1 Error: no valid recipients'
+        return undefined
+      },
+    })
+    const t = transport(hop.port)
+    const { recipients } = await t.send(request(['bob@example.org', 'carol@example.org']))
+    expect(recipients.map((r) => [r.status, r.reply])).toEqual([
+      ['deferred', '450 4.2.0 try later'],
+      ['deferred', '450 4.2.0 try later'],
+    ])
+    expect(hop.packets[0]?.slice(2)).toEqual(['.\r\n'])
+    expect(hop.messages).toEqual([''])
+    // The session stays in step and goes on.
+    await t.send(request(['bob@example.org']))
+    expect(hop.packets).toHaveLength(1)
+  })
+
+  it('settles every recipient by a refused MAIL, not by the replies that follow it', async () => {
+    const hop = await rawHop({
+      answer: (line) => {
+        if (line.startsWith('MAIL')) return '451 4.3.0 sender check failed, try later'
+        if (line.startsWith('RCPT') || line === 'DATA') return '503 5.5.1 Error: need MAIL command'
+        return undefined
+      },
+    })
+    const { recipients } = await transport(hop.port).send(request(['bob@example.org', 'carol@example.org']))
+    expect(recipients.map((r) => [r.status, r.reply])).toEqual([
+      ['deferred', '451 4.3.0 sender check failed, try later'],
+      ['deferred', '451 4.3.0 sender check failed, try later'],
+    ])
+  })
+
+  it('sends a message over a new connection when the pooled one turns out dead, without deferring it', async () => {
+    const hop = await rawHop({
+      // The first connection dies as the second message goes out on it, before any reply.
+      drop: (packet, connection) =>
+        connection === 0 && packet.startsWith('MAIL') && hop.messages.length === 1,
+    })
+    const t = transport(hop.port)
+    await t.send(request(['bob@example.org']))
+    const { recipients } = await t.send(request(['bob@example.org']))
+    expect(recipients[0]).toMatchObject({ status: 'delivered', reply: '250 2.0.0 Ok: queued' })
+    expect(hop.packets).toHaveLength(2)
+    expect(hop.messages).toEqual([STUFFED, STUFFED])
+  })
+
+  it('sends a message over a new connection when the pooled one answers 421 at once', async () => {
+    const hop = await rawHop({
+      // The server ends the first session for idleness just as the second message comes.
+      answer: (line, connection) =>
+        connection === 0 && hop.messages.length === 1 && line.startsWith('MAIL')
+          ? '421 4.4.2 raw Error: timeout exceeded'
+          : undefined,
+    })
+    const t = transport(hop.port)
+    await t.send(request(['bob@example.org']))
+    const { recipients } = await t.send(request(['bob@example.org']))
+    expect(recipients[0]).toMatchObject({ status: 'delivered', reply: '250 2.0.0 Ok: queued' })
+    expect(hop.packets).toHaveLength(2)
+    expect(hop.messages).toEqual([STUFFED, STUFFED])
+  })
+})
+
+describe('SmtpClient without PIPELINING', () => {
+  it('sends one command at a time', async () => {
+    const hop = await rawHop({ pipelining: false })
+    const { recipients } = await transport(hop.port).send(request(['bob@example.org', 'carol@example.org']))
+    expect(recipients.every((r) => r.status === 'delivered')).toBe(true)
+    expect(hop.packets[0]).toEqual([
+      'EHLO filter.test\r\n',
+      'MAIL FROM:<alice@example.net>\r\n',
+      'RCPT TO:<bob@example.org>\r\n',
+      'RCPT TO:<carol@example.org>\r\n',
+      'DATA\r\n',
+      `${STUFFED}.\r\n`,
+    ])
+  })
+})
