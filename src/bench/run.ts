@@ -35,6 +35,8 @@ export interface BenchOptions {
   /** The built CLI to start mailscreen with. */
   readonly cli: string
   readonly timeoutMs: number
+  /** Messages sent through mailscreen first and not counted (JIT, connection pools, spool files). */
+  readonly warmup: number
 }
 
 function freePort(): Promise<number> {
@@ -145,6 +147,7 @@ export async function runBench(opts: BenchOptions): Promise<{ filter: RunFigures
   })
   try {
     await waitForPort(port, child, 30_000)
+    if (opts.warmup > 0) await measure('warm-up', port, sink, { ...opts, messages: opts.warmup })
     const filter = await measure('via mailscreen', port, sink, opts)
     const ceiling = await measure('straight to sink', sink.port, sink, opts)
     return { filter, ceiling }
@@ -164,7 +167,7 @@ function ms(value: number): string {
 export function formatBench(result: { filter: RunFigures; ceiling: RunFigures }, opts: BenchOptions): string {
   const rows = [result.filter, result.ceiling]
   const lines = [
-    `messages ${opts.messages}, concurrency ${opts.concurrency}, size ${opts.size} B, ${opts.reuse ? 'connections reused' : 'one message per connection'}`,
+    `messages ${opts.messages} (after ${opts.warmup} warm-up), concurrency ${opts.concurrency}, size ${opts.size} B, ${opts.reuse ? 'connections reused' : 'one message per connection'}`,
     '',
     `${'run'.padEnd(18)} ${'accepted/s'.padStart(10)} ${'delivered/s'.padStart(11)} ${'accept p50'.padStart(10)} ${'p95'.padStart(7)} ${'p99'.padStart(7)} ${'e2e p50'.padStart(8)} ${'p95'.padStart(7)} ${'p99'.padStart(7)} ${'errors'.padStart(6)}`,
     ...rows.map(

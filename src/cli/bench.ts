@@ -20,6 +20,7 @@ interface BenchCliOptions {
   reuse?: boolean
   json?: boolean
   timeout: number
+  warmup: number
 }
 
 /** `mailscreen bench`: load through a mailscreen it starts into a sink it starts, vs the sink alone. */
@@ -34,6 +35,12 @@ export function registerBench(program: Command): void {
     .option(
       '--reuse',
       'send all of a client’s messages over one connection (default: one message per connection)',
+    )
+    .option(
+      '--warmup <n>',
+      'messages sent through mailscreen first and not counted',
+      (v) => (v === '0' ? 0 : positiveInt(v)),
+      500,
     )
     .option('--timeout <seconds>', 'how long to wait for deliveries after the last send', positiveInt, 120)
     .option('--json', 'print the figures as JSON')
@@ -50,6 +57,7 @@ export function registerBench(program: Command): void {
           config,
           cli: join(packageRoot, 'dist', 'src', 'cli', 'main.js'),
           timeoutMs: options.timeout * 1000,
+          warmup: options.warmup,
         }
         const result = await runBench(benchOptions)
         process.stdout.write(
