@@ -1,5 +1,4 @@
-import type { Readable } from 'node:stream'
-import { formatHop, isSafeAddress, type Reply, SmtpClient } from './smtp-client.js'
+import { formatHop, isSafeAddress, type Reply, SmtpClient, type Transaction } from './smtp-client.js'
 
 /** Where a message goes next: an SMTP (or LMTP) server. */
 export interface NextHop {
@@ -22,17 +21,8 @@ export interface RecipientResult {
 }
 
 /** One message to hand to the next hop. */
-export interface SendRequest {
-  /** Reverse path; the empty string is the null sender `<>`. */
-  readonly mailFrom: string
-  readonly rcptTo: readonly string[]
-  /** The full message bytes, or a factory so large messages need not sit in memory; called once per attempt. */
-  readonly message: Buffer | (() => Readable)
-  /** Declared with SIZE= when the server offers it. */
-  readonly size: number
-  readonly smtpUtf8?: boolean
-  readonly eightBit?: boolean
-}
+/** One message for the next hop: the same shape the SMTP client sends. */
+export type SendRequest = Transaction
 
 /** Per-recipient results of one send. */
 export interface SendResult {
