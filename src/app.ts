@@ -5,7 +5,7 @@ import type { LoadedConfig } from './config/load.js'
 import { DeliveryQueue } from './delivery/queue-runner.js'
 import { SmtpTransport } from './delivery/transport.js'
 import { createSmtpIngress } from './ingress/smtp.js'
-import { createScanPool } from './pipeline/pool.js'
+import { createScanPool, type ScanPool } from './pipeline/pool.js'
 import { loadPlugins, scoreTable, toRef } from './pipeline/registry.js'
 import type { ScanSettings } from './pipeline/scan.js'
 import { ScanScheduler } from './pipeline/scheduler.js'
@@ -20,6 +20,11 @@ export interface App {
   stop(): Promise<void>
   /** Retry everything deferred now. */
   flush(): Promise<void>
+  /**
+   * Apply a new configuration's plugins and policy: new workers are set up and take over,
+   * the old ones finish what they hold. Listeners, spool and delivery settings need a restart.
+   */
+  reload(next: LoadedConfig): Promise<void>
 }
 
 /** The name of the PID file in the spool directory; `queue flush` signals this process. */
@@ -47,7 +52,28 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
   const spool = new Spool(config.spool.dir, config.spool.fsync)
   let scheduler: ScanScheduler | undefined
   let delivery: DeliveryQueue | undefined
-  let pool: ReturnType<typeof createScanPool> | undefined
+  let pool: ScanPool | undefined
+  // The scheduler runs tasks through this, so a reload can swap the pool underneath it.
+  const currentPool: ScanPool = {
+    run: (task, signal) => (pool as ScanPool).run(task, signal),
+    close: (options) => (pool as ScanPool).close(options),
+  }
+  const startPool = (settings: ScanSettings, from: LoadedConfig): ScanPool =>
+    createScanPool(
+      {
+        scan: settings,
+        spoolDir: config.spool.dir,
+        fsync: config.spool.fsync,
+        logLevel: from.config.log.level,
+      },
+      {
+        workers: from.config.pool.workers,
+        concurrentTasksPerWorker: Math.max(
+          1,
+          Math.ceil(from.config.pool.maxInFlight / from.config.pool.workers),
+        ),
+      },
+    )
   let transport: SmtpTransport | undefined
   const ingress = createSmtpIngress({
     config,
@@ -69,13 +95,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       if (requeued.length > 0)
         log.warn({ count: requeued.length, ids: requeued.slice(0, 20) }, 'recovered from processing')
       const settings = await scanSettings(loaded)
-      pool = createScanPool(
-        { scan: settings, spoolDir: config.spool.dir, fsync: config.spool.fsync, logLevel: config.log.level },
-        {
-          workers: config.pool.workers,
-          concurrentTasksPerWorker: Math.max(1, Math.ceil(config.pool.maxInFlight / config.pool.workers)),
-        },
-      )
+      pool = startPool(settings, loaded)
       transport = new SmtpTransport({
         hop: {
           host: config.delivery.relay.host,
@@ -102,7 +122,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       delivery = deliveryQueue
       scheduler = new ScanScheduler({
         spool,
-        pool,
+        pool: currentPool,
         log: log.child({ component: 'scan' }),
         maxInFlight: config.pool.maxInFlight,
         maxAttempts: config.pool.maxAttempts,
@@ -134,6 +154,17 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       await transport?.close()
       await rm(join(config.spool.dir, PID_FILE), { force: true })
       log.info('stopped')
+    },
+    async reload(next) {
+      const settings = await scanSettings(next)
+      for (const key of ['smtp', 'spool', 'delivery'] as const) {
+        if (JSON.stringify(next.config[key]) !== JSON.stringify(config[key]))
+          log.warn({ key }, 'reload: this section changed; restart to apply it')
+      }
+      const old = pool
+      pool = startPool(settings, next)
+      await old?.close({ force: false })
+      log.info({ plugins: next.config.plugins.map((p) => p.use) }, 'reloaded')
     },
     async flush() {
       log.info('flush: retrying deferred mail now')

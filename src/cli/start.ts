@@ -9,7 +9,7 @@ import { configOrExit, fail, withConfig } from './common.js'
 export function registerStart(program: Command): void {
   withConfig(program.command('start'))
     .description(
-      'run the content filter in the foreground (SIGTERM/SIGINT stop it, SIGUSR1 flushes the deferred queue, SIGHUP checks the config)',
+      'run the content filter in the foreground (SIGTERM/SIGINT stop it, SIGUSR1 flushes the deferred queue, SIGHUP reloads plugins and policy)',
     )
     .action(async (options: { config?: string }) => {
       const loaded = configOrExit(options)
@@ -36,14 +36,22 @@ export function registerStart(program: Command): void {
       process.on('SIGINT', () => void stop('SIGINT'))
       process.on('SIGUSR1', () => void app.flush())
       process.on('SIGHUP', () => {
-        // Reloading plugins and maps on SIGHUP comes with routing (issue 4); until then a HUP
-        // validates the file so an administrator learns of mistakes before the next restart.
+        // Keep the last good config: a file that fails validation changes nothing.
+        let next: ReturnType<typeof loadConfig>
         try {
-          loadConfig(options.config)
-          log.info('SIGHUP: configuration valid; restart to apply changes')
+          next = loadConfig(options.config)
         } catch (err) {
-          log.error({ err: toErrorInfo(err) }, 'SIGHUP: configuration invalid; running config unchanged')
+          log.error(
+            { err: toErrorInfo(err) },
+            'SIGHUP: configuration invalid; running configuration unchanged',
+          )
+          return
         }
+        app
+          .reload(next)
+          .catch((err) =>
+            log.error({ err: toErrorInfo(err) }, 'SIGHUP: reload failed; running configuration unchanged'),
+          )
       })
     })
 }

@@ -14,7 +14,8 @@ export interface PoolOptions {
 export interface ScanPool {
   /** Scan one message; rejects if the worker crashed, or with an AbortError when `signal` fired. */
   run(task: ScanTask, signal?: AbortSignal): Promise<ScanResult>
-  close(): Promise<void>
+  /** Stop the workers; without `force`, tasks already running finish first. */
+  close(options?: { force?: boolean }): Promise<void>
 }
 
 /** The compiled worker module (also when the caller runs from TypeScript sources, as in tests). */
@@ -36,6 +37,6 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
   })
   return {
     run: (task, signal) => piscina.run(task, signal ? { signal } : {}),
-    close: () => piscina.close({ force: true }),
+    close: (options) => piscina.close({ force: options?.force ?? true }),
   }
 }

@@ -1,0 +1,70 @@
+import { readFile, writeFile } from 'node:fs/promises'
+import { afterEach, describe, expect, it } from 'vitest'
+import { parse, stringify } from 'yaml'
+import { BenchClient } from '../../src/bench/client.js'
+import { type Sink, startSink } from '../../src/bench/sink.js'
+import { cleanup, type MailscreenProcess, startMailscreen } from '../support/mailscreen.js'
+import { freePort } from '../support/ports.js'
+
+function message(subject: string): Buffer {
+  return Buffer.from(
+    `From: a@example.org\r\nTo: b@example.net\r\nSubject: ${subject}\r\nDate: Mon, 23 Nov 2026 20:00:00 +0000\r\nMessage-ID: <${subject.replace(/\W/g, '')}@example.org>\r\n\r\nhello\r\n`,
+  )
+}
+
+async function send(port: number, data: Buffer): Promise<void> {
+  const client = await BenchClient.open('127.0.0.1', port)
+  await client.send('a@example.org', ['b@example.net'], data)
+  await client.close()
+}
+
+async function rewriteConfig(
+  ms: MailscreenProcess,
+  change: (config: Record<string, unknown>) => void,
+): Promise<void> {
+  const config = parse(await readFile(ms.configFile, 'utf8')) as Record<string, unknown>
+  change(config)
+  await writeFile(ms.configFile, stringify(config))
+}
+
+describe('SIGHUP', () => {
+  let ms: MailscreenProcess | undefined
+  let sink: Sink | undefined
+  afterEach(async () => {
+    await ms?.stop()
+    await sink?.close()
+    if (ms) await cleanup(ms.dir)
+  })
+
+  it('applies new plugin options, and keeps the running config when the new file is invalid', async () => {
+    sink = await startSink()
+    ms = await startMailscreen(await freePort(), {
+      delivery: { relay: `127.0.0.1:${sink.port}` },
+      plugins: [{ use: 'example', options: { subjectWords: [] } }],
+    })
+    await send(ms.port, message('cheap watches one'))
+    await sink.waitFor(1)
+    expect(sink.messages[0]?.data.toString()).not.toContain('EXAMPLE_SUBJECT_WORD')
+
+    await rewriteConfig(ms, (c) => {
+      c.plugins = [{ use: 'example', options: { subjectWords: ['watches'] } }]
+    })
+    ms.child.kill('SIGHUP')
+    await ms.waitForLog((l) => l.msg === 'reloaded')
+    await send(ms.port, message('cheap watches two'))
+    await sink.waitFor(2)
+    expect(sink.messages[1]?.data.toString()).toContain('EXAMPLE_SUBJECT_WORD')
+
+    await rewriteConfig(ms, (c) => {
+      c.pool = { workerz: 3 }
+    })
+    ms.child.kill('SIGHUP')
+    const refused = await ms.waitForLog((l) => l.msg.startsWith('SIGHUP: configuration invalid'))
+    expect(JSON.stringify(refused)).toContain('workerz')
+    await send(ms.port, message('cheap watches three'))
+    await sink.waitFor(3)
+    // Still the reloaded options: the broken file changed nothing.
+    expect(sink.messages[2]?.data.toString()).toContain('EXAMPLE_SUBJECT_WORD')
+    expect(ms.child.exitCode).toBeNull()
+  })
+})
