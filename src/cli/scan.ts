@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises'
 import type { Command } from 'commander'
+import { pino } from 'pino'
 import { scanSettings } from '../app.js'
 import type { Envelope } from '../ingress/envelope.js'
 import { createLogger } from '../log.js'
@@ -49,7 +50,10 @@ export function registerScan(program: Command): void {
     .option('--json', 'print the report as JSON')
     .action(async (file: string, options: ScanOptions) => {
       const loaded = configOrExit(options)
-      const log = createLogger({ level: 'warn' }).child({ component: 'scan' })
+      // Logs go to stderr: stdout carries the report (which --json callers parse).
+      const log = createLogger({ level: 'warn' }, pino.destination({ dest: 2, sync: true })).child({
+        component: 'scan',
+      })
       try {
         const raw = await readFile(file)
         const settings = await scanSettings(loaded)

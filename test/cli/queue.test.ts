@@ -1,0 +1,130 @@
+import { mkdtemp, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { stringify } from 'yaml'
+import { newQueueId, type QueueId } from '../../src/queue/ids.js'
+import { Spool } from '../../src/queue/spool.js'
+import { cleanup, runCli } from '../support/mailscreen.js'
+
+let dir: string
+let configFile: string
+let spool: Spool
+
+function message(tag: string): Buffer {
+  return Buffer.from(
+    `From: a@example.org\r\nTo: b@example.net\r\nSubject: ${tag}\r\nDate: Mon, 23 Nov 2026 20:00:00 +0000\r\nMessage-ID: <${tag}@example.org>\r\n\r\nhello\r\n`,
+  )
+}
+
+async function queue(
+  state: 'incoming' | 'deferred',
+  from: string,
+  to: string[],
+  tag: string,
+): Promise<QueueId> {
+  const id = newQueueId()
+  const client = { address: '127.0.0.1' }
+  await spool.write(
+    state,
+    {
+      v: 1,
+      id,
+      envelope: { mailFrom: from, rcptTo: to, client, peer: client, receivedAt: Date.now() - 90_000 },
+    },
+    message(tag),
+  )
+  return id
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'mailscreen-cli-queue-'))
+  configFile = join(dir, 'mailscreen.yaml')
+  await writeFile(configFile, stringify({ spool: { dir: './spool' } }))
+  spool = new Spool(join(dir, 'spool'), false)
+  await spool.init()
+})
+
+afterAll(async () => {
+  await cleanup(dir)
+})
+
+describe('mailscreen queue list', () => {
+  it('says so when the queue is empty', async () => {
+    const out = await runCli(['queue', 'list', '--config', configFile], dir)
+    expect(out.code, out.stderr).toBe(0)
+    expect(out.stdout).toBe('Mail queue is empty\n')
+    const json = await runCli(['queue', 'list', '--json', '--config', configFile], dir)
+    expect(JSON.parse(json.stdout)).toEqual([])
+  })
+
+  it('lists ID, state, sender, recipients and the last error; --json has the same as objects', async () => {
+    const waiting = await queue('incoming', 'alice@example.org', ['bob@example.net'], 'waiting')
+    const deferred = await queue(
+      'deferred',
+      'carol@example.org',
+      ['dave@example.net', 'erin@example.net', 'done@example.net'],
+      'deferred',
+    )
+    const next = Date.now() + 3_600_000
+    // done@ already had its final answer: only the pending recipients are listed.
+    await spool.writeRetry(deferred, {
+      phase: 'deliver',
+      attempts: 2,
+      nextAttemptAt: next,
+      pending: ['dave@example.net', 'erin@example.net'],
+      lastError: '451 4.3.0 try again later',
+    })
+
+    const out = await runCli(['queue', 'list', '--config', configFile], dir)
+    expect(out.code, out.stderr).toBe(0)
+    const lines = out.stdout.trimEnd().split('\n')
+    expect(lines[0]).toMatch(/^ID\s+STATE\s+AGE\s+SIZE\s+SENDER$/)
+    // Oldest first: the incoming message was queued first.
+    expect(lines[1]).toMatch(new RegExp(`^${waiting} +incoming +(8\\d|9\\d)s +\\d+ +<alice@example\\.org>$`))
+    expect(lines[2]).toBe('    bob@example.net')
+    expect(lines[3]).toMatch(new RegExp(`^${deferred} +deferred +\\d+s +\\d+ +<carol@example\\.org>$`))
+    expect(lines[4]).toBe(`    (451 4.3.0 try again later; attempts 2, next ${new Date(next).toISOString()})`)
+    expect(lines.slice(5, 7)).toEqual(['    dave@example.net', '    erin@example.net'])
+    expect(out.stdout).not.toContain('done@example.net')
+    expect(lines[7]).toMatch(/^-- \d+ Kbytes in 2 Requests\.$/)
+    expect(lines).toHaveLength(8)
+
+    const json = await runCli(['queue', 'list', '--json', '--config', configFile], dir)
+    expect(json.code, json.stderr).toBe(0)
+    const rows = JSON.parse(json.stdout) as Array<Record<string, unknown>>
+    expect(rows).toHaveLength(2)
+    expect(rows[0]).toMatchObject({
+      id: waiting,
+      state: 'incoming',
+      messageId: '<waiting@example.org>',
+      from: 'alice@example.org',
+      to: ['bob@example.net'],
+      attempts: 0,
+      lastError: null,
+      nextAttempt: null,
+    })
+    expect(rows[1]).toMatchObject({
+      id: deferred,
+      state: 'deferred',
+      messageId: '<deferred@example.org>',
+      from: 'carol@example.org',
+      to: ['dave@example.net', 'erin@example.net'],
+      attempts: 2,
+      lastError: '451 4.3.0 try again later',
+      nextAttempt: new Date(next).toISOString(),
+    })
+    for (const row of rows) {
+      expect(typeof row.size).toBe('number')
+      expect(row.size).toBeGreaterThan(0)
+      expect(row.ageSeconds).toBeGreaterThanOrEqual(90)
+    }
+  })
+
+  it('queue flush without a running mailscreen exits non-zero with MSC_NOT_RUNNING', async () => {
+    const out = await runCli(['queue', 'flush', '--config', configFile], dir)
+    expect(out.code).not.toBe(0)
+    expect(out.code).not.toBeNull()
+    expect(out.stderr).toContain('MSC_NOT_RUNNING')
+  })
+})
