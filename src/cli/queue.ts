@@ -19,6 +19,8 @@ export interface QueueRow {
   readonly attempts: number
   readonly nextAttempt: string | null
   readonly lastError: string | null
+  /** For deferred mail: what is waiting, a new scan (a check tempfailed) or a delivery. */
+  readonly phase: 'scan' | 'deliver' | null
 }
 
 const LISTED: readonly SpoolState[] = ['incoming', 'processing', 'outgoing', 'deferred', 'failed']
@@ -50,6 +52,7 @@ export async function listQueue(spool: Spool, now = Date.now()): Promise<QueueRo
         attempts: retry?.attempts ?? 0,
         nextAttempt: retry ? new Date(retry.nextAttemptAt).toISOString() : null,
         lastError: retry?.lastError ?? null,
+        phase: retry?.phase ?? null,
       })
     }
   }
@@ -73,7 +76,10 @@ export function formatQueue(rows: readonly QueueRow[]): string {
     lines.push(
       `${row.id.padEnd(17)} ${row.state.padEnd(10)} ${age(row.ageSeconds).padStart(5)} ${String(row.size).padStart(9)}  <${row.from}>`,
     )
-    if (row.lastError) lines.push(`    (${row.lastError}; attempts ${row.attempts}, next ${row.nextAttempt})`)
+    if (row.lastError)
+      lines.push(
+        `    (${row.phase === 'scan' ? 'scan' : 'delivery'}: ${row.lastError}; attempts ${row.attempts}, next ${row.nextAttempt})`,
+      )
     for (const rcpt of row.to) lines.push(`    ${rcpt}`)
   }
   const bytes = rows.reduce((sum, r) => sum + r.size, 0)

@@ -143,8 +143,18 @@ export async function loadPlugin(entry: PluginEntry, baseDir: string): Promise<L
 /** Load every configured plugin; names must be unique. */
 export async function loadPlugins(entries: readonly PluginEntry[], baseDir: string): Promise<LoadedPlugin[]> {
   const loaded: LoadedPlugin[] = []
-  for (const entry of entries) {
-    const plugin = await loadPlugin(entry, baseDir)
+  for (const [index, entry] of entries.entries()) {
+    let plugin: LoadedPlugin
+    try {
+      plugin = await loadPlugin(entry, baseDir)
+    } catch (err) {
+      // Name the config entry, so an administrator with several plugins knows which line to fix.
+      if (err instanceof MailscreenError)
+        throw new MailscreenError(err.code, `plugins.${index} (use: ${entry.use}): ${err.message}`, {
+          cause: err,
+        })
+      throw err
+    }
     if (loaded.some((p) => p.name === plugin.name))
       throw new MailscreenError('MSC_PLUGIN_INVALID', `plugin ${plugin.name} is configured twice`)
     loaded.push(plugin)
