@@ -177,9 +177,6 @@ export class DeliveryQueue {
         { qid: id, to: r.recipient, relay: result.hop, reply: r.reply, delay, ms: result.durationMs },
         'delivered',
       )
-    for (const r of deferred)
-      log.warn({ qid: id, to: r.recipient, relay: result.hop, reply: r.reply, delay, expired }, 'deferred')
-
     const bounced = expired ? [...failed, ...deferred] : failed
     if (bounced.length > 0)
       await this.bounce(id, entry.header, entry.message, bounced, expired ? 'expired' : 'failed', result.hop)
@@ -198,6 +195,12 @@ export class DeliveryQueue {
       lastError: still[0]?.reply,
     })
     if (state === 'outgoing') await spool.move(id, 'outgoing', 'deferred')
+    // Logged once the message is where the log line says it is.
+    for (const r of still)
+      log.warn(
+        { qid: id, to: r.recipient, relay: result.hop, reply: r.reply, delay, attempts, nextAttemptAt },
+        'deferred',
+      )
   }
 
   private async bounce(

@@ -30,7 +30,7 @@ export interface ClientOptions {
   readonly socketTimeoutMs: number
 }
 
-/** One message to send; addresses must be free of CR, LF, NUL and angle brackets. */
+/** One message to send; addresses must pass {@link isSafeAddress}. */
 export interface Transaction {
   readonly mailFrom: string
   readonly rcptTo: readonly string[]
@@ -63,16 +63,29 @@ export type Connected =
 const MAX_LINE_BYTES = 16 * 1024
 const MAX_REPLY_LINES = 200
 const QUIT_TIMEOUT_MS = 5_000
-const UNSAFE_ADDRESS = /[\r\n\0<>]/
+const LINE_BREAKING = /[\r\n\0]/
 
 /** `host:port`, with IPv6 literals bracketed. */
 export function formatHop(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
 }
 
-/** Whether an address can go into MAIL FROM / RCPT TO without breaking the command line. */
+/**
+ * Whether an address can go into MAIL FROM / RCPT TO without breaking the command line: no CR,
+ * LF or NUL, quotes balanced, and angle brackets only inside a quoted local part (RFC 5321
+ * 4.1.2 allows them there, and our listener accepts them, so refusing them here would bounce
+ * or drop mail that was already acknowledged).
+ */
 export function isSafeAddress(address: string): boolean {
-  return !UNSAFE_ADDRESS.test(address)
+  if (LINE_BREAKING.test(address)) return false
+  let quoted = false
+  for (let i = 0; i < address.length; i++) {
+    const c = address[i]
+    if (c === '\\' && quoted) i++
+    else if (c === '"') quoted = !quoted
+    else if (!quoted && (c === '<' || c === '>')) return false
+  }
+  return !quoted
 }
 
 /** One SMTP or LMTP session. Remote trouble never rejects: it becomes replies, with code 0 when there was none. */
@@ -141,7 +154,7 @@ export class SmtpClient {
   /** Send one message. Resolves with each recipient's reply; rejects only for unsafe addresses. */
   async transaction(tx: Transaction): Promise<TransactionReport> {
     if (!isSafeAddress(tx.mailFrom) || !tx.rcptTo.every(isSafeAddress)) {
-      throw new TypeError('addresses must not contain CR, LF, NUL or angle brackets')
+      throw new TypeError('addresses must not contain CR, LF, NUL, or angle brackets outside quotes')
     }
     this.begin()
     const replies: (Reply | undefined)[] = tx.rcptTo.map(() => undefined)
