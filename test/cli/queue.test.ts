@@ -84,7 +84,9 @@ describe('mailscreen queue list', () => {
     expect(lines[1]).toMatch(new RegExp(`^${waiting} +incoming +(8\\d|9\\d)s +\\d+ +<alice@example\\.org>$`))
     expect(lines[2]).toBe('    bob@example.net')
     expect(lines[3]).toMatch(new RegExp(`^${deferred} +deferred +\\d+s +\\d+ +<carol@example\\.org>$`))
-    expect(lines[4]).toBe(`    (delivery: 451 4.3.0 try again later; attempts 2, next ${new Date(next).toISOString()})`)
+    expect(lines[4]).toBe(
+      `    (delivery: 451 4.3.0 try again later; attempts 2, next ${new Date(next).toISOString()})`,
+    )
     expect(lines.slice(5, 7)).toEqual(['    dave@example.net', '    erin@example.net'])
     expect(out.stdout).not.toContain('done@example.net')
     expect(lines[7]).toMatch(/^-- \d+ Kbytes in 2 Requests\.$/)
