@@ -177,7 +177,9 @@ describe('next hop', () => {
     expect(row).toBeDefined()
     expect(row).toMatch(new RegExp(`^${id}\\s+deferred\\s+\\d+[smhd]\\s+\\d+\\s+<sender@example\\.org>$`))
     const rowAt = lines.indexOf(row as string)
-    expect(lines[rowAt + 1]).toMatch(/^ {4}\(delivery: 451 4\.3\.0 not now; attempts 1, next \d{4}-\d\d-\d\dT/)
+    expect(lines[rowAt + 1]).toMatch(
+      /^ {4}\(delivery: 451 4\.3\.0 not now; attempts 1, next \d{4}-\d\d-\d\dT/,
+    )
     expect(lines.slice(rowAt + 2, rowAt + 4).sort()).toEqual([
       '    rcpt1@example.net',
       '    rcpt2@example.net',
