@@ -1,0 +1,67 @@
+import { readdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { BenchClient } from '../../src/bench/client.js'
+import { type Sink, startSink } from '../../src/bench/sink.js'
+import { packageRoot } from '../../src/package-root.js'
+import { cleanup, type MailscreenProcess, startMailscreen } from '../support/mailscreen.js'
+import { freePort } from '../support/ports.js'
+
+function message(subject: string): Buffer {
+  return Buffer.from(
+    `From: a@example.org\r\nTo: b@example.net\r\nSubject: ${subject}\r\nMessage-ID: <${subject.replace(/\W/g, '')}@example.org>\r\n\r\nhello\r\n`,
+  )
+}
+
+async function send(port: number, subject: string): Promise<string> {
+  const client = await BenchClient.open('127.0.0.1', port)
+  const reply = await client.send('a@example.org', ['b@example.net'], message(subject))
+  await client.close()
+  return reply.slice(reply.lastIndexOf(' ') + 1)
+}
+
+describe('a message that crashes or hangs a worker', () => {
+  let ms: MailscreenProcess | undefined
+  let sink: Sink | undefined
+  afterEach(async () => {
+    await ms?.stop()
+    await sink?.close()
+    if (ms) await cleanup(ms.dir)
+  })
+
+  for (const [plugin, subject] of [
+    ['kills-worker', 'please crash me'],
+    ['spins', 'please spin me'],
+  ] as const) {
+    it(`${plugin}: retried a bounded number of times, then moved to failed/ with an error log; the queue keeps moving`, async () => {
+      sink = await startSink()
+      ms = await startMailscreen(await freePort(), {
+        delivery: { relay: `127.0.0.1:${sink.port}` },
+        pool: { maxAttempts: 2, taskTimeout: '2s' },
+        plugins: [{ use: join(packageRoot, 'test/fixtures/plugins', plugin) }],
+      })
+      const bad = await send(ms.port, subject)
+      const good = await send(ms.port, 'an ordinary message')
+      const failed = await ms.waitForLog(
+        (l) => l.msg === 'scan failed: moved to failed' && l.qid === bad,
+        60_000,
+      )
+      expect(failed.level).toBe(50)
+      expect(failed.attempts).toBe(2)
+      expect(ms.logs.some((l) => l.msg === 'scan crashed: retrying' && l.qid === bad)).toBe(true)
+      expect(await readdir(join(ms.spoolDir, 'failed'))).toEqual([bad])
+      // The other message was delivered and the filter still takes mail.
+      await sink.waitFor(1, 30_000)
+      expect(sink.messages[0]?.data.toString()).toContain(`(id ${good})`)
+      const after = await send(ms.port, 'after the trouble')
+      await sink.waitFor(2, 30_000)
+      expect(sink.messages[1]?.data.toString()).toContain(`(id ${after})`)
+      expect(ms.child.exitCode).toBeNull()
+      const listed = JSON.parse((await ms.cli(['queue', 'list', '--json'])).stdout) as Array<{
+        id: string
+        state: string
+      }>
+      expect(listed).toEqual([expect.objectContaining({ id: bad, state: 'failed' })])
+    })
+  }
+})
