@@ -2,17 +2,13 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { BenchClient } from '../../src/bench/client.js'
 import { type Sink, startSink } from '../../src/bench/sink.js'
 import { reply } from '../../src/ingress/smtp-reply.js'
-import { cleanup, type MailscreenProcess, startMailscreen } from '../support/mailscreen.js'
+import { type MailscreenProcess, startMailscreen, stopAll } from '../support/mailscreen.js'
 import { freePort } from '../support/ports.js'
 
 describe('queue lifetime', () => {
   let ms: MailscreenProcess | undefined
   let sink: Sink | undefined
-  afterEach(async () => {
-    await ms?.stop()
-    await sink?.close()
-    if (ms) await cleanup(ms.dir)
-  })
+  afterEach(() => stopAll(ms, sink))
 
   it('bounces mail still deferred after delivery.queueLifetime with a DSN that says it expired', async () => {
     // The next hop keeps answering 4xx for the recipient, but takes the DSN to the sender.

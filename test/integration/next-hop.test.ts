@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { BenchClient } from '../../src/bench/client.js'
 import { type Sink, type SinkMessage, startSink } from '../../src/bench/sink.js'
 import { reply } from '../../src/ingress/smtp-reply.js'
-import { cleanup, type LogLine, type MailscreenProcess, startMailscreen } from '../support/mailscreen.js'
+import { type LogLine, type MailscreenProcess, startMailscreen, stopAll } from '../support/mailscreen.js'
 import { freePort } from '../support/ports.js'
 
 /** A complete message (From, To, Subject, Date, Message-ID), CRLF and dot-safe. */
@@ -78,13 +78,7 @@ const text = (m: SinkMessage | undefined): string => m?.data.toString('latin1') 
 describe('next hop', () => {
   let ms: MailscreenProcess | undefined
   let sink: Sink | undefined
-  afterEach(async () => {
-    await ms?.stop()
-    await sink?.close()
-    if (ms) await cleanup(ms.dir)
-    ms = undefined
-    sink = undefined
-  })
+  afterEach(() => stopAll(ms, sink))
 
   it('defers on 451 at DATA, lists the message as deferred, and delivers each message once after recovery', async () => {
     let failing = true

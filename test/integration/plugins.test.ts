@@ -7,7 +7,7 @@ import { stringify } from 'yaml'
 import { BenchClient } from '../../src/bench/client.js'
 import { type Sink, type SinkMessage, startSink } from '../../src/bench/sink.js'
 import { packageRoot } from '../../src/package-root.js'
-import { cleanup, type MailscreenProcess, runCli, startMailscreen } from '../support/mailscreen.js'
+import { cleanup, type MailscreenProcess, runCli, startMailscreen, stopAll } from '../support/mailscreen.js'
 import { freePort } from '../support/ports.js'
 
 const EXAMPLE = join(packageRoot, 'plugins', 'example')
@@ -62,13 +62,7 @@ function byMessageId(sink: Sink, tag: string): SinkMessage | undefined {
 describe('plugins in the running filter', () => {
   let ms: MailscreenProcess | undefined
   let sink: Sink | undefined
-  afterEach(async () => {
-    await ms?.stop()
-    await sink?.close()
-    if (ms) await cleanup(ms.dir)
-    ms = undefined
-    sink = undefined
-  })
+  afterEach(() => stopAll(ms, sink))
 
   it('loads the example plugin by path and tags a matching subject as spam', async () => {
     sink = await startSink()

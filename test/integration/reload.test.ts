@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { parse, stringify } from 'yaml'
 import { BenchClient } from '../../src/bench/client.js'
 import { type Sink, startSink } from '../../src/bench/sink.js'
-import { cleanup, type MailscreenProcess, startMailscreen } from '../support/mailscreen.js'
+import { type MailscreenProcess, startMailscreen, stopAll } from '../support/mailscreen.js'
 import { freePort } from '../support/ports.js'
 
 function message(subject: string): Buffer {
@@ -30,11 +30,7 @@ async function rewriteConfig(
 describe('SIGHUP', () => {
   let ms: MailscreenProcess | undefined
   let sink: Sink | undefined
-  afterEach(async () => {
-    await ms?.stop()
-    await sink?.close()
-    if (ms) await cleanup(ms.dir)
-  })
+  afterEach(() => stopAll(ms, sink))
 
   it('applies new plugin options, and keeps the running config when the new file is invalid', async () => {
     sink = await startSink()

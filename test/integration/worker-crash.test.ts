@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { BenchClient } from '../../src/bench/client.js'
 import { type Sink, startSink } from '../../src/bench/sink.js'
 import { packageRoot } from '../../src/package-root.js'
-import { cleanup, type MailscreenProcess, startMailscreen } from '../support/mailscreen.js'
+import { type MailscreenProcess, startMailscreen, stopAll } from '../support/mailscreen.js'
 import { freePort } from '../support/ports.js'
 
 function message(subject: string): Buffer {
@@ -23,11 +23,7 @@ async function send(port: number, subject: string): Promise<string> {
 describe('a message that crashes or hangs a worker', () => {
   let ms: MailscreenProcess | undefined
   let sink: Sink | undefined
-  afterEach(async () => {
-    await ms?.stop()
-    await sink?.close()
-    if (ms) await cleanup(ms.dir)
-  })
+  afterEach(() => stopAll(ms, sink))
 
   for (const [plugin, subject] of [
     ['kills-worker', 'please crash me'],

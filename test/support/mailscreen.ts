@@ -153,6 +153,16 @@ export async function startMailscreen(
   return instance
 }
 
+/** Stop a test's mailscreen and sink (either may be absent) and remove the instance's directory. */
+export async function stopAll(
+  ms: MailscreenProcess | undefined,
+  sink: { close(): Promise<void> } | undefined,
+): Promise<void> {
+  await ms?.stop()
+  await sink?.close()
+  if (ms) await cleanup(ms.dir)
+}
+
 /** Remove a test instance's directory. */
 export function cleanup(dir: string): Promise<void> {
   return rm(dir, { recursive: true, force: true })
