@@ -1,9 +1,10 @@
-import { rm, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { readFile, rm, writeFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import type { Logger } from 'pino'
 import type { LoadedConfig } from './config/load.js'
 import { DeliveryQueue } from './delivery/queue-runner.js'
 import { SmtpTransport } from './delivery/transport.js'
+import { MailscreenError } from './errors.js'
 import { createSmtpIngress } from './ingress/smtp.js'
 import { createScanPool, type ScanPool } from './pipeline/pool.js'
 import { loadPlugins, scoreTable, toRef } from './pipeline/registry.js'
@@ -46,6 +47,29 @@ export async function scanSettings(loaded: LoadedConfig): Promise<ScanSettings> 
   }
 }
 
+/**
+ * Take the spool for this process, or refuse: two processes on one spool would both recover
+ * `processing/` and both reuse the same spent files in `tmp/`. A PID file left by a crash
+ * (its process gone) is taken over.
+ */
+async function claimSpool(pidFile: string): Promise<void> {
+  const other = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim())
+  if (Number.isInteger(other) && other > 0 && other !== process.pid) {
+    let alive = true
+    try {
+      process.kill(other, 0)
+    } catch (err) {
+      alive = (err as NodeJS.ErrnoException).code === 'EPERM'
+    }
+    if (alive)
+      throw new MailscreenError(
+        'MSC_SPOOL_IN_USE',
+        `mailscreen (pid ${other}) already runs on ${dirname(pidFile)}`,
+      )
+  }
+  await writeFile(pidFile, `${process.pid}\n`)
+}
+
 /** Wire every stage together. No I/O happens until `start()`. */
 export function buildApp(loaded: LoadedConfig, log: Logger): App {
   const { config } = loaded
@@ -75,6 +99,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       },
     )
   let transport: SmtpTransport | undefined
+  let ownsSpool = false
   const ingress = createSmtpIngress({
     config,
     spool,
@@ -91,6 +116,8 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
   return {
     async start() {
       await spool.init()
+      await claimSpool(join(config.spool.dir, PID_FILE))
+      ownsSpool = true
       const requeued = await spool.recover()
       if (requeued.length > 0)
         log.warn({ count: requeued.length, ids: requeued.slice(0, 20) }, 'recovered from processing')
@@ -134,7 +161,6 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       await scheduler.start()
       const bound = []
       for (const address of config.smtp.listen) bound.push(await ingress.listen(address.host, address.port))
-      await writeFile(join(config.spool.dir, PID_FILE), `${process.pid}\n`)
       log.info(
         {
           listen: bound,
@@ -152,7 +178,8 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       await delivery?.stop()
       await pool?.close()
       await transport?.close()
-      await rm(join(config.spool.dir, PID_FILE), { force: true })
+      // Only our own PID file: a start refused for MSC_SPOOL_IN_USE must not remove the other's.
+      if (ownsSpool) await rm(join(config.spool.dir, PID_FILE), { force: true })
       log.info('stopped')
     },
     async reload(next) {

@@ -16,6 +16,7 @@ export const ERROR_CODES = {
   MSC_DELIVERY_DEFERRED: 'the next hop did not take the message; it will be retried',
   MSC_DELIVERY_FAILED: 'the next hop refused the message permanently',
   MSC_NOT_RUNNING: 'no mailscreen process runs for this spool',
+  MSC_SPOOL_IN_USE: 'another mailscreen process runs on this spool',
 } as const
 
 export type ErrorCode = keyof typeof ERROR_CODES

@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { parse, stringify } from 'yaml'
 import { BenchClient } from '../../src/bench/client.js'
 import { type Sink, startSink } from '../../src/bench/sink.js'
-import { type MailscreenProcess, startMailscreen, stopAll } from '../support/mailscreen.js'
+import { type MailscreenProcess, runCli, startMailscreen, stopAll } from '../support/mailscreen.js'
 import { freePort } from '../support/ports.js'
 
 function message(subject: string): Buffer {
@@ -62,5 +62,20 @@ describe('SIGHUP', () => {
     // Still the reloaded options: the broken file changed nothing.
     expect(sink.messages[2]?.data.toString()).toContain('EXAMPLE_SUBJECT_WORD')
     expect(ms.child.exitCode).toBeNull()
+  })
+})
+
+describe('one spool, one process', () => {
+  let ms: MailscreenProcess | undefined
+  afterEach(() => stopAll(ms, undefined))
+
+  it('refuses to start a second mailscreen on a spool in use, and leaves the first one running', async () => {
+    ms = await startMailscreen(await freePort(), {})
+    const second = await runCli(['start', '--config', ms.configFile])
+    expect(second.code).not.toBe(0)
+    expect(second.stderr).toContain('MSC_SPOOL_IN_USE')
+    expect(ms.child.exitCode).toBeNull()
+    // The first one's PID file is intact, so queue flush still reaches it.
+    expect((await ms.cli(['queue', 'flush'])).code).toBe(0)
   })
 })
