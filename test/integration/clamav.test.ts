@@ -1,0 +1,183 @@
+/**
+ * The clamav plugin against a real clamd (test/support/clamd.ts): EICAR as a base64
+ * attachment and inside a zip is caught, a clean message is not, a hung or stopped clamd
+ * makes the check throw.
+ */
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { crc32 } from 'node:zlib'
+import { pino } from 'pino'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import clamav from '../../plugins/clamav/index.js'
+import type { Envelope } from '../../src/ingress/envelope.js'
+import { createMessageView } from '../../src/mail/message.js'
+import { packageRoot } from '../../src/package-root.js'
+import type { Check, Hit } from '../../src/pipeline/plugin.js'
+import { newQueueId } from '../../src/queue/ids.js'
+import { type ClamdInstance, EICAR, EICAR_NAME, startClamd } from '../support/clamd.js'
+
+const EICAR_NAMES = new RegExp(`^(${EICAR_NAME}|Corpus\\.Test\\.EICAR)(\\.UNOFFICIAL)?$`)
+
+const log = pino({ level: 'silent' })
+
+const envelope: Envelope = {
+  mailFrom: 'a@example.org',
+  rcptTo: ['b@example.net'],
+  client: { address: '192.0.2.1' },
+  peer: { address: '127.0.0.1' },
+  receivedAt: 0,
+}
+
+/** A minimal zip archive with one stored (uncompressed) file. */
+function storedZip(name: string, data: Buffer): Buffer {
+  const fileName = Buffer.from(name, 'utf8')
+  const crc = crc32(data)
+  const local = Buffer.alloc(30)
+  local.writeUInt32LE(0x04034b50, 0)
+  local.writeUInt16LE(10, 4) // version needed
+  local.writeUInt16LE(0, 6) // flags
+  local.writeUInt16LE(0, 8) // method: stored
+  local.writeUInt16LE(0, 10) // time
+  local.writeUInt16LE(0x21, 12) // date 1980-01-01
+  local.writeUInt32LE(crc, 14)
+  local.writeUInt32LE(data.length, 18)
+  local.writeUInt32LE(data.length, 22)
+  local.writeUInt16LE(fileName.length, 26)
+  local.writeUInt16LE(0, 28)
+  const central = Buffer.alloc(46)
+  central.writeUInt32LE(0x02014b50, 0)
+  central.writeUInt16LE(20, 4) // version made by
+  central.writeUInt16LE(10, 6)
+  central.writeUInt16LE(0, 8)
+  central.writeUInt16LE(0, 10)
+  central.writeUInt16LE(0, 12)
+  central.writeUInt16LE(0x21, 14)
+  central.writeUInt32LE(crc, 16)
+  central.writeUInt32LE(data.length, 20)
+  central.writeUInt32LE(data.length, 24)
+  central.writeUInt16LE(fileName.length, 28)
+  // extra, comment, disk, internal attrs, external attrs: 0; local header offset 0
+  const centralOffset = local.length + fileName.length + data.length
+  const centralSize = central.length + fileName.length
+  const end = Buffer.alloc(22)
+  end.writeUInt32LE(0x06054b50, 0)
+  end.writeUInt16LE(1, 8)
+  end.writeUInt16LE(1, 10)
+  end.writeUInt32LE(centralSize, 12)
+  end.writeUInt32LE(centralOffset, 16)
+  return Buffer.concat([local, fileName, data, central, fileName, end])
+}
+
+function base64Lines(data: Buffer): string {
+  return (data.toString('base64').match(/.{1,76}/g) ?? []).join('\r\n')
+}
+
+function multipart(attachment: { name: string; type: string; data: Buffer }): Buffer {
+  return Buffer.from(
+    [
+      'From: a@example.org',
+      'To: b@example.net',
+      'Subject: the file',
+      'Message-ID: <clamav-it@example.org>',
+      'Date: Mon, 1 Jan 2024 00:00:00 +0000',
+      'MIME-Version: 1.0',
+      'Content-Type: multipart/mixed; boundary="b1"',
+      '',
+      '--b1',
+      'Content-Type: text/plain; charset=utf-8',
+      '',
+      'See the attachment.',
+      '--b1',
+      `Content-Type: ${attachment.type}; name="${attachment.name}"`,
+      `Content-Disposition: attachment; filename="${attachment.name}"`,
+      'Content-Transfer-Encoding: base64',
+      '',
+      base64Lines(attachment.data),
+      '--b1--',
+      '',
+    ].join('\r\n'),
+  )
+}
+
+const CLEAN = Buffer.from(
+  'From: a@example.org\r\nTo: b@example.net\r\nSubject: hello\r\nMessage-ID: <c@example.org>\r\n' +
+    'Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\nNothing to see here.\r\n',
+)
+
+let clamd: ClamdInstance
+let check: Check
+
+async function run(raw: Buffer, signal = AbortSignal.timeout(20_000)): Promise<readonly Hit[]> {
+  return check({ queueId: newQueueId(), envelope, message: createMessageView(raw), log, signal })
+}
+
+beforeAll(async () => {
+  clamd = await startClamd({ extraConfig: { StreamMaxLength: '2M' } })
+  check = await clamav.setup(clamav.options.parse({ host: clamd.host, port: clamd.port }), { log })
+})
+
+afterAll(async () => {
+  await clamd?.stop()
+})
+
+describe('clamav plugin against a real clamd', () => {
+  it('finds EICAR in a base64 attachment, naming it', async () => {
+    const raw = multipart({ name: 'eicar.com', type: 'application/octet-stream', data: Buffer.from(EICAR) })
+    const hits = await run(raw)
+    expect(hits).toHaveLength(1)
+    expect(hits[0]?.symbol).toBe('CLAMAV_VIRUS')
+    // clamd appends .UNOFFICIAL to names from non-official databases; the corpus DB has the same hash.
+    expect(hits[0]?.evidence).toEqual([expect.stringMatching(EICAR_NAMES)])
+  })
+
+  it('does not flag a clean message', async () => {
+    expect(await run(CLEAN)).toEqual([])
+    const withAttachment = multipart({ name: 'notes.txt', type: 'text/plain', data: Buffer.from('hello\n') })
+    expect(await run(withAttachment)).toEqual([])
+  })
+
+  it('finds EICAR inside a zip attachment', async () => {
+    const zip = storedZip('eicar.com', Buffer.from(EICAR))
+    const raw = multipart({ name: 'eicar.zip', type: 'application/zip', data: zip })
+    const hits = await run(raw)
+    expect(hits).toHaveLength(1)
+    expect(hits[0]?.symbol).toBe('CLAMAV_VIRUS')
+    expect(hits[0]?.evidence).toEqual([expect.stringMatching(EICAR_NAMES)])
+  })
+
+  it('finds a corpus virus-test message with the corpus signatures', async () => {
+    const raw = await readFile(
+      join(packageRoot, '..', 'shared', 'corpus', 'virus-test', 'clamav__wrap-zipzip__clam.exe.eml'),
+    )
+    const hits = await run(raw)
+    expect(hits.map((h) => h.symbol)).toEqual(['CLAMAV_VIRUS'])
+    expect(hits[0]?.evidence?.join(' ')).toMatch(/Corpus\.Test\.|Eicar/)
+  })
+
+  it("throws on clamd's own StreamMaxLength error", async () => {
+    const raw = Buffer.concat([CLEAN, Buffer.alloc(3 * 1024 * 1024, 'a')])
+    await expect(run(raw)).rejects.toThrow(/size limit exceeded/)
+  })
+
+  it('throws when clamd hangs (abort) and when it has been stopped', async () => {
+    // A hung clamd: SIGSTOP it, the check's signal fires, the check rejects.
+    process.kill(clamd.pid, 'SIGSTOP')
+    try {
+      await expect(run(CLEAN, AbortSignal.timeout(500))).rejects.toThrow(/clamd 127\.0\.0\.1:\d+: aborted/)
+    } finally {
+      process.kill(clamd.pid, 'SIGCONT')
+    }
+    // A scan in flight when clamd goes away, then one against a stopped clamd.
+    const big = Buffer.alloc(1536 * 1024, 'a')
+    const inFlight = run(Buffer.concat([CLEAN, big])).then(
+      (hits) => ({ hits }),
+      (err: unknown) => ({ err }),
+    )
+    await clamd.stop(true)
+    const outcome = await inFlight
+    // Finished before the stop landed: a real verdict is fine; otherwise it must be a clamd error.
+    if ('hits' in outcome) expect(outcome.hits).toEqual([])
+    else expect(String(outcome.err)).toMatch(/clamd 127\.0\.0\.1/)
+    await expect(run(CLEAN)).rejects.toThrow(/clamd 127\.0\.0\.1:\d+: cannot connect/)
+  })
+})
