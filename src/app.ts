@@ -38,7 +38,10 @@ export async function scanSettings(loaded: LoadedConfig): Promise<ScanSettings> 
   return {
     plugins: plugins.map(toRef),
     weights: [...scoreTable(plugins)],
-    policy: { spamThreshold: config.policy.spamThreshold },
+    policy: {
+      spamThreshold: config.policy.spamThreshold,
+      quarantineSymbols: config.policy.quarantineSymbols,
+    },
     actions: {
       hostname: config.hostname,
       scannedHeader: config.policy.scannedHeader,

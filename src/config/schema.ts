@@ -46,6 +46,8 @@ const policy = z
   .object({
     /** Score at or above which a message is spam. */
     spamThreshold: z.number().default(5),
+    /** Symbols that make a message a virus: it is never delivered but kept in `quarantine/`. */
+    quarantineSymbols: z.array(z.string().min(1)).default(['CLAMAV_VIRUS']),
     /** Subject prefix for spam. */
     spamSubjectTag: z.string().default('{Spam?}'),
     /** Shown in the `X-mailscreen-Scanned` header. */

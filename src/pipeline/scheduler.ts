@@ -99,9 +99,14 @@ export class ScanScheduler {
       log.info({ ...fields, reason: verdict.tempfail }, 'verdict')
       return
     }
-    await spool.commit(staged.name, 'outgoing', id)
+    const quarantine = verdict.action === 'quarantine'
+    await spool.commit(staged.name, quarantine ? 'quarantine' : 'outgoing', id)
     await spool.remove('processing', id)
     this.tempfails.delete(id)
+    if (quarantine) {
+      log.warn({ ...fields, summary: verdictSummary(verdict) }, 'quarantined')
+      return
+    }
     log.info({ ...fields, summary: verdictSummary(verdict) }, 'verdict')
     const { message } = staged
     this.opts.onScanned(id, {

@@ -1,10 +1,10 @@
 import type { CheckOutcome } from './runner.js'
 
 /** The categories a message can end in. */
-export type VerdictCategory = 'clean' | 'spam'
+export type VerdictCategory = 'clean' | 'spam' | 'virus'
 
 /** What happens to the message next. */
-export type VerdictAction = 'deliver' | 'tempfail'
+export type VerdictAction = 'deliver' | 'tempfail' | 'quarantine'
 
 /** One hit with the points it earned. */
 export interface ScoredHit {
@@ -28,6 +28,8 @@ export interface Verdict {
 
 export interface VerdictPolicy {
   readonly spamThreshold: number
+  /** A hit on any of these makes the message a virus: never delivered, quarantined. */
+  readonly quarantineSymbols: readonly string[]
 }
 
 /** Round to two decimals so sums of fractional weights print and compare sanely. */
@@ -37,7 +39,8 @@ function round2(value: number): number {
 
 /**
  * Turn check outcomes into the verdict: sum weight × factor over all hits using the one
- * effective score table; a failed check with policy `tempfail` makes the message wait.
+ * effective score table; a failed check with policy `tempfail` makes the message wait; a
+ * quarantine symbol (a virus) sends it to quarantine whatever else happened.
  * Pure and synchronous.
  */
 export function decide(
@@ -61,9 +64,11 @@ export function decide(
   }
   hits.sort((a, b) => b.score - a.score || a.symbol.localeCompare(b.symbol))
   const score = round2(hits.reduce((sum, hit) => sum + hit.score, 0))
+  // A virus found is final even if another check failed: there is nothing left to wait for.
+  const virus = hits.some((hit) => policy.quarantineSymbols.includes(hit.symbol))
   return {
-    category: score >= policy.spamThreshold ? 'spam' : 'clean',
-    action: tempfail.length > 0 ? 'tempfail' : 'deliver',
+    category: virus ? 'virus' : score >= policy.spamThreshold ? 'spam' : 'clean',
+    action: virus ? 'quarantine' : tempfail.length > 0 ? 'tempfail' : 'deliver',
     score,
     required: policy.spamThreshold,
     hits,

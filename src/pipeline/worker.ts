@@ -69,7 +69,9 @@ export default async function scanTask(task: ScanTask): Promise<ScanResult> {
     ...(report.messageId === undefined ? {} : { messageId: report.messageId }),
   }
   const output = { ...header, scan: summary }
-  const bytes = Buffer.concat(ready.render(message, report))
+  // Quarantine keeps the message as it arrived (with the verdict in the spool header).
+  const bytes =
+    report.verdict.action === 'quarantine' ? message : Buffer.concat(ready.render(message, report))
   await spool.stage(name, output, bytes)
   // The bytes go back with the result so delivery need not read the file again.
   return { report, staged: { name, header: output, message: bytes } }

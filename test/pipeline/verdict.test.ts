@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import type { CheckOutcome } from '../../src/pipeline/runner.js'
 import { decide } from '../../src/pipeline/verdict.js'
 
-const policy = { spamThreshold: 5 }
+const policy = { spamThreshold: 5, quarantineSymbols: ['VIRUS_FOUND'] }
 
 function outcome(
   plugin: string,
@@ -35,7 +35,7 @@ describe('decide', () => {
   })
 
   it('reports the threshold it used as required', () => {
-    expect(decide([], new Map(), { spamThreshold: 7.5 }).required).toBe(7.5)
+    expect(decide([], new Map(), { ...policy, spamThreshold: 7.5 }).required).toBe(7.5)
   })
 
   it('calls a message with no hits clean and delivers it', () => {
@@ -146,6 +146,7 @@ describe('decide', () => {
       ['B', 0.2],
     ])
     const verdict = decide([outcome('p', [{ symbol: 'A' }, { symbol: 'B' }])], weights, {
+      ...policy,
       spamThreshold: 0.3,
     })
     expect(verdict.score).toBe(0.3)
@@ -159,5 +160,36 @@ describe('decide', () => {
       policy,
     )
     expect(verdict.hits[0]?.evidence).toEqual(['Eicar-Signature'])
+  })
+})
+
+describe('decide with quarantine symbols', () => {
+  const weights = new Map([
+    ['VIRUS_FOUND', 100],
+    ['OTHER', 1],
+  ])
+
+  it('makes a message with a quarantine symbol a virus to quarantine, even when another check tempfailed', () => {
+    const verdict = decide(
+      [
+        { plugin: 'av', hits: [{ symbol: 'VIRUS_FOUND', evidence: ['Eicar'] }], durationMs: 1 },
+        {
+          plugin: 'spam',
+          hits: [{ symbol: 'SPAM_FAIL' }],
+          durationMs: 1,
+          failure: { code: 'MSC_PLUGIN_TIMEOUT', message: 'slow', policy: 'tempfail' },
+        },
+      ],
+      weights,
+      policy,
+    )
+    expect(verdict.category).toBe('virus')
+    expect(verdict.action).toBe('quarantine')
+  })
+
+  it('leaves a message without one to the score', () => {
+    const verdict = decide([{ plugin: 'x', hits: [{ symbol: 'OTHER' }], durationMs: 1 }], weights, policy)
+    expect(verdict.category).toBe('clean')
+    expect(verdict.action).toBe('deliver')
   })
 })

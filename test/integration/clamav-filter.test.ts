@@ -1,0 +1,69 @@
+/**
+ * The clamav plugin inside the running filter, against a real clamd: a virus is never
+ * delivered (it lands in quarantine/), clean mail is, and with clamd down nothing is
+ * delivered unscanned (the scan tempfails and the message waits in deferred/).
+ */
+import { readdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { BenchClient } from '../../src/bench/client.js'
+import { type Sink, startSink } from '../../src/bench/sink.js'
+import { type ClamdInstance, EICAR, startClamd } from '../support/clamd.js'
+import { type MailscreenProcess, startMailscreen, stopAll } from '../support/mailscreen.js'
+import { freePort } from '../support/ports.js'
+
+function withAttachment(subject: string, content: string): Buffer {
+  const b64 = Buffer.from(content).toString('base64')
+  return Buffer.from(
+    `From: a@example.org\r\nTo: b@example.net\r\nSubject: ${subject}\r\nMessage-ID: <${subject.replace(/\W/g, '')}@example.org>\r\n` +
+      'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b1"\r\n\r\n' +
+      '--b1\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n' +
+      `--b1\r\nContent-Type: application/octet-stream; name="f.com"\r\nContent-Transfer-Encoding: base64\r\n\r\n${b64}\r\n--b1--\r\n`,
+  )
+}
+
+async function send(port: number, data: Buffer): Promise<string> {
+  const client = await BenchClient.open('127.0.0.1', port)
+  const reply = await client.send('a@example.org', ['b@example.net'], data)
+  await client.close()
+  return reply.slice(-16)
+}
+
+describe('clamav in the running filter', () => {
+  let ms: MailscreenProcess | undefined
+  let sink: Sink | undefined
+  let clamd: ClamdInstance | undefined
+  afterEach(async () => {
+    await stopAll(ms, sink)
+    await clamd?.stop()
+  })
+
+  it('quarantines a virus, delivers clean mail, and holds mail unscanned while clamd is down', async () => {
+    clamd = await startClamd()
+    sink = await startSink()
+    ms = await startMailscreen(await freePort(), {
+      delivery: { relay: `127.0.0.1:${sink.port}`, retry: ['1h'] },
+      plugins: [{ use: 'clamav', options: { host: '127.0.0.1', port: clamd.port } }],
+    })
+    const virus = await send(ms.port, withAttachment('virus', EICAR))
+    const clean = await send(ms.port, withAttachment('clean', 'just a text file'))
+    const quarantined = await ms.waitForLog((l) => l.msg === 'quarantined' && l.qid === virus)
+    expect(quarantined.verdict).toBe('virus')
+    expect(quarantined.symbols).toContain('CLAMAV_VIRUS')
+    await sink.waitFor(1)
+    expect(sink.messages[0]?.data.toString()).toContain(`(id ${clean})`)
+    expect(await readdir(join(ms.spoolDir, 'quarantine'))).toEqual([virus])
+
+    await clamd.stop()
+    clamd = undefined
+    const unscanned = await send(ms.port, withAttachment('while down', 'text'))
+    const deferred = await ms.waitForLog((l) => l.msg === 'scan deferred' && l.qid === unscanned)
+    expect(String(deferred.reason)).toContain('clamav')
+    const listed = JSON.parse((await ms.cli(['queue', 'list', '--json'])).stdout) as Array<
+      Record<string, unknown>
+    >
+    expect(listed).toEqual([expect.objectContaining({ id: unscanned, state: 'deferred', phase: 'scan' })])
+    // Still only the clean message at the next hop: nothing went out unscanned, no virus went out.
+    expect(sink.received).toBe(1)
+  })
+})
