@@ -107,7 +107,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
     config,
     spool,
     log: log.child({ component: 'smtp' }),
-    onQueued: (id) => scheduler?.enqueue(id),
+    onQueued: (id, entry) => scheduler?.enqueue(id, entry ? { entry } : {}),
   })
 
   async function quarantineUnscannable(id: QueueId, reason: string): Promise<void> {
@@ -146,7 +146,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
         retry: config.delivery.retry,
         queueLifetimeMs: config.delivery.queueLifetime,
         runIntervalMs: config.delivery.queueRunInterval,
-        onRescan: (id, attempts) => scheduler?.enqueue(id, attempts),
+        onRescan: (id, attempts) => scheduler?.enqueue(id, { tempfails: attempts }),
         onUnscannable: quarantineUnscannable,
       })
       delivery = deliveryQueue

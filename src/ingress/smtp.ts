@@ -1,7 +1,7 @@
 import type { Logger } from 'pino'
 import type { Config } from '../config/schema.js'
 import { newQueueId, type QueueId } from '../queue/ids.js'
-import type { Spool } from '../queue/spool.js'
+import type { Spool, SpoolEntry } from '../queue/spool.js'
 import type { Envelope } from './envelope.js'
 import { reply } from './smtp-reply.js'
 import { createSmtpServer, type SmtpServer } from './smtp-server.js'
@@ -11,8 +11,8 @@ export interface SmtpIngressDeps {
   readonly config: Config
   readonly spool: Spool
   readonly log: Logger
-  /** Called once a message is durably in `incoming/`. */
-  readonly onQueued: (id: QueueId) => void
+  /** Called once a message is durably in `incoming/`, with its bytes when they are still in memory. */
+  readonly onQueued: (id: QueueId, entry?: SpoolEntry) => void
 }
 
 /** Error codes on the data stream that mean the session ended before the final dot. */
@@ -39,6 +39,7 @@ export function createSmtpIngress({ config, spool, log, onQueued }: SmtpIngressD
     onError: (err, peer) => log.error({ peer: peer?.address, err: (err as Error).message }, 'smtp error'),
     async onMessage(tx, data) {
       const id = newQueueId()
+      let received: SpoolEntry | undefined
       const envelope: Envelope = {
         mailFrom: tx.mailFrom,
         rcptTo: tx.rcptTo,
@@ -49,7 +50,8 @@ export function createSmtpIngress({ config, spool, log, onQueued }: SmtpIngressD
         ...(tx.smtpUtf8 ? { smtpUtf8: true } : {}),
       }
       try {
-        const { size } = await spool.receive({ v: 1, id, envelope }, data)
+        const { size, entry } = await spool.receive({ v: 1, id, envelope }, data)
+        received = entry
         log.info(
           {
             qid: id,
@@ -77,7 +79,7 @@ export function createSmtpIngress({ config, spool, log, onQueued }: SmtpIngressD
         log.error({ qid: id, err: (err as Error).message, from: tx.mailFrom }, 'spool write failed')
         return reply(451, '4.3.0', 'Error: queue file write error, try again later')
       }
-      onQueued(id)
+      onQueued(id, received)
       return reply(250, '2.0.0', `Ok: queued as ${id}`)
     },
   })

@@ -7,6 +7,9 @@ import { WorkQueue } from '../queue/work-queue.js'
 import { verdictSummary } from './actions.js'
 import type { ScanPool } from './pool.js'
 
+/** Bytes of received messages kept in memory for their scan; beyond it workers read the file. */
+const RECEIVED_BUDGET = 64 * 1024 * 1024
+
 export interface ScanSchedulerOptions {
   readonly spool: Spool
   readonly pool: ScanPool
@@ -32,6 +35,9 @@ export class ScanScheduler {
   private readonly attempts = new Map<QueueId, number>()
   /** Tempfail counts of messages sent back from `deferred/`, for their backoff. */
   private readonly tempfails = new Map<QueueId, number>()
+  /** Bytes of just-received messages waiting for their scan. */
+  private readonly received = new Map<QueueId, SpoolEntry>()
+  private receivedBytes = 0
 
   constructor(private readonly opts: ScanSchedulerOptions) {
     this.queue = new WorkQueue(
@@ -41,10 +47,27 @@ export class ScanScheduler {
     )
   }
 
-  /** Queue a message that sits in `incoming/`. */
-  enqueue(id: QueueId, tempfails?: number): void {
-    if (tempfails !== undefined) this.tempfails.set(id, tempfails)
+  /**
+   * Queue a message that sits in `incoming/`. Its contents, when given (just received), go to
+   * the worker with the task (within a budget), so the scan need not read the file back.
+   */
+  enqueue(id: QueueId, extra: { tempfails?: number; entry?: SpoolEntry } = {}): void {
+    if (extra.tempfails !== undefined) this.tempfails.set(id, extra.tempfails)
+    const { entry } = extra
+    if (entry && !this.received.has(id) && this.receivedBytes + entry.message.length <= RECEIVED_BUDGET) {
+      this.received.set(id, entry)
+      this.receivedBytes += entry.message.length
+    }
     this.queue.push(id)
+  }
+
+  private takeReceived(id: QueueId): SpoolEntry | undefined {
+    const entry = this.received.get(id)
+    if (entry) {
+      this.received.delete(id)
+      this.receivedBytes -= entry.message.length
+    }
+    return entry
   }
 
   /** Queue everything already in `incoming/` (after a restart). */
@@ -57,13 +80,16 @@ export class ScanScheduler {
     return this.queue.size
   }
 
-  stop(): Promise<void> {
-    return this.queue.stop()
+  async stop(): Promise<void> {
+    await this.queue.stop()
+    this.received.clear()
+    this.receivedBytes = 0
   }
 
   private async scan(id: QueueId): Promise<void> {
     const { spool, pool, log } = this.opts
     const started = performance.now()
+    const entry = this.takeReceived(id)
     try {
       await spool.move(id, 'incoming', 'processing', false)
     } catch (err) {
@@ -74,7 +100,10 @@ export class ScanScheduler {
     const slot = spool.takeSlot()
     let result: Awaited<ReturnType<ScanPool['run']>>
     try {
-      result = await pool.run({ queueId: id, slot }, AbortSignal.timeout(this.opts.taskTimeoutMs))
+      result = await pool.run(
+        { queueId: id, slot, ...(entry ? { entry } : {}) },
+        AbortSignal.timeout(this.opts.taskTimeoutMs),
+      )
     } catch (err) {
       spool.returnSlot(slot)
       await this.scanCrashed(id, err)

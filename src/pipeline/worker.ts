@@ -24,6 +24,8 @@ export interface ScanTask {
   readonly queueId: QueueId
   /** The spool slot (under `tmp/`) to write the output into; the main thread owns slots. */
   readonly slot: string
+  /** The message as received, when the main thread still had it (identical to the file). */
+  readonly entry?: { readonly header: SpoolHeader; readonly message: Uint8Array }
 }
 
 /** A task's result: the report and, unless the scan tempfailed, the message as it goes on. */
@@ -53,7 +55,16 @@ let scanner: Promise<Scanner> | undefined
 export default async function scanTask(task: ScanTask): Promise<ScanResult> {
   scanner ??= setupPlugins(settings.scan.plugins, log).then((ready) => createScanner(ready, settings.scan))
   const ready = await scanner
-  const { header, message } = await spool.read('processing', task.queueId)
+  const { header, message } = task.entry
+    ? {
+        header: task.entry.header,
+        message: Buffer.from(
+          task.entry.message.buffer,
+          task.entry.message.byteOffset,
+          task.entry.message.byteLength,
+        ),
+      }
+    : await spool.read('processing', task.queueId)
   const report = await ready.scan({
     queueId: task.queueId,
     envelope: header.envelope,

@@ -104,7 +104,7 @@ export class Spool {
    * directory. Resolves only when a crash can no longer lose it; on any error the temp file
    * is removed and the error is MSC_SPOOL_WRITE_FAILED (or the stream's own SMTP error).
    */
-  async receive(header: SpoolHeader, data: Readable): Promise<{ size: number }> {
+  async receive(header: SpoolHeader, data: Readable): Promise<{ size: number; entry?: SpoolEntry }> {
     const slot = this.takeSlot()
     const tmp = join(this.dir, TMP, slot)
     let handle: FileHandle | undefined
@@ -115,6 +115,7 @@ export class Spool {
       let batch: Buffer[] = [encodeHeader(header)]
       let batched = 0
       let size = 0
+      let whole = true
       for await (const chunk of data as AsyncIterable<Buffer>) {
         batch.push(chunk)
         batched += chunk.length
@@ -123,14 +124,17 @@ export class Spool {
           await handle.writev(batch)
           batch = []
           batched = 0
+          whole = false
         }
       }
+      // A message that fit in one batch is still in memory: hand it on so the scan need not read it back.
+      const message = whole ? Buffer.concat(batch.slice(1), size) : undefined
       if (batch.length > 0) await handle.writev(batch)
       if (this.fsync) await handle.sync()
       await handle.close()
       handle = undefined
       await this.commit(slot, 'incoming', header.id)
-      return { size }
+      return message ? { size, entry: { header, message } } : { size }
     } catch (err) {
       await handle?.close().catch(() => undefined)
       this.returnSlot(slot)

@@ -70,10 +70,19 @@ describe('Spool.init', () => {
 })
 
 describe('Spool.receive', () => {
-  it('stores a stream in incoming/ as the header line followed by the exact bytes and returns the size', async () => {
+  it('does not hand back the contents of a message too large to hold in memory', async () => {
+    const big = Buffer.alloc(600 * 1024, 0x61)
+    const result = await spool.receive(
+      header(),
+      Readable.from([big.subarray(0, 300_000), big.subarray(300_000)]),
+    )
+    expect(result).toEqual({ size: big.length })
+  })
+
+  it('stores a stream in incoming/ as the header line followed by the exact bytes and returns size and contents', async () => {
     const h = header()
     const result = await spool.receive(h, Readable.from([MESSAGE.subarray(0, 10), MESSAGE.subarray(10)]))
-    expect(result).toEqual({ size: MESSAGE.length })
+    expect(result).toEqual({ size: MESSAGE.length, entry: { header: h, message: MESSAGE } })
     const file = await readFile(spool.path('incoming', h.id))
     const newline = file.indexOf(0x0a)
     expect(JSON.parse(file.subarray(0, newline).toString())).toEqual(h)
@@ -91,7 +100,7 @@ describe('Spool.receive', () => {
 
   it('stores an empty message with size 0', async () => {
     const h = header()
-    expect(await spool.receive(h, Readable.from([]))).toEqual({ size: 0 })
+    expect((await spool.receive(h, Readable.from([]))).size).toBe(0)
     expect((await spool.read('incoming', h.id)).message.length).toBe(0)
   })
 
@@ -137,7 +146,7 @@ describe('Spool.receive', () => {
   it('works with fsync turned off', async () => {
     const fast = new Spool(dir, false)
     const h = header()
-    expect(await fast.receive(h, Readable.from([MESSAGE]))).toEqual({ size: MESSAGE.length })
+    expect((await fast.receive(h, Readable.from([MESSAGE]))).size).toBe(MESSAGE.length)
     expect((await fast.read('incoming', h.id)).message.equals(MESSAGE)).toBe(true)
   })
 })
