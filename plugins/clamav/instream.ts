@@ -9,10 +9,15 @@
  * The framing and reply parsing are pure functions; {@link instream} does the socket I/O,
  * one connection per scan (clamd closes the connection after answering a non-session command).
  */
-import net from 'node:net'
+import {
+  type ExchangeOptions,
+  type ExchangeProtocol,
+  exchange,
+  type ServiceAddress,
+} from '../../src/pipeline/plugin.js'
 
 /** Where clamd listens: TCP host/port, or a unix socket path. */
-export type ClamdTarget = { readonly host: string; readonly port: number } | { readonly socket: string }
+export type ClamdTarget = ServiceAddress
 
 /** What clamd said about a stream. */
 export type ScanResult =
@@ -86,123 +91,25 @@ export function parseInstreamReply(reply: Buffer | string): ScanResult {
   return clean ? { status: 'clean' } : { status: 'error', message: 'clamd: no verdict in reply' }
 }
 
-export interface IoOptions {
-  /** Aborts the exchange (the check's timeout). */
-  readonly signal?: AbortSignal
-  /** The whole exchange fails after this many ms. Default 30 000. */
-  readonly timeoutMs?: number
-  /** Connecting fails after this many ms. Default: `timeoutMs`. */
-  readonly connectTimeoutMs?: number
-}
-
-function describe(target: ClamdTarget): string {
-  return 'socket' in target ? `unix:${target.socket}` : `${target.host}:${target.port}`
-}
-
-/** Error with the target in its message; `cause` keeps the original. */
-function clamdError(target: ClamdTarget, what: string, cause?: unknown): Error {
-  const detail = cause instanceof Error ? `: ${cause.message}` : ''
-  return new Error(`clamd ${describe(target)}: ${what}${detail}`, cause === undefined ? undefined : { cause })
-}
-
-/**
- * Open a connection, write `frames`, and collect everything clamd sends until it closes the
- * connection (or, after at least one complete NUL-terminated reply, the connection fails:
- * clamd answers "size limit exceeded" and closes while we may still be writing).
- * Rejects on connect failure, timeout, abort, or a connection that ends without a reply.
- */
-export function exchange(
-  target: ClamdTarget,
-  frames: readonly Buffer[],
-  opts: IoOptions = {},
-): Promise<Buffer> {
-  const timeoutMs = opts.timeoutMs ?? 30_000
-  const connectTimeoutMs = opts.connectTimeoutMs ?? timeoutMs
-  const { signal } = opts
-  return new Promise<Buffer>((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(clamdError(target, 'aborted', signal.reason))
-      return
-    }
-    const received: Buffer[] = []
-    let connected = false
-    let settled = false
-    const socket =
-      'socket' in target
-        ? net.createConnection({ path: target.socket })
-        : net.createConnection({ host: target.host, port: target.port })
-
-    const replySoFar = (): Buffer => Buffer.concat(received)
-    const finish = (err: Error | undefined): void => {
-      if (settled) return
-      settled = true
-      clearTimeout(overall)
-      clearTimeout(connecting)
-      signal?.removeEventListener('abort', onAbort)
-      socket.destroy()
-      if (err) reject(err)
-      else resolve(replySoFar())
-    }
-    const onAbort = (): void => finish(clamdError(target, 'aborted', signal?.reason))
-    signal?.addEventListener('abort', onAbort, { once: true })
-    const overall = setTimeout(() => finish(clamdError(target, `timed out after ${timeoutMs} ms`)), timeoutMs)
-    const connecting = setTimeout(() => {
-      if (!connected) finish(clamdError(target, `connect timed out after ${connectTimeoutMs} ms`))
-    }, connectTimeoutMs)
-
-    socket.on('data', (chunk: Buffer) => received.push(chunk))
-    socket.on('error', (err) => {
-      // A complete reply followed by a reset (clamd closed while we were still sending): use the reply.
-      if (replySoFar().includes(0)) finish(undefined)
-      else finish(clamdError(target, connected ? 'connection failed' : 'cannot connect', err))
-    })
-    socket.on('end', () => {
-      if (replySoFar().length === 0) finish(clamdError(target, 'connection closed without a reply'))
-      else finish(undefined)
-    })
-    socket.on('close', () => {
-      if (replySoFar().length === 0) finish(clamdError(target, 'connection closed without a reply'))
-      else finish(undefined)
-    })
-    socket.once('connect', () => {
-      connected = true
-      clearTimeout(connecting)
-      void writeAll(socket, frames).catch(() => {
-        // Write errors surface as 'error' on the socket, handled above.
-      })
-    })
-  })
-}
-
-async function writeAll(socket: net.Socket, frames: readonly Buffer[]): Promise<void> {
-  for (const frame of frames) {
-    if (socket.destroyed) return
-    if (!socket.write(frame)) {
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          socket.off('drain', done)
-          socket.off('close', done)
-          resolve()
-        }
-        socket.on('drain', done)
-        socket.on('close', done)
-      })
-    }
-  }
-}
+/** clamd answers once, NUL-terminated, then closes. */
+const CLAMD: ExchangeProtocol = { service: 'clamd', complete: (reply) => reply.includes(0) }
 
 /** Send `data` to clamd with INSTREAM and parse the verdict. Rejects only on I/O failure. */
 export async function instream(
   target: ClamdTarget,
   data: Buffer,
-  opts: IoOptions & { readonly chunkSize?: number } = {},
+  opts: ExchangeOptions & { readonly chunkSize?: number } = {},
 ): Promise<ScanResult> {
-  const reply = await exchange(target, frameInstream(data, opts.chunkSize ?? 65_536), opts)
+  const reply = await exchange(CLAMD, target, frameInstream(data, opts.chunkSize ?? 65_536), opts)
   return parseInstreamReply(reply)
 }
 
 /** Send a one-shot command (`PING`, `VERSION`) and return the reply without its NUL. */
-export async function command(target: ClamdTarget, name: string, opts: IoOptions = {}): Promise<string> {
-  const reply = await exchange(target, [encodeCommand(name)], opts)
+export async function command(
+  target: ClamdTarget,
+  name: string,
+  opts: ExchangeOptions = {},
+): Promise<string> {
+  const reply = await exchange(CLAMD, target, [encodeCommand(name)], opts)
   return reply.toString('utf8').replace(/\0+$/, '').trim()
 }

@@ -21,10 +21,16 @@
  * Building the request and parsing the response are pure functions; {@link spamdRequest} does
  * the socket I/O, honouring an AbortSignal and a timeout.
  */
-import net from 'node:net'
+import {
+  describeAddress,
+  type ExchangeOptions,
+  type ExchangeProtocol,
+  exchange,
+  type ServiceAddress,
+} from '../../src/pipeline/plugin.js'
 
 /** Where spamd listens: TCP host/port, or a unix socket path. */
-export type SpamdTarget = { readonly host: string; readonly port: number } | { readonly socket: string }
+export type SpamdTarget = ServiceAddress
 
 /** Commands this client sends. `PING` carries no message. */
 export type SpamdCommand = 'SYMBOLS' | 'REPORT' | 'CHECK' | 'PING'
@@ -200,81 +206,8 @@ export function parseResponse(raw: Buffer | string, command: SpamdCommand = 'SYM
   return { version, code, message, headers, ...(spam ? { spam } : {}), body: bodyText, symbols }
 }
 
-export interface IoOptions {
-  /** Aborts the exchange (the check's timeout). */
-  readonly signal?: AbortSignal
-  /** The whole exchange fails after this many ms. Default 30 000. */
-  readonly timeoutMs?: number
-}
-
-/** `127.0.0.1:783` or `unix:/path`. */
-export function describeTarget(target: SpamdTarget): string {
-  return 'socket' in target ? `unix:${target.socket}` : `${target.host}:${target.port}`
-}
-
-function ioError(target: SpamdTarget, what: string, cause?: unknown): Error {
-  const detail = cause instanceof Error ? `: ${cause.message}` : ''
-  return new Error(
-    `spamd ${describeTarget(target)}: ${what}${detail}`,
-    cause === undefined ? undefined : { cause },
-  )
-}
-
-/**
- * Open a connection, send `request`, half-close, and collect the response until it is
- * complete ({@link responseComplete}) or spamd closes. Rejects on connect failure, timeout,
- * abort, or a connection that ends without a reply.
- */
-export function exchange(target: SpamdTarget, request: Buffer, opts: IoOptions = {}): Promise<Buffer> {
-  const timeoutMs = opts.timeoutMs ?? 30_000
-  const { signal } = opts
-  return new Promise<Buffer>((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(ioError(target, 'aborted', signal.reason))
-      return
-    }
-    const received: Buffer[] = []
-    let connected = false
-    let settled = false
-    const socket =
-      'socket' in target
-        ? net.createConnection({ path: target.socket })
-        : net.createConnection({ host: target.host, port: target.port })
-    const soFar = (): Buffer => Buffer.concat(received)
-    const finish = (err: Error | undefined): void => {
-      if (settled) return
-      settled = true
-      clearTimeout(timer)
-      signal?.removeEventListener('abort', onAbort)
-      socket.destroy()
-      if (err) reject(err)
-      else resolve(soFar())
-    }
-    const onAbort = (): void => finish(ioError(target, 'aborted', signal?.reason))
-    signal?.addEventListener('abort', onAbort, { once: true })
-    const timer = setTimeout(() => finish(ioError(target, `timed out after ${timeoutMs} ms`)), timeoutMs)
-
-    socket.on('data', (chunk: Buffer) => {
-      received.push(chunk)
-      if (responseComplete(soFar())) finish(undefined)
-    })
-    socket.on('error', (err) => {
-      if (soFar().length > 0)
-        finish(undefined) // a reply then a reset: let the parser judge it
-      else finish(ioError(target, connected ? 'connection failed' : 'cannot connect', err))
-    })
-    const onClose = (): void => {
-      if (soFar().length === 0) finish(ioError(target, 'connection closed without a reply'))
-      else finish(undefined)
-    }
-    socket.on('end', onClose)
-    socket.on('close', onClose)
-    socket.once('connect', () => {
-      connected = true
-      socket.end(request) // spamc half-closes after the body too
-    })
-  })
-}
+/** spamd reads until EOF (spamc half-closes after the body) and answers once. */
+const SPAMD: ExchangeProtocol = { service: 'spamd', complete: responseComplete, halfClose: true }
 
 /** Result of {@link check}: the `Spam:` header and the rule names. */
 export interface SpamdVerdict {
@@ -291,30 +224,30 @@ export interface SpamdVerdict {
 export async function check(
   target: SpamdTarget,
   message: Buffer,
-  opts: IoOptions & { readonly user?: string; readonly command?: 'SYMBOLS' | 'REPORT' } = {},
+  opts: ExchangeOptions & { readonly user?: string; readonly command?: 'SYMBOLS' | 'REPORT' } = {},
 ): Promise<SpamdVerdict> {
   const command = opts.command ?? 'SYMBOLS'
-  const reply = await exchange(target, buildRequest(command, message, opts.user), opts)
+  const reply = await exchange(SPAMD, target, [buildRequest(command, message, opts.user)], opts)
   let response: SpamdResponse
   try {
     response = parseResponse(reply, command)
   } catch (err) {
     if (err instanceof SpamdError)
       throw new SpamdError(
-        `spamd ${describeTarget(target)}: ${err.message.replace(/^spamd: /, '')}`,
+        `spamd ${describeAddress(target)}: ${err.message.replace(/^spamd: /, '')}`,
         err.code,
       )
     throw err
   }
   const spam = response.spam
-  if (!spam) throw new SpamdError(`spamd ${describeTarget(target)}: response has no Spam header`)
+  if (!spam) throw new SpamdError(`spamd ${describeAddress(target)}: response has no Spam header`)
   return { ...spam, symbols: response.symbols, body: response.body }
 }
 
 /** `PING` → true when spamd answers `PONG`. */
-export async function ping(target: SpamdTarget, opts: IoOptions = {}): Promise<boolean> {
+export async function ping(target: SpamdTarget, opts: ExchangeOptions = {}): Promise<boolean> {
   try {
-    const response = parseResponse(await exchange(target, buildRequest('PING'), opts), 'PING')
+    const response = parseResponse(await exchange(SPAMD, target, [buildRequest('PING')], opts), 'PING')
     return response.message === 'PONG'
   } catch {
     return false

@@ -14,6 +14,15 @@ import type { QueueId } from '../queue/ids.js'
 
 /** Build a {@link MessageView} over raw bytes: for testing a plugin without a running filter. */
 export { createMessageView } from '../mail/message.js'
+/** One request/response with a scanning daemon (clamd, spamd, ...): timeouts, abort, cleanup. */
+export {
+  describeAddress,
+  type ExchangeOptions,
+  type ExchangeProtocol,
+  exchange,
+  type ServiceAddress,
+  serviceError,
+} from './service-exchange.js'
 export type { ClientInfo, Envelope, Logger, MessageView, QueueId }
 
 /** What to do when a check throws or times out. */
