@@ -10,14 +10,14 @@
  * Needs the Debian clamav-daemon package (/usr/sbin/clamd, scripts/install-deps.sh).
  * A missing binary is an error, never a skip.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, mkdtemp, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { packageRoot } from '../../src/package-root.js'
+import { startDaemon } from './daemon.js'
 import { freePort } from './ports.js'
 
 /** The 68-byte EICAR anti-virus test string. */
@@ -71,14 +71,6 @@ function clamdCommand(port: number, cmd: string, timeoutMs: number): Promise<str
   })
 }
 
-async function tail(file: string, lines = 30): Promise<string> {
-  try {
-    return (await readFile(file, 'utf8')).split('\n').slice(-lines).join('\n')
-  } catch {
-    return '(no log)'
-  }
-}
-
 /** Write the signature DB: EICAR by md5:size, plus the corpus' hash signatures. */
 export async function writeSignatures(dbDir: string): Promise<void> {
   await mkdir(dbDir, { recursive: true })
@@ -127,81 +119,26 @@ export async function startClamd(options: ClamdOptions = {}): Promise<ClamdInsta
       .join('\n')}\n`,
   )
 
-  const child: ChildProcess = spawn(CLAMD_BINARY, ['--config-file', confPath], {
-    stdio: ['ignore', 'ignore', 'pipe'],
+  const ping = async (timeoutMs: number) => (await clamdCommand(port, 'PING', timeoutMs)) === 'PONG'
+  const daemon = await startDaemon({
+    name: 'clamd',
+    binary: CLAMD_BINARY,
+    args: ['--config-file', confPath],
+    dir,
+    logPath,
+    ready: () => ping(1000),
+    startTimeoutMs: options.startTimeoutMs ?? 60_000,
+    pollMs: 200,
+    killAfterMs: 5000,
   })
-  let stderr = ''
-  child.stderr?.on('data', (c: Buffer) => {
-    stderr += c.toString('utf8')
-  })
-  let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined
-  const exit = new Promise<void>((resolve) => {
-    child.once('exit', (code, signal) => {
-      exited = { code, signal }
-      resolve()
-    })
-  })
-  const spawnError = new Promise<Error>((resolve) => child.once('error', resolve))
-  const pid = child.pid
-  const fail = async (why: string): Promise<never> => {
-    if (exited === undefined && child.pid !== undefined) {
-      child.kill('SIGKILL')
-      await exit
-    }
-    const log = await tail(logPath)
-    await rm(dir, { recursive: true, force: true })
-    throw new Error(`clamd: ${why}\n--- stderr ---\n${stderr.trim()}\n--- clamd.log (tail) ---\n${log}`)
-  }
-  if (pid === undefined) return fail(`spawn failed: ${(await spawnError).message}`)
-
-  const timeoutMs = options.startTimeoutMs ?? 60_000
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    if (exited !== undefined)
-      return fail(`exited during start (code ${exited.code}, signal ${exited.signal})`)
-    try {
-      if ((await clamdCommand(port, 'PING', 1000)) === 'PONG') break
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) return fail(`no PONG on 127.0.0.1:${port} within ${timeoutMs} ms`)
-    await new Promise((r) => setTimeout(r, 200))
-  }
-
-  let stopped = false
   return {
     dir,
     host: '127.0.0.1',
     port,
-    pid,
+    pid: daemon.pid,
     logPath,
-    log: async () => {
-      try {
-        return await readFile(logPath, 'utf8')
-      } catch {
-        return ''
-      }
-    },
-    ping: async (t = 1000) => {
-      try {
-        return (await clamdCommand(port, 'PING', t)) === 'PONG'
-      } catch {
-        return false
-      }
-    },
-    stop: async (keepDir = false) => {
-      if (!stopped) {
-        stopped = true
-        if (exited === undefined) {
-          process.kill(pid, 'SIGTERM')
-          const killer = setTimeout(() => {
-            if (exited === undefined) process.kill(pid, 'SIGKILL')
-          }, 5000)
-          await exit
-          clearTimeout(killer)
-        }
-      }
-      if (!keepDir) await rm(dir, { recursive: true, force: true })
-    },
+    log: daemon.log,
+    ping: (t = 1000) => ping(t).catch(() => false),
+    stop: daemon.stop,
   }
 }

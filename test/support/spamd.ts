@@ -11,12 +11,12 @@
  * Needs the Debian spamd package (/usr/sbin/spamd, scripts/install-deps.sh). A missing
  * binary is an error, never a skip.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
 import { existsSync, readdirSync } from 'node:fs'
-import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { chmod, copyFile, mkdir, mkdtemp, readdir, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { ping } from '../../plugins/spamassassin/spamc.js'
+import { startDaemon } from './daemon.js'
 import { freePort } from './ports.js'
 
 export const SPAMD_BINARY = '/usr/sbin/spamd'
@@ -84,14 +84,6 @@ export function rulesDir(): string {
   return PACKAGE_RULES
 }
 
-async function tail(file: string, lines = 40): Promise<string> {
-  try {
-    return (await readFile(file, 'utf8')).split('\n').slice(-lines).join('\n')
-  } catch {
-    return '(no log)'
-  }
-}
-
 /** Start spamd in the foreground on a free loopback port and wait until it answers PING. */
 export async function startSpamd(options: SpamdOptions = {}): Promise<SpamdInstance> {
   if (!existsSync(SPAMD_BINARY))
@@ -129,72 +121,26 @@ export async function startSpamd(options: SpamdOptions = {}): Promise<SpamdInsta
   // No -u: as root spamd setuids per request to the User: sent (or nobody); as another user it
   // simply runs as that user. Both work with the world-readable temp dir above.
 
-  const child: ChildProcess = spawn(SPAMD_BINARY, args, { stdio: ['ignore', 'ignore', 'pipe'] })
-  let stderr = ''
-  child.stderr?.on('data', (c: Buffer) => {
-    stderr += c.toString('utf8')
-  })
-  let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined
-  const exit = new Promise<void>((resolve) => {
-    child.once('exit', (code, signal) => {
-      exited = { code, signal }
-      resolve()
-    })
-  })
-  const spawnError = new Promise<Error>((resolve) => child.once('error', resolve))
-  const pid = child.pid
-  const fail = async (why: string): Promise<never> => {
-    if (exited === undefined && child.pid !== undefined) {
-      child.kill('SIGKILL')
-      await exit
-    }
-    const log = await tail(logPath)
-    await rm(dir, { recursive: true, force: true })
-    throw new Error(
-      `spamd: ${why}\nargs: ${args.join(' ')}\n--- stderr ---\n${stderr.trim().split('\n').slice(-20).join('\n')}\n--- spamd.log (tail) ---\n${log}`,
-    )
-  }
-  if (pid === undefined) return fail(`spawn failed: ${(await spawnError).message}`)
-
   const target = { host: '127.0.0.1', port }
-  const timeoutMs = options.startTimeoutMs ?? 90_000
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    if (exited !== undefined)
-      return fail(`exited during start (code ${exited.code}, signal ${exited.signal})`)
-    if (await ping(target, { timeoutMs: 2000 })) break
-    if (Date.now() > deadline) return fail(`no PONG on 127.0.0.1:${port} within ${timeoutMs} ms`)
-    await new Promise((r) => setTimeout(r, 250))
-  }
-
-  let stopped = false
+  const daemon = await startDaemon({
+    name: 'spamd',
+    binary: SPAMD_BINARY,
+    args,
+    dir,
+    logPath,
+    ready: () => ping(target, { timeoutMs: 2000 }),
+    startTimeoutMs: options.startTimeoutMs ?? 90_000,
+    pollMs: 250,
+    killAfterMs: 10_000,
+  })
   return {
     dir,
     host: '127.0.0.1',
     port,
-    pid,
+    pid: daemon.pid,
     logPath,
-    log: async () => {
-      try {
-        return await readFile(logPath, 'utf8')
-      } catch {
-        return ''
-      }
-    },
+    log: daemon.log,
     ping: (t = 1000) => ping(target, { timeoutMs: t }),
-    stop: async (keepDir = false) => {
-      if (!stopped) {
-        stopped = true
-        if (exited === undefined) {
-          process.kill(pid, 'SIGTERM')
-          const killer = setTimeout(() => {
-            if (exited === undefined) process.kill(pid, 'SIGKILL')
-          }, 10_000)
-          await exit
-          clearTimeout(killer)
-        }
-      }
-      if (!keepDir) await rm(dir, { recursive: true, force: true })
-    },
+    stop: daemon.stop,
   }
 }
