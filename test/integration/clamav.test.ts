@@ -6,27 +6,14 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
-import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import clamav from '../../plugins/clamav/index.js'
-import type { Envelope } from '../../src/ingress/envelope.js'
-import { createMessageView } from '../../src/mail/message.js'
 import { packageRoot } from '../../src/package-root.js'
 import type { Check, Hit } from '../../src/pipeline/plugin.js'
-import { newQueueId } from '../../src/queue/ids.js'
+import { silentLog as log, runCheck as runWith } from '../support/check.js'
 import { type ClamdInstance, EICAR, EICAR_NAME, startClamd } from '../support/clamd.js'
 
 const EICAR_NAMES = new RegExp(`^(${EICAR_NAME}|Corpus\\.Test\\.EICAR)(\\.UNOFFICIAL)?$`)
-
-const log = pino({ level: 'silent' })
-
-const envelope: Envelope = {
-  mailFrom: 'a@example.org',
-  rcptTo: ['b@example.net'],
-  client: { address: '192.0.2.1' },
-  peer: { address: '127.0.0.1' },
-  receivedAt: 0,
-}
 
 /** A minimal zip archive with one stored (uncompressed) file. */
 function storedZip(name: string, data: Buffer): Buffer {
@@ -108,7 +95,7 @@ let clamd: ClamdInstance
 let check: Check
 
 async function run(raw: Buffer, signal = AbortSignal.timeout(20_000)): Promise<readonly Hit[]> {
-  return check({ queueId: newQueueId(), envelope, message: createMessageView(raw), log, signal })
+  return runWith(check, raw, signal)
 }
 
 beforeAll(async () => {

@@ -2,7 +2,6 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import clamav from '../../plugins/clamav/index.js'
 import {
@@ -12,20 +11,8 @@ import {
   instream,
   parseInstreamReply,
 } from '../../plugins/clamav/instream.js'
-import type { Envelope } from '../../src/ingress/envelope.js'
-import { createMessageView } from '../../src/mail/message.js'
 import type { Hit } from '../../src/pipeline/plugin.js'
-import { newQueueId } from '../../src/queue/ids.js'
-
-const log = pino({ level: 'silent' })
-
-const envelope: Envelope = {
-  mailFrom: 'a@example.org',
-  rcptTo: ['b@example.net'],
-  client: { address: '192.0.2.1' },
-  peer: { address: '127.0.0.1' },
-  receivedAt: 0,
-}
+import { silentLog as log, runCheck as runWith } from '../support/check.js'
 
 const RAW = Buffer.from('Subject: hi\r\nMessage-ID: <1@x>\r\n\r\nhello world\r\n')
 
@@ -168,13 +155,7 @@ async function fakeClamd(
 
 async function runCheck(options: unknown, raw: Buffer, signal?: AbortSignal): Promise<readonly Hit[]> {
   const check = await clamav.setup(clamav.options.parse(options), { log })
-  return check({
-    queueId: newQueueId(),
-    envelope,
-    message: createMessageView(raw),
-    log,
-    signal: signal ?? new AbortController().signal,
-  })
+  return runWith(check, raw, signal ?? new AbortController().signal)
 }
 
 describe('clamav options', () => {

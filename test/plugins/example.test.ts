@@ -1,33 +1,14 @@
-import { pino } from 'pino'
 import { describe, expect, it } from 'vitest'
 import example from '../../plugins/example/index.js'
-import type { Envelope } from '../../src/ingress/envelope.js'
-import { createMessageView } from '../../src/mail/message.js'
 import type { Check, Hit } from '../../src/pipeline/plugin.js'
-import { newQueueId } from '../../src/queue/ids.js'
-
-const log = pino({ level: 'silent' })
-
-const envelope: Envelope = {
-  mailFrom: 'a@example.org',
-  rcptTo: ['b@example.net'],
-  client: { address: '192.0.2.1' },
-  peer: { address: '127.0.0.1' },
-  receivedAt: 0,
-}
+import { silentLog as log, runCheck as runWith } from '../support/check.js'
 
 async function checkFor(options: unknown): Promise<Check> {
   return example.setup(example.options.parse(options), { log })
 }
 
 async function run(check: Check, raw: string): Promise<readonly Hit[]> {
-  return check({
-    queueId: newQueueId(),
-    envelope,
-    message: createMessageView(Buffer.from(raw)),
-    log,
-    signal: new AbortController().signal,
-  })
+  return runWith(check, Buffer.from(raw), new AbortController().signal)
 }
 
 const COMPLETE =

@@ -4,7 +4,6 @@
  * response, an EX_ error, or never.
  */
 import net from 'node:net'
-import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import spamassassin from '../../plugins/spamassassin/index.js'
 import {
@@ -15,21 +14,9 @@ import {
   SpamdError,
   check as spamdCheck,
 } from '../../plugins/spamassassin/spamc.js'
-import type { Envelope } from '../../src/ingress/envelope.js'
-import { createMessageView } from '../../src/mail/message.js'
 import type { Check, Hit } from '../../src/pipeline/plugin.js'
 import { failSymbol } from '../../src/pipeline/plugin.js'
-import { newQueueId } from '../../src/queue/ids.js'
-
-const log = pino({ level: 'silent' })
-
-const envelope: Envelope = {
-  mailFrom: 'a@example.org',
-  rcptTo: ['b@example.net'],
-  client: { address: '192.0.2.1' },
-  peer: { address: '127.0.0.1' },
-  receivedAt: 0,
-}
+import { silentLog as log, runCheck as runWith } from '../support/check.js'
 
 const MESSAGE = Buffer.from('From: a@example.org\r\nTo: b@example.net\r\nSubject: hi\r\n\r\nhello\r\n')
 
@@ -218,7 +205,7 @@ function run(
   raw: Buffer,
   signal: AbortSignal = AbortSignal.timeout(5000),
 ): Promise<readonly Hit[]> {
-  return check({ queueId: newQueueId(), envelope, message: createMessageView(raw), log, signal })
+  return runWith(check, raw, signal)
 }
 
 describe('spamassassin check against a fake spamd', () => {
