@@ -47,7 +47,11 @@ export default definePlugin({
   description: 'Scans the raw message with clamd (INSTREAM)',
   options,
   symbols: {
-    CLAMAV_VIRUS: { description: 'clamd found a virus (evidence: the signature names)', weight: 100 },
+    CLAMAV_VIRUS: {
+      description: 'clamd found a virus (evidence: the signature names)',
+      weight: 100,
+      category: 'virus',
+    },
   },
   timeoutMs: 30_000,
   onError: 'tempfail',

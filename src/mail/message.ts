@@ -1,4 +1,5 @@
 import { type ParsedMail, simpleParser } from 'mailparser'
+import { type MimePart, mimeParts } from './mime-parts.js'
 
 /**
  * A read-only view of one message for checks. The raw bytes are read once; the MIME parse
@@ -13,6 +14,8 @@ export interface MessageView {
   header(name: string): readonly string[]
   /** The full MIME parse, done once on first call and shared by all checks. */
   parsed(): Promise<ParsedMail>
+  /** Every leaf MIME part with its file name and byte range; walked once, on first call. */
+  parts(): readonly MimePart[]
 }
 
 /** Where the header block ends: the index of the first byte of the body (or raw.length). */
@@ -46,6 +49,7 @@ export function parseHeaderBlock(block: string): Array<[string, string]> {
 export function createMessageView(raw: Buffer): MessageView {
   let fields: Array<[string, string]> | undefined
   let parse: Promise<ParsedMail> | undefined
+  let leaves: MimePart[] | undefined
   return {
     size: raw.length,
     raw,
@@ -57,6 +61,10 @@ export function createMessageView(raw: Buffer): MessageView {
     parsed() {
       parse ??= simpleParser(raw, { skipHtmlToText: true, skipTextToHtml: true, skipTextLinks: true })
       return parse
+    },
+    parts() {
+      leaves ??= mimeParts(raw)
+      return leaves
     },
   }
 }

@@ -10,6 +10,7 @@ import type { Logger } from 'pino'
 import type { z } from 'zod'
 import type { ClientInfo, Envelope } from '../ingress/envelope.js'
 import type { MessageView } from '../mail/message.js'
+import type { MimePart } from '../mail/mime-parts.js'
 import type { QueueId } from '../queue/ids.js'
 
 /** Build a {@link MessageView} over raw bytes: for testing a plugin without a running filter. */
@@ -23,17 +24,29 @@ export {
   type ServiceAddress,
   serviceError,
 } from './service-exchange.js'
-export type { ClientInfo, Envelope, Logger, MessageView, QueueId }
+export type { ClientInfo, Envelope, Logger, MessageView, MimePart, QueueId }
 
 /** What to do when a check throws or times out. */
 export type FailurePolicy = 'tempfail' | 'continue'
+
+/**
+ * What a hit on a symbol means beyond its score. `virus` and `banned` (a forbidden attachment)
+ * decide the message's category whatever its score; `unscannable` means the content could
+ * not be checked (an encrypted archive, a zip bomb's limits).
+ */
+export type SymbolCategory = 'virus' | 'banned' | 'unscannable'
 
 /** A fact a check can assert, with its default weight (the score table may override it). */
 export interface SymbolSpec {
   readonly description: string
   /** Points added to the message's score per hit (times the hit's factor). */
   readonly weight: number
+  /** Set for symbols that put the message in a category of their own. */
+  readonly category?: SymbolCategory
 }
+
+/** A plugin's symbols: fixed, or derived from its options (e.g. one per configured zone). */
+export type SymbolTable = Readonly<Record<string, SymbolSpec>>
 
 /** One finding: a declared symbol, the evidence for it, and an optional measured factor. */
 export interface Hit {
@@ -42,6 +55,11 @@ export interface Hit {
   readonly evidence?: readonly string[]
   /** Multiplies the symbol's weight (a measured value such as a spam score). Default 1. */
   readonly factor?: number
+  /**
+   * The MIME parts the finding is in ({@link MimePart.id}, e.g. `"2"`, `"1.3"`): what the
+   * `strip` action removes. Absent when the finding concerns the message as a whole.
+   */
+  readonly parts?: readonly string[]
 }
 
 /** Everything a check may read about one message. Read-only; valid for one call. */
@@ -71,8 +89,11 @@ export interface PluginDefinition<Schema extends z.ZodType = z.ZodType> {
   readonly description: string
   /** Schema for `options:` in the config; defaults belong in the schema. */
   readonly options: Schema
-  /** Every symbol the check may return, with default weights. Undeclared hits are errors. */
-  readonly symbols: Readonly<Record<string, SymbolSpec>>
+  /**
+   * Every symbol the check may return, with default weights. Undeclared hits are errors.
+   * A function gets the validated options, for symbols named in the config.
+   */
+  readonly symbols: SymbolTable | ((options: z.output<Schema>) => SymbolTable)
   /** Milliseconds before the check counts as failed. Default 10 000; config may override. */
   readonly timeoutMs?: number
   /** Default failure policy; config may override. Default `tempfail`. */
@@ -104,6 +125,11 @@ export function definePlugin<Schema extends z.ZodType>(
   definition: PluginDefinition<Schema>,
 ): PluginDefinition<Schema> {
   return definition
+}
+
+/** The symbols a plugin declares for these (validated) options. */
+export function declaredSymbols(definition: PluginDefinition, options: unknown): SymbolTable {
+  return typeof definition.symbols === 'function' ? definition.symbols(options) : definition.symbols
 }
 
 /** The symbol a failed check leaves behind: `my-check` → `MY_CHECK_FAIL`. */

@@ -5,7 +5,13 @@ import { pathToFileURL } from 'node:url'
 import type { PluginEntry } from '../config/schema.js'
 import { MailscreenError } from '../errors.js'
 import { builtPath, packageRoot } from '../package-root.js'
-import { type FailurePolicy, failSymbol, type PluginDefinition, type SymbolSpec } from './plugin.js'
+import {
+  declaredSymbols,
+  type FailurePolicy,
+  failSymbol,
+  type PluginDefinition,
+  type SymbolSpec,
+} from './plugin.js'
 
 const DEFAULT_TIMEOUT_MS = 10_000
 
@@ -85,7 +91,7 @@ function isDefinition(value: unknown): value is PluginDefinition {
     typeof d.name === 'string' &&
     typeof d.setup === 'function' &&
     typeof d.options?.safeParse === 'function' &&
-    typeof d.symbols === 'object'
+    (typeof d.symbols === 'object' || typeof d.symbols === 'function')
   )
 }
 
@@ -134,7 +140,7 @@ export async function loadPlugin(entry: PluginEntry, baseDir: string): Promise<L
     timeoutMs: entry.timeout ?? definition.timeoutMs ?? DEFAULT_TIMEOUT_MS,
     onError: entry.onError ?? definition.onError ?? 'tempfail',
     symbols: {
-      ...definition.symbols,
+      ...declaredSymbols(definition, options),
       [fail]: { description: `${definition.name} failed or timed out`, weight: 0 },
     },
   }

@@ -4,6 +4,7 @@ import { applyEdits, type HeaderEdit } from '../mail/edits.js'
 import { createMessageView } from '../mail/message.js'
 import type { QueueId } from '../queue/ids.js'
 import { type ActionSettings, headerActions } from './actions.js'
+import { declaredSymbols } from './plugin.js'
 import { importDefinition, type PluginRef, validateOptions } from './registry.js'
 import { type ReadyPlugin, runChecks } from './runner.js'
 import { decide, type Verdict, type VerdictPolicy } from './verdict.js'
@@ -39,7 +40,7 @@ export async function setupPlugins(refs: readonly PluginRef[], log: Logger): Pro
       check,
       timeoutMs: ref.timeoutMs,
       onError: ref.onError,
-      symbols: definition.symbols,
+      symbols: declaredSymbols(definition, options),
     })
   }
   return ready

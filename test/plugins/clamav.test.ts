@@ -11,7 +11,7 @@ import {
   instream,
   parseInstreamReply,
 } from '../../plugins/clamav/instream.js'
-import type { Hit } from '../../src/pipeline/plugin.js'
+import { declaredSymbols, type Hit } from '../../src/pipeline/plugin.js'
 import { silentLog as log, runCheck as runWith } from '../support/check.js'
 
 const RAW = Buffer.from('Subject: hi\r\nMessage-ID: <1@x>\r\n\r\nhello world\r\n')
@@ -185,8 +185,8 @@ describe('clamav options', () => {
     expect(clamav.options.safeParse({ chunkSize: 0 }).success).toBe(false)
   })
 
-  it('declares CLAMAV_VIRUS at weight 100, tempfail, 30 s', () => {
-    expect(clamav.symbols.CLAMAV_VIRUS?.weight).toBe(100)
+  it('declares CLAMAV_VIRUS at weight 100 in category virus, tempfail, 30 s', () => {
+    expect(declaredSymbols(clamav, {}).CLAMAV_VIRUS).toMatchObject({ weight: 100, category: 'virus' })
     expect(clamav.onError).toBe('tempfail')
     expect(clamav.timeoutMs).toBe(30_000)
   })

@@ -1,0 +1,164 @@
+import libmime from 'libmime'
+import libqp from 'libqp'
+import { headerEnd, parseHeaderBlock } from './message.js'
+
+/**
+ * One leaf entity of a MIME message: where it sits in the raw bytes and what it claims to
+ * be. Built by our own walker rather than mailparser because the `strip` action needs each
+ * part's byte range, which mailparser does not keep.
+ */
+export interface MimePart {
+  /** IMAP-style path: `"1"` for a single-part message's body, `"2"`, `"1.3"` inside multiparts. */
+  readonly id: string
+  /** Declared `type/subtype`, lower case; `text/plain` when absent (RFC 2045 §5.2). */
+  readonly contentType: string
+  /** `attachment` or `inline` when declared. */
+  readonly disposition?: string
+  /** Decoded file name (Content-Disposition `filename`, else Content-Type `name`). */
+  readonly filename?: string
+  /** The part's header fields, unfolded, in order. */
+  readonly headers: ReadonlyArray<readonly [string, string]>
+  /**
+   * Bytes of `raw` the part occupies together with the delimiter line before it: removing
+   * `[cutStart, end)` leaves a well-formed multipart. `[0, raw.length)` for a single part.
+   */
+  readonly cutStart: number
+  /** First byte of the part's own header. */
+  readonly start: number
+  /** First byte of the part's body. */
+  readonly bodyStart: number
+  /** One past its last byte (the CRLF before the next delimiter is not the part's). */
+  readonly end: number
+  /** The body with its Content-Transfer-Encoding undone. */
+  content(): Buffer
+}
+
+/** Limits so a hostile message cannot make the walk expensive. */
+const MAX_DEPTH = 20
+const MAX_PARTS = 2000
+
+function header(headers: ReadonlyArray<readonly [string, string]>, name: string): string | undefined {
+  return headers.find(([n]) => n.toLowerCase() === name)?.[1]
+}
+
+function decodeBody(body: Buffer, encoding: string | undefined): Buffer {
+  switch (encoding?.trim().toLowerCase()) {
+    case 'base64':
+      return Buffer.from(body.toString('latin1').replace(/[^A-Za-z0-9+/=]/g, ''), 'base64')
+    case 'quoted-printable':
+      return libqp.decode(body.toString('latin1'))
+    default:
+      return body
+  }
+}
+
+/** Byte offsets of the lines `--boundary` (and `--boundary--`) inside `[from, to)`. */
+function delimiters(raw: Buffer, boundary: string, from: number, to: number): number[] {
+  const marker = Buffer.from(`--${boundary}`, 'latin1')
+  const found: number[] = []
+  let at = raw.indexOf(marker, from)
+  while (at !== -1 && at < to) {
+    if (at === from || raw[at - 1] === 0x0a) found.push(at)
+    at = raw.indexOf(marker, at + marker.length)
+  }
+  return found
+}
+
+/** Index just past the end of the line that starts at `at`. */
+function lineEndAfter(raw: Buffer, at: number, to: number): number {
+  const lf = raw.indexOf(0x0a, at)
+  return lf === -1 || lf >= to ? to : lf + 1
+}
+
+/** Where the line break before `at` starts (CRLF or LF belong to the delimiter, RFC 2046 §5.1.1). */
+function breakBefore(raw: Buffer, at: number, floor: number): number {
+  if (at - 1 >= floor && raw[at - 1] === 0x0a)
+    return at - 2 >= floor && raw[at - 2] === 0x0d ? at - 2 : at - 1
+  return at
+}
+
+interface Walk {
+  readonly raw: Buffer
+  readonly parts: MimePart[]
+}
+
+function walkEntity(
+  walk: Walk,
+  id: string,
+  cutStart: number,
+  start: number,
+  end: number,
+  depth: number,
+): void {
+  if (walk.parts.length >= MAX_PARTS) return
+  const { raw } = walk
+  const bodyStart = start + headerEnd(raw.subarray(start, end))
+  const headers = parseHeaderBlock(raw.subarray(start, bodyStart).toString('latin1'))
+  const type = libmime.parseHeaderValue(header(headers, 'content-type') ?? 'text/plain')
+  const contentType = type.value.trim().toLowerCase() || 'text/plain'
+  const boundary = type.params.boundary
+  if (contentType.startsWith('multipart/') && boundary && depth < MAX_DEPTH) {
+    const marks = delimiters(raw, boundary, bodyStart, end)
+    for (let i = 0; i + 1 < marks.length; i++) {
+      const mark = marks[i] as number
+      const next = marks[i + 1] as number
+      const partStart = lineEndAfter(raw, mark, end)
+      const partEnd = Math.max(partStart, breakBefore(raw, next, partStart))
+      walkEntity(
+        walk,
+        id ? `${id}.${i + 1}` : `${i + 1}`,
+        breakBefore(raw, mark, bodyStart),
+        partStart,
+        partEnd,
+        depth + 1,
+      )
+    }
+    // A multipart without a closing delimiter still has its last part up to the end.
+    const last = marks[marks.length - 1]
+    if (
+      last !== undefined &&
+      raw.subarray(last, last + boundary.length + 4).toString('latin1') !== `--${boundary}--`
+    ) {
+      const partStart = lineEndAfter(raw, last, end)
+      walkEntity(
+        walk,
+        id ? `${id}.${marks.length}` : `${marks.length}`,
+        breakBefore(raw, last, bodyStart),
+        partStart,
+        end,
+        depth + 1,
+      )
+    }
+    return
+  }
+  const disposition = header(headers, 'content-disposition')
+  const parsedDisposition = disposition === undefined ? undefined : libmime.parseHeaderValue(disposition)
+  const rawName = parsedDisposition?.params.filename ?? type.params.name
+  const encoding = header(headers, 'content-transfer-encoding')
+  let decoded: Buffer | undefined
+  walk.parts.push({
+    id: id || '1',
+    contentType,
+    ...(parsedDisposition?.value ? { disposition: parsedDisposition.value.trim().toLowerCase() } : {}),
+    ...(rawName ? { filename: libmime.decodeWords(rawName) } : {}),
+    headers,
+    cutStart,
+    start,
+    bodyStart,
+    end,
+    content() {
+      decoded ??= decodeBody(raw.subarray(bodyStart, end), encoding)
+      return decoded
+    },
+  })
+}
+
+/**
+ * Every leaf part of a message, in order, with decoded names and lazy decoded contents.
+ * `message/rfc822` parts are leaves here (their contents are another message).
+ */
+export function mimeParts(raw: Buffer): MimePart[] {
+  const walk: Walk = { raw, parts: [] }
+  walkEntity(walk, '', 0, 0, raw.length, 0)
+  return walk.parts
+}

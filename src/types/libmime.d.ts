@@ -1,0 +1,18 @@
+// libmime and libqp ship no types; these declare the few functions mailscreen calls.
+declare module 'libmime' {
+  const libmime: {
+    /** Parse `value; key=param; ...` (RFC 2045), joining and decoding RFC 2231 continuations. */
+    parseHeaderValue(value: string): { value: string; params: Record<string, string> }
+    /** Decode RFC 2047 encoded words. */
+    decodeWords(value: string): string
+  }
+  export default libmime
+}
+
+declare module 'libqp' {
+  const libqp: {
+    /** Decode quoted-printable text. */
+    decode(text: string): Buffer
+  }
+  export default libqp
+}
