@@ -1,16 +1,17 @@
 import { readFile, rm, writeFile } from 'node:fs/promises'
-import { dirname, join } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import type { Logger } from 'pino'
 import type { LoadedConfig } from './config/load.js'
 import { DeliveryQueue } from './delivery/queue-runner.js'
 import { SmtpTransport } from './delivery/transport.js'
 import { MailscreenError } from './errors.js'
 import { createSmtpIngress } from './ingress/smtp.js'
+import { loadPolicy } from './pipeline/policy.js'
 import { createScanPool, type ScanPool } from './pipeline/pool.js'
 import { loadPlugins, scoreTable, toRef } from './pipeline/registry.js'
 import type { ScanSettings } from './pipeline/scan.js'
 import { ScanScheduler } from './pipeline/scheduler.js'
-import type { QueueId } from './queue/ids.js'
+import { applyScoresFile } from './pipeline/scores.js'
 import { Spool } from './queue/spool.js'
 
 /** The running filter. */
@@ -33,20 +34,15 @@ export const PID_FILE = 'mailscreen.pid'
 
 /** Scan settings for workers (and for `mailscreen scan`), from the config and loaded plugins. */
 export async function scanSettings(loaded: LoadedConfig): Promise<ScanSettings> {
-  const { config } = loaded
-  const plugins = await loadPlugins(config.plugins, loaded.baseDir)
+  const { config, baseDir } = loaded
+  const plugins = await loadPlugins(config.plugins, baseDir)
+  const declared = scoreTable(plugins)
+  const { scores } = config.policy
+  const symbols = scores === undefined ? declared : applyScoresFile(declared, resolve(baseDir, scores))
   return {
     plugins: plugins.map(toRef),
-    weights: [...scoreTable(plugins)],
-    policy: {
-      spamThreshold: config.policy.spamThreshold,
-      quarantineSymbols: config.policy.quarantineSymbols,
-    },
-    actions: {
-      hostname: config.hostname,
-      scannedHeader: config.policy.scannedHeader,
-      spamSubjectTag: config.policy.spamSubjectTag,
-    },
+    symbols: [...symbols],
+    policy: loadPolicy(config.policy, baseDir, config.hostname),
   }
 }
 
@@ -110,12 +106,6 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
     onQueued: (id, entry) => scheduler?.enqueue(id, entry ? { entry } : {}),
   })
 
-  async function quarantineUnscannable(id: QueueId, reason: string): Promise<void> {
-    await spool.move(id, 'deferred', 'quarantine')
-    await spool.remove('deferred', id)
-    log.error({ qid: id, reason }, 'unscannable: quarantined')
-  }
-
   return {
     async start() {
       await spool.init()
@@ -146,8 +136,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
         retry: config.delivery.retry,
         queueLifetimeMs: config.delivery.queueLifetime,
         runIntervalMs: config.delivery.queueRunInterval,
-        onRescan: (id, attempts) => scheduler?.enqueue(id, { tempfails: attempts }),
-        onUnscannable: quarantineUnscannable,
+        onRescan: (id, attempts, lastChance) => scheduler?.enqueue(id, { tempfails: attempts, lastChance }),
       })
       delivery = deliveryQueue
       scheduler = new ScanScheduler({
@@ -159,6 +148,14 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
         taskTimeoutMs: config.pool.taskTimeout,
         retry: config.delivery.retry,
         onScanned: (id, entry) => deliveryQueue.enqueue(id, entry),
+        onBounce: async (id, report) =>
+          deliveryQueue.refuse(
+            id,
+            await spool.read('processing', id),
+            `550 5.7.1 Message refused by content filter: ${report.verdict.category}${
+              report.verdict.reasons.length > 0 ? ` (${report.verdict.reasons.join('; ')})` : ''
+            }`,
+          ),
       })
       await delivery.start()
       await scheduler.start()

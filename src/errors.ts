@@ -5,6 +5,7 @@
 export const ERROR_CODES = {
   MSC_CONFIG_INVALID: 'the configuration file failed validation',
   MSC_CONFIG_UNREADABLE: 'the configuration file could not be read or parsed',
+  MSC_RULES_INVALID: 'a rules file (ruleset, scores) could not be read or has a bad line',
   MSC_PLUGIN_NOT_FOUND: 'a configured plugin could not be resolved or imported',
   MSC_PLUGIN_INVALID: 'a plugin module does not export a definePlugin() result',
   MSC_PLUGIN_OPTIONS_INVALID: "a plugin's options failed its schema",
@@ -15,6 +16,7 @@ export const ERROR_CODES = {
   MSC_SCAN_FAILED: 'the worker pool could not scan a message',
   MSC_DELIVERY_DEFERRED: 'the next hop did not take the message; it will be retried',
   MSC_DELIVERY_FAILED: 'the next hop refused the message permanently',
+  MSC_NOT_FOUND: 'no such message (wrong ID, or not in that queue)',
   MSC_NOT_RUNNING: 'no mailscreen process runs for this spool',
   MSC_SPOOL_IN_USE: 'another mailscreen process runs on this spool',
 } as const

@@ -1,5 +1,9 @@
 import type { Command } from 'commander'
-import { loadPlugins, scoreTable } from '../pipeline/registry.js'
+import { scanSettings } from '../app.js'
+import type { Action } from '../pipeline/action-list.js'
+import { formatActionList } from '../pipeline/action-list.js'
+import { loadPlugins } from '../pipeline/registry.js'
+import type { Ruleset } from '../pipeline/ruleset.js'
 import { configOrExit, fail, withConfig } from './common.js'
 
 /** `mailscreen check-config`: validate the config and every plugin's options; print the result. */
@@ -13,10 +17,15 @@ export function registerCheckConfig(program: Command): void {
       const loaded = configOrExit(options)
       try {
         const plugins = await loadPlugins(loaded.config.plugins, loaded.baseDir)
-        const table = Object.fromEntries(scoreTable(plugins))
+        // The same loading `start` does: rulesets and the scores file are checked too.
+        const settings = await scanSettings(loaded)
+        const table = Object.fromEntries(settings.symbols.map(([symbol, info]) => [symbol, info.weight]))
+        const actions = Object.fromEntries(
+          Object.entries(settings.policy.actions).map(([category, ruleset]) => [category, describe(ruleset)]),
+        )
         if (options.json) {
           process.stdout.write(
-            `${JSON.stringify({ file: loaded.file ?? null, config: loaded.config, scores: table }, null, 2)}\n`,
+            `${JSON.stringify({ file: loaded.file ?? null, config: loaded.config, scores: table, actions }, null, 2)}\n`,
           )
           return
         }
@@ -30,11 +39,24 @@ export function registerCheckConfig(program: Command): void {
           `relay     ${config.delivery.relay.host}:${config.delivery.relay.port}`,
           `plugins   ${plugins.map((p) => `${p.name} (timeout ${p.timeoutMs} ms, on error ${p.onError})`).join(', ') || 'none'}`,
           'symbols:',
-          ...Object.entries(table).map(([symbol, weight]) => `  ${symbol.padEnd(32)} ${weight}`),
+          ...settings.symbols.map(
+            ([symbol, info]) =>
+              `  ${symbol.padEnd(32)} ${String(info.weight).padStart(6)}${info.category ? `  ${info.category}` : ''}`,
+          ),
+          `thresholds spam ${settings.policy.verdict.spamThreshold}, high-scoring ${settings.policy.verdict.highSpamThreshold}`,
+          'actions:',
+          ...Object.entries(actions).map(([category, text]) => `  ${category.padEnd(12)} ${text}`),
         ]
         process.stdout.write(`${out.join('\n')}\n`)
       } catch (err) {
         fail(err)
       }
     })
+}
+
+/** An action setting in one line: the inline list, or the ruleset file and its rule count. */
+function describe(ruleset: Ruleset<Action[]>): string {
+  const [only] = ruleset.rules
+  if (ruleset.rules.length === 1 && only?.line === 0) return formatActionList(only.value)
+  return `ruleset ${ruleset.source} (${ruleset.rules.length} rules)`
 }

@@ -6,6 +6,7 @@ import { Command } from 'commander'
 import { packageRoot } from '../package-root.js'
 import { registerBench } from './bench.js'
 import { registerCheckConfig } from './check-config.js'
+import { registerQuarantine } from './quarantine.js'
 import { registerQueue } from './queue.js'
 import { registerScan } from './scan.js'
 import { registerStart } from './start.js'
@@ -22,6 +23,7 @@ const program = new Command('mailscreen')
 registerStart(program)
 registerCheckConfig(program)
 registerQueue(program)
+registerQuarantine(program)
 registerScan(program)
 registerBench(program)
 

@@ -20,7 +20,14 @@ interface ScanOptions {
 
 function formatReport(file: string, report: ScanReport): string {
   const { verdict } = report
-  const lines = [`${file}: ${verdictSummary(verdict)}`, `action: ${verdict.action}`]
+  const { disposition } = report
+  const lines = [
+    `${file}: ${verdictSummary(verdict)}`,
+    ...verdict.reasons.map((r) => `reason: ${r}`),
+    disposition
+      ? `actions: ${disposition.actions} (${disposition.rule})`
+      : 'actions: none yet: a check failed with policy tempfail; the message would wait',
+  ]
   for (const hit of verdict.hits)
     lines.push(
       `  ${hit.symbol.padEnd(28)} ${String(hit.score).padStart(6)}  ${hit.plugin}${hit.evidence.length ? `  ${hit.evidence.join(', ')}` : ''}`,
@@ -63,7 +70,8 @@ export function registerScan(program: Command): void {
           mailFrom: options.from,
           rcptTo: options.to,
           client,
-          peer: client,
+          // The peer is the MTA in front; checks of the client (DNSBL) skip a client equal to it.
+          peer: { address: '127.0.0.1' },
           receivedAt: Date.now(),
         }
         const queueId = newQueueId()

@@ -41,15 +41,57 @@ const pool = z
   })
   .strict()
 
-/** `policy:` — how findings become a verdict and what it does to the message. */
+/** An action list written inline (`"tag deliver"`), or a ruleset file that picks one per envelope. */
+const actionSetting = z.union([z.string().min(1), z.object({ ruleset: z.string().min(1) }).strict()])
+
+/**
+ * An administrator's list (MailScanner's `Is Definitely (Not) Spam`): patterns matched
+ * against the sender address (`user@domain`, `*@domain`, `domain`, `/regex/`) or the client
+ * address (`192.0.2.0/24`), or a ruleset file answering `yes`/`no` per envelope.
+ */
+const listSetting = z.union([z.array(z.string().min(1)), z.object({ ruleset: z.string().min(1) }).strict()])
+
+/** `policy:` — how findings become a verdict and what each verdict does to the message. */
 const policy = z
   .object({
-    /** Score at or above which a message is spam. */
+    /** Score at or above which a message is spam (SpamAssassin's own default). */
     spamThreshold: z.number().default(5),
-    /** Symbols that make a message a virus: it is never delivered but kept in `quarantine/`. */
-    quarantineSymbols: z.array(z.string().min(1)).default(['CLAMAV_VIRUS']),
-    /** Subject prefix for spam. */
-    spamSubjectTag: z.string().default('{Spam?}'),
+    /** Score at or above which spam is high-scoring spam. */
+    highSpamThreshold: z.number().default(10),
+    /** A file under `rules/` overriding symbols' default weights: `SYMBOL weight` per line. */
+    scores: z.string().min(1).optional(),
+    /** Never spam, whatever the score (viruses and banned attachments still count). */
+    definitelyNotSpam: listSetting.default([]),
+    /** Always spam, whatever the score. */
+    definitelySpam: listSetting.default([]),
+    /** Treat `definitelySpam` senders as high-scoring spam instead of spam. */
+    definiteSpamIsHighScoring: z.boolean().default(false),
+    /** The action list of each category (see docs/policy.md). */
+    actions: z
+      .object({
+        clean: actionSetting.default('deliver'),
+        spam: actionSetting.default('tag deliver'),
+        highspam: actionSetting.default('quarantine'),
+        virus: actionSetting.default('quarantine strip'),
+        banned: actionSetting.default('strip'),
+        unscannable: actionSetting.default('quarantine'),
+      })
+      .strict()
+      .prefault({}),
+    /** Subject text the `tag` action adds, per category. */
+    tags: z
+      .object({
+        spam: z.string().min(1).default('{Spam?}'),
+        highspam: z.string().min(1).default('{Spam?}'),
+        virus: z.string().min(1).default('{Virus?}'),
+        banned: z.string().min(1).default('{Blocked}'),
+        unscannable: z.string().min(1).default('{Unscanned}'),
+        clean: z.string().min(1).default('{Scanned}'),
+        /** Where tags go: at the `start` or the `end` of the subject. */
+        position: z.enum(['start', 'end']).default('start'),
+      })
+      .strict()
+      .prefault({}),
     /** Shown in the `X-mailscreen-Scanned` header. */
     scannedHeader: z.string().default('mailscreen'),
   })
@@ -108,3 +150,6 @@ export const configSchema = z
 /** The validated, defaulted, frozen configuration. */
 export type Config = z.output<typeof configSchema>
 export type PluginEntry = z.output<typeof pluginEntry>
+export type PolicyConfig = z.output<typeof policy>
+export type ActionSetting = z.output<typeof actionSetting>
+export type ListSetting = z.output<typeof listSetting>

@@ -20,10 +20,11 @@ export interface DeliveryQueueOptions {
   readonly retry: readonly number[]
   readonly queueLifetimeMs: number
   readonly runIntervalMs: number
-  /** A message in `deferred/` whose scan tempfailed is due: put it back to be scanned. */
-  readonly onRescan: (id: QueueId, attempts: number) => void
-  /** A message whose scan kept tempfailing past its lifetime is unscannable: quarantine it. */
-  readonly onUnscannable: (id: QueueId, reason: string) => Promise<void>
+  /**
+   * A message in `deferred/` whose scan tempfailed is due: put it back to be scanned.
+   * `lastChance`: its queue lifetime is over, so a failing scan makes it unscannable.
+   */
+  readonly onRescan: (id: QueueId, attempts: number, lastChance: boolean) => void
 }
 
 /** Bytes of scanned messages kept in memory for delivery; beyond it they are read from disk. */
@@ -140,14 +141,12 @@ export class DeliveryQueue {
 
   private async rescan(id: QueueId, retry: RetryState): Promise<void> {
     const { spool } = this.opts
-    const entry = await spool.read('deferred', id)
-    if (Date.now() - entry.header.envelope.receivedAt > this.opts.queueLifetimeMs) {
-      await this.opts.onUnscannable(id, retry.lastError ?? 'scan kept failing')
-      return
-    }
+    const { header } = await spool.peek('deferred', id, 4096)
+    // Past its lifetime the message gets one more scan; failing that, it is unscannable.
+    const lastChance = Date.now() - header.envelope.receivedAt > this.opts.queueLifetimeMs
     await spool.move(id, 'deferred', 'incoming')
     await spool.remove('deferred', id)
-    this.opts.onRescan(id, retry.attempts)
+    this.opts.onRescan(id, retry.attempts, lastChance)
   }
 
   private async deliver(id: QueueId): Promise<void> {
@@ -201,6 +200,18 @@ export class DeliveryQueue {
         { qid: id, to: r.recipient, relay: result.hop, reply: r.reply, delay, attempts, nextAttemptAt },
         'deferred',
       )
+  }
+
+  /**
+   * The `bounce` action: tell the sender every recipient was refused, with `reply`
+   * (e.g. `550 5.7.1 ...`). Never to `<>`, never for a DSN.
+   */
+  async refuse(id: QueueId, entry: SpoolEntry, reply: string): Promise<void> {
+    const code = Number(reply.slice(0, 3)) || 550
+    const recipients = entry.header.envelope.rcptTo.map(
+      (recipient): RecipientResult => ({ recipient, status: 'failed', code, reply }),
+    )
+    await this.bounce(id, entry.header, entry.message, recipients, 'failed', this.opts.hostname)
   }
 
   private async bounce(

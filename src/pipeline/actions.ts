@@ -1,14 +1,66 @@
+/**
+ * From verdict to disposition: pick the category's action list (by ruleset), and turn it
+ * into where the message goes and what the delivered copy looks like. Runs in the worker.
+ */
 import type { Envelope } from '../ingress/envelope.js'
 import { rfc5322Date } from '../mail/date.js'
 import type { HeaderEdit } from '../mail/edits.js'
 import type { QueueId } from '../queue/ids.js'
-import type { Verdict } from './verdict.js'
+import { type Action, formatActionList } from './action-list.js'
+import { compileRuleset, type Ruleset, type RulesetMatcher } from './ruleset.js'
+import type { ListMatch, ScoredHit, Verdict, VerdictCategory, VerdictPolicy } from './verdict.js'
 
-/** Settings the header actions need. */
-export interface ActionSettings {
+/** The policy as it crosses into workers: plain data, rulesets already parsed. */
+export interface PolicySettings {
+  readonly verdict: VerdictPolicy
+  readonly actions: Readonly<Record<VerdictCategory, Ruleset<Action[]>>>
+  readonly definitelyNotSpam: Ruleset<boolean>
+  readonly definitelySpam: Ruleset<boolean>
+  readonly tags: Readonly<Record<VerdictCategory, string>>
+  readonly tagPosition: 'start' | 'end'
   readonly hostname: string
   readonly scannedHeader: string
-  readonly spamSubjectTag: string
+}
+
+/** What happens to one message after its verdict. Plain data. */
+export interface Disposition {
+  /** The action list applied, as text. */
+  readonly actions: string
+  /** Where the list came from: `policy.actions.spam` or `file:line`. */
+  readonly rule: string
+  /** Recipients of the delivered copy: the envelope's (deliver, strip) and forwards. Empty: none. */
+  readonly deliverTo: readonly string[]
+  readonly quarantine: boolean
+  readonly bounce: boolean
+  /** Parts to remove from the delivered copy (`all`: the whole body), with the notice text. */
+  readonly strip?: { readonly parts: readonly string[] | 'all'; readonly notice: string }
+  /** Header changes of the delivered copy. */
+  readonly edits: readonly HeaderEdit[]
+}
+
+/** Fields a sender could forge to fool users' filters; ours replace them. */
+const OWN_FIELDS = [
+  'X-mailscreen-Scanned',
+  'X-mailscreen-Verdict',
+  'X-mailscreen-SpamCheck',
+  'X-mailscreen-SpamScore',
+  'X-mailscreen-Virus',
+  'X-Spam-Flag',
+  'X-Spam-Status',
+]
+
+/** Cap on the `s` characters of `X-mailscreen-SpamScore`. */
+const SPAM_SCORE_CAP = 50
+/** Symbols shown in `X-mailscreen-SpamCheck`. */
+const TOP_SYMBOLS = 10
+
+const LABELS: Readonly<Record<VerdictCategory, string>> = {
+  clean: 'not spam',
+  spam: 'spam',
+  highspam: 'spam, high scoring',
+  virus: 'virus',
+  banned: 'banned attachment',
+  unscannable: 'unscannable',
 }
 
 /** The `Received:` field mailscreen adds for its own hop (RFC 5321 §4.4). */
@@ -26,22 +78,151 @@ export function verdictSummary(verdict: Verdict): string {
   return `${verdict.category}, score=${verdict.score} required=${verdict.required}${symbols ? ` symbols=${symbols}` : ''}`
 }
 
-/** The header edits a delivered message gets: its `Received:` line, scan headers, subject tag. */
-export function headerActions(
+function isSpam(category: VerdictCategory): boolean {
+  return category === 'spam' || category === 'highspam'
+}
+
+/** The scan headers every delivered copy carries, for people and for their Sieve filters. */
+export function scanHeaders(verdict: Verdict, queueId: QueueId, policy: PolicySettings): HeaderEdit[] {
+  const prepend = (name: string, value: string): HeaderEdit => ({ op: 'prepend', name, value })
+  const top = verdict.hits
+    .filter((h) => h.score !== 0)
+    .slice(0, TOP_SYMBOLS)
+    .map((h) => `${h.symbol} ${h.score}`)
+  const listed = verdict.listed ? `, ${verdict.listed.list}` : ''
+  const spam = isSpam(verdict.category)
+  const edits: HeaderEdit[] = [
+    prepend('X-mailscreen-Scanned', `${policy.scannedHeader} on ${policy.hostname} (id ${queueId})`),
+    prepend('X-mailscreen-Verdict', verdictSummary(verdict)),
+    prepend(
+      'X-mailscreen-SpamCheck',
+      `${LABELS[verdict.category]}${listed}, score=${verdict.score} required=${verdict.required}${top.length ? ` (${top.join(', ')})` : ''}`,
+    ),
+    prepend('X-Spam-Flag', spam ? 'YES' : 'NO'),
+    prepend(
+      'X-Spam-Status',
+      `${spam ? 'Yes' : 'No'}, score=${verdict.score.toFixed(1)} required=${verdict.required.toFixed(1)} tests=${verdict.hits.map((h) => h.symbol).join(',') || 'none'}`,
+    ),
+  ]
+  const points = Math.min(SPAM_SCORE_CAP, Math.floor(verdict.score))
+  if (points > 0) edits.push(prepend('X-mailscreen-SpamScore', 's'.repeat(points)))
+  const viruses = verdict.hits.filter((h) => h.category === 'virus').flatMap((h) => h.evidence)
+  if (viruses.length > 0) edits.push(prepend('X-mailscreen-Virus', viruses.join(', ')))
+  return edits
+}
+
+/** Where the verdict's action list comes from for this envelope. */
+export interface CompiledPolicy {
+  readonly settings: PolicySettings
+  readonly actions: Readonly<Record<VerdictCategory, RulesetMatcher<Action[]>>>
+  /** Which administrator's list the envelope is on, if any (not-spam wins). */
+  listed(envelope: Envelope): ListMatch | undefined
+}
+
+function where(ruleset: Ruleset<unknown>, line: number): string {
+  return line === 0 ? ruleset.source : `${ruleset.source}:${line}`
+}
+
+/** Compile the policy's rulesets once per thread. */
+export function compilePolicy(settings: PolicySettings): CompiledPolicy {
+  const actions = Object.fromEntries(
+    Object.entries(settings.actions).map(([category, ruleset]) => [category, compileRuleset(ruleset)]),
+  ) as Record<VerdictCategory, RulesetMatcher<Action[]>>
+  const notSpam = compileRuleset(settings.definitelyNotSpam)
+  const spam = compileRuleset(settings.definitelySpam)
+  return {
+    settings,
+    actions,
+    listed(envelope) {
+      const a = notSpam(envelope)
+      if (a?.value) return { list: 'definitelyNotSpam', rule: where(settings.definitelyNotSpam, a.line) }
+      const b = spam(envelope)
+      if (b?.value) return { list: 'definitelySpam', rule: where(settings.definitelySpam, b.line) }
+      return undefined
+    },
+  }
+}
+
+/** The hits whose parts `strip` removes: those that made the category. */
+function strippable(verdict: Verdict): readonly ScoredHit[] {
+  return verdict.hits.filter((h) => h.category !== undefined && h.category === verdict.category)
+}
+
+/** The text that replaces what `strip` removed: what, why, and where the original is. */
+export function stripNotice(
+  verdict: Verdict,
+  queueId: QueueId,
+  hostname: string,
+  quarantined: boolean,
+): string {
+  const lines = strippable(verdict).flatMap((h) =>
+    (h.evidence.length > 0 ? h.evidence : [h.symbol]).map((e) => `  - ${e} (${h.symbol})`),
+  )
+  return [
+    `mailscreen on ${hostname} removed content from this message (id ${queueId}):`,
+    '',
+    ...lines,
+    '',
+    quarantined
+      ? `The original is kept in quarantine. To receive it, ask your mail administrator, quoting id ${queueId}.`
+      : 'The removed content was not kept.',
+    '',
+  ].join('\n')
+}
+
+/**
+ * Choose and apply the action list for a final verdict: MailScanner's semantics. `deliver`
+ * and `strip` send to the envelope recipients, `forward` adds addresses, `quarantine` keeps
+ * the original, `bounce` tells the sender; `tag` and `header` shape the delivered copy.
+ */
+export function plan(
   verdict: Verdict,
   envelope: Envelope,
   queueId: QueueId,
-  settings: ActionSettings,
-): HeaderEdit[] {
-  const edits: HeaderEdit[] = [
-    { op: 'prepend', name: 'Received', value: receivedHeader(envelope, queueId, settings.hostname) },
-    {
-      op: 'prepend',
-      name: 'X-mailscreen-Scanned',
-      value: `${settings.scannedHeader} on ${settings.hostname} (id ${queueId})`,
-    },
-    { op: 'prepend', name: 'X-mailscreen-Verdict', value: verdictSummary(verdict) },
+  policy: CompiledPolicy,
+): Disposition {
+  const { settings } = policy
+  const ruleset = settings.actions[verdict.category]
+  const chosen = policy.actions[verdict.category](envelope)
+  // Action rulesets are checked for a default line at load, so a match always exists.
+  const list = chosen?.value ?? [{ kind: 'quarantine' }]
+  const has = (kind: Action['kind']) => list.some((a) => a.kind === kind)
+  const quarantine = has('quarantine')
+  const deliverTo = [
+    ...(has('deliver') || has('strip') ? envelope.rcptTo : []),
+    ...list.flatMap((a) => (a.kind === 'forward' ? [a.address] : [])),
   ]
-  if (verdict.category === 'spam') edits.push({ op: 'tagSubject', tag: settings.spamSubjectTag })
-  return edits
+  const edits: HeaderEdit[] = [
+    ...OWN_FIELDS.map((name): HeaderEdit => ({ op: 'remove', name })),
+    { op: 'prepend', name: 'Received', value: receivedHeader(envelope, queueId, settings.hostname) },
+    ...scanHeaders(verdict, queueId, settings),
+  ]
+  for (const action of list) {
+    if (action.kind === 'header') edits.push({ op: 'prepend', name: action.name, value: action.value })
+    if (action.kind === 'tag')
+      edits.push({
+        op: 'tagSubject',
+        tag: action.text ?? settings.tags[verdict.category],
+        position: settings.tagPosition,
+      })
+  }
+  const hits = strippable(verdict)
+  const strip =
+    has('strip') && hits.length > 0
+      ? {
+          parts: hits.every((h) => h.parts && h.parts.length > 0)
+            ? [...new Set(hits.flatMap((h) => h.parts ?? []))]
+            : ('all' as const),
+          notice: stripNotice(verdict, queueId, settings.hostname, quarantine),
+        }
+      : undefined
+  return {
+    actions: formatActionList(list),
+    rule: where(ruleset, chosen?.line ?? 0),
+    deliverTo: [...new Set(deliverTo)],
+    quarantine,
+    bounce: has('bounce'),
+    ...(strip ? { strip } : {}),
+    edits,
+  }
 }

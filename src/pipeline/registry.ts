@@ -12,6 +12,7 @@ import {
   type PluginDefinition,
   type SymbolSpec,
 } from './plugin.js'
+import type { SymbolInfo } from './verdict.js'
 
 const DEFAULT_TIMEOUT_MS = 10_000
 
@@ -178,10 +179,14 @@ export function toRef(plugin: LoadedPlugin): PluginRef {
   }
 }
 
-/** The effective score table: every declared symbol and its weight. */
-export function scoreTable(plugins: readonly LoadedPlugin[]): ReadonlyMap<string, number> {
-  const table = new Map<string, number>()
+/** The declared score table: every symbol with its default weight and category. */
+export function scoreTable(plugins: readonly LoadedPlugin[]): Map<string, SymbolInfo> {
+  const table = new Map<string, SymbolInfo>()
   for (const plugin of plugins)
-    for (const [symbol, spec] of Object.entries(plugin.symbols)) table.set(symbol, spec.weight)
+    for (const [symbol, spec] of Object.entries(plugin.symbols))
+      table.set(
+        symbol,
+        spec.category ? { weight: spec.weight, category: spec.category } : { weight: spec.weight },
+      )
   return table
 }

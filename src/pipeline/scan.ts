@@ -1,21 +1,21 @@
 import type { Logger } from 'pino'
 import type { Envelope } from '../ingress/envelope.js'
-import { applyEdits, type HeaderEdit } from '../mail/edits.js'
+import { applyEdits } from '../mail/edits.js'
 import { createMessageView } from '../mail/message.js'
+import { stripParts } from '../mail/strip.js'
 import type { QueueId } from '../queue/ids.js'
-import { type ActionSettings, headerActions } from './actions.js'
+import { compilePolicy, type Disposition, type PolicySettings, plan } from './actions.js'
 import { declaredSymbols } from './plugin.js'
 import { importDefinition, type PluginRef, validateOptions } from './registry.js'
 import { type ReadyPlugin, runChecks } from './runner.js'
-import { decide, type Verdict, type VerdictPolicy } from './verdict.js'
+import { decide, type SymbolInfo, type Verdict } from './verdict.js'
 
 /** Everything a thread needs to scan: JSON-safe, so it crosses into workers as workerData. */
 export interface ScanSettings {
   readonly plugins: readonly PluginRef[]
-  /** The effective score table as entries. */
-  readonly weights: ReadonlyArray<readonly [string, number]>
-  readonly policy: VerdictPolicy
-  readonly actions: ActionSettings
+  /** The effective score table (weights after the scores file) as entries. */
+  readonly symbols: ReadonlyArray<readonly [string, SymbolInfo]>
+  readonly policy: PolicySettings
 }
 
 /** The result of scanning one message. Plain data. */
@@ -25,7 +25,8 @@ export interface ScanReport {
   /** Milliseconds per plugin. */
   readonly timings: Readonly<Record<string, number>>
   readonly messageId?: string
-  readonly edits: readonly HeaderEdit[]
+  /** What happens to the message; absent while the verdict is not final (tempfail). */
+  readonly disposition?: Disposition
 }
 
 /** Import every plugin, validate its options and run its `setup` once for this thread. */
@@ -46,31 +47,53 @@ export async function setupPlugins(refs: readonly PluginRef[], log: Logger): Pro
   return ready
 }
 
+/** One message to scan. */
+export interface ScanInput {
+  readonly queueId: QueueId
+  readonly envelope: Envelope
+  readonly raw: Buffer
+  readonly log: Logger
+  /** The last scan before the queue lifetime ends: a tempfail makes it unscannable. */
+  readonly lastChance?: boolean
+}
+
 /** A scanner bound to its plugins and settings, reused for every message of a thread. */
 export interface Scanner {
-  scan(input: { queueId: QueueId; envelope: Envelope; raw: Buffer; log: Logger }): Promise<ScanReport>
-  /** The message as it goes on: the report's edits applied to the raw bytes. */
+  scan(input: ScanInput): Promise<ScanReport>
+  /** The delivered copy: stripped parts removed, then the header edits applied. */
   render(raw: Buffer, report: ScanReport): Buffer[]
 }
 
-/** Build a {@link Scanner}: runs the checks, decides the verdict, picks header actions. */
+/** Build a {@link Scanner}: runs the checks, decides the verdict, plans the actions. */
 export function createScanner(plugins: readonly ReadyPlugin[], settings: ScanSettings): Scanner {
-  const weights = new Map(settings.weights)
+  const symbols = new Map(settings.symbols)
+  const policy = compilePolicy(settings.policy)
   return {
-    async scan({ queueId, envelope, raw, log }) {
+    async scan({ queueId, envelope, raw, log, lastChance }) {
       const message = createMessageView(raw)
       const outcomes = await runChecks(plugins, { queueId, envelope, message, log })
-      const verdict = decide(outcomes, weights, settings.policy)
+      const listed = policy.listed(envelope)
+      const verdict = decide(outcomes, symbols, settings.policy.verdict, {
+        ...(listed ? { listed } : {}),
+        ...(lastChance ? { lastChance } : {}),
+      })
       const timings: Record<string, number> = {}
       for (const o of outcomes) timings[o.plugin] = Math.round(o.durationMs * 100) / 100
       const messageId = message.header('message-id')[0]
-      const edits = headerActions(verdict, envelope, queueId, settings.actions)
-      return messageId === undefined
-        ? { queueId, verdict, timings, edits }
-        : { queueId, verdict, timings, messageId, edits }
+      return {
+        queueId,
+        verdict,
+        timings,
+        ...(messageId === undefined ? {} : { messageId }),
+        ...(verdict.final ? { disposition: plan(verdict, envelope, queueId, policy) } : {}),
+      }
     },
     render(raw, report) {
-      return applyEdits(raw, report.edits)
+      const strip = report.disposition?.strip
+      const body = strip
+        ? stripParts(raw, strip.parts === 'all' ? 'all' : new Set(strip.parts), strip.notice)
+        : raw
+      return applyEdits(body, report.disposition?.edits ?? [])
     },
   }
 }

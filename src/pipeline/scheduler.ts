@@ -4,8 +4,8 @@ import { retryDelay } from '../queue/backoff.js'
 import type { QueueId } from '../queue/ids.js'
 import type { Spool, SpoolEntry } from '../queue/spool.js'
 import { WorkQueue } from '../queue/work-queue.js'
-import { verdictSummary } from './actions.js'
 import type { ScanPool } from './pool.js'
+import type { ScanReport } from './scan.js'
 
 /** Bytes of received messages kept in memory for their scan; beyond it workers read the file. */
 const RECEIVED_BUDGET = 64 * 1024 * 1024
@@ -22,6 +22,8 @@ export interface ScanSchedulerOptions {
   readonly retry: readonly number[]
   /** Called when a scanned message is in `outgoing/`, with its contents. */
   readonly onScanned: (id: QueueId, entry: SpoolEntry) => void
+  /** The verdict's actions say `bounce`: tell the sender (the message is still in `processing/`). */
+  readonly onBounce: (id: QueueId, report: ScanReport) => Promise<void>
 }
 
 /**
@@ -35,6 +37,8 @@ export class ScanScheduler {
   private readonly attempts = new Map<QueueId, number>()
   /** Tempfail counts of messages sent back from `deferred/`, for their backoff. */
   private readonly tempfails = new Map<QueueId, number>()
+  /** Messages whose next scan is their last before their queue lifetime ends. */
+  private readonly lastChance = new Set<QueueId>()
   /** Bytes of just-received messages waiting for their scan. */
   private readonly received = new Map<QueueId, SpoolEntry>()
   private receivedBytes = 0
@@ -51,8 +55,9 @@ export class ScanScheduler {
    * Queue a message that sits in `incoming/`. Its contents, when given (just received), go to
    * the worker with the task (within a budget), so the scan need not read the file back.
    */
-  enqueue(id: QueueId, extra: { tempfails?: number; entry?: SpoolEntry } = {}): void {
+  enqueue(id: QueueId, extra: { tempfails?: number; entry?: SpoolEntry; lastChance?: boolean } = {}): void {
     if (extra.tempfails !== undefined) this.tempfails.set(id, extra.tempfails)
+    if (extra.lastChance) this.lastChance.add(id)
     const { entry } = extra
     if (entry && !this.received.has(id) && this.receivedBytes + entry.message.length <= RECEIVED_BUDGET) {
       this.received.set(id, entry)
@@ -101,7 +106,12 @@ export class ScanScheduler {
     let result: Awaited<ReturnType<ScanPool['run']>>
     try {
       result = await pool.run(
-        { queueId: id, slot, ...(entry ? { entry } : {}) },
+        {
+          queueId: id,
+          slot,
+          ...(entry ? { entry } : {}),
+          ...(this.lastChance.has(id) ? { lastChance: true } : {}),
+        },
         AbortSignal.timeout(this.opts.taskTimeoutMs),
       )
     } catch (err) {
@@ -110,38 +120,51 @@ export class ScanScheduler {
       return
     }
     this.attempts.delete(id)
-    const { report, staged } = result
-    const { verdict } = report
+    const { report, deliver, quarantine } = result
+    const { verdict, disposition } = report
     const fields = {
       qid: id,
       messageId: report.messageId,
       verdict: verdict.category,
-      action: verdict.action,
       score: verdict.score,
       symbols: verdict.hits.map((h) => h.symbol),
       timings: report.timings,
       ms: Math.round(performance.now() - started),
     }
-    if (staged === undefined) {
+    if (disposition === undefined) {
       spool.returnSlot(slot)
       await this.deferScan(id, verdict.tempfail.join('; '))
       log.info({ ...fields, reason: verdict.tempfail }, 'verdict')
       return
     }
-    const quarantine = verdict.action === 'quarantine'
-    await spool.commit(staged.name, quarantine ? 'quarantine' : 'outgoing', id)
+    const lastChance = this.lastChance.delete(id)
+    log[verdict.category === 'clean' ? 'info' : 'warn'](
+      {
+        ...fields,
+        ...(verdict.reasons.length > 0 ? { reason: verdict.reasons } : {}),
+        actions: disposition.actions,
+        rule: disposition.rule,
+        ...(disposition.deliverTo.length > 0 ? { to: disposition.deliverTo } : {}),
+        ...(lastChance ? { lastChance } : {}),
+      },
+      'verdict',
+    )
+    // Quarantine, bounce, delivery, then forget the input. Recovery counts a message as done
+    // once it is in outgoing/, so a crash before that scans it again (at least once, never lost).
+    if (quarantine) await spool.commit(quarantine, 'quarantine', id)
+    if (disposition.bounce) await this.opts.onBounce(id, report)
+    if (deliver) await spool.commit(deliver.name, 'outgoing', id)
+    else spool.returnSlot(slot)
+    if (!deliver && !quarantine && !disposition.bounce) log.warn({ qid: id }, 'dropped by policy')
     await spool.remove('processing', id)
     this.tempfails.delete(id)
-    if (quarantine) {
-      log.warn({ ...fields, summary: verdictSummary(verdict) }, 'quarantined')
-      return
+    if (deliver) {
+      const { message } = deliver
+      this.opts.onScanned(id, {
+        header: deliver.header,
+        message: Buffer.from(message.buffer, message.byteOffset, message.byteLength),
+      })
     }
-    log.info({ ...fields, summary: verdictSummary(verdict) }, 'verdict')
-    const { message } = staged
-    this.opts.onScanned(id, {
-      header: staged.header,
-      message: Buffer.from(message.buffer, message.byteOffset, message.byteLength),
-    })
   }
 
   private async deferScan(id: QueueId, reason: string): Promise<void> {

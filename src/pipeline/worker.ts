@@ -8,7 +8,7 @@ import { pino } from 'pino'
 import { createLogger } from '../log.js'
 import type { QueueId } from '../queue/ids.js'
 import { Spool } from '../queue/spool.js'
-import type { SpoolHeader } from '../queue/spool-file.js'
+import type { ScanSummary, SpoolHeader } from '../queue/spool-file.js'
 import { createScanner, type Scanner, type ScanReport, type ScanSettings, setupPlugins } from './scan.js'
 
 /** What the pool hands every worker at start. */
@@ -26,13 +26,17 @@ export interface ScanTask {
   readonly slot: string
   /** The message as received, when the main thread still had it (identical to the file). */
   readonly entry?: { readonly header: SpoolHeader; readonly message: Uint8Array }
+  /** Its last scan before the queue lifetime ends: a tempfail makes it unscannable. */
+  readonly lastChance?: boolean
 }
 
-/** A task's result: the report and, unless the scan tempfailed, the message as it goes on. */
+/** A task's result: the report and the files the main thread commits. */
 export interface ScanResult {
   readonly report: ScanReport
-  /** Absent on tempfail. */
-  readonly staged?: StagedOutput
+  /** The copy to deliver, staged in the task's slot. */
+  readonly deliver?: StagedOutput
+  /** The original, staged for `quarantine/` (in a slot named after the task's). */
+  readonly quarantine?: string
 }
 
 /** The scanned message, fsynced under the spool's `tmp/` as `name`, and its bytes for delivery. */
@@ -70,20 +74,32 @@ export default async function scanTask(task: ScanTask): Promise<ScanResult> {
     envelope: header.envelope,
     raw: message,
     log: log.child({ qid: task.queueId }),
+    ...(task.lastChance ? { lastChance: true } : {}),
   })
-  if (report.verdict.action === 'tempfail') return { report }
-  const name = task.slot
-  const summary = {
-    verdict: report.verdict.category,
-    score: report.verdict.score,
-    symbols: report.verdict.hits.map((h) => h.symbol),
+  const { verdict, disposition } = report
+  if (disposition === undefined) return { report }
+  const scan: ScanSummary = {
+    verdict: verdict.category,
+    score: verdict.score,
+    symbols: verdict.hits.map((h) => h.symbol),
     ...(report.messageId === undefined ? {} : { messageId: report.messageId }),
+    ...(verdict.reasons.length > 0 ? { reason: verdict.reasons.join('; ') } : {}),
+    actions: disposition.actions,
   }
-  const output = { ...header, scan: summary }
-  // Quarantine keeps the message as it arrived (with the verdict in the spool header).
-  const bytes =
-    report.verdict.action === 'quarantine' ? message : Buffer.concat(ready.render(message, report))
-  await spool.stage(name, output, bytes)
+  let quarantine: string | undefined
+  if (disposition.quarantine) {
+    // The original as it arrived: release delivers it untagged.
+    quarantine = `${task.slot}q`
+    await spool.stage(quarantine, { ...header, scan }, message)
+  }
+  if (disposition.deliverTo.length === 0) return { report, ...(quarantine ? { quarantine } : {}) }
+  const output = { ...header, envelope: { ...header.envelope, rcptTo: disposition.deliverTo }, scan }
+  const bytes = Buffer.concat(ready.render(message, report))
+  await spool.stage(task.slot, output, bytes)
   // The bytes go back with the result so delivery need not read the file again.
-  return { report, staged: { name, header: output, message: bytes } }
+  return {
+    report,
+    deliver: { name: task.slot, header: output, message: bytes },
+    ...(quarantine ? { quarantine } : {}),
+  }
 }

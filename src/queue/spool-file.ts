@@ -17,15 +17,21 @@ export interface SpoolHeader {
   readonly scan?: ScanSummary
   /** Set on a DSN that mailscreen generated itself. */
   readonly dsnFor?: QueueId
+  /** Set on a message released from quarantine: the quarantined message's ID. */
+  readonly releasedFrom?: QueueId
 }
 
 /** What the scan decided, kept with the message for listings and quarantine. */
 export interface ScanSummary {
+  /** The verdict category (clean, spam, highspam, virus, banned, unscannable). */
   readonly verdict: string
   readonly score: number
   readonly symbols: readonly string[]
   readonly messageId?: string
+  /** Why the category (virus names, banned file names, the score), for people. */
   readonly reason?: string
+  /** The action list that was applied. */
+  readonly actions?: string
 }
 
 /** Serialise the header line (ends with `\n`). */

@@ -327,7 +327,8 @@ export class Spool {
     const requeued: QueueId[] = []
     for (const id of await this.list('processing')) {
       const done = await Promise.all(
-        (['outgoing', 'deferred', 'quarantine', 'failed'] as const).map((s) =>
+        // Not quarantine: a scan that keeps the original there may still owe a delivered copy.
+        (['outgoing', 'deferred', 'failed'] as const).map((s) =>
           stat(this.path(s, id)).then(
             () => true,
             () => false,

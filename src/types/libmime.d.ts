@@ -13,6 +13,10 @@ declare module 'libqp' {
   const libqp: {
     /** Decode quoted-printable text. */
     decode(text: string): Buffer
+    /** Encode bytes as quoted-printable (one long line; see wrap). */
+    encode(data: Buffer): string
+    /** Break quoted-printable text into soft-wrapped lines of at most `lineLength`. */
+    wrap(text: string, lineLength: number): string
   }
   export default libqp
 }

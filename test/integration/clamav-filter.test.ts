@@ -3,7 +3,7 @@
  * delivered (it lands in quarantine/), clean mail is, and with clamd down nothing is
  * delivered unscanned (the scan tempfails and the message waits in deferred/).
  */
-import { readdir } from 'node:fs/promises'
+import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { BenchClient } from '../../src/bench/client.js'
@@ -38,7 +38,7 @@ describe('clamav in the running filter', () => {
     await clamd?.stop()
   })
 
-  it('quarantines a virus, delivers clean mail, and holds mail unscanned while clamd is down', async () => {
+  it('quarantines a virus and delivers a notice instead, delivers clean mail, and holds mail unscanned while clamd is down', async () => {
     clamd = await startClamd()
     sink = await startSink()
     ms = await startMailscreen(await freePort(), {
@@ -46,13 +46,23 @@ describe('clamav in the running filter', () => {
       plugins: [{ use: 'clamav', options: { host: '127.0.0.1', port: clamd.port } }],
     })
     const virus = await send(ms.port, withAttachment('virus', EICAR))
-    const clean = await send(ms.port, withAttachment('clean', 'just a text file'))
-    const quarantined = await ms.waitForLog((l) => l.msg === 'quarantined' && l.qid === virus)
-    expect(quarantined.verdict).toBe('virus')
-    expect(quarantined.symbols).toContain('CLAMAV_VIRUS')
     await sink.waitFor(1)
-    expect(sink.messages[0]?.data.toString()).toContain(`(id ${clean})`)
+    const clean = await send(ms.port, withAttachment('clean', 'just a text file'))
+    const verdict = await ms.waitForLog((l) => l.msg === 'verdict' && l.qid === virus)
+    expect(verdict.verdict).toBe('virus')
+    expect(verdict.symbols).toContain('CLAMAV_VIRUS')
+    // The default virus actions: keep the original in quarantine, deliver what is left with a notice.
+    expect(verdict.actions).toBe('quarantine strip')
+    await sink.waitFor(2)
+    const [notice, delivered] = sink.messages.map((m) => m.data.toString())
+    expect(notice).toContain(`(id ${virus})`)
+    expect(notice).toContain('X-mailscreen-Virus: Eicar')
+    expect(notice).toContain('The original is kept in quarantine')
+    expect(notice).not.toContain('EICAR-STANDARD-ANTIVIRUS-TEST-FILE')
+    expect(delivered).toContain(`(id ${clean})`)
     expect(await readdir(join(ms.spoolDir, 'quarantine'))).toEqual([virus])
+    const original = await readFile(join(ms.spoolDir, 'quarantine', virus), 'utf8')
+    expect(original).toContain(Buffer.from(EICAR).toString('base64'))
 
     await clamd.stop()
     clamd = undefined
@@ -63,7 +73,7 @@ describe('clamav in the running filter', () => {
       Record<string, unknown>
     >
     expect(listed).toEqual([expect.objectContaining({ id: unscanned, state: 'deferred', phase: 'scan' })])
-    // Still only the clean message at the next hop: nothing went out unscanned, no virus went out.
-    expect(sink.received).toBe(1)
+    // Still only the notice and the clean message at the next hop: nothing went out unscanned.
+    expect(sink.received).toBe(2)
   })
 })

@@ -215,10 +215,16 @@ describe('mailscreen scan', () => {
     expect(out.stderr).toContain('check failed')
     expect(report.verdict).toMatchObject({
       category: 'spam',
-      action: 'deliver',
+      final: true,
       score: 3,
       required: 3,
       tempfail: [],
+    })
+    expect(report.disposition).toMatchObject({
+      actions: 'tag deliver',
+      rule: 'policy.actions.spam',
+      deliverTo: ['recipient@example.test'],
+      quarantine: false,
     })
     const symbols = (report.verdict.hits as Array<{ symbol: string; evidence: string[] }>).map(
       (h) => h.symbol,
@@ -236,6 +242,7 @@ describe('mailscreen scan', () => {
     const human = await runCli(['scan', eml, '--config', configFile], dir)
     expect(human.code, human.stderr).toBe(0)
     expect(human.stdout).toContain(`${eml}: spam, score=3 required=3`)
+    expect(human.stdout).toContain('actions: tag deliver (policy.actions.spam)')
     expect(human.stdout).toMatch(/^timings \(ms\): example=[\d.]+ hangs=[\d.]+$/m)
 
     await sleep(500)

@@ -139,10 +139,21 @@ describe('loadPlugins', () => {
   it('adds the automatic EXAMPLE_FAIL symbol to the score table with weight 0', async () => {
     const plugins = await loadPlugins([entry('example')], dir)
     const table = scoreTable(plugins)
-    expect(table.get('EXAMPLE_FAIL')).toBe(0)
-    expect(table.get('EXAMPLE_SUBJECT_WORD')).toBe(3)
-    expect(table.get('EXAMPLE_NO_MESSAGE_ID')).toBe(1)
+    expect(table.get('EXAMPLE_FAIL')).toEqual({ weight: 0 })
+    expect(table.get('EXAMPLE_SUBJECT_WORD')).toEqual({ weight: 3 })
+    expect(table.get('EXAMPLE_NO_MESSAGE_ID')).toEqual({ weight: 1 })
     expect(table.size).toBe(4)
+  })
+
+  it('derives symbols from options when a plugin declares them as a function, with categories', async () => {
+    const plugins = await loadPlugins(
+      [{ use: './test/fixtures/plugins/zones', options: { names: ['ZONE_A', 'ZONE_B'] } }],
+      packageRoot,
+    )
+    const table = scoreTable(plugins)
+    expect(table.get('ZONE_A')).toEqual({ weight: 2, category: 'banned' })
+    expect(table.get('ZONE_B')).toEqual({ weight: 2, category: 'banned' })
+    expect(table.get('ZONES_FAIL')).toEqual({ weight: 0 })
   })
 
   it('refuses a plugin configured twice', async () => {

@@ -377,7 +377,16 @@ describe('Spool.recover', () => {
     expect((await spool.read('outgoing', h.id)).message.toString()).toBe('scanned')
   })
 
-  it.each(['deferred', 'quarantine', 'failed'] as const)(
+  it('scans again a message whose original reached quarantine/ but whose delivered copy did not reach outgoing/', async () => {
+    const h = header()
+    await spool.write('processing', h, MESSAGE)
+    await spool.write('quarantine', h, MESSAGE)
+    expect(await spool.recover()).toEqual([h.id])
+    expect(await spool.list('incoming')).toEqual([h.id])
+    expect(await spool.list('quarantine')).toEqual([h.id])
+  })
+
+  it.each(['deferred', 'failed'] as const)(
     'drops the processing copy when the same ID already sits in %s/',
     async (state) => {
       const h = header()

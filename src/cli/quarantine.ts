@@ -1,0 +1,203 @@
+import type { Command } from 'commander'
+import { MailscreenError } from '../errors.js'
+import { createMessageView, headerEnd } from '../mail/message.js'
+import { newQueueId, parseQueueId, type QueueId } from '../queue/ids.js'
+import { Spool } from '../queue/spool.js'
+import { configOrExit, fail, withConfig } from './common.js'
+import { signalFlush } from './queue.js'
+
+/** One row of `quarantine list`. */
+export interface QuarantineRow {
+  readonly id: QueueId
+  readonly messageId: string | null
+  readonly from: string
+  readonly to: readonly string[]
+  readonly subject: string | null
+  /** The verdict category: virus, banned, highspam, unscannable, ... */
+  readonly verdict: string
+  readonly reason: string | null
+  readonly score: number | null
+  readonly symbols: readonly string[]
+  readonly actions: string | null
+  readonly receivedAt: string
+  readonly size: number
+}
+
+async function row(spool: Spool, id: QueueId): Promise<QuarantineRow | undefined> {
+  let entry: Awaited<ReturnType<Spool['peek']>>
+  try {
+    entry = await spool.peek('quarantine', id)
+  } catch (err) {
+    if ((err as { cause?: NodeJS.ErrnoException }).cause?.code === 'ENOENT') return undefined
+    throw err
+  }
+  const { envelope, scan } = entry.header
+  const view = createMessageView(entry.message)
+  return {
+    id,
+    messageId: scan?.messageId ?? view.header('message-id')[0] ?? null,
+    from: envelope.mailFrom,
+    to: envelope.rcptTo,
+    subject: view.header('subject')[0] ?? null,
+    verdict: scan?.verdict ?? 'unknown',
+    reason: scan?.reason ?? null,
+    score: scan?.score ?? null,
+    symbols: scan?.symbols ?? [],
+    actions: scan?.actions ?? null,
+    receivedAt: new Date(envelope.receivedAt).toISOString(),
+    size: entry.size,
+  }
+}
+
+/** Everything in quarantine, oldest first. */
+export async function listQuarantine(spool: Spool): Promise<QuarantineRow[]> {
+  const rows: QuarantineRow[] = []
+  for (const id of await spool.list('quarantine')) {
+    const found = await row(spool, id)
+    if (found) rows.push(found)
+  }
+  return rows
+}
+
+function formatRows(rows: readonly QuarantineRow[]): string {
+  if (rows.length === 0) return 'Quarantine is empty\n'
+  const lines: string[] = []
+  for (const r of rows) {
+    lines.push(`${r.id.padEnd(17)} ${r.verdict.padEnd(12)} ${r.receivedAt}  <${r.from}>`)
+    lines.push(`    to: ${r.to.join(', ')}`)
+    if (r.subject !== null) lines.push(`    subject: ${r.subject}`)
+    if (r.reason !== null) lines.push(`    reason: ${r.reason}`)
+  }
+  lines.push(`-- ${rows.length} message${rows.length === 1 ? '' : 's'} in quarantine.`)
+  return `${lines.join('\n')}\n`
+}
+
+function idArgument(text: string): QueueId {
+  const id = parseQueueId(text)
+  if (!id) throw new MailscreenError('MSC_NOT_FOUND', `not a queue ID: ${JSON.stringify(text)}`)
+  return id
+}
+
+async function quarantined(spool: Spool, text: string) {
+  const id = idArgument(text)
+  try {
+    return { id, entry: await spool.read('quarantine', id) }
+  } catch (err) {
+    if ((err as { cause?: NodeJS.ErrnoException; code?: string }).code === 'ENOENT')
+      throw new MailscreenError(
+        'MSC_NOT_FOUND',
+        `${id} is not in quarantine (see: mailscreen quarantine list)`,
+      )
+    throw err
+  }
+}
+
+/**
+ * Release a quarantined message: the original, as received and untagged, goes to the
+ * delivery queue under a new queue ID (to its recipients, or to `to`), and leaves the
+ * quarantine. Returns the new ID.
+ */
+export async function releaseFromQuarantine(
+  spool: Spool,
+  text: string,
+  to?: readonly string[],
+): Promise<QueueId> {
+  const { id, entry } = await quarantined(spool, text)
+  const releasedId = newQueueId()
+  const rcptTo = to && to.length > 0 ? [...to] : entry.header.envelope.rcptTo
+  const { scan: _scan, ...header } = entry.header
+  // Straight to deferred/, due now: the running mailscreen's next sweep (or the flush we
+  // ask for) delivers it; the retry state goes first so the sweep never sees it without.
+  await spool.writeRetry(releasedId, { phase: 'deliver', attempts: 0, nextAttemptAt: 0, pending: rcptTo })
+  await spool.write(
+    'deferred',
+    { ...header, id: releasedId, envelope: { ...header.envelope, rcptTo }, releasedFrom: id },
+    entry.message,
+  )
+  await spool.remove('quarantine', id)
+  return releasedId
+}
+
+/** `mailscreen quarantine list|show|release|delete`. */
+export function registerQuarantine(program: Command): void {
+  const quarantine = program
+    .command('quarantine')
+    .description(
+      'inspect, release and delete quarantined messages (viruses, banned attachments, high-scoring spam)',
+    )
+  withConfig(quarantine.command('list'))
+    .description('list quarantined messages: ID, verdict, date, sender, recipients, subject, reason')
+    .option('--json', 'print a JSON array of objects (id, messageId, from, to, verdict, reason, ...)')
+    .action(async (options: { config?: string; json?: boolean }) => {
+      const { config } = configOrExit(options)
+      try {
+        const rows = await listQuarantine(new Spool(config.spool.dir))
+        process.stdout.write(options.json ? `${JSON.stringify(rows, null, 2)}\n` : formatRows(rows))
+      } catch (err) {
+        fail(err)
+      }
+    })
+  withConfig(quarantine.command('show'))
+    .description('show why a message is quarantined and its header (--raw: the whole original message)')
+    .argument('<id>', 'queue ID from quarantine list')
+    .option('--raw', 'print the original message exactly as received')
+    .option('--json', 'print the details as JSON')
+    .action(async (text: string, options: { config?: string; raw?: boolean; json?: boolean }) => {
+      const { config } = configOrExit(options)
+      try {
+        const spool = new Spool(config.spool.dir)
+        const { id, entry } = await quarantined(spool, text)
+        if (options.raw) {
+          process.stdout.write(entry.message)
+          return
+        }
+        const details = (await row(spool, id)) as QuarantineRow
+        if (options.json) {
+          process.stdout.write(`${JSON.stringify(details, null, 2)}\n`)
+          return
+        }
+        process.stdout.write(
+          `${formatRows([details]).split('\n').slice(0, -2).join('\n')}\n    score: ${details.score} symbols: ${details.symbols.join(' ')}\n    actions: ${details.actions}\n\n${entry.message.subarray(0, headerEnd(entry.message)).toString('utf8')}`,
+        )
+      } catch (err) {
+        fail(err)
+      }
+    })
+  withConfig(quarantine.command('release'))
+    .description(
+      'deliver the original message (untagged) to its recipients or to --to; needs mailscreen running to go out at once',
+    )
+    .argument('<id>', 'queue ID from quarantine list')
+    .option('--to <address...>', 'deliver to these addresses instead of the original recipients')
+    .action(async (text: string, options: { config?: string; to?: string[] }) => {
+      const { config } = configOrExit(options)
+      try {
+        const spool = new Spool(config.spool.dir)
+        const released = await releaseFromQuarantine(spool, text, options.to)
+        let how: string
+        try {
+          const pid = await signalFlush(config.spool.dir)
+          how = `delivery requested from mailscreen (pid ${pid})`
+        } catch {
+          how = 'mailscreen is not running: it goes out when mailscreen starts'
+        }
+        process.stdout.write(`${text} released as ${released}; ${how}\n`)
+      } catch (err) {
+        fail(err)
+      }
+    })
+  withConfig(quarantine.command('delete'))
+    .description('delete a quarantined message for good')
+    .argument('<id>', 'queue ID from quarantine list')
+    .action(async (text: string, options: { config?: string }) => {
+      const { config } = configOrExit(options)
+      try {
+        const spool = new Spool(config.spool.dir)
+        const { id } = await quarantined(spool, text)
+        await spool.remove('quarantine', id)
+        process.stdout.write(`${id} deleted from quarantine\n`)
+      } catch (err) {
+        fail(err)
+      }
+    })
+}

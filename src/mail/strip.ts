@@ -1,0 +1,76 @@
+import { randomBytes } from 'node:crypto'
+import libqp from 'libqp'
+import { lineEnding, pickFields, removeFields } from './edits.js'
+import { headerEnd } from './message.js'
+import { type MimePart, mimeParts } from './mime-parts.js'
+
+/** The top-level fields that describe the body; they move into the wrapped original. */
+const BODY_FIELDS = new Set(['content-type', 'content-transfer-encoding', 'content-disposition'])
+const CONTENT_FIELDS = new Set(['mime-version', ...BODY_FIELDS])
+
+/** What to take out: part IDs from {@link MimePart.id}, or the whole body. */
+export type StripTarget = ReadonlySet<string> | 'all'
+
+/**
+ * Remove parts from a message and say so. The result is a `multipart/mixed` message with the
+ * original's header fields: first a text part holding `notice`, then the original body with
+ * the named parts cut out (its own content fields kept), unless nothing of it is left.
+ * Pure; the original bytes are not changed.
+ */
+export function stripParts(raw: Buffer, target: StripTarget, notice: string): Buffer {
+  const eol = lineEnding(raw)
+  const end = headerEnd(raw)
+  const headerText = raw
+    .subarray(0, end)
+    .toString('latin1')
+    .replace(/(\r?\n)+$/, '')
+  const leaves = mimeParts(raw)
+  const removed = target === 'all' ? leaves : leaves.filter((p) => target.has(p.id))
+  const everything = removed.length === leaves.length
+  const boundary = `=_mailscreen_${randomBytes(12).toString('hex')}`
+  const noticeBody = libqp.wrap(libqp.encode(Buffer.from(notice.replace(/\r?\n/g, '\r\n'), 'utf8')), 76)
+  const other = removeFields(`${headerText}${eol}`, CONTENT_FIELDS).replace(/(\r?\n)$/, '')
+  const kept = other === '' ? [] : [other]
+  const chunks: Buffer[] = [
+    Buffer.from(
+      [
+        ...kept,
+        'MIME-Version: 1.0',
+        `Content-Type: multipart/mixed; boundary="${boundary}"`,
+        '',
+        'This message was changed by a content filter: parts of it were removed.',
+        `--${boundary}`,
+        'Content-Type: text/plain; charset=utf-8',
+        'Content-Transfer-Encoding: quoted-printable',
+        'Content-Disposition: inline',
+        '',
+        noticeBody.replace(/\r?\n/g, eol),
+        '',
+      ].join(eol),
+      'latin1',
+    ),
+  ]
+  if (!everything) {
+    // The original body keeps the fields that describe it (MIME-Version belongs to the top).
+    const contentFields = pickFields(`${headerText}${eol}`, BODY_FIELDS)
+    chunks.push(Buffer.from(`--${boundary}${eol}${contentFields}${eol}`, 'latin1'))
+    chunks.push(...cutOut(raw.subarray(end), removed, end))
+    chunks.push(Buffer.from(eol, 'latin1'))
+  }
+  chunks.push(Buffer.from(`--${boundary}--${eol}`, 'latin1'))
+  return Buffer.concat(chunks)
+}
+
+/** The body with each removed part's `[cutStart, end)` taken out (offsets are into the whole message). */
+function cutOut(body: Buffer, removed: readonly MimePart[], bodyOffset: number): Buffer[] {
+  const pieces: Buffer[] = []
+  let at = 0
+  for (const part of [...removed].sort((a, b) => a.cutStart - b.cutStart)) {
+    const from = part.cutStart - bodyOffset
+    if (from < at) continue
+    pieces.push(body.subarray(at, from))
+    at = part.end - bodyOffset
+  }
+  pieces.push(body.subarray(at))
+  return pieces
+}

@@ -1,0 +1,141 @@
+/**
+ * Action lists, MailScanner's vocabulary: what a verdict category does to a message, written
+ * as words (`tag header "X-Spam: yes" deliver`). Parsed once at start-up (and on reload), so
+ * a typo stops mailscreen instead of misrouting mail.
+ */
+
+/** One action. */
+export type Action =
+  /** Deliver to the envelope recipients (with the scan headers and any tag/header/strip). */
+  | { readonly kind: 'deliver' }
+  /** Tag the subject; without text, with the category's configured tag. */
+  | { readonly kind: 'tag'; readonly text?: string }
+  /** Add a header field to the delivered copy. */
+  | { readonly kind: 'header'; readonly name: string; readonly value: string }
+  /** Keep the original, as received, in the quarantine. */
+  | { readonly kind: 'quarantine' }
+  /** Remove the offending parts, add a note saying what and why, deliver the rest. */
+  | { readonly kind: 'strip' }
+  /** Send the (tagged) message to this address too. */
+  | { readonly kind: 'forward'; readonly address: string }
+  /** Deliver nothing, on purpose. */
+  | { readonly kind: 'drop' }
+  /** Tell the sender the message was refused (never to `<>`). */
+  | { readonly kind: 'bounce' }
+
+export type ActionKind = Action['kind']
+
+const ACTION_WORDS: readonly ActionKind[] = [
+  'deliver',
+  'tag',
+  'header',
+  'quarantine',
+  'strip',
+  'forward',
+  'drop',
+  'bounce',
+]
+
+/** Actions that decide where the message goes; every list needs at least one. */
+const DESTINATIONS: ReadonlySet<ActionKind> = new Set([
+  'deliver',
+  'strip',
+  'forward',
+  'quarantine',
+  'drop',
+  'bounce',
+])
+
+const FIELD_NAME = /^[\x21-\x39\x3b-\x7e]+$/
+const ADDRESS = /^[^\s@<>]+@[^\s@<>]+$/
+
+/** Split on blanks, keeping `"double quoted"` words whole (`\"` and `\\` escape inside). */
+export function splitWords(text: string): string[] {
+  const words: string[] = []
+  for (const match of text.matchAll(/"((?:[^"\\]|\\.)*)"|([^\s"]+)|(")/g)) {
+    if (match[3] !== undefined) throw new Error('unbalanced double quote')
+    words.push(match[1] !== undefined ? match[1].replace(/\\(.)/g, '$1') : (match[2] as string))
+  }
+  return words
+}
+
+function parseHeader(text: string | undefined): Action {
+  const colon = text?.indexOf(':') ?? -1
+  if (text === undefined || colon <= 0) throw new Error('header needs "Name: value"')
+  const name = text.slice(0, colon).trim()
+  const value = text.slice(colon + 1).trim()
+  if (!FIELD_NAME.test(name)) throw new Error(`header: ${JSON.stringify(name)} is not a header field name`)
+  if (/[\r\n]/.test(value)) throw new Error('header: value must be one line')
+  return { kind: 'header', name, value }
+}
+
+/**
+ * Parse an action list. Throws with the reason: an unknown word, a missing argument, no
+ * destination at all, or `drop` together with a delivery.
+ */
+export function parseActionList(text: string): Action[] {
+  const words = splitWords(text)
+  const actions: Action[] = []
+  for (let i = 0; i < words.length; i++) {
+    const word = (words[i] as string).toLowerCase()
+    switch (word) {
+      case 'deliver':
+      case 'quarantine':
+      case 'strip':
+      case 'drop':
+      case 'bounce':
+        actions.push({ kind: word })
+        break
+      case 'tag': {
+        // `tag "{SPAM}"`: an argument is taken only when it is not itself an action word.
+        const next = words[i + 1]
+        if (next !== undefined && !ACTION_WORDS.includes(next.toLowerCase() as ActionKind)) {
+          actions.push({ kind: 'tag', text: next })
+          i++
+        } else actions.push({ kind: 'tag' })
+        break
+      }
+      case 'header':
+        actions.push(parseHeader(words[++i]))
+        break
+      case 'forward': {
+        const address = words[++i]
+        if (address === undefined || !ADDRESS.test(address))
+          throw new Error('forward needs an address (user@domain)')
+        actions.push({ kind: 'forward', address })
+        break
+      }
+      default:
+        throw new Error(`unknown action ${JSON.stringify(words[i])} (known: ${ACTION_WORDS.join(' ')})`)
+    }
+  }
+  if (!actions.some((a) => DESTINATIONS.has(a.kind)))
+    throw new Error(
+      `no destination: add one of ${[...DESTINATIONS].join(', ')} (drop, to discard on purpose)`,
+    )
+  if (
+    actions.some((a) => a.kind === 'drop') &&
+    actions.some((a) => ['deliver', 'strip', 'forward'].includes(a.kind))
+  )
+    throw new Error('drop cannot be combined with deliver, strip or forward')
+  return actions
+}
+
+/** An action list as text again, for logs and the spool (round-trips through the parser). */
+export function formatActionList(actions: readonly Action[]): string {
+  const quote = (s: string) => (/[\s"]/.test(s) ? `"${s.replace(/(["\\])/g, '\\$1')}"` : s)
+  return actions
+    .map((a) => {
+      switch (a.kind) {
+        case 'tag':
+          return a.text === undefined ? 'tag' : `tag ${quote(a.text)}`
+        case 'header':
+          return `header ${quote(`${a.name}: ${a.value}`)}`
+        case 'forward':
+          return `forward ${a.address}`
+        default:
+          return a.kind
+      }
+    })
+    .join(' ')
+}
