@@ -4,10 +4,34 @@
  * verdict (ERROR replies such as StreamMaxLength, unreachable clamd, timeouts) throws, so
  * it becomes CLAMAV_FAIL under the plugin's failure policy (default tempfail: an unscanned
  * message is never delivered as clean). One connection per scan.
+ *
+ * When the message is infected, each MIME part is scanned again on its own to name the parts
+ * that carry the virus, so `strip` removes only those; a virus clamd finds only in the whole
+ * (or a part scan that fails) leaves the hit without parts, and `strip` removes everything.
  */
 import { z } from 'zod'
-import { definePlugin } from '../../src/pipeline/plugin.js'
+import { definePlugin, type MessageView } from '../../src/pipeline/plugin.js'
 import { type ClamdTarget, instream } from './instream.js'
+
+/** Parts scanned one by one to locate a virus; a message with more is stripped whole. */
+const MAX_LOCATED_PARTS = 64
+
+type Scan = (data: Buffer) => ReturnType<typeof instream>
+
+/** The IDs of the parts clamd flags on their own, or undefined when that cannot be told. */
+async function infectedParts(message: MessageView, scan: Scan): Promise<string[] | undefined> {
+  const parts = message.parts()
+  if (parts.length > MAX_LOCATED_PARTS) return undefined
+  const found: string[] = []
+  for (const part of parts) {
+    const content = part.content()
+    if (content.length === 0) continue
+    const result = await scan(content)
+    if (result.status === 'error') return undefined
+    if (result.status === 'infected') found.push(part.id)
+  }
+  return found.length > 0 ? found : undefined
+}
 
 const options = z
   .object({
@@ -61,18 +85,22 @@ export default definePlugin({
         ? { socket: opts.socket }
         : { host: opts.host ?? '127.0.0.1', port: opts.port ?? 3310 }
     return async ({ message, signal }) => {
-      const result = await instream(target, message.raw, {
-        signal,
-        chunkSize: opts.chunkSize,
-        connectTimeoutMs: opts.connectTimeoutMs,
-        // The plugin timeout (signal) bounds the scan; this is a backstop if no signal ever fires.
-        timeoutMs: 10 * 60_000,
-      })
+      const scan: Scan = (data) =>
+        instream(target, data, {
+          signal,
+          chunkSize: opts.chunkSize,
+          connectTimeoutMs: opts.connectTimeoutMs,
+          // The plugin timeout (signal) bounds the scan; this is a backstop if no signal ever fires.
+          timeoutMs: 10 * 60_000,
+        })
+      const result = await scan(message.raw)
       switch (result.status) {
         case 'clean':
           return []
-        case 'infected':
-          return [{ symbol: 'CLAMAV_VIRUS', evidence: [...result.names] }]
+        case 'infected': {
+          const parts = await infectedParts(message, scan)
+          return [{ symbol: 'CLAMAV_VIRUS', evidence: [...result.names], ...(parts ? { parts } : {}) }]
+        }
         case 'error':
           throw new Error(result.message)
       }

@@ -58,6 +58,8 @@ describe('clamav in the running filter', () => {
     expect(notice).toContain(`(id ${virus})`)
     expect(notice).toContain('X-mailscreen-Virus: Eicar')
     expect(notice).toContain('The original is kept in quarantine')
+    // Only the infected attachment went; the text part stays.
+    expect(notice).toContain('see attached')
     expect(notice).not.toContain('EICAR-STANDARD-ANTIVIRUS-TEST-FILE')
     expect(delivered).toContain(`(id ${clean})`)
     expect(await readdir(join(ms.spoolDir, 'quarantine'))).toEqual([virus])

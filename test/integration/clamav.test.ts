@@ -115,6 +115,8 @@ describe('clamav plugin against a real clamd', () => {
     expect(hits[0]?.symbol).toBe('CLAMAV_VIRUS')
     // clamd appends .UNOFFICIAL to names from non-official databases; the corpus DB has the same hash.
     expect(hits[0]?.evidence).toEqual([expect.stringMatching(EICAR_NAMES)])
+    // Each part scanned again on its own: only the attachment (part 2) carries it.
+    expect(hits[0]?.parts).toEqual(['2'])
   })
 
   it('does not flag a clean message', async () => {
@@ -130,6 +132,7 @@ describe('clamav plugin against a real clamd', () => {
     expect(hits).toHaveLength(1)
     expect(hits[0]?.symbol).toBe('CLAMAV_VIRUS')
     expect(hits[0]?.evidence).toEqual([expect.stringMatching(EICAR_NAMES)])
+    expect(hits[0]?.parts).toEqual(['2'])
   })
 
   it('finds a corpus virus-test message with the corpus signatures', async () => {

@@ -203,9 +203,11 @@ describe('clamav check against a fake clamd', () => {
 
   it('reports FOUND as CLAMAV_VIRUS with the name as evidence', async () => {
     const fake = await fakeClamd('found')
+    // This fake flags every stream, so the one part of RAW is named as the carrier.
     expect(await runCheck({ port: fake.port }, RAW)).toEqual([
-      { symbol: 'CLAMAV_VIRUS', evidence: ['Eicar-Test-Signature'] },
+      { symbol: 'CLAMAV_VIRUS', evidence: ['Eicar-Test-Signature'], parts: ['1'] },
     ])
+    expect(fake.payloads).toHaveLength(2)
   })
 
   it('throws on an ERROR reply, even one sent while the message is still being written', async () => {
@@ -254,7 +256,7 @@ describe('clamav check against a fake clamd', () => {
       const socket = path.join(dir, 'clamd.sock')
       await fakeClamd('found', { path: socket })
       expect(await runCheck({ socket }, RAW)).toEqual([
-        { symbol: 'CLAMAV_VIRUS', evidence: ['Eicar-Test-Signature'] },
+        { symbol: 'CLAMAV_VIRUS', evidence: ['Eicar-Test-Signature'], parts: ['1'] },
       ])
     } finally {
       await rm(dir, { recursive: true, force: true })
