@@ -49,14 +49,28 @@ const DESTINATIONS: ReadonlySet<ActionKind> = new Set([
 const FIELD_NAME = /^[\x21-\x39\x3b-\x7e]+$/
 const ADDRESS = /^[^\s@<>]+@[^\s@<>]+$/
 
+interface Word {
+  readonly text: string
+  readonly quoted: boolean
+}
+
 /** Split on blanks, keeping `"double quoted"` words whole (`\"` and `\\` escape inside). */
-export function splitWords(text: string): string[] {
-  const words: string[] = []
+function words(text: string): Word[] {
+  const found: Word[] = []
   for (const match of text.matchAll(/"((?:[^"\\]|\\.)*)"|([^\s"]+)|(")/g)) {
     if (match[3] !== undefined) throw new Error('unbalanced double quote')
-    words.push(match[1] !== undefined ? match[1].replace(/\\(.)/g, '$1') : (match[2] as string))
+    found.push(
+      match[1] !== undefined
+        ? { text: match[1].replace(/\\(.)/g, '$1'), quoted: true }
+        : { text: match[2] as string, quoted: false },
+    )
   }
-  return words
+  return found
+}
+
+/** The words of an action list, quotes removed. */
+export function splitWords(text: string): string[] {
+  return words(text).map((w) => w.text)
 }
 
 function parseHeader(text: string | undefined): Action {
@@ -74,10 +88,10 @@ function parseHeader(text: string | undefined): Action {
  * destination at all, or `drop` together with a delivery.
  */
 export function parseActionList(text: string): Action[] {
-  const words = splitWords(text)
+  const list = words(text)
   const actions: Action[] = []
-  for (let i = 0; i < words.length; i++) {
-    const word = (words[i] as string).toLowerCase()
+  for (let i = 0; i < list.length; i++) {
+    const word = (list[i] as Word).text.toLowerCase()
     switch (word) {
       case 'deliver':
       case 'quarantine':
@@ -87,26 +101,27 @@ export function parseActionList(text: string): Action[] {
         actions.push({ kind: word })
         break
       case 'tag': {
-        // `tag "{SPAM}"`: an argument is taken only when it is not itself an action word.
-        const next = words[i + 1]
-        if (next !== undefined && !ACTION_WORDS.includes(next.toLowerCase() as ActionKind)) {
-          actions.push({ kind: 'tag', text: next })
+        // Only a quoted word is a tag text, so a misspelt action is an error, not a tag.
+        const next = list[i + 1]
+        if (next?.quoted) {
+          if (next.text === '') throw new Error('tag: the text must not be empty')
+          actions.push({ kind: 'tag', text: next.text })
           i++
         } else actions.push({ kind: 'tag' })
         break
       }
       case 'header':
-        actions.push(parseHeader(words[++i]))
+        actions.push(parseHeader(list[++i]?.text))
         break
       case 'forward': {
-        const address = words[++i]
+        const address = list[++i]?.text
         if (address === undefined || !ADDRESS.test(address))
           throw new Error('forward needs an address (user@domain)')
         actions.push({ kind: 'forward', address })
         break
       }
       default:
-        throw new Error(`unknown action ${JSON.stringify(words[i])} (known: ${ACTION_WORDS.join(' ')})`)
+        throw new Error(`unknown action ${JSON.stringify(list[i]?.text)} (known: ${ACTION_WORDS.join(' ')})`)
     }
   }
   if (!actions.some((a) => DESTINATIONS.has(a.kind)))
@@ -128,7 +143,7 @@ export function formatActionList(actions: readonly Action[]): string {
     .map((a) => {
       switch (a.kind) {
         case 'tag':
-          return a.text === undefined ? 'tag' : `tag ${quote(a.text)}`
+          return a.text === undefined ? 'tag' : `tag "${a.text.replace(/(["\\])/g, '\\$1')}"`
         case 'header':
           return `header ${quote(`${a.name}: ${a.value}`)}`
         case 'forward':

@@ -143,9 +143,27 @@ export function compilePolicy(settings: PolicySettings): CompiledPolicy {
   }
 }
 
-/** The hits whose parts `strip` removes: those that made the category. */
+const CONTENT_CATEGORIES: ReadonlySet<VerdictCategory> = new Set(['virus', 'banned', 'unscannable'])
+
+/**
+ * The hits whose parts `strip` removes: every content finding (a virus message's banned
+ * attachment goes too), whatever the category the message ended in.
+ */
 function strippable(verdict: Verdict): readonly ScoredHit[] {
-  return verdict.hits.filter((h) => h.category !== undefined && h.category === verdict.category)
+  return verdict.hits.filter((h) => h.category !== undefined)
+}
+
+/**
+ * What `strip` removes: the parts the content findings name; everything when one names no
+ * part, or when the message is in a content category without any finding (unscannable
+ * because a scanner kept failing: nothing of it was checked); nothing otherwise.
+ */
+function stripTarget(verdict: Verdict): readonly string[] | 'all' | undefined {
+  const hits = strippable(verdict)
+  if (hits.length === 0) return CONTENT_CATEGORIES.has(verdict.category) ? 'all' : undefined
+  return hits.every((h) => h.parts && h.parts.length > 0)
+    ? [...new Set(hits.flatMap((h) => h.parts ?? []))]
+    : 'all'
 }
 
 /** The text that replaces what `strip` removed: what, why, and where the original is. */
@@ -155,9 +173,10 @@ export function stripNotice(
   hostname: string,
   quarantined: boolean,
 ): string {
-  const lines = strippable(verdict).flatMap((h) =>
+  const found = strippable(verdict).flatMap((h) =>
     (h.evidence.length > 0 ? h.evidence : [h.symbol]).map((e) => `  - ${e} (${h.symbol})`),
   )
+  const lines = found.length > 0 ? found : verdict.reasons.map((r) => `  - not checked: ${r}`)
   return [
     `mailscreen on ${hostname} removed content from this message (id ${queueId}):`,
     '',
@@ -206,16 +225,11 @@ export function plan(
         position: settings.tagPosition,
       })
   }
-  const hits = strippable(verdict)
-  const strip =
-    has('strip') && hits.length > 0
-      ? {
-          parts: hits.every((h) => h.parts && h.parts.length > 0)
-            ? [...new Set(hits.flatMap((h) => h.parts ?? []))]
-            : ('all' as const),
-          notice: stripNotice(verdict, queueId, settings.hostname, quarantine),
-        }
-      : undefined
+  const target = has('strip') ? stripTarget(verdict) : undefined
+  const strip = target && {
+    parts: target,
+    notice: stripNotice(verdict, queueId, settings.hostname, quarantine),
+  }
   return {
     actions: formatActionList(list),
     rule: where(ruleset, chosen?.line ?? 0),

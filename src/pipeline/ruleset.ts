@@ -54,20 +54,29 @@ function isNetwork(pattern: string): boolean {
   return parseCidr(pattern) !== undefined
 }
 
+function isDefault(pattern: string): boolean {
+  return pattern.toLowerCase() === 'default'
+}
+
+/** The RegExp of a `/regex/flags` pattern: always case-insensitive; flags m, s, u allowed. */
+function patternRegex(pattern: string): RegExp {
+  const end = pattern.lastIndexOf('/')
+  if (end === 0) throw new Error(`unterminated regex ${pattern}`)
+  const flags = pattern.slice(end + 1)
+  if (!/^[msu]*$/.test(flags)) throw new Error(`regex ${pattern}: flags may be m, s and u only`)
+  try {
+    return new RegExp(pattern.slice(1, end), `i${flags}`)
+  } catch (err) {
+    throw new Error(`bad regex ${pattern}: ${(err as Error).message}`)
+  }
+}
+
 function checkPattern(direction: Direction, pattern: string): void {
-  if (pattern === 'default') return
+  if (isDefault(pattern)) return
   if (direction === 'client' && !isNetwork(pattern))
     throw new Error(`Client: needs an IP address or network, not ${pattern}`)
   if (direction === 'to' && isNetwork(pattern)) throw new Error(`To: cannot match an IP address (${pattern})`)
-  if (pattern.startsWith('/')) {
-    const end = pattern.lastIndexOf('/')
-    if (end === 0) throw new Error(`unterminated regex ${pattern}`)
-    try {
-      new RegExp(pattern.slice(1, end), 'i')
-    } catch (err) {
-      throw new Error(`bad regex ${pattern}: ${(err as Error).message}`)
-    }
-  }
+  if (pattern.startsWith('/')) patternRegex(pattern)
 }
 
 /**
@@ -118,7 +127,7 @@ export function loadRuleset<T>(file: string, parseValue: (text: string) => T): R
 
 /** True when the ruleset has a rule that matches every message (its last resort). */
 export function hasDefault(ruleset: Ruleset<unknown>): boolean {
-  return ruleset.rules.some((r) => r.conditions.every((c) => c.pattern === 'default'))
+  return ruleset.rules.some((r) => r.conditions.every((c) => isDefault(c.pattern)))
 }
 
 type AddressTest = (address: string) => boolean
@@ -127,8 +136,7 @@ type Test = (envelope: Envelope) => boolean
 function addressTest(pattern: string): AddressTest {
   if (pattern === '<>') return (address) => address === ''
   if (pattern.startsWith('/')) {
-    const end = pattern.lastIndexOf('/')
-    const re = new RegExp(pattern.slice(1, end), `i${pattern.slice(end + 1).replace(/[^msu]/g, '')}`)
+    const re = patternRegex(pattern)
     return (address) => re.test(address)
   }
   const glob = pattern.includes('@') ? pattern : `*@${pattern}`
@@ -154,7 +162,7 @@ function networkTest(pattern: string): (address: string) => boolean {
 }
 
 function conditionTest({ direction, pattern }: RuleCondition): Test {
-  if (pattern === 'default') return () => true
+  if (isDefault(pattern)) return () => true
   if (isNetwork(pattern)) {
     const test = networkTest(pattern)
     return (envelope) => test(envelope.client.address)

@@ -25,7 +25,7 @@ export interface ScoredHit {
 /** The administrator's list a message matched, and where. */
 export interface ListMatch {
   readonly list: 'definitelySpam' | 'definitelyNotSpam'
-  /** e.g. `rules/spam.whitelist.rules:4` or `policy.definitelyNotSpam: *@partner.example`. */
+  /** e.g. `rules/spam.whitelist.rules:4`, or `policy.definitelyNotSpam:2` for the second inline pattern. */
   readonly rule: string
 }
 

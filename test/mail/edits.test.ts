@@ -205,3 +205,203 @@ describe('applyEdits tagSubject', () => {
     expect(bodyOf(out).equals(bodyOf(raw))).toBe(true)
   })
 })
+
+describe('applyEdits remove', () => {
+  const FORGED = Buffer.from(
+    [
+      'X-Spam-Flag: YES',
+      'From: a@example.org',
+      'x-spam-status: No, score=-100.0',
+      '\trequired=5.0 tests=FORGED',
+      'Subject: hi',
+      'X-Spam-Flagged: keep me',
+      'X-SPAM-FLAG : NO',
+      'To: b@example.net',
+      '',
+      'X-Spam-Flag: NO (a body line, not a field)',
+      '',
+    ].join('\r\n'),
+  )
+
+  it('removes every field of the name, any case, with its continuation lines', () => {
+    const out = apply(FORGED, [
+      { op: 'remove', name: 'X-Spam-Flag' },
+      { op: 'remove', name: 'X-Spam-Status' },
+    ])
+    expect(headerLines(out)).toEqual([
+      'From: a@example.org',
+      'Subject: hi',
+      'X-Spam-Flagged: keep me',
+      'To: b@example.net',
+      '',
+      '',
+    ])
+    expect(out.toString()).not.toContain('FORGED')
+  })
+
+  it('keeps the body byte for byte, including header-like body lines', () => {
+    const out = apply(FORGED, [{ op: 'remove', name: 'x-spam-flag' }])
+    expect(bodyOf(out).equals(bodyOf(FORGED))).toBe(true)
+    expect(out.toString()).toContain('\r\n\r\nX-Spam-Flag: NO (a body line, not a field)\r\n')
+  })
+
+  it('changes nothing when no field has the name', () => {
+    expect(apply(FORGED, [{ op: 'remove', name: 'X-Not-There' }]).equals(FORGED)).toBe(true)
+  })
+
+  it('does not remove a field whose name only starts with the name', () => {
+    const out = apply(FORGED, [{ op: 'remove', name: 'X-Spam' }])
+    expect(out.equals(FORGED)).toBe(true)
+  })
+
+  it('does not remove the fields prepended by the same edits', () => {
+    const out = apply(FORGED, [
+      { op: 'remove', name: 'X-Spam-Flag' },
+      { op: 'prepend', name: 'X-Spam-Flag', value: 'NO' },
+      { op: 'remove', name: 'X-Spam-Flag' },
+    ])
+    expect(createMessageView(out).header('x-spam-flag')).toEqual(['NO'])
+    expect(headerLines(out)[0]).toBe('X-Spam-Flag: NO')
+  })
+
+  it('removes the last field before the blank line without losing the separator', () => {
+    const raw = Buffer.from('From: a@example.org\r\nX-Spam-Flag: YES\r\n\r\nbody\r\n')
+    expect(apply(raw, [{ op: 'remove', name: 'X-Spam-Flag' }]).toString()).toBe(
+      'From: a@example.org\r\n\r\nbody\r\n',
+    )
+  })
+
+  it('removes a folded last field of an LF-only message', () => {
+    const raw = Buffer.from('From: a@example.org\nX-Spam-Status: Yes,\n  score=9\n\nbody\n')
+    const out = apply(raw, [{ op: 'remove', name: 'X-Spam-Status' }])
+    expect(out.toString()).toBe('From: a@example.org\n\nbody\n')
+  })
+
+  it('removes a field of a message that has no body', () => {
+    const raw = Buffer.from('From: a@example.org\r\nX-Spam-Flag: YES')
+    expect(apply(raw, [{ op: 'remove', name: 'X-Spam-Flag' }]).toString()).toBe('From: a@example.org\r\n\r\n')
+  })
+
+  it('removes a Subject before a tag adds a new one', () => {
+    const out = apply(CRLF_MESSAGE, [
+      { op: 'tagSubject', tag: '{Spam?}' },
+      { op: 'remove', name: 'Subject' },
+    ])
+    expect(createMessageView(out).header('subject')).toEqual(['{Spam?}'])
+  })
+
+  it('keeps raw 8-bit bytes of the fields it keeps', () => {
+    const raw = Buffer.concat([
+      Buffer.from('X-Spam-Flag: YES\r\nSubject: '),
+      Buffer.from('Grüße', 'utf8'),
+      Buffer.from('\r\n\r\nbody\r\n'),
+    ])
+    const out = apply(raw, [{ op: 'remove', name: 'X-Spam-Flag' }])
+    expect(out.equals(raw.subarray('X-Spam-Flag: YES\r\n'.length))).toBe(true)
+  })
+})
+
+describe('applyEdits tagSubject at the end', () => {
+  const end: HeaderEdit = { op: 'tagSubject', tag: '{Spam?}', position: 'end' }
+
+  it('appends the tag to the Subject and keeps everything else', () => {
+    const out = apply(CRLF_MESSAGE, [end])
+    expect(createMessageView(out).header('subject')).toEqual(['hello world {Spam?}'])
+    expect(out.length).toBe(CRLF_MESSAGE.length + ' {Spam?}'.length)
+    expect(bodyOf(out).equals(bodyOf(CRLF_MESSAGE))).toBe(true)
+  })
+
+  it('does not tag twice at the end', () => {
+    const once = apply(CRLF_MESSAGE, [end])
+    expect(apply(once, [end]).equals(once)).toBe(true)
+  })
+
+  it('tags at the end a Subject that has the tag only at the start', () => {
+    const raw = Buffer.from('Subject: {Spam?} hi\r\n\r\nbody\r\n')
+    expect(createMessageView(apply(raw, [end])).header('subject')).toEqual(['{Spam?} hi {Spam?}'])
+  })
+
+  it('does not tag at the start a Subject that ends with the tag', () => {
+    const raw = Buffer.from('Subject: hi {Spam?}\r\n\r\nbody\r\n')
+    const out = apply(raw, [{ op: 'tagSubject', tag: '{Spam?}', position: 'start' }])
+    expect(createMessageView(out).header('subject')).toEqual(['{Spam?} hi {Spam?}'])
+  })
+
+  it('adds a Subject holding only the tag when there is none or it is empty', () => {
+    expect(apply(Buffer.from('From: a@example.org\n\nbody\n'), [end]).toString()).toBe(
+      'From: a@example.org\nSubject: {Spam?}\n\nbody\n',
+    )
+    expect(
+      createMessageView(apply(Buffer.from('Subject:   \r\n\r\nb\r\n'), [end])).header('subject'),
+    ).toEqual(['{Spam?}'])
+  })
+
+  it('keeps LF line endings', () => {
+    const raw = Buffer.from('Subject: hi\nFrom: a@example.org\n\nbody\n')
+    expect(apply(raw, [end]).toString()).toBe('Subject: hi {Spam?}\nFrom: a@example.org\n\nbody\n')
+  })
+})
+
+describe('applyEdits tagSubject on a folded Subject', () => {
+  const FOLDED = Buffer.from(
+    'From: a@example.org\r\nSubject: a very\r\n long\r\n\tsubject\r\nTo: b@example.net\r\n\r\nbody\r\n',
+  )
+
+  it('appends the tag to the unfolded value, as one field', () => {
+    const out = apply(FOLDED, [{ op: 'tagSubject', tag: '{Spam?}', position: 'end' }])
+    const view = createMessageView(out)
+    expect(view.header('subject')).toEqual(['a very long subject {Spam?}'])
+    expect(view.header('to')).toEqual(['b@example.net'])
+    expect(view.header('from')).toEqual(['a@example.org'])
+    expect(bodyOf(out).equals(bodyOf(FOLDED))).toBe(true)
+  })
+
+  it('recognises a tag at the end of a continuation line', () => {
+    const raw = Buffer.from('Subject: a very\r\n long subject {Spam?}\r\n\r\nbody\r\n')
+    expect(apply(raw, [{ op: 'tagSubject', tag: '{Spam?}', position: 'end' }]).equals(raw)).toBe(true)
+  })
+
+  it('recognises a tag on the first line of a folded Subject', () => {
+    const raw = Buffer.from('Subject: {Spam?} a very\r\n long subject\r\n\r\nbody\r\n')
+    expect(apply(raw, [{ op: 'tagSubject', tag: '{Spam?}' }]).equals(raw)).toBe(true)
+  })
+
+  it('refolds a long tagged Subject so no line passes 78 characters', () => {
+    const words = Array.from({ length: 20 }, (_, i) => `word${i}`)
+    const raw = Buffer.from(
+      `Subject: ${words.slice(0, 10).join(' ')}\r\n ${words.slice(10).join(' ')}\r\nFrom: a@example.org\r\n\r\nbody\r\n`,
+    )
+    for (const position of ['start', 'end'] as const) {
+      const out = apply(raw, [{ op: 'tagSubject', tag: '[SPAM: very long tag text here]', position }])
+      const lines = headerLines(out)
+      for (const line of lines) expect(line.length).toBeLessThanOrEqual(78)
+      const value = createMessageView(out).header('subject')[0]
+      expect(value).toBe(
+        position === 'start'
+          ? `[SPAM: very long tag text here] ${words.join(' ')}`
+          : `${words.join(' ')} [SPAM: very long tag text here]`,
+      )
+      expect(lines.filter((l) => l.startsWith('From:'))).toEqual(['From: a@example.org'])
+      expect(bodyOf(out).equals(bodyOf(raw))).toBe(true)
+    }
+  })
+
+  it('tags a folded Subject that is the last field of a message without a body', () => {
+    const raw = Buffer.from('From: a@example.org\nSubject: a\n  b')
+    const out = apply(raw, [{ op: 'tagSubject', tag: 'T', position: 'end' }])
+    expect(out.toString()).toBe('From: a@example.org\nSubject: a b T\n\n')
+  })
+
+  it('tags only the first of two Subject fields', () => {
+    const raw = Buffer.from('Subject: one\r\n two\r\nSubject: three\r\n\r\nbody\r\n')
+    const out = apply(raw, [{ op: 'tagSubject', tag: 'T', position: 'end' }])
+    expect(createMessageView(out).header('subject')).toEqual(['one two T', 'three'])
+  })
+
+  it('tags a Subject whose value starts on a continuation line', () => {
+    const raw = Buffer.from('Subject:\r\n  late value\r\nFrom: a@example.org\r\n\r\nbody\r\n')
+    const view = createMessageView(apply(raw, [{ op: 'tagSubject', tag: 'T' }]))
+    expect(view.header('subject')).toEqual(['T late value'])
+    expect(view.header('from')).toEqual(['a@example.org'])
+  })
+})
