@@ -10,7 +10,10 @@ import { headerEnd, parseHeaderBlock } from './message.js'
 export interface MimePart {
   /** IMAP-style path: `"1"` for a single-part message's body, `"2"`, `"1.3"` inside multiparts. */
   readonly id: string
-  /** Declared `type/subtype`, lower case; `text/plain` when absent (RFC 2045 §5.2). */
+  /**
+   * Declared `type/subtype`, lower case; when absent `text/plain` (RFC 2045 §5.2), or
+   * `message/rfc822` inside a `multipart/digest` (RFC 2046 §5.1.5).
+   */
   readonly contentType: string
   /** `attachment` or `inline` when declared. */
   readonly disposition?: string
@@ -52,16 +55,64 @@ function decodeBody(body: Buffer, encoding: string | undefined): Buffer {
   }
 }
 
-/** Byte offsets of the lines `--boundary` (and `--boundary--`) inside `[from, to)`. */
-function delimiters(raw: Buffer, boundary: string, from: number, to: number): number[] {
+/**
+ * What follows `--boundary` at `at` on a line that starts with it: `close` for
+ * `--boundary--` (whatever trails it, as before), `open` for a delimiter line (only linear
+ * white space up to the line end, RFC 2046 §5.1.1), `none` for a longer boundary that merely
+ * starts with this one (`--xy` is not a delimiter of boundary `x`) or other text.
+ */
+function delimiterKind(raw: Buffer, at: number, to: number): 'open' | 'close' | 'none' {
+  if (at + 1 < to && raw[at] === 0x2d && raw[at + 1] === 0x2d) return 'close'
+  let i = at
+  while (i < to && (raw[i] === 0x20 || raw[i] === 0x09)) i++
+  return i >= to || raw[i] === 0x0d || raw[i] === 0x0a ? 'open' : 'none'
+}
+
+/**
+ * Byte offsets of the delimiter lines `--boundary` inside `[from, to)`, up to and including
+ * the closing `--boundary--` (anything after it is epilogue). `closed` tells whether the
+ * closing delimiter was found.
+ */
+function delimiters(
+  raw: Buffer,
+  boundary: string,
+  from: number,
+  to: number,
+): { marks: number[]; closed: boolean } {
   const marker = Buffer.from(`--${boundary}`, 'latin1')
-  const found: number[] = []
+  const marks: number[] = []
   let at = raw.indexOf(marker, from)
   while (at !== -1 && at < to) {
-    if (at === from || raw[at - 1] === 0x0a) found.push(at)
+    if (at === from || raw[at - 1] === 0x0a) {
+      const kind = delimiterKind(raw, at + marker.length, to)
+      if (kind !== 'none') marks.push(at)
+      if (kind === 'close') return { marks, closed: true }
+    }
     at = raw.indexOf(marker, at + marker.length)
   }
-  return found
+  return { marks, closed: false }
+}
+
+/** Where the body of the entity starting at `start` begins; an empty header block is allowed. */
+function bodyStartOf(raw: Buffer, start: number, end: number): number {
+  // A part may have no header fields at all: its first line is then the blank separator.
+  if (raw[start] === 0x0a && start < end) return start + 1
+  if (raw[start] === 0x0d && raw[start + 1] === 0x0a && start + 1 < end) return start + 2
+  return start + headerEnd(raw.subarray(start, end))
+}
+
+/**
+ * Header values are read as latin1 (one char per byte). A raw 8-bit value that is valid
+ * UTF-8 (RFC 6532 mail, or a mailer that never encoded the name) is reinterpreted as UTF-8,
+ * so a file name reads as sent instead of as mojibake.
+ */
+function utf8IfValid(value: string): string {
+  if (!/[\x80-\xff]/.test(value)) return value
+  const bytes = Buffer.from(value, 'latin1')
+  // Characters above U+00FF did not come from raw bytes (already decoded): leave them.
+  if (bytes.toString('latin1') !== value) return value
+  const text = bytes.toString('utf8')
+  return text.includes('\ufffd') ? value : text
 }
 
 /** Index just past the end of the line that starts at `at`. */
@@ -89,16 +140,19 @@ function walkEntity(
   start: number,
   end: number,
   depth: number,
+  defaultType: string,
 ): void {
   if (walk.parts.length >= MAX_PARTS) return
   const { raw } = walk
-  const bodyStart = start + headerEnd(raw.subarray(start, end))
+  const bodyStart = bodyStartOf(raw, start, end)
   const headers = parseHeaderBlock(raw.subarray(start, bodyStart).toString('latin1'))
-  const type = libmime.parseHeaderValue(header(headers, 'content-type') ?? 'text/plain')
-  const contentType = type.value.trim().toLowerCase() || 'text/plain'
+  const type = libmime.parseHeaderValue(utf8IfValid(header(headers, 'content-type') ?? defaultType))
+  const contentType = type.value.trim().toLowerCase() || defaultType
   const boundary = type.params.boundary
   if (contentType.startsWith('multipart/') && boundary && depth < MAX_DEPTH) {
-    const marks = delimiters(raw, boundary, bodyStart, end)
+    // Inside multipart/digest a part without Content-Type is a message (RFC 2046 §5.1.5).
+    const childType = contentType === 'multipart/digest' ? 'message/rfc822' : 'text/plain'
+    const { marks, closed } = delimiters(raw, boundary, bodyStart, end)
     for (let i = 0; i + 1 < marks.length; i++) {
       const mark = marks[i] as number
       const next = marks[i + 1] as number
@@ -111,14 +165,12 @@ function walkEntity(
         partStart,
         partEnd,
         depth + 1,
+        childType,
       )
     }
     // A multipart without a closing delimiter still has its last part up to the end.
     const last = marks[marks.length - 1]
-    if (
-      last !== undefined &&
-      raw.subarray(last, last + boundary.length + 4).toString('latin1') !== `--${boundary}--`
-    ) {
+    if (last !== undefined && !closed) {
       const partStart = lineEndAfter(raw, last, end)
       walkEntity(
         walk,
@@ -127,12 +179,14 @@ function walkEntity(
         partStart,
         end,
         depth + 1,
+        childType,
       )
     }
     return
   }
   const disposition = header(headers, 'content-disposition')
-  const parsedDisposition = disposition === undefined ? undefined : libmime.parseHeaderValue(disposition)
+  const parsedDisposition =
+    disposition === undefined ? undefined : libmime.parseHeaderValue(utf8IfValid(disposition))
   const rawName = parsedDisposition?.params.filename ?? type.params.name
   const encoding = header(headers, 'content-transfer-encoding')
   let decoded: Buffer | undefined
@@ -159,6 +213,6 @@ function walkEntity(
  */
 export function mimeParts(raw: Buffer): MimePart[] {
   const walk: Walk = { raw, parts: [] }
-  walkEntity(walk, '', 0, 0, raw.length, 0)
+  walkEntity(walk, '', 0, 0, raw.length, 0, 'text/plain')
   return walk.parts
 }
