@@ -128,9 +128,17 @@ function breakBefore(raw: Buffer, at: number, floor: number): number {
   return at
 }
 
+/** A multipart entity inside the message: what `strip` cuts when all its leaves go. */
+export interface MimeContainer {
+  readonly id: string
+  readonly cutStart: number
+  readonly end: number
+}
+
 interface Walk {
   readonly raw: Buffer
   readonly parts: MimePart[]
+  readonly containers: MimeContainer[]
 }
 
 function walkEntity(
@@ -150,6 +158,7 @@ function walkEntity(
   const contentType = type.value.trim().toLowerCase() || defaultType
   const boundary = type.params.boundary
   if (contentType.startsWith('multipart/') && boundary && depth < MAX_DEPTH) {
+    if (id !== '') walk.containers.push({ id, cutStart, end })
     // Inside multipart/digest a part without Content-Type is a message (RFC 2046 §5.1.5).
     const childType = contentType === 'multipart/digest' ? 'message/rfc822' : 'text/plain'
     const { marks, closed } = delimiters(raw, boundary, bodyStart, end)
@@ -212,7 +221,12 @@ function walkEntity(
  * `message/rfc822` parts are leaves here (their contents are another message).
  */
 export function mimeParts(raw: Buffer): MimePart[] {
-  const walk: Walk = { raw, parts: [] }
+  return mimeStructure(raw).parts
+}
+
+/** The leaf parts and the nested multipart containers (not the top level), in order. */
+export function mimeStructure(raw: Buffer): { parts: MimePart[]; containers: MimeContainer[] } {
+  const walk: Walk = { raw, parts: [], containers: [] }
   walkEntity(walk, '', 0, 0, raw.length, 0, 'text/plain')
-  return walk.parts
+  return { parts: walk.parts, containers: walk.containers }
 }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import libqp from 'libqp'
 import { lineEnding, pickFields, removeFields } from './edits.js'
 import { headerEnd } from './message.js'
-import { type MimePart, mimeParts } from './mime-parts.js'
+import { type MimeContainer, mimeStructure } from './mime-parts.js'
 
 /** The top-level fields that describe the body; they move into the wrapped original. */
 const BODY_FIELDS = new Set(['content-type', 'content-transfer-encoding', 'content-disposition'])
@@ -24,9 +24,19 @@ export function stripParts(raw: Buffer, target: StripTarget, notice: string): Bu
     .subarray(0, end)
     .toString('latin1')
     .replace(/(\r?\n)+$/, '')
-  const leaves = mimeParts(raw)
-  const removed = target === 'all' ? leaves : leaves.filter((p) => target.has(p.id))
-  const everything = removed.length === leaves.length
+  const { parts: leaves, containers } = mimeStructure(raw)
+  const removedLeaves = target === 'all' ? leaves : leaves.filter((p) => target.has(p.id))
+  const everything = removedLeaves.length === leaves.length
+  // A multipart left without any part is not allowed (RFC 2046 §5.1.1): cut the container instead.
+  const gone = new Set(removedLeaves.map((p) => p.id))
+  const emptied = containers.filter((c) => {
+    const inside = leaves.filter((p) => p.id.startsWith(`${c.id}.`))
+    return inside.length > 0 && inside.every((p) => gone.has(p.id))
+  })
+  const removed: Span[] = [
+    ...emptied,
+    ...removedLeaves.filter((p) => !emptied.some((c) => p.id.startsWith(`${c.id}.`))),
+  ]
   const boundary = `=_mailscreen_${randomBytes(12).toString('hex')}`
   const noticeBody = libqp.wrap(libqp.encode(Buffer.from(notice.replace(/\r?\n/g, '\r\n'), 'utf8')), 76)
   const other = removeFields(`${headerText}${eol}`, CONTENT_FIELDS).replace(/(\r?\n)$/, '')
@@ -61,8 +71,10 @@ export function stripParts(raw: Buffer, target: StripTarget, notice: string): Bu
   return Buffer.concat(chunks)
 }
 
-/** The body with each removed part's `[cutStart, end)` taken out (offsets are into the whole message). */
-function cutOut(body: Buffer, removed: readonly MimePart[], bodyOffset: number): Buffer[] {
+type Span = Pick<MimeContainer, 'cutStart' | 'end'>
+
+/** The body with each removed span's `[cutStart, end)` taken out (offsets are into the whole message). */
+function cutOut(body: Buffer, removed: readonly Span[], bodyOffset: number): Buffer[] {
   const pieces: Buffer[] = []
   let at = 0
   for (const part of [...removed].sort((a, b) => a.cutStart - b.cutStart)) {
