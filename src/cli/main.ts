@@ -8,6 +8,7 @@ import { registerBench } from './bench.js'
 import { registerCheckConfig } from './check-config.js'
 import { registerQuarantine } from './quarantine.js'
 import { registerQueue } from './queue.js'
+import { registerRoute } from './route.js'
 import { registerScan } from './scan.js'
 import { registerStart } from './start.js'
 
@@ -24,6 +25,7 @@ registerStart(program)
 registerCheckConfig(program)
 registerQueue(program)
 registerQuarantine(program)
+registerRoute(program)
 registerScan(program)
 registerBench(program)
 

@@ -75,6 +75,10 @@ export function loadConfig(file: string | undefined, cwd: string = process.cwd()
       ...config.spool,
       dir: isAbsolute(config.spool.dir) ? config.spool.dir : resolve(baseDir, config.spool.dir),
     },
+    routing: {
+      ...config.routing,
+      dir: isAbsolute(config.routing.dir) ? config.routing.dir : resolve(baseDir, config.routing.dir),
+    },
   }
   return deepFreeze({ config: resolved, file: text === undefined ? undefined : path, baseDir })
 }

@@ -1,5 +1,6 @@
 import { hostname } from 'node:os'
 import { z } from 'zod'
+import { routingSection } from '../routing/maps.js'
 import { cidr, hostPort } from './address.js'
 import { duration } from './duration.js'
 
@@ -143,6 +144,8 @@ export const configSchema = z
     pool: pool.prefault({}),
     policy: policy.prefault({}),
     delivery: delivery.prefault({}),
+    /** Routing maps (docs/routing.md); the output queue uses them from issue #4 on. */
+    routing: routingSection.prefault({}),
     plugins: z.array(pluginEntry).default([{ use: 'example', options: {} }]),
   })
   .strict()

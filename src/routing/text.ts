@@ -1,0 +1,206 @@
+/**
+ * What every routing map parser shares: the problem type (a bad line is reported with its
+ * file and line and the rest of the file still loads), the logical-line reader (comments,
+ * blank lines, continuation lines), and address/domain helpers.
+ */
+
+/** A bad line (or an unreadable file, line 0) in a routing map. The rest of the map still loads. */
+export interface MapProblem {
+  readonly file: string
+  /** 1-based line number; 0 when the problem concerns the whole file. */
+  readonly line: number
+  readonly reason: string
+}
+
+/** Where a map entry came from, so a routing decision can name the line that made it. */
+export interface SourceRef {
+  readonly file: string
+  readonly line: number
+}
+
+/** A parsed map and the problems found while parsing it. */
+export interface Parsed<T> {
+  readonly map: T
+  readonly problems: readonly MapProblem[]
+}
+
+/** One logical line: its text and the physical line it starts on. */
+export interface LogicalLine {
+  readonly line: number
+  readonly text: string
+  /** A continuation line with no entry before it to continue (a problem for the caller). */
+  readonly orphan?: boolean
+}
+
+/** `file:line` for messages. */
+export function where(source: SourceRef): string {
+  return source.line > 0 ? `${source.file}:${source.line}` : source.file
+}
+
+/**
+ * Remove a trailing comment: `#` at the start of the text or after whitespace, outside
+ * double quotes. (`a#b` keeps its `#`: it may be part of an address.)
+ */
+export function stripComment(text: string): string {
+  let quoted = false
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]
+    if (c === '\\' && quoted) i++
+    else if (c === '"') quoted = !quoted
+    else if (c === '#' && !quoted && (i === 0 || /\s/.test(text[i - 1] as string))) return text.slice(0, i)
+  }
+  return text
+}
+
+/**
+ * Split a map file into logical lines. Blank lines and comment lines (first non-blank
+ * character `#`) are skipped; trailing ` # comments` are removed. With `continuation`
+ * (Postfix/Sendmail aliases and Postfix tables), a line that starts with whitespace continues
+ * the previous logical line, even across skipped comment or blank lines; without it, leading
+ * whitespace is just spacing.
+ */
+export function logicalLines(text: string, continuation: boolean): LogicalLine[] {
+  const out: { line: number; text: string; orphan?: boolean }[] = []
+  const lines = text.split(/\r?\n/)
+  for (const [index, raw] of lines.entries()) {
+    const body = stripComment(raw).trimEnd()
+    if (body.trim() === '') continue
+    const indented = /^\s/.test(body)
+    const last = out[out.length - 1]
+    if (continuation && indented) {
+      if (last && !last.orphan) last.text = `${last.text} ${body.trim()}`
+      else out.push({ line: index + 1, text: body.trim(), orphan: true })
+      continue
+    }
+    out.push({ line: index + 1, text: body.trim() })
+  }
+  return out
+}
+
+/** Split a line into whitespace-separated words, keeping double-quoted strings whole. */
+export function words(text: string): string[] {
+  const out: string[] = []
+  let current = ''
+  let quoted = false
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i] as string
+    if (c === '\\' && quoted && i + 1 < text.length) {
+      current += c + (text[i + 1] as string)
+      i++
+    } else if (c === '"') {
+      quoted = !quoted
+      current += c
+    } else if (/\s/.test(c) && !quoted) {
+      if (current) out.push(current)
+      current = ''
+    } else current += c
+  }
+  if (current) out.push(current)
+  return out
+}
+
+const LABEL = /^(?!-)[a-z0-9_-]{1,63}(?<!-)$/
+
+/** Lower-case a domain and drop one trailing dot (`Example.ORG.` → `example.org`). */
+export function normalizeDomain(domain: string): string {
+  const lower = domain.trim().toLowerCase()
+  return lower.length > 1 && lower.endsWith('.') ? lower.slice(0, -1) : lower
+}
+
+/** A domain literal `[192.0.2.1]` / `[IPv6:2001:db8::1]`. */
+export function isDomainLiteral(domain: string): boolean {
+  return /^\[(?:ipv6:)?[0-9a-f:.]+\]$/i.test(domain)
+}
+
+/** A host or domain name (already normalized): dot-separated labels of letters, digits, `-`, `_`. */
+export function isDomainName(domain: string): boolean {
+  if (domain.length === 0 || domain.length > 253) return false
+  return domain.split('.').every((label) => LABEL.test(label))
+}
+
+/** A mail address split into its local part (case kept) and domain (normalized). */
+export interface MailAddress {
+  readonly local: string
+  /** Lower case, no trailing dot; empty for an unqualified name. */
+  readonly domain: string
+}
+
+/**
+ * Parse `user@domain`, `<user@domain>`, `"quoted name"@domain` or a bare `name`. Returns
+ * undefined for something that is not an address (empty local part, bad domain, spaces,
+ * stray `@`/`<>`).
+ */
+export function parseAddress(text: string): MailAddress | undefined {
+  let value = text.trim()
+  const angle = /^[^<>]*<([^<>]*)>\s*$/.exec(value)
+  if (angle) value = (angle[1] as string).trim()
+  if (value === '') return undefined
+  let local: string
+  let rest: string
+  if (value.startsWith('"')) {
+    const end = closingQuote(value)
+    if (end < 0) return undefined
+    local = value.slice(0, end + 1)
+    rest = value.slice(end + 1)
+    if (rest !== '' && !rest.startsWith('@')) return undefined
+  } else {
+    const at = value.lastIndexOf('@')
+    local = at < 0 ? value : value.slice(0, at)
+    rest = at < 0 ? '' : value.slice(at)
+    if (!/^[^\s@<>(),;:\\"[\]]+$/.test(local)) return undefined
+  }
+  if (local === '' || local === '""') return undefined
+  if (rest === '') return { local, domain: '' }
+  const domain = normalizeDomain(rest.slice(1))
+  if (!isDomainName(domain) && !isDomainLiteral(domain)) return undefined
+  return { local, domain }
+}
+
+function closingQuote(value: string): number {
+  for (let i = 1; i < value.length; i++) {
+    if (value[i] === '\\') i++
+    else if (value[i] === '"') return i
+  }
+  return -1
+}
+
+/** `local@domain` (or `local` when unqualified). */
+export function formatAddress(address: MailAddress): string {
+  return address.domain ? `${address.local}@${address.domain}` : address.local
+}
+
+/** The lookup key of an address: lower case throughout. */
+export function addressKey(address: MailAddress): string {
+  return formatAddress(address).toLowerCase()
+}
+
+/** A local part split into a base and an extension (`jos-list` → `jos` + `-list`). */
+export interface ExtensionSplit {
+  readonly base: string
+  /** Starts with its delimiter: `-list`, `+news`. */
+  readonly extension: string
+}
+
+/**
+ * The ways to read `local` as base + extension, longest base first (`a-b+c` with `-+` →
+ * `a-b` + `+c`, then `a` + `-b+c`), so the most specific map entry wins. Following
+ * Sendmail/Postfix (`owner_request_special`), `owner-list` and `list-request` are never
+ * split at a `-`; they may still carry a `+` extension.
+ */
+export function extensionSplits(local: string, delimiters: string): ExtensionSplit[] {
+  const name = local.toLowerCase().split('+')[0] as string
+  const special = name.startsWith('owner-') || name.endsWith('-request')
+  const allowed = special ? delimiters.replaceAll('-', '') : delimiters
+  const out: ExtensionSplit[] = []
+  for (let i = local.length - 1; i > 0; i--) {
+    if (allowed.includes(local[i] as string)) out.push({ base: local.slice(0, i), extension: local.slice(i) })
+  }
+  return out
+}
+
+/** Parse a TCP port (1–65535) or return undefined. */
+export function parsePort(text: string): number | undefined {
+  if (!/^\d{1,5}$/.test(text)) return undefined
+  const port = Number(text)
+  return port >= 1 && port <= 65_535 ? port : undefined
+}
