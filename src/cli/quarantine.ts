@@ -2,7 +2,7 @@ import type { Command } from 'commander'
 import { MailscreenError } from '../errors.js'
 import { createMessageView, headerEnd } from '../mail/message.js'
 import { newQueueId, parseQueueId, type QueueId } from '../queue/ids.js'
-import { Spool } from '../queue/spool.js'
+import { isMissing, Spool } from '../queue/spool.js'
 import { configOrExit, fail, withConfig } from './common.js'
 import { signalFlush } from './queue.js'
 
@@ -28,7 +28,7 @@ async function row(spool: Spool, id: QueueId): Promise<QuarantineRow | undefined
   try {
     entry = await spool.peek('quarantine', id)
   } catch (err) {
-    if ((err as { cause?: NodeJS.ErrnoException }).cause?.code === 'ENOENT') return undefined
+    if (isMissing(err)) return undefined
     throw err
   }
   const { envelope, scan } = entry.header
@@ -83,7 +83,7 @@ async function quarantined(spool: Spool, text: string) {
   try {
     return { id, entry: await spool.read('quarantine', id) }
   } catch (err) {
-    if ((err as { cause?: NodeJS.ErrnoException; code?: string }).code === 'ENOENT')
+    if (isMissing(err))
       throw new MailscreenError(
         'MSC_NOT_FOUND',
         `${id} is not in quarantine (see: mailscreen quarantine list)`,

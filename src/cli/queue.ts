@@ -4,7 +4,7 @@ import type { Command } from 'commander'
 import { PID_FILE } from '../app.js'
 import { MailscreenError } from '../errors.js'
 import { createMessageView } from '../mail/message.js'
-import { Spool, type SpoolState } from '../queue/spool.js'
+import { isMissing, Spool, type SpoolState } from '../queue/spool.js'
 import { configOrExit, fail, withConfig } from './common.js'
 
 /** One row of `queue list`. */
@@ -35,7 +35,7 @@ export async function listQueue(spool: Spool, now = Date.now()): Promise<QueueRo
         entry = await spool.peek(state, id)
       } catch (err) {
         // Gone between listing and reading: it moved on, which is what queues do.
-        if ((err as { cause?: NodeJS.ErrnoException }).cause?.code === 'ENOENT') continue
+        if (isMissing(err)) continue
         throw err
       }
       const retry = state === 'deferred' ? await spool.readRetry(id) : undefined

@@ -133,11 +133,19 @@ export class ScanScheduler {
     }
     if (disposition === undefined) {
       spool.returnSlot(slot)
-      await this.deferScan(id, verdict.tempfail.join('; '))
-      log.info({ ...fields, reason: verdict.tempfail }, 'verdict')
+      await this.deferScan(id, verdict.tempfail.join('; '), fields)
       return
     }
     const lastChance = this.lastChance.delete(id)
+    // Quarantine, bounce, delivery, then forget the input. Recovery counts a message as done
+    // once it is in outgoing/, so a crash before that scans it again (at least once, never lost).
+    if (quarantine) await spool.commit(quarantine, 'quarantine', id)
+    if (disposition.bounce) await this.opts.onBounce(id, report)
+    if (deliver) await spool.commit(deliver.name, 'outgoing', id)
+    else spool.returnSlot(slot)
+    await spool.remove('processing', id)
+    this.tempfails.delete(id)
+    // Logged once the outcome is on disk, so what the line says is already true.
     log[verdict.category === 'clean' ? 'info' : 'warn'](
       {
         ...fields,
@@ -145,19 +153,12 @@ export class ScanScheduler {
         actions: disposition.actions,
         rule: disposition.rule,
         ...(disposition.deliverTo.length > 0 ? { to: disposition.deliverTo } : {}),
+        ...(quarantine ? { quarantined: true } : {}),
         ...(lastChance ? { lastChance } : {}),
       },
       'verdict',
     )
-    // Quarantine, bounce, delivery, then forget the input. Recovery counts a message as done
-    // once it is in outgoing/, so a crash before that scans it again (at least once, never lost).
-    if (quarantine) await spool.commit(quarantine, 'quarantine', id)
-    if (disposition.bounce) await this.opts.onBounce(id, report)
-    if (deliver) await spool.commit(deliver.name, 'outgoing', id)
-    else spool.returnSlot(slot)
     if (!deliver && !quarantine && !disposition.bounce) log.warn({ qid: id }, 'dropped by policy')
-    await spool.remove('processing', id)
-    this.tempfails.delete(id)
     if (deliver) {
       const { message } = deliver
       this.opts.onScanned(id, {
@@ -167,7 +168,7 @@ export class ScanScheduler {
     }
   }
 
-  private async deferScan(id: QueueId, reason: string): Promise<void> {
+  private async deferScan(id: QueueId, reason: string, fields: Record<string, unknown>): Promise<void> {
     const { spool, log } = this.opts
     const entry = await spool.read('processing', id)
     const attempts = (this.tempfails.get(id) ?? 0) + 1
@@ -181,8 +182,15 @@ export class ScanScheduler {
       lastError: reason,
     })
     await spool.move(id, 'processing', 'deferred')
+    // No verdict yet: a check with policy tempfail failed, so the message waits.
     log.warn(
-      { qid: id, attempts, nextAttemptAt: new Date(nextAttemptAt).toISOString(), reason },
+      {
+        ...fields,
+        verdict: undefined,
+        attempts,
+        nextAttemptAt: new Date(nextAttemptAt).toISOString(),
+        reason,
+      },
       'scan deferred',
     )
   }

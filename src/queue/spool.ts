@@ -58,6 +58,12 @@ async function openSlot(path: string): Promise<FileHandle> {
   }
 }
 
+/** Whether an error from reading the spool means the file is not there (it moved on). */
+export function isMissing(err: unknown): boolean {
+  const e = err as { code?: string; cause?: { code?: string } } | undefined
+  return e?.code === 'ENOENT' || e?.cause?.code === 'ENOENT'
+}
+
 /** One message as stored. */
 export interface SpoolEntry {
   readonly header: SpoolHeader

@@ -33,6 +33,11 @@ export interface ClamdOptions {
   startTimeoutMs?: number
   /** Extra clamd.conf lines (`Key value`), written last. */
   extraConfig?: Record<string, string>
+  /**
+   * The loopback port to listen on (default: a free one). Give a stopped instance's port to
+   * bring clamd back where a running client expects it.
+   */
+  port?: number
 }
 
 export interface ClamdInstance {
@@ -89,7 +94,7 @@ export async function startClamd(options: ClamdOptions = {}): Promise<ClamdInsta
   const dbDir = path.join(dir, 'db')
   const logPath = path.join(dir, 'clamd.log')
   const pidPath = path.join(dir, 'clamd.pid')
-  const port = await freePort()
+  const port = options.port ?? (await freePort())
   await writeSignatures(dbDir)
   const user = os.userInfo().username
   const config: Record<string, string> = {
