@@ -58,6 +58,12 @@ export function pickFields(headerText: string, names: ReadonlySet<string>): stri
     .join('')
 }
 
+/** A subject value with `tag` added, or undefined when it already has it there. */
+export function taggedSubject(value: string, tag: string, position: 'start' | 'end'): string | undefined {
+  if (position === 'start' ? value.startsWith(tag) : value.endsWith(tag)) return undefined
+  return value === '' ? tag : position === 'start' ? `${tag} ${value}` : `${value} ${tag}`
+}
+
 /** Tag the first Subject field (or add one). Already-tagged stays as is. */
 function tagSubject(headerText: string, tag: string, position: 'start' | 'end', eol: string): string {
   const fields = fieldsOf(headerText)
@@ -69,8 +75,8 @@ function tagSubject(headerText: string, tag: string, position: 'start' | 'end', 
     .slice(field.indexOf(':') + 1, field.length - ending.length)
     .replace(/\r?\n[ \t]+/g, ' ')
     .trim()
-  if (position === 'start' ? value.startsWith(tag) : value.endsWith(tag)) return headerText
-  const tagged = value === '' ? tag : position === 'start' ? `${tag} ${value}` : `${value} ${tag}`
+  const tagged = taggedSubject(value, tag, position)
+  if (tagged === undefined) return headerText
   fields[at] = foldHeader('Subject', tagged, eol).slice(0, ending === '' ? -eol.length : undefined)
   return fields.join('')
 }

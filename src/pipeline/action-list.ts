@@ -22,6 +22,11 @@ export type Action =
   | { readonly kind: 'drop' }
   /** Tell the sender the message was refused (never to `<>`). */
   | { readonly kind: 'bounce' }
+  /**
+   * Refuse the message: in milter mode with `550 5.7.1` at end of data, so the sending MTA
+   * learns at once (no backscatter); in content-filter mode, already accepted, like `bounce`.
+   */
+  | { readonly kind: 'reject' }
 
 export type ActionKind = Action['kind']
 
@@ -34,6 +39,7 @@ const ACTION_WORDS: readonly ActionKind[] = [
   'forward',
   'drop',
   'bounce',
+  'reject',
 ]
 
 /** Actions that decide where the message goes; every list needs at least one. */
@@ -44,6 +50,7 @@ const DESTINATIONS: ReadonlySet<ActionKind> = new Set([
   'quarantine',
   'drop',
   'bounce',
+  'reject',
 ])
 
 const FIELD_NAME = /^[\x21-\x39\x3b-\x7e]+$/
@@ -98,6 +105,7 @@ export function parseActionList(text: string): Action[] {
       case 'strip':
       case 'drop':
       case 'bounce':
+      case 'reject':
         actions.push({ kind: word })
         break
       case 'tag': {
@@ -130,9 +138,9 @@ export function parseActionList(text: string): Action[] {
     )
   if (
     actions.some((a) => a.kind === 'drop') &&
-    actions.some((a) => ['deliver', 'strip', 'forward'].includes(a.kind))
+    actions.some((a) => ['deliver', 'strip', 'forward', 'reject'].includes(a.kind))
   )
-    throw new Error('drop cannot be combined with deliver, strip or forward')
+    throw new Error('drop cannot be combined with deliver, strip, forward or reject')
   return actions
 }
 

@@ -31,7 +31,10 @@ export interface Disposition {
   /** Recipients of the delivered copy: the envelope's (deliver, strip) and forwards. Empty: none. */
   readonly deliverTo: readonly string[]
   readonly quarantine: boolean
+  /** Tell the sender (`bounce`; `reject` in content-filter mode). */
   readonly bounce: boolean
+  /** Refuse at the SMTP level where the front end can (milter); see {@link bounce} otherwise. */
+  readonly reject: boolean
   /** Parts to remove from the delivered copy (`all`: the whole body), with the notice text. */
   readonly strip?: { readonly parts: readonly string[] | 'all'; readonly notice: string }
   /** Header changes of the delivered copy. */
@@ -235,7 +238,8 @@ export function plan(
     rule: where(ruleset, chosen?.line ?? 0),
     deliverTo: [...new Set(deliverTo)],
     quarantine,
-    bounce: has('bounce'),
+    bounce: has('bounce') || has('reject'),
+    reject: has('reject'),
     ...(strip ? { strip } : {}),
     edits,
   }

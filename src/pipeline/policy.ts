@@ -51,11 +51,31 @@ function listRuleset(setting: ListSetting, key: string, baseDir: string): Rulese
   return parseRuleset(text, key, yesNo)
 }
 
-/** Build the policy workers get, from the validated config. */
-export function loadPolicy(policy: PolicyConfig, baseDir: string, hostname: string): PolicySettings {
+/** Action settings of one front end that replace `policy.actions` (e.g. `milter.actions`). */
+export interface ActionOverrides {
+  /** Where they come from, for messages: `milter.actions`. */
+  readonly key: string
+  readonly actions: Partial<Record<VerdictCategory, ActionSetting>>
+}
+
+/**
+ * Build the policy workers get, from the validated config. With `overrides`, those
+ * categories take the front end's own action lists.
+ */
+export function loadPolicy(
+  policy: PolicyConfig,
+  baseDir: string,
+  hostname: string,
+  overrides?: ActionOverrides,
+): PolicySettings {
   const actions = {} as Record<VerdictCategory, Ruleset<Action[]>>
-  for (const category of VERDICT_CATEGORIES)
-    actions[category] = actionRuleset(policy.actions[category], `policy.actions.${category}`, baseDir)
+  for (const category of VERDICT_CATEGORIES) {
+    const own = overrides?.actions[category]
+    actions[category] =
+      own === undefined
+        ? actionRuleset(policy.actions[category], `policy.actions.${category}`, baseDir)
+        : actionRuleset(own, `${overrides?.key}.${category}`, baseDir)
+  }
   const { position, ...tags } = policy.tags
   if (policy.highSpamThreshold < policy.spamThreshold)
     throw new MailscreenError(

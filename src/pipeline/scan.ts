@@ -16,6 +16,8 @@ export interface ScanSettings {
   /** The effective score table (weights after the scores file) as entries. */
   readonly symbols: ReadonlyArray<readonly [string, SymbolInfo]>
   readonly policy: PolicySettings
+  /** The policy of the milter front end (its own action lists), when it is configured. */
+  readonly milterPolicy?: PolicySettings
 }
 
 /** The result of scanning one message. Plain data. */
@@ -55,6 +57,8 @@ export interface ScanInput {
   readonly log: Logger
   /** The last scan before the queue lifetime ends: a tempfail makes it unscannable. */
   readonly lastChance?: boolean
+  /** Which front end asks: the milter has its own action lists. Default: content filter. */
+  readonly front?: 'filter' | 'milter'
 }
 
 /** A scanner bound to its plugins and settings, reused for every message of a thread. */
@@ -67,9 +71,11 @@ export interface Scanner {
 /** Build a {@link Scanner}: runs the checks, decides the verdict, plans the actions. */
 export function createScanner(plugins: readonly ReadyPlugin[], settings: ScanSettings): Scanner {
   const symbols = new Map(settings.symbols)
-  const policy = compilePolicy(settings.policy)
+  const filterPolicy = compilePolicy(settings.policy)
+  const milterPolicy = settings.milterPolicy ? compilePolicy(settings.milterPolicy) : filterPolicy
   return {
-    async scan({ queueId, envelope, raw, log, lastChance }) {
+    async scan({ queueId, envelope, raw, log, lastChance, front }) {
+      const policy = front === 'milter' ? milterPolicy : filterPolicy
       const message = createMessageView(raw)
       const outcomes = await runChecks(plugins, { queueId, envelope, message, log })
       const listed = policy.listed(envelope)

@@ -28,6 +28,11 @@ export interface ScanTask {
   readonly entry?: { readonly header: SpoolHeader; readonly message: Uint8Array }
   /** Its last scan before the queue lifetime ends: a tempfail makes it unscannable. */
   readonly lastChance?: boolean
+  /**
+   * `milter`: the MTA keeps the message; scan `entry` with the milter's action lists and
+   * return the verdict (and a stripped copy) without writing anything to the spool.
+   */
+  readonly front?: 'milter'
 }
 
 /** A task's result: the report and the files the main thread commits. */
@@ -37,6 +42,8 @@ export interface ScanResult {
   readonly deliver?: StagedOutput
   /** The original, staged for `quarantine/` (in a slot named after the task's). */
   readonly quarantine?: string
+  /** Milter tasks whose actions strip: the message with the parts removed (no header edits). */
+  readonly stripped?: Uint8Array
 }
 
 /** The scanned message, fsynced under the spool's `tmp/` as `name`, and its bytes for delivery. */
@@ -75,7 +82,15 @@ export default async function scanTask(task: ScanTask): Promise<ScanResult> {
     raw: message,
     log: log.child({ qid: task.queueId }),
     ...(task.lastChance ? { lastChance: true } : {}),
+    ...(task.front ? { front: task.front } : {}),
   })
+  if (task.front === 'milter') {
+    const { disposition } = report
+    if (!disposition?.strip) return { report }
+    // Header changes go to the MTA as milter edits; only the strip is rendered here.
+    const stripped = ready.render(message, { ...report, disposition: { ...disposition, edits: [] } })
+    return { report, stripped: Buffer.concat(stripped) }
+  }
   const { verdict, disposition } = report
   if (disposition === undefined) return { report }
   const scan: ScanSummary = {

@@ -180,7 +180,7 @@ describe('parseActionList: header', () => {
 describe('parseActionList: errors', () => {
   it('names an unknown word as written and lists the known ones', () => {
     expect(() => parseActionList('deliver Deliverr')).toThrow(
-      'unknown action "Deliverr" (known: deliver tag header quarantine strip forward drop bounce)',
+      'unknown action "Deliverr" (known: deliver tag header quarantine strip forward drop bounce reject)',
     )
   })
 
@@ -206,7 +206,7 @@ describe('parseActionList: errors', () => {
   it('refuses drop together with a delivery', () => {
     for (const list of ['drop deliver', 'deliver drop', 'drop strip', 'forward a@example.org drop'])
       expect(() => parseActionList(list), list).toThrow(
-        'drop cannot be combined with deliver, strip or forward',
+        'drop cannot be combined with deliver, strip, forward or reject',
       )
   })
 

@@ -119,13 +119,13 @@ describe('loadPolicy: inline settings', () => {
     expect(failure(() => loadPolicy(policyWith({}, { spam: 'tag' }), dir, 'h'))).toEqual({
       code: 'MSC_RULES_INVALID',
       message:
-        'policy.actions.spam: no destination: add one of deliver, strip, forward, quarantine, drop, bounce (drop, to discard on purpose)',
+        'policy.actions.spam: no destination: add one of deliver, strip, forward, quarantine, drop, bounce, reject (drop, to discard on purpose)',
     })
     expect(failure(() => loadPolicy(policyWith({}, { spam: 'tag delivr' }), dir, 'h')).message).toMatch(
       /^policy\.actions\.spam: unknown action "delivr"/,
     )
     expect(failure(() => loadPolicy(policyWith({}, { virus: 'drop deliver' }), dir, 'h')).message).toBe(
-      'policy.actions.virus: drop cannot be combined with deliver, strip or forward',
+      'policy.actions.virus: drop cannot be combined with deliver, strip, forward or reject',
     )
   })
 
@@ -261,7 +261,7 @@ describe('loadPolicy: ruleset files', () => {
       'FromOrTo: default deliver\n\n\nTo: *@x.example drop deliver\n',
     )
     expect(failure(() => loadPolicy(policyWith({}, { banned: { ruleset: file } }), dir, 'h')).message).toBe(
-      `${file}:4: drop cannot be combined with deliver, strip or forward`,
+      `${file}:4: drop cannot be combined with deliver, strip, forward or reject`,
     )
   })
 

@@ -210,7 +210,7 @@ describe('parseRuleset errors name source:line', () => {
   it('names the value parser’s reason with source:line', () => {
     expect(() =>
       parseRuleset('# header\nFromOrTo: default\tdeliver drop', 'rules/virus.rules', parseActionList),
-    ).toThrow('rules/virus.rules:2: drop cannot be combined with deliver, strip or forward')
+    ).toThrow('rules/virus.rules:2: drop cannot be combined with deliver, strip, forward or reject')
     expect(() => parseRuleset('To: *@example.com delivr', 'a.rules', parseActionList)).toThrow(
       'a.rules:1: unknown action "delivr"',
     )
