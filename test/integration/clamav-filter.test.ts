@@ -6,11 +6,8 @@
 import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { BenchClient } from '../../src/bench/client.js'
-import { type Sink, startSink } from '../../src/bench/sink.js'
 import { type ClamdInstance, EICAR, startClamd } from '../support/clamd.js'
-import { type MailscreenProcess, startMailscreen, stopAll } from '../support/mailscreen.js'
-import { freePort } from '../support/ports.js'
+import { cliJson, send, startFilter } from '../support/mail.js'
 
 function withAttachment(subject: string, content: string): Buffer {
   const b64 = Buffer.from(content).toString('base64')
@@ -22,27 +19,16 @@ function withAttachment(subject: string, content: string): Buffer {
   )
 }
 
-async function send(port: number, data: Buffer): Promise<string> {
-  const client = await BenchClient.open('127.0.0.1', port)
-  const reply = await client.send('a@example.org', ['b@example.net'], data)
-  await client.close()
-  return reply.slice(-16)
-}
-
 describe('clamav in the running filter', () => {
-  let ms: MailscreenProcess | undefined
-  let sink: Sink | undefined
   let clamd: ClamdInstance | undefined
   afterEach(async () => {
-    await stopAll(ms, sink)
     await clamd?.stop()
   })
 
   it('quarantines a virus and delivers a notice instead, delivers clean mail, and holds mail unscanned while clamd is down', async () => {
     clamd = await startClamd()
-    sink = await startSink()
-    ms = await startMailscreen(await freePort(), {
-      delivery: { relay: `127.0.0.1:${sink.port}`, retry: ['1h'] },
+    const { ms, sink } = await startFilter({
+      delivery: { retry: ['1h'] },
       plugins: [{ use: 'clamav', options: { host: '127.0.0.1', port: clamd.port } }],
     })
     const virus = await send(ms.port, withAttachment('virus', EICAR))
@@ -71,9 +57,7 @@ describe('clamav in the running filter', () => {
     const unscanned = await send(ms.port, withAttachment('while down', 'text'))
     const deferred = await ms.waitForLog((l) => l.msg === 'scan deferred' && l.qid === unscanned)
     expect(String(deferred.reason)).toContain('clamav')
-    const listed = JSON.parse((await ms.cli(['queue', 'list', '--json'])).stdout) as Array<
-      Record<string, unknown>
-    >
+    const listed = await cliJson(ms, ['queue', 'list'])
     expect(listed).toEqual([expect.objectContaining({ id: unscanned, state: 'deferred', phase: 'scan' })])
     // Still only the notice and the clean message at the next hop: nothing went out unscanned.
     expect(sink.received).toBe(2)

@@ -6,12 +6,13 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { beforeAll, describe, expect, it } from 'vitest'
 import clamav from '../../plugins/clamav/index.js'
-import { packageRoot } from '../../src/package-root.js'
 import type { Check, Hit } from '../../src/pipeline/plugin.js'
 import { silentLog as log, runCheck as runWith } from '../support/check.js'
-import { type ClamdInstance, EICAR, EICAR_NAME, startClamd } from '../support/clamd.js'
+import { EICAR, EICAR_NAME, startClamd } from '../support/clamd.js'
+import { useDaemon } from '../support/hooks.js'
+import { base64Lines, CORPUS_DIR } from '../support/mail.js'
 
 const EICAR_NAMES = new RegExp(`^(${EICAR_NAME}|Corpus\\.Test\\.EICAR)(\\.UNOFFICIAL)?$`)
 
@@ -55,10 +56,6 @@ function storedZip(name: string, data: Buffer): Buffer {
   return Buffer.concat([local, fileName, data, central, fileName, end])
 }
 
-function base64Lines(data: Buffer): string {
-  return (data.toString('base64').match(/.{1,76}/g) ?? []).join('\r\n')
-}
-
 function multipart(attachment: { name: string; type: string; data: Buffer }): Buffer {
   return Buffer.from(
     [
@@ -91,7 +88,7 @@ const CLEAN = Buffer.from(
     'Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\nNothing to see here.\r\n',
 )
 
-let clamd: ClamdInstance
+const clamd = useDaemon(() => startClamd({ extraConfig: { StreamMaxLength: '2M' } }))
 let check: Check
 
 async function run(raw: Buffer, signal = AbortSignal.timeout(20_000)): Promise<readonly Hit[]> {
@@ -99,12 +96,7 @@ async function run(raw: Buffer, signal = AbortSignal.timeout(20_000)): Promise<r
 }
 
 beforeAll(async () => {
-  clamd = await startClamd({ extraConfig: { StreamMaxLength: '2M' } })
-  check = await clamav.setup(clamav.options.parse({ host: clamd.host, port: clamd.port }), { log })
-})
-
-afterAll(async () => {
-  await clamd?.stop()
+  check = await clamav.setup(clamav.options.parse({ host: clamd().host, port: clamd().port }), { log })
 })
 
 describe('clamav plugin against a real clamd', () => {
@@ -136,9 +128,7 @@ describe('clamav plugin against a real clamd', () => {
   })
 
   it('finds a corpus virus-test message with the corpus signatures', async () => {
-    const raw = await readFile(
-      join(packageRoot, '..', 'shared', 'corpus', 'virus-test', 'clamav__wrap-zipzip__clam.exe.eml'),
-    )
+    const raw = await readFile(join(CORPUS_DIR, 'virus-test', 'clamav__wrap-zipzip__clam.exe.eml'))
     const hits = await run(raw)
     expect(hits.map((h) => h.symbol)).toEqual(['CLAMAV_VIRUS'])
     expect(hits[0]?.evidence?.join(' ')).toMatch(/Corpus\.Test\.|Eicar/)
@@ -151,11 +141,11 @@ describe('clamav plugin against a real clamd', () => {
 
   it('throws when clamd hangs (abort) and when it has been stopped', async () => {
     // A hung clamd: SIGSTOP it, the check's signal fires, the check rejects.
-    process.kill(clamd.pid, 'SIGSTOP')
+    process.kill(clamd().pid, 'SIGSTOP')
     try {
       await expect(run(CLEAN, AbortSignal.timeout(500))).rejects.toThrow(/clamd 127\.0\.0\.1:\d+: aborted/)
     } finally {
-      process.kill(clamd.pid, 'SIGCONT')
+      process.kill(clamd().pid, 'SIGCONT')
     }
     // A scan in flight when clamd goes away, then one against a stopped clamd.
     const big = Buffer.alloc(1536 * 1024, 'a')
@@ -163,7 +153,7 @@ describe('clamav plugin against a real clamd', () => {
       (hits) => ({ hits }),
       (err: unknown) => ({ err }),
     )
-    await clamd.stop(true)
+    await clamd().stop(true)
     const outcome = await inFlight
     // Finished before the stop landed: a real verdict is fine; otherwise it must be a clamd error.
     if ('hits' in outcome) expect(outcome.hits).toEqual([])

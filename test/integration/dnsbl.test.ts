@@ -4,11 +4,9 @@
  * a silent server bounded by the timeout, the circuit breaker opening on a hung server and
  * closing again; and once through the running filter, with the client forwarded by XFORWARD.
  */
-import net from 'node:net'
 import { pino } from 'pino'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import dnsbl from '../../plugins/dnsbl/index.js'
-import { type Sink, type SinkMessage, startSink } from '../../src/bench/sink.js'
 import {
   type Check,
   type CheckContext,
@@ -19,9 +17,9 @@ import { runChecks } from '../../src/pipeline/runner.js'
 import { newQueueId } from '../../src/queue/ids.js'
 import { silentLog, testEnvelope } from '../support/check.js'
 import { type FakeDns, startFakeDns } from '../support/dns-server.js'
-import { type MailscreenProcess, startMailscreen, stopAll } from '../support/mailscreen.js'
-import { freePort } from '../support/ports.js'
-import { RBL, RBL_TXT, RBL_ZONE, type RbldnsdInstance, startRbldnsd } from '../support/rbldnsd.js'
+import { useDaemon } from '../support/hooks.js'
+import { byTag, field, send, sleep, startFilter, textMessage } from '../support/mail.js'
+import { RBL, RBL_TXT, RBL_ZONE, startRbldnsd } from '../support/rbldnsd.js'
 
 const RAW = Buffer.from('Subject: hi\r\n\r\nhello\r\n')
 
@@ -41,21 +39,13 @@ function capturingLog() {
   return { log, events: (msg: string) => lines.filter((l) => l.msg === msg) }
 }
 
-let rbl: RbldnsdInstance
+const rbl = useDaemon(startRbldnsd)
 
 async function setup(options: Record<string, unknown>, log = silentLog): Promise<Check> {
-  return dnsbl.setup(dnsbl.options.parse({ servers: [rbl.server], ...options }), { log })
+  return dnsbl.setup(dnsbl.options.parse({ servers: [rbl().server], ...options }), { log })
 }
 
 const EXAMPLE_ZONE = { zone: RBL_ZONE, symbol: 'RBL_EXAMPLE', score: 5 }
-
-beforeAll(async () => {
-  rbl = await startRbldnsd()
-})
-
-afterAll(async () => {
-  await rbl?.stop()
-})
 
 describe('dnsbl plugin against a real rbldnsd', () => {
   it("gives a listed client the zone's symbol, with the return code and TXT as evidence", async () => {
@@ -127,7 +117,7 @@ describe('dnsbl plugin against a real rbldnsd', () => {
     const check = await setup({ zones: [EXAMPLE_ZONE] })
     await expect(check(context(RBL.refused))).rejects.toThrow(/query refused \(127\.255\.255\.254\)/)
     // Through the runner, as in the filter: no listing, the failure symbol, policy continue.
-    const opts = dnsbl.options.parse({ servers: [rbl.server], zones: [EXAMPLE_ZONE] })
+    const opts = dnsbl.options.parse({ servers: [rbl().server], zones: [EXAMPLE_ZONE] })
     const [outcome] = await runChecks(
       [
         {
@@ -149,7 +139,8 @@ describe('dnsbl plugin against a real rbldnsd', () => {
 
   it('answers a repeated lookup from the cache, without asking rbldnsd again', async () => {
     const check = await setup({ zones: [EXAMPLE_ZONE] })
-    const asked = async (ip: string) => (await rbl.queries()).filter((l) => l.includes(` ${ip}.${RBL_ZONE} `))
+    const asked = async (ip: string) =>
+      (await rbl().queries()).filter((l) => l.includes(` ${ip}.${RBL_ZONE} `))
     const reversedSpam = RBL.spam.split('.').reverse().join('.')
     const reversedUnlisted = RBL.unlisted.split('.').reverse().join('.')
     const before = (await asked(reversedSpam)).length
@@ -213,113 +204,46 @@ describe('dnsbl plugin against a real rbldnsd', () => {
         { timeoutMs: 100, cacheSize: 0, breaker: { failures: 2, pauseMs: 300 }, zones: [EXAMPLE_ZONE] },
         log,
       )
-      process.kill(rbl.pid, 'SIGSTOP')
+      process.kill(rbl().pid, 'SIGSTOP')
       try {
         await expect(check(context(RBL.spam))).rejects.toThrow(/no answer within 100 ms/)
         await expect(check(context(RBL.spam))).rejects.toThrow(/no answer within 100 ms/)
         await expect(check(context(RBL.spam))).rejects.toThrow(/paused until/)
         expect(events('dnsbl zone paused')).toHaveLength(1)
       } finally {
-        process.kill(rbl.pid, 'SIGCONT')
+        process.kill(rbl().pid, 'SIGCONT')
       }
-      await new Promise((resolve) => setTimeout(resolve, 350))
-      const before = (await rbl.queries()).length
+      await sleep(350)
+      const before = (await rbl().queries()).length
       expect(await check(context(RBL.spam))).toEqual([
         { symbol: 'RBL_EXAMPLE', evidence: [RBL_ZONE, '127.0.0.2', RBL_TXT.spam] },
       ])
       expect(events('dnsbl zone resumed')).toEqual([expect.objectContaining({ level: 30, zone: RBL_ZONE })])
-      const probe = (await rbl.queries()).slice(before)
+      const probe = (await rbl().queries()).slice(before)
       expect(probe[0]).toContain(` 2.0.0.127.${RBL_ZONE} A IN: NOERROR`)
     })
   })
 })
 
-/** One SMTP session: EHLO, optional XFORWARD ADDR=, one message. Resolves with the queue ID. */
-async function sendForwarded(port: number, addr: string | undefined, data: Buffer): Promise<string> {
-  const socket = net.connect({ host: '127.0.0.1', port })
-  socket.setEncoding('latin1')
-  let buffer = ''
-  const finals: string[] = []
-  let wake: (() => void) | undefined
-  socket.on('data', (chunk: string) => {
-    buffer += chunk
-    for (let eol = buffer.indexOf('\r\n'); eol !== -1; eol = buffer.indexOf('\r\n')) {
-      const line = buffer.slice(0, eol)
-      buffer = buffer.slice(eol + 2)
-      if (line[3] !== '-') finals.push(line)
-    }
-    wake?.()
-  })
-  const closed = new Promise<never>((_, reject) => {
-    socket.on('error', reject)
-    socket.on('close', () => reject(new Error('connection closed')))
-  })
-  closed.catch(() => undefined)
-  const reply = async (expected: number): Promise<string> => {
-    while (finals.length === 0) await Promise.race([new Promise<void>((r) => (wake = r)), closed])
-    const line = finals.shift() as string
-    if (!line.startsWith(String(expected))) throw new Error(`expected ${expected}, got: ${line}`)
-    return line
-  }
-  try {
-    await reply(220)
-    socket.write('EHLO client.example.test\r\n')
-    await reply(250)
-    if (addr !== undefined) {
-      socket.write(`XFORWARD ADDR=${addr} NAME=spammer.example.test HELO=spammer.example.test\r\n`)
-      await reply(250)
-    }
-    socket.write('MAIL FROM:<a@example.org>\r\n')
-    await reply(250)
-    socket.write('RCPT TO:<b@example.net>\r\n')
-    await reply(250)
-    socket.write('DATA\r\n')
-    await reply(354)
-    socket.write(Buffer.concat([data, Buffer.from('.\r\n')]))
-    const queued = await reply(250)
-    socket.write('QUIT\r\n')
-    const id = /queued as ([0-9A-Za-z]+)/.exec(queued)?.[1]
-    if (id === undefined) throw new Error(`no queue ID in ${queued}`)
-    return id
-  } finally {
-    socket.end()
-  }
-}
-
-function header(message: SinkMessage | undefined, name: string): string | undefined {
-  const text = message?.data.toString('latin1') ?? ''
-  const head = text.slice(0, text.indexOf('\r\n\r\n') + 2).replace(/\r\n[ \t]+/g, ' ')
-  return new RegExp(`^${name}: *(.*)$`, 'mi').exec(head)?.[1]
-}
-
-function mail(tag: string): Buffer {
-  return Buffer.from(
-    `From: a@example.org\r\nTo: b@example.net\r\nSubject: ${tag}\r\nMessage-ID: <${tag}@example.org>\r\n` +
-      'Date: Mon, 23 Nov 2026 20:00:00 +0000\r\n\r\nhello\r\n',
-  )
+/** XFORWARD attributes naming a remote client at `addr`. */
+function forwarded(addr: string): Record<string, string> {
+  return { ADDR: addr, NAME: 'spammer.example.test', HELO: 'spammer.example.test' }
 }
 
 describe('dnsbl in the running filter', () => {
-  let ms: MailscreenProcess | undefined
-  let sink: Sink | undefined
-  afterEach(() => stopAll(ms, sink))
-
   it('names the symbol in X-mailscreen-Verdict for a listed forwarded client, and never looks up the MTA', async () => {
-    sink = await startSink()
-    ms = await startMailscreen(await freePort(), {
-      delivery: { relay: `127.0.0.1:${sink.port}` },
-      plugins: [{ use: 'dnsbl', options: { servers: [rbl.server], zones: [EXAMPLE_ZONE] } }],
+    const { ms, sink } = await startFilter({
+      plugins: [{ use: 'dnsbl', options: { servers: [rbl().server], zones: [EXAMPLE_ZONE] } }],
     })
-    const listed = await sendForwarded(ms.port, RBL.spam, mail('listed'))
-    const clean = await sendForwarded(ms.port, RBL.unlisted, mail('unlisted'))
-    const direct = await sendForwarded(ms.port, undefined, mail('direct'))
+    const listed = await send(ms.port, textMessage({ tag: 'listed' }), { xforward: forwarded(RBL.spam) })
+    const clean = await send(ms.port, textMessage({ tag: 'unlisted' }), { xforward: forwarded(RBL.unlisted) })
+    const direct = await send(ms.port, textMessage({ tag: 'direct' }))
     await sink.waitFor(3, 20_000)
-    const byTag = (tag: string) =>
-      sink?.messages.find((m) => header(m, 'Message-ID') === `<${tag}@example.org>`)
+    const verdictOf = (tag: string) => field(byTag(sink, tag)[0], 'X-mailscreen-Verdict')
 
-    expect(header(byTag('listed'), 'X-mailscreen-Verdict')).toContain('RBL_EXAMPLE')
-    expect(header(byTag('unlisted'), 'X-mailscreen-Verdict')).not.toContain('RBL_EXAMPLE')
-    expect(header(byTag('direct'), 'X-mailscreen-Verdict')).not.toContain('RBL_EXAMPLE')
+    expect(verdictOf('listed')).toContain('RBL_EXAMPLE')
+    expect(verdictOf('unlisted')).not.toContain('RBL_EXAMPLE')
+    expect(verdictOf('direct')).not.toContain('RBL_EXAMPLE')
 
     const verdict = await ms.waitForLog((l) => l.qid === listed && l.msg === 'verdict')
     expect(verdict.symbols).toContain('RBL_EXAMPLE')
@@ -328,6 +252,6 @@ describe('dnsbl in the running filter', () => {
         'RBL_EXAMPLE',
       )
     // The MTA (127.0.0.1, not forwarded) was never asked about.
-    expect((await rbl.queries()).filter((l) => l.includes(` 1.0.0.127.${RBL_ZONE} `))).toEqual([])
+    expect((await rbl().queries()).filter((l) => l.includes(` 1.0.0.127.${RBL_ZONE} `))).toEqual([])
   })
 })

@@ -4,84 +4,32 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { stringify } from 'yaml'
-import { BenchClient } from '../../src/bench/client.js'
-import { type Sink, type SinkMessage, startSink } from '../../src/bench/sink.js'
+import { type Sink, startSink } from '../../src/bench/sink.js'
 import { packageRoot } from '../../src/package-root.js'
-import { cleanup, type MailscreenProcess, runCli, startMailscreen, stopAll } from '../support/mailscreen.js'
-import { freePort } from '../support/ports.js'
+import { byTag, cliJson, field, send, sleep, startFilter, textMessage } from '../support/mail.js'
+import { cleanup, runCli } from '../support/mailscreen.js'
 
 const EXAMPLE = join(packageRoot, 'plugins', 'example')
 const THROWS = join(packageRoot, 'test', 'fixtures', 'plugins', 'throws')
 const HANGS = join(packageRoot, 'test', 'fixtures', 'plugins', 'hangs')
 
-function message(subject: string, tag: string): Buffer {
-  return Buffer.from(
-    [
-      'From: a@example.org',
-      'To: b@example.net',
-      `Subject: ${subject}`,
-      'Date: Mon, 23 Nov 2026 20:00:00 +0000',
-      `Message-ID: <${tag}@example.org>`,
-      '',
-      'hello',
-      '',
-    ].join('\r\n'),
-  )
-}
-
-async function send(port: number, data: Buffer): Promise<string> {
-  const client = await BenchClient.open('127.0.0.1', port)
-  try {
-    const line = await client.send('a@example.org', ['b@example.net'], data)
-    const id = /queued as ([0-9A-Za-z]{16})\b/.exec(line)?.[1]
-    if (!id) throw new Error(`no queue ID in ${line}`)
-    return id
-  } finally {
-    await client.close()
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
-}
-
-/** The unfolded header block of a delivered message. */
-function headers(m: SinkMessage | undefined): string {
-  const text = m?.data.toString('latin1') ?? ''
-  return text.slice(0, text.indexOf('\r\n\r\n') + 2).replace(/\r\n[ \t]+/g, ' ')
-}
-
-function field(m: SinkMessage | undefined, name: string): string | undefined {
-  return new RegExp(`^${name}: *(.*)$`, 'mi').exec(headers(m))?.[1]
-}
-
-function byMessageId(sink: Sink, tag: string): SinkMessage | undefined {
-  return sink.messages.find((m) => field(m, 'Message-ID') === `<${tag}@example.org>`)
-}
-
 describe('plugins in the running filter', () => {
-  let ms: MailscreenProcess | undefined
-  let sink: Sink | undefined
-  afterEach(() => stopAll(ms, sink))
-
   it('loads the example plugin by path and tags a matching subject as spam', async () => {
-    sink = await startSink()
-    ms = await startMailscreen(await freePort(), {
-      delivery: { relay: `127.0.0.1:${sink.port}` },
+    const { ms, sink } = await startFilter({
       policy: { spamThreshold: 3 },
       plugins: [{ use: EXAMPLE, options: { subjectWords: ['lottery', 'wire transfer'] } }],
     })
-    const spamId = await send(ms.port, message('You won the LOTTERY today', 'spam'))
-    const hamId = await send(ms.port, message('Quarterly report', 'ham'))
+    const spamId = await send(ms.port, textMessage({ tag: 'spam', subject: 'You won the LOTTERY today' }))
+    const hamId = await send(ms.port, textMessage({ tag: 'ham', subject: 'Quarterly report' }))
     await sink.waitFor(2, 15_000)
 
-    const spam = byMessageId(sink, 'spam')
+    const spam = byTag(sink, 'spam')[0]
     const verdict = field(spam, 'X-mailscreen-Verdict')
     expect(verdict).toMatch(/^spam, score=3 required=3 symbols=.*\bEXAMPLE_SUBJECT_WORD=3\b/)
     expect(field(spam, 'Subject')).toBe('{Spam?} You won the LOTTERY today')
     expect(field(spam, 'X-mailscreen-Scanned')).toBe(`mailscreen on mailscreen.test (id ${spamId})`)
 
-    const ham = byMessageId(sink, 'ham')
+    const ham = byTag(sink, 'ham')[0]
     expect(field(ham, 'X-mailscreen-Verdict')).toBe('clean, score=0 required=3')
     expect(field(ham, 'Subject')).toBe('Quarterly report')
 
@@ -93,14 +41,12 @@ describe('plugins in the running filter', () => {
   })
 
   it('a throwing check with onError continue: delivered with THROWS_FAIL and a "check failed" log line', async () => {
-    sink = await startSink()
-    ms = await startMailscreen(await freePort(), {
-      delivery: { relay: `127.0.0.1:${sink.port}` },
+    const { ms, sink } = await startFilter({
       plugins: [{ use: 'example' }, { use: THROWS, onError: 'continue' }],
     })
-    const id = await send(ms.port, message('Quarterly report', 'throws-continue'))
+    const id = await send(ms.port, textMessage({ tag: 'throws-continue', subject: 'Quarterly report' }))
     await sink.waitFor(1, 15_000)
-    const delivered = byMessageId(sink, 'throws-continue')
+    const delivered = byTag(sink, 'throws-continue')[0]
     expect(field(delivered, 'X-mailscreen-Verdict')).toMatch(
       /^clean, score=0 required=5 symbols=THROWS_FAIL$/,
     )
@@ -115,12 +61,11 @@ describe('plugins in the running filter', () => {
   })
 
   it('a throwing check with onError tempfail: not delivered, parked in deferred/ for a later scan', async () => {
-    sink = await startSink()
-    ms = await startMailscreen(await freePort(), {
-      delivery: { relay: `127.0.0.1:${sink.port}`, retry: ['1h'] },
+    const { ms, sink } = await startFilter({
+      delivery: { retry: ['1h'] },
       plugins: [{ use: THROWS, onError: 'tempfail' }],
     })
-    const id = await send(ms.port, message('Quarterly report', 'throws-tempfail'))
+    const id = await send(ms.port, textMessage({ tag: 'throws-tempfail', subject: 'Quarterly report' }))
     const deferred = await ms.waitForLog((l) => l.qid === id && l.msg === 'scan deferred')
     expect(String(deferred.reason)).toContain('scanner exploded')
     expect(deferred.attempts).toBe(1)
@@ -128,9 +73,7 @@ describe('plugins in the running filter', () => {
     // The retry state is written before the move into deferred/; poll until the move is done.
     let rows: Array<Record<string, unknown>> = []
     for (let i = 0; i < 50; i++) {
-      const out = await ms.cli(['queue', 'list', '--json'])
-      expect(out.code, out.stderr).toBe(0)
-      rows = JSON.parse(out.stdout)
+      rows = await cliJson(ms, ['queue', 'list'])
       if (rows[0]?.state === 'deferred') break
       await sleep(100)
     }
@@ -157,14 +100,12 @@ describe('plugins in the running filter', () => {
   })
 
   it('a hanging check (timeout 300 ms, continue): delivered with HANGS_FAIL; the failure names the timeout', async () => {
-    sink = await startSink()
-    ms = await startMailscreen(await freePort(), {
-      delivery: { relay: `127.0.0.1:${sink.port}` },
+    const { ms, sink } = await startFilter({
       plugins: [{ use: HANGS, timeout: '300ms', onError: 'continue' }],
     })
-    const id = await send(ms.port, message('Quarterly report', 'hangs'))
+    const id = await send(ms.port, textMessage({ tag: 'hangs', subject: 'Quarterly report' }))
     await sink.waitFor(1, 15_000)
-    expect(field(byMessageId(sink, 'hangs'), 'X-mailscreen-Verdict')).toMatch(/\bsymbols=HANGS_FAIL$/)
+    expect(field(byTag(sink, 'hangs')[0], 'X-mailscreen-Verdict')).toMatch(/\bsymbols=HANGS_FAIL$/)
     const failed = await ms.waitForLog((l) => l.qid === id && l.msg === 'check failed')
     expect(failed).toMatchObject({
       plugin: 'hangs',
@@ -206,7 +147,7 @@ describe('mailscreen scan', () => {
       }),
     )
     const eml = join(dir, 'message.eml')
-    await writeFile(eml, message('Lottery results', 'scan-me'))
+    await writeFile(eml, textMessage({ tag: 'scan-me', subject: 'Lottery results' }))
 
     const out = await runCli(['scan', eml, '--config', configFile, '--json'], dir)
     expect(out.code, out.stderr).toBe(0)

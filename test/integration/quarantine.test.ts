@@ -8,16 +8,25 @@
  */
 import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { BenchClient } from '../../src/bench/client.js'
-import { type Sink, type SinkMessage, startSink } from '../../src/bench/sink.js'
+import { describe, expect, it } from 'vitest'
+import type { SinkMessage } from '../../src/bench/sink.js'
 import { newQueueId } from '../../src/queue/ids.js'
-import { type ClamdInstance, EICAR, EICAR_NAME, startClamd } from '../support/clamd.js'
-import { type MailscreenProcess, startMailscreen, stopAll } from '../support/mailscreen.js'
-import { freePort } from '../support/ports.js'
+import { EICAR, EICAR_NAME, startClamd } from '../support/clamd.js'
+import { useDaemon } from '../support/hooks.js'
+import {
+  byTag,
+  cliJson,
+  field,
+  headers,
+  quarantineHolding,
+  send,
+  sleep,
+  startFilter,
+} from '../support/mail.js'
 
 const SENDER = 'anna@example.org'
 const RECIPIENT = 'bob@example.net'
+const ENVELOPE = { from: SENDER, to: [RECIPIENT] }
 const EICAR_B64 = Buffer.from(EICAR, 'latin1').toString('base64')
 
 /** A message with a text part and an attachment `content` (base64), CRLF throughout. */
@@ -50,46 +59,6 @@ function withAttachment(tag: string, subject: string, content: string): Buffer {
   )
 }
 
-async function send(port: number, data: Buffer, to: readonly string[] = [RECIPIENT]): Promise<string> {
-  const client = await BenchClient.open('127.0.0.1', port)
-  try {
-    const line = await client.send(SENDER, to, data)
-    const id = /queued as ([0-9A-Za-z]{16})\b/.exec(line)?.[1]
-    if (!id) throw new Error(`no queue ID in ${line}`)
-    return id
-  } finally {
-    await client.close()
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
-}
-
-/**
- * The quarantine's listing once it holds all of `ids` (or after `timeoutMs`): the verdict is
- * logged just before the quarantined copy is committed, so a listing right after the log line
- * can miss it.
- */
-async function quarantineHolding(ms: MailscreenProcess, ids: readonly string[], timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const files = await readdir(join(ms.spoolDir, 'quarantine'))
-    if (ids.every((id) => files.includes(id)) || Date.now() > deadline) return files
-    await sleep(50)
-  }
-}
-
-/** The unfolded header block of a message. */
-function headers(data: Buffer): string {
-  const text = data.toString('latin1')
-  return text.slice(0, text.indexOf('\r\n\r\n') + 2).replace(/\r\n[ \t]+/g, ' ')
-}
-
-function field(data: Buffer | undefined, name: string): string | undefined {
-  return data ? new RegExp(`^${name}: *(.*)$`, 'mi').exec(headers(data))?.[1] : undefined
-}
-
 /** Undo quoted-printable (soft line breaks and =XX), for reading a notice part. */
 function unQp(text: string): string {
   return text
@@ -101,50 +70,20 @@ function body(data: Buffer): Buffer {
   return data.subarray(data.indexOf('\r\n\r\n') + 4)
 }
 
-function byMessageId(sink: Sink, tag: string): SinkMessage[] {
-  return sink.messages.filter((m) => field(m.data, 'Message-ID') === `<${tag}@example.org>`)
-}
-
-type Row = Record<string, unknown>
-
-async function listQuarantine(ms: MailscreenProcess): Promise<Row[]> {
-  const out = await ms.cli(['quarantine', 'list', '--json'])
-  expect(out.code, out.stderr).toBe(0)
-  return JSON.parse(out.stdout) as Row[]
-}
-
-let clamd: ClamdInstance
-
-beforeAll(async () => {
-  clamd = await startClamd()
-})
-
-afterAll(async () => {
-  await clamd?.stop()
-})
+const clamd = useDaemon(startClamd)
 
 describe('quarantine: list, show, release, delete against a running mailscreen', () => {
-  let ms: MailscreenProcess | undefined
-  let sink: Sink | undefined
-  afterEach(async () => {
-    await stopAll(ms, sink)
-    ms = undefined
-    sink = undefined
-  })
-
   it('virus action "quarantine": nothing delivered; listed with its reason; released original goes to --to byte for byte; delete; unknown IDs', async () => {
-    sink = await startSink()
-    ms = await startMailscreen(await freePort(), {
-      delivery: { relay: `127.0.0.1:${sink.port}` },
+    const { ms, sink } = await startFilter({
       policy: { actions: { virus: 'quarantine' } },
-      plugins: [{ use: 'clamav', options: { host: '127.0.0.1', port: clamd.port } }],
+      plugins: [{ use: 'clamav', options: { host: '127.0.0.1', port: clamd().port } }],
     })
     const firstSent = withAttachment('virus-one', 'Invoice 4711', EICAR)
     const secondSent = withAttachment('virus-two', 'Invoice 4712', EICAR)
     const cleanSent = withAttachment('clean-one', 'Invoice 4713', 'just a text file\r\n')
-    const first = await send(ms.port, firstSent)
-    const second = await send(ms.port, secondSent)
-    const clean = await send(ms.port, cleanSent)
+    const first = await send(ms.port, firstSent, ENVELOPE)
+    const second = await send(ms.port, secondSent, ENVELOPE)
+    const clean = await send(ms.port, cleanSent, ENVELOPE)
 
     for (const id of [first, second]) {
       const verdict = await ms.waitForLog((l) => l.msg === 'verdict' && l.qid === id)
@@ -163,11 +102,11 @@ describe('quarantine: list, show, release, delete against a running mailscreen',
     // Give a wrongly delivered virus time to show up, then check only the clean one arrived.
     await sleep(500)
     expect(sink.received).toBe(1)
-    expect(byMessageId(sink, 'clean-one')).toHaveLength(1)
+    expect(byTag(sink, 'clean-one')).toHaveLength(1)
     expect((await quarantineHolding(ms, [first, second])).sort()).toEqual([first, second].sort())
 
     // list --json: one object per message, oldest first, with what an administrator needs.
-    const rows = await listQuarantine(ms)
+    const rows = await cliJson(ms, ['quarantine', 'list'])
     expect(rows.map((r) => r.id)).toEqual([first, second])
     expect(rows[0]).toMatchObject({
       id: first,
@@ -204,9 +143,11 @@ describe('quarantine: list, show, release, delete against a running mailscreen',
     const raw = await ms.cli(['quarantine', 'show', first, '--raw'])
     expect(raw.code, raw.stderr).toBe(0)
     expect(raw.stdout).toBe(firstSent.toString('latin1'))
-    const json = await ms.cli(['quarantine', 'show', second, '--json'])
-    expect(json.code, json.stderr).toBe(0)
-    expect(JSON.parse(json.stdout)).toMatchObject({ id: second, verdict: 'virus', to: [RECIPIENT] })
+    expect(await cliJson(ms, ['quarantine', 'show', second])).toMatchObject({
+      id: second,
+      verdict: 'virus',
+      to: [RECIPIENT],
+    })
 
     // release --to: the running mailscreen delivers the original to the new address only.
     const released = await ms.cli(['quarantine', 'release', first, '--to', 'other@example.net'])
@@ -220,31 +161,29 @@ describe('quarantine: list, show, release, delete against a running mailscreen',
     await sink.waitFor(2, 15_000)
     const delivered = await ms.waitForLog((l) => l.msg === 'delivered' && l.qid === releasedId)
     expect(delivered.to).toBe('other@example.net')
-    const copies = byMessageId(sink, 'virus-one')
+    const copies = byTag(sink, 'virus-one')
     expect(copies).toHaveLength(1)
     const copy = copies[0] as SinkMessage
     expect(copy.mailFrom).toBe(SENDER)
     expect(copy.rcptTo).toEqual(['other@example.net'])
     // The original as received: same body bytes, no tag, none of our header fields.
     expect(body(copy.data).equals(body(firstSent))).toBe(true)
-    expect(field(copy.data, 'Subject')).toBe('Invoice 4711')
-    expect(headers(copy.data)).not.toMatch(/^X-mailscreen-/im)
-    expect(headers(copy.data)).not.toMatch(/^X-Spam-/im)
+    expect(field(copy, 'Subject')).toBe('Invoice 4711')
+    expect(headers(copy)).not.toMatch(/^X-mailscreen-/im)
+    expect(headers(copy)).not.toMatch(/^X-Spam-/im)
     expect(copy.data.equals(firstSent)).toBe(true)
     expect(copy.data.toString('latin1')).toContain(EICAR_B64)
 
     // It left the quarantine; the other one is still there.
-    expect((await listQuarantine(ms)).map((r) => r.id)).toEqual([second])
+    expect((await cliJson(ms, ['quarantine', 'list'])).map((r) => r.id)).toEqual([second])
     // The queue holds nothing of it any more either.
-    const queue = await ms.cli(['queue', 'list', '--json'])
-    expect(queue.code, queue.stderr).toBe(0)
-    expect(JSON.parse(queue.stdout)).toEqual([])
+    expect(await cliJson(ms, ['queue', 'list'])).toEqual([])
 
     // delete: gone for good, never delivered.
     const deleted = await ms.cli(['quarantine', 'delete', second])
     expect(deleted.code, deleted.stderr).toBe(0)
     expect(deleted.stdout).toContain(`${second} deleted from quarantine`)
-    expect(await listQuarantine(ms)).toEqual([])
+    expect(await cliJson(ms, ['quarantine', 'list'])).toEqual([])
     expect(await readdir(join(ms.spoolDir, 'quarantine'))).toEqual([])
     const empty = await ms.cli(['quarantine', 'list'])
     expect(empty.stdout).toBe('Quarantine is empty\n')
@@ -271,18 +210,16 @@ describe('quarantine: list, show, release, delete against a running mailscreen',
     await sleep(1_500)
     // The clean message and the one released copy, nothing else: the virus was never sent on.
     expect(sink.received).toBe(2)
-    expect(byMessageId(sink, 'virus-two')).toEqual([])
+    expect(byTag(sink, 'virus-two')).toEqual([])
     expect(ms.child.exitCode).toBeNull()
   })
 
   it('default virus actions "quarantine strip": a notice without the virus goes out; releasing the kept original delivers it to its recipients', async () => {
-    sink = await startSink()
-    ms = await startMailscreen(await freePort(), {
-      delivery: { relay: `127.0.0.1:${sink.port}` },
-      plugins: [{ use: 'clamav', options: { host: '127.0.0.1', port: clamd.port } }],
+    const { ms, sink } = await startFilter({
+      plugins: [{ use: 'clamav', options: { host: '127.0.0.1', port: clamd().port } }],
     })
     const sent = withAttachment('virus-strip', 'Your order', EICAR)
-    const id = await send(ms.port, sent, [RECIPIENT, 'carol@example.net'])
+    const id = await send(ms.port, sent, { from: SENDER, to: [RECIPIENT, 'carol@example.net'] })
     const verdict = await ms.waitForLog((l) => l.msg === 'verdict' && l.qid === id)
     expect(verdict).toMatchObject({
       verdict: 'virus',
@@ -294,8 +231,8 @@ describe('quarantine: list, show, release, delete against a running mailscreen',
     const notice = sink.messages[0] as SinkMessage
     expect(notice.rcptTo).toEqual([RECIPIENT, 'carol@example.net'])
     const text = unQp(notice.data.toString('latin1'))
-    expect(field(notice.data, 'X-mailscreen-Virus')).toContain(EICAR_NAME)
-    expect(field(notice.data, 'X-mailscreen-Verdict')).toMatch(/^virus, /)
+    expect(field(notice, 'X-mailscreen-Virus')).toContain(EICAR_NAME)
+    expect(field(notice, 'X-mailscreen-Verdict')).toMatch(/^virus, /)
     expect(text).toContain(`removed content from this message (id ${id})`)
     expect(text).toContain(`${EICAR_NAME}`)
     expect(text).toContain(
@@ -306,7 +243,7 @@ describe('quarantine: list, show, release, delete against a running mailscreen',
     expect(text).not.toContain(EICAR_B64)
     expect(text).toContain('see attached (virus-strip)')
 
-    const rows = await listQuarantine(ms)
+    const rows = await cliJson(ms, ['quarantine', 'list'])
     expect(rows).toEqual([
       expect.objectContaining({
         id,
@@ -327,7 +264,7 @@ describe('quarantine: list, show, release, delete against a running mailscreen',
     expect(original.rcptTo).toEqual([RECIPIENT, 'carol@example.net'])
     expect(original.mailFrom).toBe(SENDER)
     expect(original.data.equals(sent)).toBe(true)
-    expect(await listQuarantine(ms)).toEqual([])
+    expect(await cliJson(ms, ['quarantine', 'list'])).toEqual([])
     await sleep(500)
     expect(sink.received).toBe(2)
   })

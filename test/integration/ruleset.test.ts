@@ -12,12 +12,21 @@
  * both are high-scoring spam (11).
  */
 import { mkdtemp, readdir, writeFile } from 'node:fs/promises'
-import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { stringify } from 'yaml'
-import { type Sink, type SinkMessage, startSink } from '../../src/bench/sink.js'
+import { type Sink, startSink } from '../../src/bench/sink.js'
+import {
+  byTag,
+  cliJson,
+  field,
+  fields,
+  quarantineHolding,
+  send,
+  sleep,
+  textMessage,
+} from '../support/mail.js'
 import {
   cleanup,
   type LogLine,
@@ -50,117 +59,14 @@ interface MessageSpec {
   readonly from?: string
 }
 
-function message({ tag, subject, noDate, from = 'a@example.org' }: MessageSpec): Buffer {
-  return Buffer.from(
-    [
-      `From: ${from}`,
-      'To: someone@example.net',
-      `Subject: ${subject}`,
-      ...(noDate ? [] : ['Date: Mon, 23 Nov 2026 20:00:00 +0000']),
-      `Message-ID: <${tag}@example.org>`,
-      '',
-      `hello (${tag})`,
-      '',
-    ].join('\r\n'),
-  )
+/** A test message to someone@example.net saying hello. */
+function message({ tag, subject, noDate, from }: MessageSpec): Buffer {
+  return textMessage({ tag, subject, from, to: 'someone@example.net', date: !noDate, body: `hello (${tag})` })
 }
 
-/**
- * One SMTP session: EHLO, XFORWARD ADDR= when given, one message to `to`. Resolves with the
- * queue ID from the final reply.
- */
-async function send(
-  port: number,
-  envelope: { from: string; to: readonly string[]; xforwardAddr?: string },
-  data: Buffer,
-): Promise<string> {
-  const socket = net.connect({ host: '127.0.0.1', port })
-  socket.setEncoding('latin1')
-  let buffer = ''
-  const finals: string[] = []
-  let wake: (() => void) | undefined
-  socket.on('data', (chunk: string) => {
-    buffer += chunk
-    for (let eol = buffer.indexOf('\r\n'); eol !== -1; eol = buffer.indexOf('\r\n')) {
-      const line = buffer.slice(0, eol)
-      buffer = buffer.slice(eol + 2)
-      if (line[3] !== '-') finals.push(line)
-    }
-    wake?.()
-  })
-  const closed = new Promise<never>((_, reject) => {
-    socket.on('error', reject)
-    socket.on('close', () => reject(new Error('connection closed')))
-  })
-  closed.catch(() => undefined)
-  const reply = async (expected: number): Promise<string> => {
-    while (finals.length === 0) await Promise.race([new Promise<void>((r) => (wake = r)), closed])
-    const line = finals.shift() as string
-    if (!line.startsWith(String(expected))) throw new Error(`expected ${expected}, got: ${line}`)
-    return line
-  }
-  try {
-    await reply(220)
-    socket.write('EHLO client.example.test\r\n')
-    await reply(250)
-    if (envelope.xforwardAddr !== undefined) {
-      socket.write(`XFORWARD ADDR=${envelope.xforwardAddr} NAME=[UNAVAILABLE] HELO=far.example.test\r\n`)
-      await reply(250)
-    }
-    socket.write(`MAIL FROM:<${envelope.from}>\r\n`)
-    await reply(250)
-    for (const rcpt of envelope.to) {
-      socket.write(`RCPT TO:<${rcpt}>\r\n`)
-      await reply(250)
-    }
-    socket.write('DATA\r\n')
-    await reply(354)
-    socket.write(Buffer.concat([data, Buffer.from('.\r\n')]))
-    const queued = await reply(250)
-    socket.write('QUIT\r\n')
-    const id = /queued as ([0-9A-Za-z]{16})\b/.exec(queued)?.[1]
-    if (id === undefined) throw new Error(`no queue ID in ${queued}`)
-    return id
-  } finally {
-    socket.end()
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
-}
-
-/**
- * The quarantine's listing once it holds all of `ids` (or after `timeoutMs`): the verdict is
- * logged just before the quarantined copy is committed, so a listing right after the log line
- * can miss it.
- */
-async function quarantineHolding(ms: MailscreenProcess, ids: readonly string[], timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const files = await readdir(join(ms.spoolDir, 'quarantine'))
-    if (ids.every((id) => files.includes(id)) || Date.now() > deadline) return files
-    await sleep(50)
-  }
-}
-
-function headers(data: Buffer): string {
-  const text = data.toString('latin1')
-  return text.slice(0, text.indexOf('\r\n\r\n') + 2).replace(/\r\n[ \t]+/g, ' ')
-}
-
-function field(m: SinkMessage | undefined, name: string): string | undefined {
-  return m ? new RegExp(`^${name}: *(.*)$`, 'mi').exec(headers(m.data))?.[1] : undefined
-}
-
-function fields(m: SinkMessage | undefined, name: string): string[] {
-  return m
-    ? [...headers(m.data).matchAll(new RegExp(`^${name}: *(.*)$`, 'gmi'))].map((x) => x[1] as string)
-    : []
-}
-
-function byTag(sink: Sink, tag: string): SinkMessage[] {
-  return sink.messages.filter((m) => field(m, 'Message-ID') === `<${tag}@example.org>`)
+/** XFORWARD attributes naming a remote client at `addr`, as Postfix forwards them. */
+function forwarded(addr: string): Record<string, string> {
+  return { ADDR: addr, NAME: '[UNAVAILABLE]', HELO: 'far.example.test' }
 }
 
 describe('policy through the running filter: ruleset, lists, scores, actions', () => {
@@ -203,16 +109,14 @@ describe('policy through the running filter: ruleset, lists, scores, actions', (
 
   it('the spam ruleset: to *@sales.example.com delivered untagged with X-Spam: yes; elsewhere quarantined', async () => {
     const spam = { tag: 'sales', subject: 'You won the lottery' }
-    const sales = await send(
-      ms.port,
-      { from: 'a@example.org', to: ['user@sales.example.com'] },
-      message(spam),
-    )
-    const other = await send(
-      ms.port,
-      { from: 'a@example.org', to: ['user@other.example.org'] },
-      message({ ...spam, tag: 'other' }),
-    )
+    const sales = await send(ms.port, message(spam), {
+      from: 'a@example.org',
+      to: ['user@sales.example.com'],
+    })
+    const other = await send(ms.port, message({ ...spam, tag: 'other' }), {
+      from: 'a@example.org',
+      to: ['user@other.example.org'],
+    })
 
     expect(await verdictOf(sales)).toMatchObject({
       verdict: 'spam',
@@ -238,9 +142,7 @@ describe('policy through the running filter: ruleset, lists, scores, actions', (
     expect(quarantined.to).toBeUndefined()
     undelivered.push(other)
     expect(await quarantineHolding(ms, [other])).toEqual([other])
-    const rows = JSON.parse((await ms.cli(['quarantine', 'list', '--json'])).stdout) as Array<
-      Record<string, unknown>
-    >
+    const rows = await cliJson(ms, ['quarantine', 'list'])
     expect(rows).toEqual([
       expect.objectContaining({
         id: other,
@@ -255,8 +157,8 @@ describe('policy through the running filter: ruleset, lists, scores, actions', (
   it('definitelyNotSpam (*@partner.example): spam from that sender is clean and delivered untagged', async () => {
     const id = await send(
       ms.port,
-      { from: 'news@partner.example', to: ['user@other.example.org'] },
       message({ tag: 'partner', subject: 'Partner lottery results', from: 'news@partner.example' }),
+      { from: 'news@partner.example', to: ['user@other.example.org'] },
     )
     const verdict = await verdictOf(id)
     expect(verdict).toMatchObject({
@@ -276,16 +178,16 @@ describe('policy through the running filter: ruleset, lists, scores, actions', (
   })
 
   it('definitelySpam (192.0.2.0/24) matches the client XFORWARD names: a clean message becomes spam', async () => {
-    const listed = await send(
-      ms.port,
-      { from: 'a@example.org', to: ['user@sales.example.com'], xforwardAddr: '192.0.2.77' },
-      message({ tag: 'listed-client', subject: 'Meeting notes' }),
-    )
-    const unlisted = await send(
-      ms.port,
-      { from: 'a@example.org', to: ['user@sales.example.com'], xforwardAddr: '198.51.100.77' },
-      message({ tag: 'unlisted-client', subject: 'Meeting notes' }),
-    )
+    const listed = await send(ms.port, message({ tag: 'listed-client', subject: 'Meeting notes' }), {
+      from: 'a@example.org',
+      to: ['user@sales.example.com'],
+      xforward: forwarded('192.0.2.77'),
+    })
+    const unlisted = await send(ms.port, message({ tag: 'unlisted-client', subject: 'Meeting notes' }), {
+      from: 'a@example.org',
+      to: ['user@sales.example.com'],
+      xforward: forwarded('198.51.100.77'),
+    })
     const verdict = await verdictOf(listed)
     expect(verdict).toMatchObject({ verdict: 'spam', score: 0, symbols: [], rule: `${rulesFile}:2` })
     expect(String(verdict.reason)).toContain('definitely spam (policy.definitelySpam:1)')
@@ -309,11 +211,10 @@ describe('policy through the running filter: ruleset, lists, scores, actions', (
   })
 
   it('high-scoring spam (score 11 >= 10) is quarantined by default, whatever the spam ruleset says', async () => {
-    const id = await send(
-      ms.port,
-      { from: 'a@example.org', to: ['user@sales.example.com'] },
-      message({ tag: 'highspam', subject: 'LOTTERY winner', noDate: true }),
-    )
+    const id = await send(ms.port, message({ tag: 'highspam', subject: 'LOTTERY winner', noDate: true }), {
+      from: 'a@example.org',
+      to: ['user@sales.example.com'],
+    })
     const verdict = await verdictOf(id)
     expect(verdict).toMatchObject({
       verdict: 'highspam',
@@ -325,15 +226,15 @@ describe('policy through the running filter: ruleset, lists, scores, actions', (
     expect(verdict.to).toBeUndefined()
     undelivered.push(id)
     expect(await quarantineHolding(ms, [id])).toContain(id)
-    const shown = JSON.parse((await ms.cli(['quarantine', 'show', id, '--json'])).stdout)
+    const shown = await cliJson(ms, ['quarantine', 'show', id])
     expect(shown).toMatchObject({ id, verdict: 'highspam', score: 11, reason: 'score 11 >= 10' })
   })
 
   it('bounce: the sender gets a DSN from <> saying 5.7.1; the recipient gets nothing', async () => {
     const id = await send(
       ms.port,
-      { from: 'victim@example.org', to: ['bounce@other.example.org'] },
       message({ tag: 'bounce', subject: 'lottery claim form', from: 'victim@example.org' }),
+      { from: 'victim@example.org', to: ['bounce@other.example.org'] },
     )
     expect(await verdictOf(id)).toMatchObject({ verdict: 'spam', actions: 'bounce', rule: `${rulesFile}:3` })
     undelivered.push(id)
@@ -355,11 +256,10 @@ describe('policy through the running filter: ruleset, lists, scores, actions', (
   })
 
   it('forward admin@example.net: the tagged copy goes to the recipient and to admin in one transaction', async () => {
-    const id = await send(
-      ms.port,
-      { from: 'a@example.org', to: ['fwd@other.example.org'] },
-      message({ tag: 'forward', subject: 'lottery' }),
-    )
+    const id = await send(ms.port, message({ tag: 'forward', subject: 'lottery' }), {
+      from: 'a@example.org',
+      to: ['fwd@other.example.org'],
+    })
     expect(await verdictOf(id)).toMatchObject({
       verdict: 'spam',
       actions: 'tag deliver forward admin@example.net',
@@ -375,23 +275,22 @@ describe('policy through the running filter: ruleset, lists, scores, actions', (
   })
 
   it('drop: nothing is delivered, quarantined or bounced, and the log says "dropped by policy"', async () => {
-    const id = await send(
-      ms.port,
-      { from: 'a@example.org', to: ['drop@other.example.org'] },
-      message({ tag: 'drop', subject: 'lottery again' }),
-    )
+    const id = await send(ms.port, message({ tag: 'drop', subject: 'lottery again' }), {
+      from: 'a@example.org',
+      to: ['drop@other.example.org'],
+    })
     expect(await verdictOf(id)).toMatchObject({ verdict: 'spam', actions: 'drop', rule: `${rulesFile}:5` })
     const dropped = await ms.waitForLog((l) => l.msg === 'dropped by policy' && l.qid === id)
     expect(dropped.level).toBe(40)
     undelivered.push(id)
     expect(await readdir(join(ms.spoolDir, 'quarantine'))).not.toContain(id)
-    const queue = JSON.parse((await ms.cli(['queue', 'list', '--json'])).stdout) as Array<{ id: string }>
+    const queue = await cliJson<Array<{ id: string }>>(ms, ['queue', 'list'])
     expect(queue.map((r) => r.id)).not.toContain(id)
   })
 
   it('the scores file changes the category: a missing Date (weight 5 instead of 1) is spam; without the file, clean', async () => {
     const raw = message({ tag: 'no-date', subject: 'Status report', noDate: true })
-    const id = await send(ms.port, { from: 'a@example.org', to: ['user@sales.example.com'] }, raw)
+    const id = await send(ms.port, raw, { from: 'a@example.org', to: ['user@sales.example.com'] })
     expect(await verdictOf(id)).toMatchObject({
       verdict: 'spam',
       score: 5,
@@ -412,9 +311,8 @@ describe('policy through the running filter: ruleset, lists, scores, actions', (
     expect(out.code, out.stderr).toBe(0)
     expect(JSON.parse(out.stdout).verdict).toMatchObject({ category: 'clean', score: 1 })
     // And check-config shows the effective weights of the running configuration.
-    const check = await ms.cli(['check-config', '--json'])
-    expect(check.code, check.stderr).toBe(0)
-    expect(JSON.parse(check.stdout).scores).toMatchObject({
+    const check = await cliJson<{ scores: Record<string, number> }>(ms, ['check-config'])
+    expect(check.scores).toMatchObject({
       EXAMPLE_SUBJECT_WORD: 6,
       EXAMPLE_NO_DATE: 5,
       EXAMPLE_NO_MESSAGE_ID: 1,

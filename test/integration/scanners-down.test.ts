@@ -11,9 +11,9 @@
 import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { BenchClient } from '../../src/bench/client.js'
 import { type Sink, type SinkMessage, startSink } from '../../src/bench/sink.js'
 import { type ClamdInstance, EICAR, EICAR_NAME, startClamd } from '../support/clamd.js'
+import { cliJson, field, quarantineHolding, scannedId, send, sleep } from '../support/mail.js'
 import { type LogLine, type MailscreenProcess, startMailscreen, stopAll } from '../support/mailscreen.js'
 import { freePort } from '../support/ports.js'
 import { type SpamdInstance, startSpamd } from '../support/spamd.js'
@@ -59,49 +59,7 @@ function message(tag: string, attachment?: string): Buffer {
   )
 }
 
-async function send(port: number, data: Buffer): Promise<string> {
-  const client = await BenchClient.open('127.0.0.1', port)
-  try {
-    const line = await client.send('anna.berg@example.org', ['orders@example.net'], data)
-    const id = /queued as ([0-9A-Za-z]{16})\b/.exec(line)?.[1]
-    if (!id) throw new Error(`no queue ID in ${line}`)
-    return id
-  } finally {
-    await client.close()
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
-}
-
-/**
- * The quarantine's listing once it holds all of `ids` (or after `timeoutMs`): the verdict is
- * logged just before the quarantined copy is committed, so a listing right after the log line
- * can miss it.
- */
-async function quarantineHolding(ms: MailscreenProcess, ids: readonly string[], timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const files = await readdir(join(ms.spoolDir, 'quarantine'))
-    if (ids.every((id) => files.includes(id)) || Date.now() > deadline) return files
-    await sleep(50)
-  }
-}
-
-function headerBlock(m: SinkMessage): string {
-  const text = m.data.toString('latin1')
-  return text.slice(0, text.indexOf('\r\n\r\n') + 2).replace(/\r\n[ \t]+/g, ' ')
-}
-
-function field(m: SinkMessage | undefined, name: string): string | undefined {
-  return m ? new RegExp(`^${name}: *(.*)$`, 'mi').exec(headerBlock(m))?.[1] : undefined
-}
-
-/** The queue ID mailscreen put into a delivered message's X-mailscreen-Scanned field. */
-function scannedId(m: SinkMessage): string | undefined {
-  return /\(id ([0-9A-Za-z]{16})\)$/.exec(field(m, 'X-mailscreen-Scanned') ?? '')?.[1]
-}
+const ORDERS = { from: 'anna.berg@example.org', to: ['orders@example.net'] }
 
 let spamd: SpamdInstance | undefined
 let clamd: ClamdInstance | undefined
@@ -157,7 +115,7 @@ describe('scanners down while mail flows', () => {
       const done =
         duty === undefined ? false : await Promise.race([duty.then(() => true), sleep(0).then(() => false)])
       const tag = `${prefix}-${i}`
-      const id = await send(ms.port, message(tag))
+      const id = await send(ms.port, message(tag), ORDERS)
       sent.set(id, { tag, outcome: 'deliver' })
       if (duty === undefined) before.push(id)
       else if (done) after.push(id)
@@ -170,7 +128,7 @@ describe('scanners down while mail flows', () => {
   it('all up: delivered with a spamd score and no failure', async () => {
     const ids: string[] = []
     for (let i = 0; i < 3; i++) {
-      const id = await send(ms.port, message(`up-${i}`))
+      const id = await send(ms.port, message(`up-${i}`), ORDERS)
       sent.set(id, { tag: `up-${i}`, outcome: 'deliver' })
       ids.push(id)
     }
@@ -201,7 +159,7 @@ describe('scanners down while mail flows', () => {
       expect(failed).toMatchObject({ plugin: 'spamassassin', policy: 'continue' })
     }
     // Nothing deferred: spam scoring is advisory.
-    const queue = JSON.parse((await ms.cli(['queue', 'list', '--json'])).stdout) as unknown[]
+    const queue = await cliJson(ms, ['queue', 'list'])
     expect(queue).toEqual([])
   })
 
@@ -213,7 +171,7 @@ describe('scanners down while mail flows', () => {
     const { before, after } = await stream('no-clamd', 10, 3, async () => {
       await clamd?.stop()
     })
-    virusId = await send(ms.port, message('no-clamd-virus', EICAR))
+    virusId = await send(ms.port, message('no-clamd-virus', EICAR), ORDERS)
     sent.set(virusId, { tag: 'no-clamd-virus', outcome: 'quarantine' })
     after.push(virusId)
     expect(before).toHaveLength(3)
@@ -236,7 +194,7 @@ describe('scanners down while mail flows', () => {
     for (const id of after) expect(deferredIds).toContain(id)
     let rows: Array<Record<string, unknown>> = []
     for (let i = 0; i < 50; i++) {
-      rows = JSON.parse((await ms.cli(['queue', 'list', '--json'])).stdout)
+      rows = await cliJson(ms, ['queue', 'list'])
       if (rows.length === deferredIds.length && rows.every((r) => r.state === 'deferred')) break
       await sleep(100)
     }
@@ -316,9 +274,7 @@ describe('scanners down while mail flows', () => {
     )
     // Nothing else arrived: the sink holds exactly one copy per accepted message.
     expect(sink.received).toBe(sent.size)
-    const queue = await ms.cli(['queue', 'list', '--json'])
-    expect(queue.code, queue.stderr).toBe(0)
-    expect(JSON.parse(queue.stdout)).toEqual([])
+    expect(await cliJson(ms, ['queue', 'list'])).toEqual([])
     expect(await readdir(join(ms.spoolDir, 'failed'))).toEqual([])
     expect(ms.child.exitCode).toBeNull()
   })

@@ -8,49 +8,28 @@
  */
 import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { BenchClient } from '../../src/bench/client.js'
-import { type Sink, type SinkMessage, startSink } from '../../src/bench/sink.js'
-import { packageRoot } from '../../src/package-root.js'
-import { type MailscreenProcess, startMailscreen, stopAll } from '../support/mailscreen.js'
-import { freePort } from '../support/ports.js'
-import { type SpamdInstance, startSpamd } from '../support/spamd.js'
+import { beforeAll, describe, expect, it } from 'vitest'
+import { useDaemon } from '../support/hooks.js'
+import {
+  businessMail,
+  byMessageId,
+  CORPUS_DIR,
+  cliJson,
+  crlfMessage,
+  field,
+  fields,
+  headers,
+  quarantineHolding,
+  send,
+  sleep,
+  startFilter,
+} from '../support/mail.js'
+import { startSpamd } from '../support/spamd.js'
 
-const GTUBE_DIR = join(packageRoot, '..', 'shared', 'corpus', 'gtube')
+const GTUBE_DIR = join(CORPUS_DIR, 'gtube')
 const GTUBE = 'XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X'
 
-const BUSINESS = Buffer.from(
-  [
-    'Received: from mail.example.org (mail.example.org [192.0.2.1])',
-    '\tby mx.example.net (Postfix) with ESMTPS id 4AB12C0042',
-    '\tfor <orders@example.net>; Tue, 5 Mar 2024 09:14:02 +0100 (CET)',
-    'From: Anna Berg <anna.berg@example.org>',
-    'To: Orders <orders@example.net>',
-    'Subject: Re: delivery schedule for purchase order 4711',
-    'Date: Tue, 5 Mar 2024 09:13:58 +0100',
-    'Message-ID: <business-4711@example.org>',
-    'MIME-Version: 1.0',
-    'Content-Type: text/plain; charset=utf-8',
-    'Content-Transfer-Encoding: 7bit',
-    '',
-    'Hello Tom,',
-    '',
-    'thanks for the update. We can take the first half of purchase order 4711',
-    '(the 40 brackets and the mounting rails) on Thursday as planned; the',
-    'remaining items can follow next week together with the invoice.',
-    '',
-    'Could you confirm the delivery address is still our warehouse at',
-    'Industriestrasse 12? Our receiving desk is staffed from 7:00 to 15:00.',
-    '',
-    'Best regards,',
-    'Anna',
-    '',
-    '--',
-    'Anna Berg, Purchasing',
-    'Example Org GmbH',
-    '',
-  ].join('\r\n'),
-)
+const BUSINESS = businessMail('<business-4711@example.org>')
 
 /** GTUBE with header fields a spammer forged to look clean and scanned. */
 const FORGED = Buffer.from(
@@ -75,101 +54,33 @@ const FORGED = Buffer.from(
   ].join('\r\n'),
 )
 
-/** A corpus file as an MTA passes it on: CRLF line ends, dot-stuffed. */
-function smtpData(raw: Buffer): Buffer {
-  const crlf = raw.toString('latin1').replace(/\r?\n/g, '\r\n')
-  const ended = crlf.endsWith('\r\n') ? crlf : `${crlf}\r\n`
-  return Buffer.from(ended.replace(/^\./gm, '..'), 'latin1')
-}
+const ORDERS = { from: 'anna.berg@example.org', to: ['orders@example.net'] }
 
-async function send(port: number, data: Buffer): Promise<string> {
-  const client = await BenchClient.open('127.0.0.1', port)
-  try {
-    const line = await client.send('anna.berg@example.org', ['orders@example.net'], data)
-    const id = /queued as ([0-9A-Za-z]{16})\b/.exec(line)?.[1]
-    if (!id) throw new Error(`no queue ID in ${line}`)
-    return id
-  } finally {
-    await client.close()
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
-}
-
-/**
- * The quarantine's listing once it holds all of `ids` (or after `timeoutMs`): the verdict is
- * logged just before the quarantined copy is committed, so a listing right after the log line
- * can miss it.
- */
-async function quarantineHolding(ms: MailscreenProcess, ids: readonly string[], timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const files = await readdir(join(ms.spoolDir, 'quarantine'))
-    if (ids.every((id) => files.includes(id)) || Date.now() > deadline) return files
-    await sleep(50)
-  }
-}
-
-function headers(m: SinkMessage | undefined): string {
-  const text = m?.data.toString('latin1') ?? ''
-  return text.slice(0, text.indexOf('\r\n\r\n') + 2).replace(/\r\n[ \t]+/g, ' ')
-}
-
-/** Every value of a header field, in order. */
-function fields(m: SinkMessage | undefined, name: string): string[] {
-  return [...headers(m).matchAll(new RegExp(`^${name}: *(.*)$`, 'gmi'))].map((x) => x[1] as string)
-}
-
-function field(m: SinkMessage | undefined, name: string): string | undefined {
-  return fields(m, name)[0]
-}
-
-function byMessageId(sink: Sink, messageId: string): SinkMessage | undefined {
-  return sink.messages.find((m) => field(m, 'Message-ID') === messageId)
-}
-
-let spamd: SpamdInstance
+const spamd = useDaemon(startSpamd)
 let gtube: Array<{ file: string; data: Buffer; messageId: string }>
 
 beforeAll(async () => {
-  spamd = await startSpamd()
   const files = (await readdir(GTUBE_DIR)).filter((f) => f.endsWith('.eml')).sort()
   gtube = await Promise.all(
     files.map(async (file) => {
-      const data = smtpData(await readFile(join(GTUBE_DIR, file)))
+      const data = crlfMessage(await readFile(join(GTUBE_DIR, file)))
       const messageId = /^Message-ID: *(.*)$/im.exec(data.toString('latin1'))?.[1]?.trim() ?? ''
       return { file, data, messageId }
     }),
   )
-}, 120_000)
-
-afterAll(async () => {
-  await spamd?.stop()
 })
 
 describe('spamassassin in the running filter', () => {
-  let ms: MailscreenProcess | undefined
-  let sink: Sink | undefined
-  afterEach(async () => {
-    await stopAll(ms, sink)
-    ms = undefined
-    sink = undefined
-  })
-
-  const spamassassin = () => ({ use: 'spamassassin', options: { host: spamd.host, port: spamd.port } })
+  const spamassassin = () => ({ use: 'spamassassin', options: { host: spamd().host, port: spamd().port } })
 
   it('default policy: GTUBE is high-scoring spam and quarantined; a business mail is clean with X-Spam-Flag: NO', async () => {
     expect(gtube.length).toBeGreaterThanOrEqual(2)
-    sink = await startSink()
-    ms = await startMailscreen(await freePort(), {
-      delivery: { relay: `127.0.0.1:${sink.port}` },
+    const { ms, sink } = await startFilter({
       plugins: [spamassassin()],
     })
     const spamIds: string[] = []
-    for (const g of gtube) spamIds.push(await send(ms.port, g.data))
-    const hamId = await send(ms.port, BUSINESS)
+    for (const g of gtube) spamIds.push(await send(ms.port, g.data, ORDERS))
+    const hamId = await send(ms.port, BUSINESS, ORDERS)
 
     for (const [i, id] of spamIds.entries()) {
       const verdict = await ms.waitForLog((l) => l.msg === 'verdict' && l.qid === id)
@@ -187,7 +98,7 @@ describe('spamassassin in the running filter', () => {
     expect(ham.score as number).toBeLessThan(5)
 
     await sink.waitFor(1)
-    const delivered = byMessageId(sink, '<business-4711@example.org>')
+    const delivered = byMessageId(sink, '<business-4711@example.org>')[0]
     expect(fields(delivered, 'X-Spam-Flag')).toEqual(['NO'])
     expect(field(delivered, 'X-Spam-Status')).toMatch(/^No, score=-?\d+\.\d required=5\.0 tests=SPAMD_SCORE$/)
     expect(field(delivered, 'X-mailscreen-SpamCheck')).toMatch(/^not spam, score=-?[\d.]+ required=5\b/)
@@ -198,9 +109,7 @@ describe('spamassassin in the running filter', () => {
     )
 
     expect((await quarantineHolding(ms, spamIds)).sort()).toEqual([...spamIds].sort())
-    const rows = JSON.parse((await ms.cli(['quarantine', 'list', '--json'])).stdout) as Array<
-      Record<string, unknown>
-    >
+    const rows = await cliJson(ms, ['quarantine', 'list'])
     expect(rows.map((r) => r.id).sort()).toEqual([...spamIds].sort())
     for (const row of rows) {
       expect(row).toMatchObject({ verdict: 'highspam', symbols: ['SPAMD_SCORE'], actions: 'quarantine' })
@@ -211,16 +120,14 @@ describe('spamassassin in the running filter', () => {
   })
 
   it('highspam "tag deliver": GTUBE delivered with X-Spam-Flag YES, X-Spam-Status, SpamCheck, 50 s and the tag; forged fields replaced', async () => {
-    sink = await startSink()
-    ms = await startMailscreen(await freePort(), {
-      delivery: { relay: `127.0.0.1:${sink.port}` },
+    const { ms, sink } = await startFilter({
       policy: { actions: { highspam: 'tag deliver' } },
       plugins: [spamassassin()],
     })
     const ids: string[] = []
-    for (const g of gtube) ids.push(await send(ms.port, g.data))
-    const forgedId = await send(ms.port, FORGED)
-    const hamId = await send(ms.port, BUSINESS)
+    for (const g of gtube) ids.push(await send(ms.port, g.data, ORDERS))
+    const forgedId = await send(ms.port, FORGED, ORDERS)
+    const hamId = await send(ms.port, BUSINESS, ORDERS)
     await sink.waitFor(gtube.length + 2, 20_000)
 
     for (const [i, g] of gtube.entries()) {
@@ -232,7 +139,7 @@ describe('spamassassin in the running filter', () => {
       })
       const score = verdict.score as number
       expect(score, g.file).toBeGreaterThanOrEqual(1000)
-      const m = byMessageId(sink, g.messageId)
+      const m = byMessageId(sink, g.messageId)[0]
       expect(m, g.file).toBeDefined()
       expect(fields(m, 'X-Spam-Flag'), g.file).toEqual(['YES'])
       expect(fields(m, 'X-Spam-Status'), g.file).toEqual([
@@ -250,7 +157,7 @@ describe('spamassassin in the running filter', () => {
     }
 
     // Forged "clean" fields are gone; ours say spam, once each.
-    const forged = byMessageId(sink, '<forged@example.org>')
+    const forged = byMessageId(sink, '<forged@example.org>')[0]
     const verdict = await ms.waitForLog((l) => l.msg === 'verdict' && l.qid === forgedId)
     expect(verdict.verdict).toBe('highspam')
     expect(fields(forged, 'X-Spam-Flag')).toEqual(['YES'])
@@ -266,13 +173,13 @@ describe('spamassassin in the running filter', () => {
     expect(field(forged, 'Subject')).toBe('{Spam?} Your prize')
 
     // The business mail, scanned by the same instance: clean, untagged, flag NO.
-    const ham = byMessageId(sink, '<business-4711@example.org>')
+    const ham = byMessageId(sink, '<business-4711@example.org>')[0]
     expect((await ms.waitForLog((l) => l.msg === 'verdict' && l.qid === hamId)).verdict).toBe('clean')
     expect(fields(ham, 'X-Spam-Flag')).toEqual(['NO'])
     expect(fields(ham, 'X-mailscreen-SpamScore').every((s) => s.length < 5)).toBe(true)
     expect(field(ham, 'Subject')).toBe('Re: delivery schedule for purchase order 4711')
 
-    expect(JSON.parse((await ms.cli(['quarantine', 'list', '--json'])).stdout)).toEqual([])
+    expect(await cliJson(ms, ['quarantine', 'list'])).toEqual([])
     expect(sink.received).toBe(gtube.length + 2)
   })
 })

@@ -9,37 +9,31 @@
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { BenchClient } from '../../src/bench/client.js'
-import { type Sink, type SinkMessage, startSink } from '../../src/bench/sink.js'
-import { packageRoot } from '../../src/package-root.js'
-import { type ClamdInstance, EICAR, EICAR_NAME, startClamd } from '../support/clamd.js'
+import { type Sink, startSink } from '../../src/bench/sink.js'
+import { EICAR, EICAR_NAME, startClamd } from '../support/clamd.js'
+import { useDaemon, useTempDir } from '../support/hooks.js'
+import {
+  base64Lines,
+  CORPUS_DIR,
+  cliJson,
+  crlfMessage,
+  headers,
+  quarantineHolding,
+  scannedId,
+  sendAll,
+  sleep,
+} from '../support/mail.js'
 import { type LogLine, type MailscreenProcess, startMailscreen, stopAll } from '../support/mailscreen.js'
 import { freePort } from '../support/ports.js'
 import { buildZip } from '../support/zip.js'
 
-const VIRUS_DIR = join(packageRoot, '..', 'shared', 'corpus', 'virus-test')
+const VIRUS_DIR = join(CORPUS_DIR, 'virus-test')
 const MB = 1024 * 1024
 /** Largest message the filter takes here; the clean attachment test sends ~7 MB. */
 const MAX_SIZE = 16 * MB
-
-/** A corpus file as an MTA passes it on: CRLF line ends, ending in CRLF. */
-function smtpContent(raw: Buffer): Buffer {
-  const crlf = raw.toString('latin1').replace(/\r?\n/g, '\r\n')
-  return Buffer.from(crlf.endsWith('\r\n') ? crlf : `${crlf}\r\n`, 'latin1')
-}
-
-/** The DATA bytes for CRLF content: a dot at the start of a line doubled. */
-function dotStuff(content: Buffer): Buffer {
-  return Buffer.from(content.toString('latin1').replace(/^\./gm, '..'), 'latin1')
-}
-
-function base64Lines(data: Buffer): string {
-  return (data.toString('base64').match(/.{1,76}/g) ?? []).join('\r\n')
-}
 
 /** clamdscan against the test clamd: the signature name, or undefined when clean. */
 async function clamdscan(config: string, file: string): Promise<string | undefined> {
@@ -65,49 +59,7 @@ async function clamdscan(config: string, file: string): Promise<string | undefin
   throw new Error(`clamdscan ${file}: exit ${code}\n${stdout}\n${stderr}`)
 }
 
-async function sendAll(port: number, messages: readonly Buffer[]): Promise<string[]> {
-  const client = await BenchClient.open('127.0.0.1', port)
-  try {
-    const ids: string[] = []
-    for (const data of messages) {
-      const line = await client.send('sender@example.org', ['rcpt@example.net'], dotStuff(data))
-      const id = /queued as ([0-9A-Za-z]{16})\b/.exec(line)?.[1]
-      if (!id) throw new Error(`no queue ID in ${line}`)
-      ids.push(id)
-    }
-    return ids
-  } finally {
-    await client.close()
-  }
-}
-
-function headerBlock(m: SinkMessage): string {
-  const text = m.data.toString('latin1')
-  return text.slice(0, text.indexOf('\r\n\r\n') + 2).replace(/\r\n[ \t]+/g, ' ')
-}
-
-/** The queue ID mailscreen put into a delivered message's X-mailscreen-Scanned field. */
-function scannedId(m: SinkMessage): string | undefined {
-  return /^X-mailscreen-Scanned: .*\(id ([0-9A-Za-z]{16})\)$/m.exec(headerBlock(m))?.[1]
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
-}
-
-/**
- * The quarantine's listing once it holds all of `ids` (or after `timeoutMs`): the verdict is
- * logged just before the quarantined copy is committed, so a listing right after the log line
- * can miss it.
- */
-async function quarantineHolding(ms: MailscreenProcess, ids: readonly string[], timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const files = await readdir(join(ms.spoolDir, 'quarantine'))
-    if (ids.every((id) => files.includes(id)) || Date.now() > deadline) return files
-    await sleep(50)
-  }
-}
+const ENVELOPE = { from: 'sender@example.org', to: ['rcpt@example.net'] }
 
 interface CorpusMessage {
   readonly file: string
@@ -118,26 +70,24 @@ interface CorpusMessage {
   readonly sent: string | undefined
 }
 
-let clamd: ClamdInstance
+const clamd = useDaemon(startClamd)
+const scratch = useTempDir('mailscreen-virus-corpus-')
 let sink: Sink
 let ms: MailscreenProcess
-let scratch: string
 let corpus: CorpusMessage[]
 
 const verdictOf = (id: string): Promise<LogLine> =>
   ms.waitForLog((l) => l.msg === 'verdict' && l.qid === id, 60_000)
 
 beforeAll(async () => {
-  clamd = await startClamd()
-  scratch = await mkdtemp(join(tmpdir(), 'mailscreen-virus-corpus-'))
-  const config = join(scratch, 'clamdscan.conf')
-  await writeFile(config, `TCPSocket ${clamd.port}\nTCPAddr 127.0.0.1\n`)
+  const config = join(scratch(), 'clamdscan.conf')
+  await writeFile(config, `TCPSocket ${clamd().port}\nTCPAddr 127.0.0.1\n`)
   const files = (await readdir(VIRUS_DIR)).filter((f) => f.endsWith('.eml')).sort()
   corpus = []
   for (const file of files) {
     const path = join(VIRUS_DIR, file)
-    const content = smtpContent(await readFile(path))
-    const copy = join(scratch, file)
+    const content = crlfMessage(await readFile(path))
+    const copy = join(scratch(), file)
     await writeFile(copy, content)
     corpus.push({ file, content, direct: await clamdscan(config, path), sent: await clamdscan(config, copy) })
   }
@@ -146,19 +96,17 @@ beforeAll(async () => {
     smtp: { maxSize: MAX_SIZE },
     delivery: { relay: `127.0.0.1:${sink.port}` },
     policy: { actions: { virus: 'quarantine' } },
-    plugins: [{ use: 'clamav', options: { host: '127.0.0.1', port: clamd.port }, timeout: '60s' }],
+    plugins: [{ use: 'clamav', options: { host: '127.0.0.1', port: clamd().port }, timeout: '60s' }],
   })
 }, 120_000)
 
 afterAll(async () => {
   await stopAll(ms, sink)
-  await clamd?.stop()
-  if (scratch) await rm(scratch, { recursive: true, force: true })
 })
 
 describe('virus corpus through the running filter, against clamdscan', () => {
   it('clamd has the corpus signatures and flags most of the corpus when scanned directly', async () => {
-    expect(existsSync(join(clamd.dir, 'db', 'clamav-test-sigs.hdb'))).toBe(true)
+    expect(existsSync(join(clamd().dir, 'db', 'clamav-test-sigs.hdb'))).toBe(true)
     expect(corpus.length).toBeGreaterThanOrEqual(20)
     const flagged = corpus.filter((c) => c.direct !== undefined)
     // Every signature comes from our databases (hash signatures are UNOFFICIAL to clamd).
@@ -171,6 +119,7 @@ describe('virus corpus through the running filter, against clamdscan', () => {
     const ids = await sendAll(
       ms.port,
       corpus.map((c) => c.content),
+      ENVELOPE,
     )
     const verdicts = new Map<string, LogLine>()
     for (const id of ids) verdicts.set(id, await verdictOf(id))
@@ -206,19 +155,16 @@ describe('virus corpus through the running filter, against clamdscan', () => {
     const deliveredIds = sink.messages.map(scannedId).filter((id) => id !== undefined && ids.includes(id))
     expect([...deliveredIds].sort()).toEqual([...expectedDeliveries].sort())
     for (const id of ids) expect(quarantined.has(id) !== deliveredIds.includes(id), id).toBe(true)
-    for (const m of sink.messages) expect(headerBlock(m)).not.toMatch(/^X-mailscreen-Virus:/m)
+    for (const m of sink.messages) expect(headers(m)).not.toMatch(/^X-mailscreen-Virus:/m)
 
     // Nothing left behind in any queue, nothing failed.
-    const queue = await ms.cli(['queue', 'list', '--json'])
-    expect(queue.code, queue.stderr).toBe(0)
-    expect(JSON.parse(queue.stdout)).toEqual([])
+    expect(await cliJson(ms, ['queue', 'list'])).toEqual([])
     expect(await readdir(join(ms.spoolDir, 'failed'))).toEqual([])
     // The quarantine lists them all with the clamd signature as the reason.
-    const rows = JSON.parse((await ms.cli(['quarantine', 'list', '--json'])).stdout) as Array<{
-      id: string
-      verdict: string
-      reason: string
-    }>
+    const rows = await cliJson<Array<{ id: string; verdict: string; reason: string }>>(ms, [
+      'quarantine',
+      'list',
+    ])
     for (const [i, c] of corpus.entries()) {
       if (c.sent === undefined) continue
       const row = rows.find((r) => r.id === ids[i])
@@ -317,7 +263,7 @@ describe('virus corpus through the running filter, against clamdscan', () => {
     expect(zipped.toString('latin1')).not.toContain(eicar.toString('base64'))
 
     const before = sink.received
-    const ids = await sendAll(ms.port, [plain, zipped, nested])
+    const ids = await sendAll(ms.port, [plain, zipped, nested], ENVELOPE)
     for (const [i, id] of ids.entries()) {
       const verdict = await verdictOf(id)
       expect(verdict, `message ${i}`).toMatchObject({
@@ -363,7 +309,7 @@ describe('virus corpus through the running filter, against clamdscan', () => {
     )
     expect(big.length).toBeGreaterThan(6.5 * MB)
     expect(big.length).toBeLessThan(MAX_SIZE)
-    const [id] = await sendAll(ms.port, [big])
+    const [id] = await sendAll(ms.port, [big], ENVELOPE)
     const verdict = await verdictOf(id as string)
     expect(verdict).toMatchObject({ verdict: 'clean', symbols: [], actions: 'deliver' })
     await ms.waitForLog((l) => l.msg === 'delivered' && l.qid === id, 30_000)

@@ -51,6 +51,16 @@ const NESTED = msg([
   '',
 ])
 
+/** NESTED with LF line ends. */
+const NESTED_LF = Buffer.from(NESTED.toString('latin1').replaceAll('\r\n', '\n'), 'latin1')
+/** What NESTED's parts hold, decoded, in order. */
+const NESTED_CONTENTS = ['Hello', 'plain', '<p>html</p>', '%PDF-1.4 fake']
+
+/** The decoded content of each part, as text. */
+function contents(parts: readonly MimePart[]): string[] {
+  return parts.map((p) => p.content().toString())
+}
+
 describe('mimeParts: structure', () => {
   it('gives a single-part message one part "1" covering the whole message', () => {
     const raw = msg(['Subject: hi', 'Content-Type: text/plain', '', 'body', ''])
@@ -59,10 +69,6 @@ describe('mimeParts: structure', () => {
     const [part] = parts as [MimePart]
     expect([part.cutStart, part.start, part.end]).toEqual([0, 0, raw.length])
     expect(part.content().toString()).toBe('body\r\n')
-  })
-
-  it('defaults the type to text/plain when Content-Type is absent', () => {
-    expect(summary(mimeParts(msg(['Subject: hi', '', 'body'])))).toEqual([['1', 'text/plain', undefined]])
   })
 
   it('numbers nested parts IMAP-style: 1, 2.1, 2.2, 3', () => {
@@ -81,12 +87,7 @@ describe('mimeParts: structure', () => {
       expect(text).not.toContain('preamble')
       expect(text).not.toContain('epilogue')
     }
-    expect(parts.map((p) => p.content().toString())).toEqual([
-      'Hello',
-      'plain',
-      '<p>html</p>',
-      '%PDF-1.4 fake',
-    ])
+    expect(contents(parts)).toEqual(NESTED_CONTENTS)
   })
 
   it('puts each part between its header and the CRLF before the next delimiter', () => {
@@ -100,14 +101,8 @@ describe('mimeParts: structure', () => {
   })
 
   it('reads LF-only messages the same way as CRLF ones', () => {
-    const lf = Buffer.from(NESTED.toString('latin1').replaceAll('\r\n', '\n'), 'latin1')
-    expect(summary(mimeParts(lf))).toEqual(summary(mimeParts(NESTED)))
-    expect(mimeParts(lf).map((p) => p.content().toString())).toEqual([
-      'Hello',
-      'plain',
-      '<p>html</p>',
-      '%PDF-1.4 fake',
-    ])
+    expect(summary(mimeParts(NESTED_LF))).toEqual(summary(mimeParts(NESTED)))
+    expect(contents(mimeParts(NESTED_LF))).toEqual(NESTED_CONTENTS)
   })
 
   it('runs the last part to the end when the closing delimiter is missing', () => {
@@ -149,30 +144,6 @@ describe('mimeParts: structure', () => {
     expect(part.content().toString()).toBe('Note: not a header\r\n\r\nmore')
   })
 
-  it('does not take a longer boundary that starts with this one for a delimiter', () => {
-    const raw = msg([
-      'Content-Type: multipart/mixed; boundary=x',
-      '',
-      '--x',
-      'Content-Type: multipart/mixed; boundary=xy',
-      '',
-      '--xy',
-      'Content-Type: text/plain',
-      '',
-      'inner',
-      '--xy--',
-      '--x',
-      'Content-Type: text/html',
-      '',
-      'outer',
-      '--x--',
-    ])
-    expect(summary(mimeParts(raw))).toEqual([
-      ['1.1', 'text/plain', undefined],
-      ['2', 'text/html', undefined],
-    ])
-  })
-
   it('ignores delimiter lines after the closing delimiter (epilogue)', () => {
     const raw = msg([
       'Content-Type: multipart/mixed; boundary=b',
@@ -186,47 +157,83 @@ describe('mimeParts: structure', () => {
       'ghost',
       '--b--',
     ])
-    expect(mimeParts(raw).map((p) => p.content().toString())).toEqual(['one'])
+    expect(contents(mimeParts(raw))).toEqual(['one'])
   })
 
-  it('types header-less parts of a multipart/digest as message/rfc822 (RFC 2046 5.1.5)', () => {
-    const raw = msg([
-      'Content-Type: multipart/digest; boundary=d',
-      '',
-      '--d',
-      '',
-      'Subject: first',
-      '',
-      'one',
-      '--d',
-      'Content-Type: text/plain',
-      '',
-      'two',
-      '--d--',
-    ])
-    expect(summary(mimeParts(raw))).toEqual([
-      ['1', 'message/rfc822', undefined],
-      ['2', 'text/plain', undefined],
-    ])
-  })
-
-  it('treats message/rfc822 as a leaf', () => {
-    const raw = msg([
-      'Content-Type: multipart/mixed; boundary=b',
-      '',
-      '--b',
-      'Content-Type: message/rfc822',
-      '',
-      'Content-Type: multipart/mixed; boundary=c',
-      '',
-      '--c',
-      '',
-      'inner',
-      '--c--',
-      '--b--',
-    ])
-    expect(summary(mimeParts(raw))).toEqual([['1', 'message/rfc822', undefined]])
-  })
+  const summaries: Array<{ name: string; lines: string[]; parts: ReturnType<typeof summary> }> = [
+    {
+      name: 'defaults the type to text/plain when Content-Type is absent',
+      lines: ['Subject: hi', '', 'body'],
+      parts: [['1', 'text/plain', undefined]],
+    },
+    {
+      name: 'does not take a longer boundary that starts with this one for a delimiter',
+      lines: [
+        'Content-Type: multipart/mixed; boundary=x',
+        '',
+        '--x',
+        'Content-Type: multipart/mixed; boundary=xy',
+        '',
+        '--xy',
+        'Content-Type: text/plain',
+        '',
+        'inner',
+        '--xy--',
+        '--x',
+        'Content-Type: text/html',
+        '',
+        'outer',
+        '--x--',
+      ],
+      parts: [
+        ['1.1', 'text/plain', undefined],
+        ['2', 'text/html', undefined],
+      ],
+    },
+    {
+      name: 'types header-less parts of a multipart/digest as message/rfc822 (RFC 2046 5.1.5)',
+      lines: [
+        'Content-Type: multipart/digest; boundary=d',
+        '',
+        '--d',
+        '',
+        'Subject: first',
+        '',
+        'one',
+        '--d',
+        'Content-Type: text/plain',
+        '',
+        'two',
+        '--d--',
+      ],
+      parts: [
+        ['1', 'message/rfc822', undefined],
+        ['2', 'text/plain', undefined],
+      ],
+    },
+    {
+      name: 'treats message/rfc822 as a leaf',
+      lines: [
+        'Content-Type: multipart/mixed; boundary=b',
+        '',
+        '--b',
+        'Content-Type: message/rfc822',
+        '',
+        'Content-Type: multipart/mixed; boundary=c',
+        '',
+        '--c',
+        '',
+        'inner',
+        '--c--',
+        '--b--',
+      ],
+      parts: [['1', 'message/rfc822', undefined]],
+    },
+  ]
+  for (const { name, lines, parts } of summaries)
+    it(name, () => {
+      expect(summary(mimeParts(msg(lines)))).toEqual(parts)
+    })
 })
 
 describe('mimeParts: names and decoding', () => {
@@ -292,9 +299,7 @@ describe('mimeParts: removing a part', () => {
   it('removing [cutStart, end) of any part leaves a message whose walk lacks exactly that part', () => {
     const before = mimeParts(NESTED)
     for (const [index, part] of before.entries()) {
-      const after = mimeParts(cut(NESTED, part)).map((p) => p.content().toString())
-      const expected = before.filter((_, i) => i !== index).map((p) => p.content().toString())
-      expect(after).toEqual(expected)
+      expect(contents(mimeParts(cut(NESTED, part)))).toEqual(contents(before.filter((_, i) => i !== index)))
     }
   })
 
@@ -310,13 +315,8 @@ describe('mimeParts: removing a part', () => {
   })
 
   it('works for the first part and in LF-only messages', () => {
-    const lf = Buffer.from(NESTED.toString('latin1').replaceAll('\r\n', '\n'), 'latin1')
-    const [first] = mimeParts(lf) as [MimePart]
-    expect(mimeParts(cut(lf, first)).map((p) => p.content().toString())).toEqual([
-      'plain',
-      '<p>html</p>',
-      '%PDF-1.4 fake',
-    ])
+    const [first] = mimeParts(NESTED_LF) as [MimePart]
+    expect(contents(mimeParts(cut(NESTED_LF, first)))).toEqual(NESTED_CONTENTS.slice(1))
   })
 })
 

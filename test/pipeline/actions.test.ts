@@ -48,6 +48,15 @@ function envelope(over: Partial<Envelope> = {}): Envelope {
   }
 }
 
+/** What plan() decides for the verdict `over` describes, on envelope(), under compiled(`actions`, `policy`). */
+function planned(
+  over: Partial<Verdict> = {},
+  actions: Partial<PolicyConfig['actions']> = {},
+  policy: Partial<PolicyConfig> = {},
+) {
+  return plan(verdict(over), envelope(), QID, compiled(actions, policy))
+}
+
 function verdict(over: Partial<Verdict> = {}): Verdict {
   return {
     category: 'clean',
@@ -81,7 +90,7 @@ const OWN = [
 
 describe('plan: where the message goes', () => {
   it('delivers a clean message to every envelope recipient, in order', () => {
-    const d = plan(verdict(), envelope(), QID, compiled())
+    const d = planned()
     expect(d.actions).toBe('deliver')
     expect(d.rule).toBe('policy.actions.clean')
     expect(d.deliverTo).toEqual(['bob@example.net', 'carol@example.net'])
@@ -91,55 +100,38 @@ describe('plan: where the message goes', () => {
   })
 
   it('quarantines high-scoring spam and delivers nothing (default)', () => {
-    const d = plan(verdict({ category: 'highspam', score: 12 }), envelope(), QID, compiled())
+    const d = planned({ category: 'highspam', score: 12 })
     expect(d).toMatchObject({ actions: 'quarantine', deliverTo: [], quarantine: true, bounce: false })
   })
 
   it('adds forward addresses to the recipients and does not repeat an address', () => {
-    const d = plan(
-      verdict({ category: 'spam', score: 6 }),
-      envelope(),
-      QID,
-      compiled({
+    const d = planned(
+      { category: 'spam', score: 6 },
+      {
         spam: 'deliver forward trap@example.org forward carol@example.net forward trap@example.org',
-      }),
+      },
     )
     expect(d.deliverTo).toEqual(['bob@example.net', 'carol@example.net', 'trap@example.org'])
   })
 
   it('sends only to the forward address when there is no deliver', () => {
-    const d = plan(
-      verdict({ category: 'spam' }),
-      envelope(),
-      QID,
-      compiled({ spam: 'quarantine forward a@b.example' }),
-    )
+    const d = planned({ category: 'spam' }, { spam: 'quarantine forward a@b.example' })
     expect(d.deliverTo).toEqual(['a@b.example'])
     expect(d.quarantine).toBe(true)
   })
 
   it('delivers nothing for drop, and says neither quarantine nor bounce', () => {
-    const d = plan(verdict({ category: 'spam' }), envelope(), QID, compiled({ spam: 'drop' }))
+    const d = planned({ category: 'spam' }, { spam: 'drop' })
     expect(d).toMatchObject({ actions: 'drop', deliverTo: [], quarantine: false, bounce: false })
   })
 
   it('says bounce for bounce, and delivers nothing', () => {
-    const d = plan(
-      verdict({ category: 'banned' }),
-      envelope(),
-      QID,
-      compiled({ banned: 'quarantine bounce' }),
-    )
+    const d = planned({ category: 'banned' }, { banned: 'quarantine bounce' })
     expect(d).toMatchObject({ deliverTo: [], quarantine: true, bounce: true })
   })
 
   it('writes the applied list back as text', () => {
-    const d = plan(
-      verdict({ category: 'spam' }),
-      envelope(),
-      QID,
-      compiled({ spam: 'TAG "{Spam ?}" header "X-Note: a \\"b\\"" Deliver' }),
-    )
+    const d = planned({ category: 'spam' }, { spam: 'TAG "{Spam ?}" header "X-Note: a \\"b\\"" Deliver' })
     expect(d.actions).toBe('tag "{Spam ?}" header "X-Note: a \\"b\\"" deliver')
     expect(parseActionList(d.actions)).toEqual(
       parseActionList('tag "{Spam ?}" header "X-Note: a \\"b\\"" deliver'),
@@ -182,7 +174,7 @@ describe('plan: where the message goes', () => {
 
 describe('plan: header edits', () => {
   it('removes forged scan fields first, then adds Received and the scan headers', () => {
-    const d = plan(verdict(), envelope(), QID, compiled())
+    const d = planned()
     expect(d.edits.slice(0, OWN.length)).toEqual(OWN.map((name) => ({ op: 'remove', name })))
     expect(d.edits[OWN.length]).toMatchObject({ op: 'prepend', name: 'Received' })
     expect(d.edits.slice(OWN.length + 1).map((e) => (e.op === 'prepend' ? e.name : e.op))).toEqual([
@@ -195,15 +187,14 @@ describe('plan: header edits', () => {
   })
 
   it('tags with the category’s configured tag at the configured position', () => {
-    const start = plan(verdict({ category: 'spam' }), envelope(), QID, compiled())
+    const start = planned({ category: 'spam' })
     expect(start.edits.filter((e) => e.op === 'tagSubject')).toEqual([
       { op: 'tagSubject', tag: '{Spam?}', position: 'start' },
     ])
-    const end = plan(
-      verdict({ category: 'virus' }),
-      envelope(),
-      QID,
-      compiled({ virus: 'tag deliver' }, { tags: { ...defaults.tags, virus: '[VIRUS]', position: 'end' } }),
+    const end = planned(
+      { category: 'virus' },
+      { virus: 'tag deliver' },
+      { tags: { ...defaults.tags, virus: '[VIRUS]', position: 'end' } },
     )
     expect(end.edits.filter((e) => e.op === 'tagSubject')).toEqual([
       { op: 'tagSubject', tag: '[VIRUS]', position: 'end' },
@@ -211,28 +202,21 @@ describe('plan: header edits', () => {
   })
 
   it('tags with the list’s own text when given', () => {
-    const d = plan(
-      verdict({ category: 'spam' }),
-      envelope(),
-      QID,
-      compiled({ spam: 'tag "***SPAM***" deliver' }),
-    )
+    const d = planned({ category: 'spam' }, { spam: 'tag "***SPAM***" deliver' })
     expect(d.edits.filter((e) => e.op === 'tagSubject')).toEqual([
       { op: 'tagSubject', tag: '***SPAM***', position: 'start' },
     ])
   })
 
   it('adds no tag without a tag action', () => {
-    const d = plan(verdict({ category: 'spam' }), envelope(), QID, compiled({ spam: 'deliver' }))
+    const d = planned({ category: 'spam' }, { spam: 'deliver' })
     expect(d.edits.some((e) => e.op === 'tagSubject')).toBe(false)
   })
 
   it('adds header actions as fields, after the scan headers, quotes and all', () => {
-    const d = plan(
-      verdict({ category: 'spam' }),
-      envelope(),
-      QID,
-      compiled({ spam: 'header "X-Spam: yes" header "X-Note: he said \\"buy\\"" deliver' }),
+    const d = planned(
+      { category: 'spam' },
+      { spam: 'header "X-Spam: yes" header "X-Note: he said \\"buy\\"" deliver' },
     )
     const names = d.edits.flatMap((e) => (e.op === 'prepend' ? [e.name] : []))
     expect(names.slice(-2)).toEqual(['X-Spam', 'X-Note'])
@@ -255,11 +239,9 @@ describe('plan: header edits', () => {
         '',
       ].join('\r\n'),
     )
-    const d = plan(
-      verdict({ category: 'spam', score: 7.5, hits: [hit('RBL', 7.5)] }),
-      envelope(),
-      QID,
-      compiled({ spam: 'tag header "X-Spam-Flag: custom" deliver' }),
+    const d = planned(
+      { category: 'spam', score: 7.5, hits: [hit('RBL', 7.5)] },
+      { spam: 'tag header "X-Spam-Flag: custom" deliver' },
     )
     const out = Buffer.concat(applyEdits(raw, d.edits))
     const view = createMessageView(out)
@@ -282,7 +264,7 @@ describe('plan: strip', () => {
       category: 'virus',
       hits: [virusHit, hit('CLAMAV', 0, { category: 'virus', evidence: ['Win.Test'], parts: ['3.1', '2'] })],
     })
-    const d = plan(v, envelope(), QID, compiled())
+    const d = planned(v)
     expect(d.actions).toBe('quarantine strip')
     expect(d.deliverTo).toEqual(['bob@example.net', 'carol@example.net'])
     expect(d.quarantine).toBe(true)
@@ -298,18 +280,13 @@ describe('plan: strip', () => {
         hit('BANNED_WHOLE', 0, { category: 'banned' }),
       ],
     })
-    const d = plan(v, envelope(), QID, compiled())
+    const d = planned(v)
     expect(d.strip?.parts).toBe('all')
     expect(d.strip?.notice).toContain('The removed content was not kept.')
   })
 
   it('does not strip without a strip action', () => {
-    const d = plan(
-      verdict({ category: 'virus', hits: [virusHit] }),
-      envelope(),
-      QID,
-      compiled({ virus: 'quarantine' }),
-    )
+    const d = planned({ category: 'virus', hits: [virusHit] }, { virus: 'quarantine' })
     expect(Object.hasOwn(d, 'strip')).toBe(false)
     expect(d.deliverTo).toEqual([])
   })
@@ -323,7 +300,7 @@ describe('plan: strip', () => {
       category: 'virus',
       hits: [virusHit, hit('BANNED_EXE', 0, { category: 'banned', evidence: ['x.exe'], parts: ['3'] })],
     })
-    const d = plan(v, envelope(), QID, compiled())
+    const d = planned(v)
     expect(d.deliverTo.length).toBeGreaterThan(0)
     expect(d.strip?.parts).toEqual(['2', '3'])
   })
@@ -334,7 +311,7 @@ describe('plan: strip', () => {
   // A finding about the message as a whole strips `all` elsewhere in plan.
   it('strips everything of an unscannable message that has no hits but a strip action', () => {
     const v = verdict({ category: 'unscannable', reasons: ['clamd: down'], tempfail: ['clamd: down'] })
-    const d = plan(v, envelope(), QID, compiled({ unscannable: 'strip' }))
+    const d = planned(v, { unscannable: 'strip' })
     expect(d.deliverTo).toEqual(['bob@example.net', 'carol@example.net'])
     expect(d.strip?.parts).toBe('all')
   })

@@ -1,12 +1,11 @@
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { beforeAll, describe, expect, it } from 'vitest'
 import { configSchema, type PolicyConfig } from '../../src/config/schema.js'
-import { MailscreenError } from '../../src/errors.js'
-import type { Envelope } from '../../src/ingress/envelope.js'
 import { compilePolicy } from '../../src/pipeline/actions.js'
 import { loadPolicy } from '../../src/pipeline/policy.js'
+import { useTempDir } from '../support/hooks.js'
+import { envelope, failure } from '../support/pipeline.js'
 
 const defaults: PolicyConfig = configSchema.parse({}).policy
 
@@ -17,47 +16,21 @@ function policyWith(
   return { ...defaults, ...over, actions: { ...defaults.actions, ...actions } }
 }
 
-function envelope(over: Partial<Envelope> = {}): Envelope {
-  return {
-    mailFrom: 'alice@example.org',
-    rcptTo: ['bob@example.net'],
-    client: { address: '203.0.113.7' },
-    peer: { address: '127.0.0.1' },
-    receivedAt: 0,
-    ...over,
-  }
-}
-
-function failure(fn: () => unknown): { code: string; message: string } {
-  try {
-    fn()
-  } catch (err) {
-    expect(err).toBeInstanceOf(MailscreenError)
-    return { code: (err as MailscreenError).code, message: (err as Error).message }
-  }
-  throw new Error('did not throw')
-}
-
-let dir: string
+const dir = useTempDir('msc-policy-')
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'msc-policy-'))
-  await mkdir(join(dir, 'rules'))
-})
-
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true })
+  await mkdir(join(dir(), 'rules'))
 })
 
 async function rulesFile(name: string, text: string): Promise<string> {
-  const file = join(dir, 'rules', name)
+  const file = join(dir(), 'rules', name)
   await writeFile(file, text)
   return file
 }
 
 describe('loadPolicy with the defaults', () => {
   it('turns each inline action list into a one-rule ruleset named after its key', () => {
-    const settings = loadPolicy(defaults, dir, 'mx.example.org')
+    const settings = loadPolicy(defaults, dir(), 'mx.example.org')
     expect(settings.actions.clean).toEqual({
       source: 'policy.actions.clean',
       rules: [
@@ -82,7 +55,7 @@ describe('loadPolicy with the defaults', () => {
   })
 
   it('copies thresholds, tags, tag position, host name and scanned header', () => {
-    const settings = loadPolicy(defaults, dir, 'mx.example.org')
+    const settings = loadPolicy(defaults, dir(), 'mx.example.org')
     expect(settings.verdict).toEqual({
       spamThreshold: 5,
       highSpamThreshold: 10,
@@ -103,28 +76,28 @@ describe('loadPolicy with the defaults', () => {
   })
 
   it('makes empty administrator lists', () => {
-    const settings = loadPolicy(defaults, dir, 'h')
+    const settings = loadPolicy(defaults, dir(), 'h')
     expect(settings.definitelyNotSpam).toEqual({ source: 'policy.definitelyNotSpam', rules: [] })
     expect(settings.definitelySpam).toEqual({ source: 'policy.definitelySpam', rules: [] })
   })
 
   it('returns plain data that survives structured clone (it crosses into workers)', () => {
-    const settings = loadPolicy(defaults, dir, 'h')
+    const settings = loadPolicy(defaults, dir(), 'h')
     expect(structuredClone(settings)).toEqual(settings)
   })
 })
 
 describe('loadPolicy: inline settings', () => {
   it('names the key of a bad inline action list', () => {
-    expect(failure(() => loadPolicy(policyWith({}, { spam: 'tag' }), dir, 'h'))).toEqual({
+    expect(failure(() => loadPolicy(policyWith({}, { spam: 'tag' }), dir(), 'h'))).toEqual({
       code: 'MSC_RULES_INVALID',
       message:
         'policy.actions.spam: no destination: add one of deliver, strip, forward, quarantine, drop, bounce, reject (drop, to discard on purpose)',
     })
-    expect(failure(() => loadPolicy(policyWith({}, { spam: 'tag delivr' }), dir, 'h')).message).toMatch(
+    expect(failure(() => loadPolicy(policyWith({}, { spam: 'tag delivr' }), dir(), 'h')).message).toMatch(
       /^policy\.actions\.spam: unknown action "delivr"/,
     )
-    expect(failure(() => loadPolicy(policyWith({}, { virus: 'drop deliver' }), dir, 'h')).message).toBe(
+    expect(failure(() => loadPolicy(policyWith({}, { virus: 'drop deliver' }), dir(), 'h')).message).toBe(
       'policy.actions.virus: drop cannot be combined with deliver, strip, forward or reject',
     )
   })
@@ -132,7 +105,7 @@ describe('loadPolicy: inline settings', () => {
   it('takes tag positions and thresholds from the config', () => {
     const settings = loadPolicy(
       policyWith({ spamThreshold: 3, highSpamThreshold: 3, tags: { ...defaults.tags, position: 'end' } }),
-      dir,
+      dir(),
       'h',
     )
     expect(settings.verdict.spamThreshold).toBe(3)
@@ -142,7 +115,7 @@ describe('loadPolicy: inline settings', () => {
 
   it('refuses a high-spam threshold below the spam threshold', () => {
     expect(
-      failure(() => loadPolicy(policyWith({ spamThreshold: 6, highSpamThreshold: 5.5 }), dir, 'h')),
+      failure(() => loadPolicy(policyWith({ spamThreshold: 6, highSpamThreshold: 5.5 }), dir(), 'h')),
     ).toEqual({
       code: 'MSC_CONFIG_INVALID',
       message: 'policy.highSpamThreshold (5.5) is below policy.spamThreshold (6)',
@@ -152,7 +125,7 @@ describe('loadPolicy: inline settings', () => {
   it('turns inline list patterns into From: rules, one line per pattern', () => {
     const settings = loadPolicy(
       policyWith({ definitelyNotSpam: ['*@partner.example', 'boss@example.com', '192.0.2.0/24'] }),
-      dir,
+      dir(),
       'h',
     )
     expect(settings.definitelyNotSpam.source).toBe('policy.definitelyNotSpam')
@@ -166,7 +139,7 @@ describe('loadPolicy: inline settings', () => {
   it('names the entry of a bad inline pattern', () => {
     expect(
       failure(() =>
-        loadPolicy(policyWith({ definitelySpam: ['*@spam.example', '/^unterminated'] }), dir, 'h'),
+        loadPolicy(policyWith({ definitelySpam: ['*@spam.example', '/^unterminated'] }), dir(), 'h'),
       ),
     ).toEqual({
       code: 'MSC_RULES_INVALID',
@@ -176,7 +149,7 @@ describe('loadPolicy: inline settings', () => {
 
   it('refuses an inline pattern with a blank in it', () => {
     expect(
-      failure(() => loadPolicy(policyWith({ definitelyNotSpam: ['a@example.org b'] }), dir, 'h')).message,
+      failure(() => loadPolicy(policyWith({ definitelyNotSpam: ['a@example.org b'] }), dir(), 'h')).message,
     ).toBe('policy.definitelyNotSpam:1: expected yes or no, not "b yes"')
   })
 
@@ -187,7 +160,7 @@ describe('loadPolicy: inline settings', () => {
           definitelyNotSpam: ['*@partner.example', '2001:db8::/32'],
           definitelySpam: ['partner.example', '/^promo-/', '<>'],
         }),
-        dir,
+        dir(),
         'h',
       ),
     )
@@ -218,7 +191,7 @@ describe('loadPolicy: ruleset files', () => {
       'spam.rules',
       '# spam\nTo: *@sales.example.com deliver header "X-Spam: yes"\nFromOrTo: default tag "[SPAM]" deliver\n',
     )
-    const settings = loadPolicy(policyWith({}, { spam: { ruleset: 'rules/spam.rules' } }), dir, 'h')
+    const settings = loadPolicy(policyWith({}, { spam: { ruleset: 'rules/spam.rules' } }), dir(), 'h')
     expect(settings.actions.spam.source).toBe(file)
     expect(settings.actions.spam.rules.map((r) => [r.line, r.value])).toEqual([
       [2, [{ kind: 'deliver' }, { kind: 'header', name: 'X-Spam', value: 'yes' }]],
@@ -238,7 +211,9 @@ describe('loadPolicy: ruleset files', () => {
       'To: *@example.com deliver\nFrom: default and To: x@y deliver\n',
     )
     expect(
-      failure(() => loadPolicy(policyWith({}, { highspam: { ruleset: 'rules/nodefault.rules' } }), dir, 'h')),
+      failure(() =>
+        loadPolicy(policyWith({}, { highspam: { ruleset: 'rules/nodefault.rules' } }), dir(), 'h'),
+      ),
     ).toEqual({
       code: 'MSC_RULES_INVALID',
       message: `${file}: no default rule; end it with e.g. "FromOrTo: default deliver" (policy.actions.highspam)`,
@@ -251,7 +226,7 @@ describe('loadPolicy: ruleset files', () => {
       '# c\nTo: *@example.com forward not-an-address\nFromOrTo: default deliver\n',
     )
     expect(
-      failure(() => loadPolicy(policyWith({}, { spam: { ruleset: 'rules/bad-actions.rules' } }), dir, 'h')),
+      failure(() => loadPolicy(policyWith({}, { spam: { ruleset: 'rules/bad-actions.rules' } }), dir(), 'h')),
     ).toEqual({ code: 'MSC_RULES_INVALID', message: `${file}:2: forward needs an address (user@domain)` })
   })
 
@@ -260,17 +235,17 @@ describe('loadPolicy: ruleset files', () => {
       'drop.rules',
       'FromOrTo: default deliver\n\n\nTo: *@x.example drop deliver\n',
     )
-    expect(failure(() => loadPolicy(policyWith({}, { banned: { ruleset: file } }), dir, 'h')).message).toBe(
+    expect(failure(() => loadPolicy(policyWith({}, { banned: { ruleset: file } }), dir(), 'h')).message).toBe(
       `${file}:4: drop cannot be combined with deliver, strip, forward or reject`,
     )
   })
 
   it('refuses a missing ruleset file with its resolved path', () => {
     const { code, message } = failure(() =>
-      loadPolicy(policyWith({}, { clean: { ruleset: 'rules/missing.rules' } }), dir, 'h'),
+      loadPolicy(policyWith({}, { clean: { ruleset: 'rules/missing.rules' } }), dir(), 'h'),
     )
     expect(code).toBe('MSC_RULES_INVALID')
-    expect(message.startsWith(`${join(dir, 'rules', 'missing.rules')}: ENOENT`)).toBe(true)
+    expect(message.startsWith(`${join(dir(), 'rules', 'missing.rules')}: ENOENT`)).toBe(true)
   })
 
   it('reads yes/no list rulesets (no default needed) and matches them first-rule-wins', async () => {
@@ -280,7 +255,7 @@ describe('loadPolicy: ruleset files', () => {
     )
     const settings = loadPolicy(
       policyWith({ definitelyNotSpam: { ruleset: 'rules/whitelist.rules' } }),
-      dir,
+      dir(),
       'h',
     )
     expect(settings.definitelyNotSpam.rules.map((r) => r.value)).toEqual([true, false, true])
@@ -298,7 +273,7 @@ describe('loadPolicy: ruleset files', () => {
 
   it('refuses a list ruleset value other than yes or no, naming file:line', async () => {
     const file = await rulesFile('maybe.rules', 'From: *@example.org yes\nFrom: *@example.net maybe\n')
-    expect(failure(() => loadPolicy(policyWith({ definitelySpam: { ruleset: file } }), dir, 'h'))).toEqual({
+    expect(failure(() => loadPolicy(policyWith({ definitelySpam: { ruleset: file } }), dir(), 'h'))).toEqual({
       code: 'MSC_RULES_INVALID',
       message: `${file}:2: expected yes or no, not "maybe"`,
     })

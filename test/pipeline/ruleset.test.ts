@@ -1,8 +1,6 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { MailscreenError } from '../../src/errors.js'
+import { describe, expect, it } from 'vitest'
 import type { Envelope } from '../../src/ingress/envelope.js'
 import { parseActionList } from '../../src/pipeline/action-list.js'
 import {
@@ -12,19 +10,10 @@ import {
   parseRuleset,
   type Ruleset,
 } from '../../src/pipeline/ruleset.js'
+import { useTempDir } from '../support/hooks.js'
+import { envelope, failure } from '../support/pipeline.js'
 
 const text = (value: string): string => value
-
-function envelope(over: Partial<Envelope> = {}): Envelope {
-  return {
-    mailFrom: 'alice@example.org',
-    rcptTo: ['bob@example.net'],
-    client: { address: '203.0.113.7' },
-    peer: { address: '127.0.0.1' },
-    receivedAt: 0,
-    ...over,
-  }
-}
 
 /** Parse lines with string values and compile them. */
 function matcher(...lines: string[]) {
@@ -38,13 +27,7 @@ function pick(lines: string[], over: Partial<Envelope>): string | undefined {
 
 /** What parseRuleset throws for this text, as code and message. */
 function parseError(source: string, body: string): { code: string; message: string } {
-  try {
-    parseRuleset(body, source, text)
-  } catch (err) {
-    expect(err).toBeInstanceOf(MailscreenError)
-    return { code: (err as MailscreenError).code, message: (err as Error).message }
-  }
-  throw new Error('parseRuleset did not throw')
+  return failure(() => parseRuleset(body, source, text))
 }
 
 describe('parseRuleset', () => {
@@ -467,16 +450,10 @@ describe('compileRuleset: plain data', () => {
 })
 
 describe('loadRuleset', () => {
-  let dir: string
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'msc-ruleset-'))
-  })
-  afterAll(async () => {
-    await rm(dir, { recursive: true, force: true })
-  })
+  const dir = useTempDir('msc-ruleset-')
 
   it('reads a file and names it as the source', async () => {
-    const file = join(dir, 'ok.rules')
+    const file = join(dir(), 'ok.rules')
     await writeFile(file, '# ok\nTo: *@example.com quarantine\nFromOrTo: default deliver\n')
     const ruleset = loadRuleset(file, parseActionList)
     expect(ruleset.source).toBe(file)
@@ -487,7 +464,7 @@ describe('loadRuleset', () => {
   })
 
   it('names the file and line of a bad line', async () => {
-    const file = join(dir, 'bad.rules')
+    const file = join(dir(), 'bad.rules')
     await writeFile(file, 'FromOrTo: default deliver\n\nTo: 192.0.2.1 deliver\n')
     expect(() => loadRuleset(file, parseActionList)).toThrow(
       `${file}:3: To: cannot match an IP address (192.0.2.1)`,
@@ -495,15 +472,9 @@ describe('loadRuleset', () => {
   })
 
   it('throws MSC_RULES_INVALID naming a missing file', () => {
-    const file = join(dir, 'missing.rules')
-    let caught: unknown
-    try {
-      loadRuleset(file, text)
-    } catch (err) {
-      caught = err
-    }
-    expect(caught).toBeInstanceOf(MailscreenError)
-    expect((caught as MailscreenError).code).toBe('MSC_RULES_INVALID')
-    expect((caught as Error).message).toContain(`${file}: ENOENT`)
+    const file = join(dir(), 'missing.rules')
+    const { code, message } = failure(() => loadRuleset(file, text))
+    expect(code).toBe('MSC_RULES_INVALID')
+    expect(message).toContain(`${file}: ENOENT`)
   })
 })

@@ -1,22 +1,12 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { MailscreenError } from '../../src/errors.js'
+import { describe, expect, it } from 'vitest'
 import { applyScoresFile, parseScores } from '../../src/pipeline/scores.js'
 import type { SymbolInfo } from '../../src/pipeline/verdict.js'
+import { useTempDir } from '../support/hooks.js'
+import { failure } from '../support/pipeline.js'
 
 const known = new Set(['RBL_EXAMPLE', 'SPAMD_SCORE', 'VIRUS_FOUND', 'BAYES_99'])
-
-function failure(fn: () => unknown): { code: string; message: string } {
-  try {
-    fn()
-  } catch (err) {
-    expect(err).toBeInstanceOf(MailscreenError)
-    return { code: (err as MailscreenError).code, message: (err as Error).message }
-  }
-  throw new Error('did not throw')
-}
 
 describe('parseScores', () => {
   it('reads SYMBOL weight lines, skipping comments and blank lines', () => {
@@ -102,22 +92,15 @@ describe('parseScores', () => {
 })
 
 describe('applyScoresFile', () => {
-  let dir: string
+  const dir = useTempDir('msc-scores-')
   const declared = new Map<string, SymbolInfo>([
     ['RBL_EXAMPLE', { weight: 1 }],
     ['VIRUS_FOUND', { weight: 0, category: 'virus' }],
     ['BANNED_EXE', { weight: 0, category: 'banned' }],
   ])
 
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'msc-scores-'))
-  })
-  afterAll(async () => {
-    await rm(dir, { recursive: true, force: true })
-  })
-
   it('overrides weights, keeps categories, keeps symbols the file does not mention', async () => {
-    const file = join(dir, 'scores')
+    const file = join(dir(), 'scores')
     await writeFile(file, 'RBL_EXAMPLE 3.5\nVIRUS_FOUND 50\n')
     const table = applyScoresFile(declared, file)
     expect(Object.fromEntries(table)).toEqual({
@@ -128,7 +111,7 @@ describe('applyScoresFile', () => {
   })
 
   it('does not change the declared table', async () => {
-    const file = join(dir, 'scores2')
+    const file = join(dir(), 'scores2')
     await writeFile(file, 'RBL_EXAMPLE 9\n')
     applyScoresFile(declared, file)
     expect(declared.get('RBL_EXAMPLE')).toEqual({ weight: 1 })
@@ -136,7 +119,7 @@ describe('applyScoresFile', () => {
   })
 
   it('names the file path and line of a symbol no plugin declares', async () => {
-    const file = join(dir, 'typo')
+    const file = join(dir(), 'typo')
     await writeFile(file, '# mine\nRBL_EXAMPLE 2\nRBL_EXMAPLE 2\n')
     expect(failure(() => applyScoresFile(declared, file))).toEqual({
       code: 'MSC_RULES_INVALID',
@@ -145,7 +128,7 @@ describe('applyScoresFile', () => {
   })
 
   it('throws MSC_RULES_INVALID naming a missing file', () => {
-    const file = join(dir, 'nope')
+    const file = join(dir(), 'nope')
     const { code, message } = failure(() => applyScoresFile(declared, file))
     expect(code).toBe('MSC_RULES_INVALID')
     expect(message).toMatch(new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: ENOENT`))

@@ -12,6 +12,7 @@ import {
   type ZipLimits,
 } from '../../plugins/attachments/zip.js'
 import { mimeParts } from '../../src/mail/mime-parts.js'
+import { pe } from '../support/magic.js'
 import { buildZip } from '../support/zip.js'
 
 const LIMITS: ZipLimits = {
@@ -22,18 +23,9 @@ const LIMITS: ZipLimits = {
 }
 const CORPUS = new URL('../../../shared/corpus/', import.meta.url)
 
-/** A minimal PE: DOS header whose e_lfanew (0x3c) points at "PE\0\0". */
-function pe(): Buffer {
-  const b = Buffer.alloc(0x100)
-  b.write('MZ', 0, 'latin1')
-  b.writeUInt32LE(0x80, 0x3c)
-  b.write('PE\0\0', 0x80, 'latin1')
-  return b
-}
-
 describe('detectType (magic numbers)', () => {
   it('recognises the executable formats explicitly', () => {
-    expect(detectType(pe())?.id).toBe('pe')
+    expect(detectType(pe(0x100))?.id).toBe('pe')
     expect(detectType(Buffer.from('\x7fELF\x02\x01\x01', 'latin1'))?.id).toBe('elf')
     for (const magic of ['feedface', 'feedfacf', 'cefaedfe', 'cffaedfe'])
       expect(detectType(Buffer.from(`${magic}00000000`, 'hex'))?.id).toBe('macho')
@@ -49,7 +41,7 @@ describe('detectType (magic numbers)', () => {
   it('does not take text that starts with MZ for a program', () => {
     expect(detectType(Buffer.from('MZ,Mozambique,Maputo\n'.repeat(10)))).toBeUndefined()
     // A DOS header whose PE offset is not where "PE\0\0" is.
-    const broken = pe()
+    const broken = pe(0x100)
     broken.write('XX', 0x80, 'latin1')
     expect(detectType(broken)).toBeUndefined()
   })
@@ -83,7 +75,7 @@ describe('detectType (magic numbers)', () => {
   })
 
   it('states a mismatch only when the name or type promised something else', () => {
-    const exe = detectType(pe())
+    const exe = detectType(pe(0x100))
     const png = detectType(Buffer.from('89504e470d0a1a0a', 'hex'))
     const zip = detectType(Buffer.from('504b0304', 'hex'))
     if (!exe || !png || !zip) throw new Error('detection failed')
@@ -147,7 +139,7 @@ describe('readCentralDirectory / listZip', () => {
     const zip = buildZip([
       { name: 'docs/', method: 'store' },
       { name: 'docs/readme.txt', data: 'hello', method: 'store' },
-      { name: 'docs/setup.exe', data: pe() },
+      { name: 'docs/setup.exe', data: pe(0x100) },
     ])
     const listing = listZip(zip, LIMITS)
     expect(listing.names.map((n) => n.name)).toEqual(['docs/readme.txt', 'docs/setup.exe'])
@@ -191,7 +183,7 @@ describe('readCentralDirectory / listZip', () => {
   })
 
   it('opens a nested zip and names the chain', () => {
-    const inner = buildZip([{ name: 'payload.exe', data: pe() }])
+    const inner = buildZip([{ name: 'payload.exe', data: pe(0x100) }])
     const middle = buildZip([{ name: 'inner.zip', data: inner }])
     const outer = buildZip([
       { name: 'readme.txt', data: 'x' },
@@ -208,7 +200,7 @@ describe('readCentralDirectory / listZip', () => {
   })
 
   it('does not open zips nested deeper than maxDepth', () => {
-    const inner = buildZip([{ name: 'payload.exe', data: pe() }])
+    const inner = buildZip([{ name: 'payload.exe', data: pe(0x100) }])
     const middle = buildZip([{ name: 'inner.zip', data: inner }])
     const outer = buildZip([{ name: 'middle.zip', data: middle }])
     const listing = listZip(outer, { ...LIMITS, maxDepth: 2 })
@@ -292,7 +284,7 @@ describe('readCentralDirectory / listZip', () => {
     const zip = buildZip(
       [
         { name: 'a.txt', data: 'alpha' },
-        { name: 'b.exe', data: pe(), method: 'store' },
+        { name: 'b.exe', data: pe(0x100), method: 'store' },
       ],
       { zip64: true },
     )

@@ -7,10 +7,11 @@ import { detectType as detectOf } from '../../plugins/attachments/magic.js'
 import { firstMatch, loadRules, parseRules, RulesError } from '../../plugins/attachments/rules.js'
 import { MailscreenError } from '../../src/errors.js'
 import { createMessageView } from '../../src/mail/message.js'
-import { type Check, declaredSymbols, type Hit, type MimePart } from '../../src/pipeline/plugin.js'
+import { type Check, declaredSymbols, type Hit } from '../../src/pipeline/plugin.js'
 import { validateOptions } from '../../src/pipeline/registry.js'
 import { newQueueId } from '../../src/queue/ids.js'
 import { runCheck, silentLog, testEnvelope } from '../support/check.js'
+import { pe } from '../support/magic.js'
 import { buildZip } from '../support/zip.js'
 
 const CORPUS = new URL('../../../shared/corpus/', import.meta.url)
@@ -30,14 +31,6 @@ async function setup(options: Record<string, unknown> = {}): Promise<Check> {
   return attachments.setup(validated, { log: silentLog })
 }
 
-/** A minimal PE: DOS header whose e_lfanew points at "PE\0\0". */
-function pe(): Buffer {
-  const b = Buffer.alloc(0x200)
-  b.write('MZ', 0, 'latin1')
-  b.writeUInt32LE(0x80, 0x3c)
-  b.write('PE\0\0', 0x80, 'latin1')
-  return b
-}
 const ELF = Buffer.from('7f454c46020101000000000000000000', 'hex')
 const PDF = Buffer.from('%PDF-1.4\n1 0 obj\n<<>>\nendobj\n')
 const PNG = Buffer.from('89504e470d0a1a0a0000000d49484452', 'hex')
@@ -297,19 +290,25 @@ describe('rule matching', () => {
   })
 })
 
+/** Run `check` on `raw` with a spy on each part's content(); the hits and the spied parts. */
+async function checkWatchingContent(check: Check, raw: Buffer) {
+  const view = createMessageView(raw)
+  const parts = view.parts().map((p) => ({ ...p, content: vi.fn(p.content) }))
+  const hits = await check({
+    queueId: newQueueId(),
+    envelope: testEnvelope,
+    message: { ...view, parts: () => parts },
+    log: silentLog,
+    signal: AbortSignal.timeout(5000),
+  })
+  return { hits, parts }
+}
+
 describe('the check', () => {
   it('finds nothing in a message without attachments and never decodes a body', async () => {
     const check = await setup()
     const raw = Buffer.from('Subject: hi\r\nContent-Type: text/plain\r\n\r\nhello\r\n')
-    const view = createMessageView(raw)
-    const parts = view.parts().map((p) => ({ ...p, content: vi.fn(p.content) }))
-    const hits = await check({
-      queueId: newQueueId(),
-      envelope: testEnvelope,
-      message: { ...view, parts: () => parts },
-      log: silentLog,
-      signal: AbortSignal.timeout(5000),
-    })
+    const { hits, parts } = await checkWatchingContent(check, raw)
     expect(hits).toEqual([])
     for (const part of parts) expect(part.content).not.toHaveBeenCalled()
   })
@@ -323,15 +322,7 @@ describe('the check', () => {
         data: Buffer.concat([PDF, Buffer.alloc(100_000)]),
       },
     ])
-    const view = createMessageView(raw)
-    const parts = view.parts().map((p) => ({ ...p, content: vi.fn(p.content) }))
-    const hits = await check({
-      queueId: newQueueId(),
-      envelope: testEnvelope,
-      message: { ...view, parts: () => parts as MimePart[] },
-      log: silentLog,
-      signal: AbortSignal.timeout(5000),
-    })
+    const { hits, parts } = await checkWatchingContent(check, raw)
     expect(hits).toEqual([])
     for (const part of parts) expect(part.content).not.toHaveBeenCalled()
   })
