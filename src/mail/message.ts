@@ -20,6 +20,9 @@ export interface MessageView {
 
 /** Where the header block ends: the index of the first byte of the body (or raw.length). */
 export function headerEnd(raw: Buffer): number {
+  // A message that starts with an empty line has an empty header (RFC 5322 §2.1).
+  if (raw[0] === 0x0a) return 1
+  if (raw[0] === 0x0d && raw[1] === 0x0a) return 2
   const crlf = raw.indexOf('\r\n\r\n')
   const lf = raw.indexOf('\n\n')
   if (crlf === -1 && lf === -1) return raw.length

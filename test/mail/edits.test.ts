@@ -149,10 +149,10 @@ describe('applyEdits tagSubject', () => {
     )
   })
 
-  it('adds a Subject and a header/body separator to a message that has no body', () => {
+  it('adds a Subject to a message that has no body, and no empty line it did not have', () => {
     const raw = Buffer.from('From: a@example.org')
     const out = apply(raw, [tag])
-    expect(out.toString()).toBe('From: a@example.org\r\nSubject: {Spam?}\r\n\r\n')
+    expect(out.toString()).toBe('From: a@example.org\r\nSubject: {Spam?}\r\n')
   })
 
   it('tags an empty Subject without joining it to the next header line', () => {
@@ -279,7 +279,7 @@ describe('applyEdits remove', () => {
 
   it('removes a field of a message that has no body', () => {
     const raw = Buffer.from('From: a@example.org\r\nX-Spam-Flag: YES')
-    expect(apply(raw, [{ op: 'remove', name: 'X-Spam-Flag' }]).toString()).toBe('From: a@example.org\r\n\r\n')
+    expect(apply(raw, [{ op: 'remove', name: 'X-Spam-Flag' }]).toString()).toBe('From: a@example.org\r\n')
   })
 
   it('removes a Subject before a tag adds a new one', () => {
@@ -389,7 +389,7 @@ describe('applyEdits tagSubject on a folded Subject', () => {
   it('tags a folded Subject that is the last field of a message without a body', () => {
     const raw = Buffer.from('From: a@example.org\nSubject: a\n  b')
     const out = apply(raw, [{ op: 'tagSubject', tag: 'T', position: 'end' }])
-    expect(out.toString()).toBe('From: a@example.org\nSubject: a b T\n\n')
+    expect(out.toString()).toBe('From: a@example.org\nSubject: a b T\n')
   })
 
   it('tags only the first of two Subject fields', () => {
@@ -403,5 +403,35 @@ describe('applyEdits tagSubject on a folded Subject', () => {
     const view = createMessageView(apply(raw, [{ op: 'tagSubject', tag: 'T' }]))
     expect(view.header('subject')).toEqual(['T late value'])
     expect(view.header('from')).toEqual(['a@example.org'])
+  })
+})
+
+describe('applyEdits on messages without a usual header block', () => {
+  const edits: HeaderEdit[] = [
+    { op: 'remove', name: 'X-Spam-Flag' },
+    { op: 'prepend', name: 'X-A', value: '1' },
+  ]
+
+  it('a message that starts with an empty line keeps it: the header is empty, the body intact', () => {
+    const raw = Buffer.from('\r\nbody only\r\nsecond: line\r\n')
+    expect(headerEnd(raw)).toBe(2)
+    expect(apply(raw, edits).toString()).toBe('X-A: 1\r\n\r\nbody only\r\nsecond: line\r\n')
+  })
+
+  it('the same with a bare LF', () => {
+    const raw = Buffer.from('\nbody\n')
+    expect(headerEnd(raw)).toBe(1)
+    expect(apply(raw, edits).toString()).toBe('X-A: 1\n\nbody\n')
+  })
+
+  it('a subject tag on a message with an empty header goes into the header, not the body', () => {
+    const raw = Buffer.from('\r\nbody\r\n')
+    const out = apply(raw, [{ op: 'tagSubject', tag: '{Spam?}' }])
+    expect(out.toString()).toBe('Subject: {Spam?}\r\n\r\nbody\r\n')
+  })
+
+  it('a header with no empty line and no final line break gets no empty line added', () => {
+    const raw = Buffer.from('X-Only: one line')
+    expect(apply(raw, edits).toString()).toBe('X-A: 1\r\nX-Only: one line\r\n')
   })
 })
