@@ -2,8 +2,10 @@ import { readFile, rm, writeFile } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import type { Logger } from 'pino'
 import type { LoadedConfig } from './config/load.js'
+import { Destinations } from './delivery/destinations.js'
+import { Dispatcher, ownAddresses, type RoutingState } from './delivery/dispatch.js'
+import { NextHopDns } from './delivery/mx.js'
 import { DeliveryQueue } from './delivery/queue-runner.js'
-import { SmtpTransport } from './delivery/transport.js'
 import { MailscreenError } from './errors.js'
 import { createSmtpIngress } from './ingress/smtp.js'
 import { loadPolicy } from './pipeline/policy.js'
@@ -13,6 +15,9 @@ import type { ScanSettings } from './pipeline/scan.js'
 import { ScanScheduler } from './pipeline/scheduler.js'
 import { applyScoresFile } from './pipeline/scores.js'
 import { Spool } from './queue/spool.js'
+import { emptyRoutingMaps, loadRoutingMaps, MAP_FILES, type RoutingMaps } from './routing/maps.js'
+import { reloadRoutingMaps } from './routing/reload.js'
+import { type MapProblem, where } from './routing/text.js'
 
 /** The running filter. */
 export interface App {
@@ -23,8 +28,9 @@ export interface App {
   /** Retry everything deferred now. */
   flush(): Promise<void>
   /**
-   * Apply a new configuration's plugins and policy: new workers are set up and take over,
-   * the old ones finish what they hold. Listeners, spool and delivery settings need a restart.
+   * Apply a new configuration's routing maps (keeping the last good ones when the new files
+   * have new problems), routing settings, plugins and policy: new workers are set up and take
+   * over, the old ones finish what they hold. Listeners, spool and delivery settings need a restart.
    */
   reload(next: LoadedConfig): Promise<void>
 }
@@ -69,10 +75,52 @@ async function claimSpool(pidFile: string): Promise<void> {
   await writeFile(pidFile, `${process.pid}\n`)
 }
 
+/** `file:line: reason`, for logs. */
+function describeProblems(problems: readonly MapProblem[]): string[] {
+  return problems.map((p) => `${where(p)}: ${p.reason}`)
+}
+
+/** The map files present, for logs. */
+function presentMaps(maps: RoutingMaps): string[] {
+  return MAP_FILES.filter((name) => maps.files[name] !== undefined)
+}
+
 /** Wire every stage together. No I/O happens until `start()`. */
 export function buildApp(loaded: LoadedConfig, log: Logger): App {
   const { config } = loaded
   const spool = new Spool(config.spool.dir, config.spool.fsync)
+  const routingLog = log.child({ component: 'routing' })
+  const dnsOf = (servers: readonly string[]) => new NextHopDns({ servers })
+  // Swapped as a whole on reload; readers take it once per decision.
+  let routing: RoutingState & { readonly servers: string } = {
+    maps: emptyRoutingMaps(),
+    hopLimit: config.routing.hopLimit,
+    dns: dnsOf(config.routing.resolver.servers),
+    servers: JSON.stringify(config.routing.resolver.servers),
+  }
+  const { relay } = config.delivery
+  const local = config.delivery.local === undefined ? relay : config.delivery.local
+  const destinations = new Destinations({
+    hostname: config.hostname,
+    maxConnections: config.delivery.maxConnections,
+    maxPerDestination: config.delivery.maxConnectionsPerDestination,
+    maxMessagesPerConnection: config.delivery.maxMessagesPerConnection,
+    connectTimeoutMs: config.delivery.connectTimeout,
+    backoffAfter: config.delivery.backoffAfter,
+    backoffMinMs: config.delivery.backoffMin,
+    backoffMaxMs: config.delivery.backoffMax,
+  })
+  const dispatcher = new Dispatcher({
+    routing: () => routing,
+    relay,
+    local,
+    lmtp: config.delivery.lmtp,
+    mxPort: config.delivery.mxPort,
+    hostname: config.hostname,
+    ownAddresses: ownAddresses(config.smtp.listen),
+    destinations,
+    log: log.child({ component: 'delivery' }),
+  })
   let scheduler: ScanScheduler | undefined
   let delivery: DeliveryQueue | undefined
   let pool: ScanPool | undefined
@@ -97,14 +145,43 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
         ),
       },
     )
-  let transport: SmtpTransport | undefined
   let ownsSpool = false
   const ingress = createSmtpIngress({
     config,
     spool,
     log: log.child({ component: 'smtp' }),
     onQueued: (id, entry) => scheduler?.enqueue(id, entry ? { entry } : {}),
+    checkRecipient: (address, mailFrom) => dispatcher.check(address, mailFrom),
   })
+
+  /** SIGHUP: the maps (keep-last-good), the hop limit and the resolver. */
+  const reloadRouting = (next: LoadedConfig): void => {
+    const section = next.config.routing
+    const result = reloadRoutingMaps(routing.maps, section.dir)
+    const servers = JSON.stringify(section.resolver.servers)
+    routing = {
+      maps: result.maps,
+      hopLimit: section.hopLimit,
+      dns: servers === routing.servers ? routing.dns : dnsOf(section.resolver.servers),
+      servers,
+    }
+    if (result.applied) {
+      for (const problem of describeProblems(result.problems))
+        routingLog.warn({ dir: section.dir, problem }, 'routing map problem')
+      routingLog.info(
+        { dir: section.dir, maps: presentMaps(result.maps), problems: result.problems.length },
+        'routing maps reloaded',
+      )
+    } else
+      routingLog.error(
+        {
+          dir: section.dir,
+          problems: describeProblems(result.fresh),
+          running: { dir: result.maps.dir, maps: presentMaps(result.maps) },
+        },
+        'routing maps not reloaded: keeping the last good maps',
+      )
+  }
 
   return {
     async start() {
@@ -114,22 +191,17 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       const requeued = await spool.recover()
       if (requeued.length > 0)
         log.warn({ count: requeued.length, ids: requeued.slice(0, 20) }, 'recovered from processing')
+      // No earlier maps to keep: start with what loads, and say what did not.
+      const maps = loadRoutingMaps(config.routing.dir)
+      routing = { ...routing, maps }
+      for (const problem of describeProblems(maps.problems))
+        routingLog.warn({ dir: maps.dir, problem }, 'routing map problem')
       const settings = await scanSettings(loaded)
       pool = startPool(settings, loaded)
-      transport = new SmtpTransport({
-        hop: {
-          host: config.delivery.relay.host,
-          port: config.delivery.relay.port,
-          lmtp: config.delivery.lmtp,
-        },
-        hostname: config.hostname,
-        maxConnections: config.delivery.maxConnections,
-        maxMessagesPerConnection: config.delivery.maxMessagesPerConnection,
-        connectTimeoutMs: config.delivery.connectTimeout,
-      })
       const deliveryQueue = new DeliveryQueue({
         spool,
-        transport,
+        dispatcher,
+        hopLimit: () => routing.hopLimit,
         log: log.child({ component: 'delivery' }),
         hostname: config.hostname,
         concurrency: config.delivery.maxConnections * 2,
@@ -165,6 +237,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
         {
           listen: bound,
           relay: config.delivery.relay,
+          routing: { dir: routing.maps.dir, maps: presentMaps(routing.maps), problems: maps.problems.length },
           workers: config.pool.workers,
           plugins: config.plugins.map((p) => p.use),
         },
@@ -177,13 +250,15 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       await scheduler?.stop()
       await delivery?.stop()
       await pool?.close()
-      await transport?.close()
+      await destinations.close()
       // Only our own PID file: a start refused for MSC_SPOOL_IN_USE must not remove the other's.
       if (ownsSpool) await rm(join(config.spool.dir, PID_FILE), { force: true })
       log.info('stopped')
     },
     async reload(next) {
+      // Plugins first: if they fail to load, nothing of the new configuration applies.
       const settings = await scanSettings(next)
+      reloadRouting(next)
       for (const key of ['smtp', 'spool', 'delivery'] as const) {
         if (JSON.stringify(next.config[key]) !== JSON.stringify(config[key]))
           log.warn({ key }, 'reload: this section changed; restart to apply it')

@@ -36,7 +36,7 @@ export function registerCheckConfig(program: Command): void {
           `trusted   ${config.smtp.trusted.join(', ')}`,
           `spool     ${config.spool.dir}`,
           `workers   ${config.pool.workers}`,
-          `relay     ${config.delivery.relay.host}:${config.delivery.relay.port}`,
+          `relay     ${config.delivery.relay ? `${config.delivery.relay.host}:${config.delivery.relay.port}` : 'none: foreign domains go to their MX hosts'}`,
           `plugins   ${plugins.map((p) => `${p.name} (timeout ${p.timeoutMs} ms, on error ${p.onError})`).join(', ') || 'none'}`,
           'symbols:',
           ...settings.symbols.map(

@@ -98,16 +98,39 @@ const policy = z
   })
   .strict()
 
-/** `delivery:` — the output queue. */
+/**
+ * A next hop that may be switched off: `host:port`, or `null` / `mx` for none (an empty YAML
+ * value is `null` too).
+ */
+const optionalHop = z.union([z.null(), z.literal('mx').transform(() => null), hostPort])
+
+/** `delivery:` — the output queue (docs/routing.md, "Delivery"). */
 const delivery = z
   .object({
-    /** Next hop for everything: the MTA's re-injection listener. */
-    relay: hostPort.prefault('127.0.0.1:10026'),
+    /**
+     * The default relay: mail for a domain that is neither ours nor in the mailertable goes
+     * here (by default the MTA's re-injection listener). `null` or `mx`: to the domain's MX hosts.
+     */
+    relay: optionalHop.prefault('127.0.0.1:10026'),
+    /** Where `local` next hops go (the local MTA); default: the relay. */
+    local: optionalHop.optional(),
+    /** Speak LMTP to the relay and the local MTA (never to MX hosts or mailertable hosts). */
     lmtp: z.boolean().default(false),
-    /** Open connections to the relay at most. */
+    /** Sessions in flight at once, all destinations together. */
     maxConnections: z.number().int().min(1).default(20),
+    /** Sessions in flight at once to one destination (host:port). */
+    maxConnectionsPerDestination: z.number().int().min(1).default(20),
     maxMessagesPerConnection: z.number().int().min(1).default(100),
     connectTimeout: duration.prefault(30),
+    /** The SMTP port of MX hosts (and of A/AAAA hosts for a domain with no MX). */
+    mxPort: z.number().int().min(1).max(65_535).default(25),
+    /**
+     * A destination that failed this many connections in a row (refused, timed out, no
+     * greeting) is left alone for `backoffMin`, doubling up to `backoffMax` while it keeps failing.
+     */
+    backoffAfter: z.number().int().min(1).default(3),
+    backoffMin: duration.prefault('30s'),
+    backoffMax: duration.prefault('10m'),
     /** Waits between delivery attempts; the last one repeats. */
     retry: z.array(duration).min(1).prefault(['1m', '5m', '15m', '1h']),
     /** Mail still undelivered after this long is bounced to its sender. */
@@ -144,7 +167,7 @@ export const configSchema = z
     pool: pool.prefault({}),
     policy: policy.prefault({}),
     delivery: delivery.prefault({}),
-    /** Routing maps (docs/routing.md); the output queue uses them from issue #4 on. */
+    /** Routing maps, hop limit and resolver (docs/routing.md). */
     routing: routingSection.prefault({}),
     plugins: z.array(pluginEntry).default([{ use: 'example', options: {} }]),
   })

@@ -17,7 +17,10 @@ export interface DsnInput {
   readonly originalHeaders: Buffer
   readonly arrivalDate: Date
   readonly now: Date
-  /** The hop that gave the replies, e.g. `mx.example.com:25`. */
+  /**
+   * The hop that gave the replies, e.g. `mx.example.com:25`, for recipients whose result does
+   * not name its own (`RecipientResult.remoteMta`). Without either, the reply was decided here.
+   */
   readonly remoteMta?: string
 }
 
@@ -86,9 +89,10 @@ function humanPart(input: DsnInput, mta: string): Buffer {
     '',
   ]
   for (const r of input.failed) {
-    const said =
-      r.code === 0 ? '' : input.remoteMta ? ` host ${input.remoteMta} said:` : ' the remote server said:'
-    lines.push(...fold(`<${r.recipient}>:${said}`, r.reply, '    '), '')
+    const remote = r.remoteMta ?? input.remoteMta
+    const said = r.code === 0 || !remote ? '' : ` host ${remote} said:`
+    const original = r.originalRecipient ? ` (expanded from <${r.originalRecipient}>)` : ''
+    lines.push(...fold(`<${r.recipient}>${original}:${said}`, r.reply, '    '), '')
   }
   const body = lines.join(CRLF)
   const cte = isAscii(body) ? '7bit' : '8bit'
@@ -108,14 +112,13 @@ function statusPart(input: DsnInput, mta: string): Buffer {
     `X-Mailscreen-Sender: ${addressField(input.envelope.mailFrom)}`,
     `Arrival-Date: ${rfc5322Date(input.arrivalDate)}`,
   ]
-  const remote = input.remoteMta && ascii(input.remoteMta.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1'))
+  const hostOf = (hop: string | undefined): string | undefined =>
+    hop && ascii(hop.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1'))
   for (const r of input.failed) {
-    lines.push(
-      '',
-      `Final-Recipient: ${addressField(r.recipient)}`,
-      'Action: failed',
-      `Status: ${dsnStatus(r)}`,
-    )
+    const remote = hostOf(r.remoteMta ?? input.remoteMta)
+    lines.push('')
+    if (r.originalRecipient) lines.push(`Original-Recipient: ${addressField(r.originalRecipient)}`)
+    lines.push(`Final-Recipient: ${addressField(r.recipient)}`, 'Action: failed', `Status: ${dsnStatus(r)}`)
     if (r.code !== 0 && remote) lines.push(`Remote-MTA: dns; ${remote}`)
     // A reply-less failure (refused connection, timeout) is no SMTP diagnostic.
     const type = r.code === 0 ? 'X-Mailscreen' : 'smtp'

@@ -7,12 +7,33 @@ import { newQueueId, type QueueId } from '../queue/ids.js'
 import type { Spool, SpoolEntry } from '../queue/spool.js'
 import type { RetryState, SpoolHeader } from '../queue/spool-file.js'
 import { WorkQueue } from '../queue/work-queue.js'
+import { countReceived, type Dispatcher, type Outcome, type RoutedRecipient } from './dispatch.js'
 import { buildDsn } from './dsn.js'
-import type { RecipientResult, SmtpTransport } from './transport.js'
+import type { RecipientResult } from './transport.js'
+
+/**
+ * The retry state of a deferred delivery: {@link RetryState} (whose `pending` lists the final
+ * addresses, for `queue list`) plus the routed recipients, so a retry does not expand aliases
+ * again (which would deliver twice to those already done). Their next hops are looked up again.
+ */
+interface DeliveryRetry extends RetryState {
+  readonly routed?: readonly RoutedRecipient[]
+}
+
+function routedOf(retry: RetryState | undefined): readonly RoutedRecipient[] | undefined {
+  const routed = (retry as DeliveryRetry | undefined)?.routed
+  return Array.isArray(routed) &&
+    routed.every((r) => typeof r?.address === 'string' && typeof r.from === 'string')
+    ? routed
+    : undefined
+}
 
 export interface DeliveryQueueOptions {
   readonly spool: Spool
-  readonly transport: SmtpTransport
+  /** Routes recipients and sends to their next hops. */
+  readonly dispatcher: Dispatcher
+  /** Most `Received:` fields a message may carry; more is a mail loop (`routing.hopLimit`). */
+  readonly hopLimit: () => number
   readonly log: Logger
   /** Our name, for DSNs. */
   readonly hostname: string
@@ -33,8 +54,8 @@ const CACHE_BUDGET = 64 * 1024 * 1024
 type Job = { readonly id: QueueId; readonly state: 'outgoing' | 'deferred' }
 
 /**
- * The output queue: sends what is in `outgoing/` (and what is due in `deferred/`) to the
- * relay, handles each recipient's answer on its own, and deletes a message only when every
+ * The output queue: routes what is in `outgoing/` (and what is due in `deferred/`) to its next
+ * hops, handles each recipient's answer on its own, and deletes a message only when every
  * recipient has a final answer — delivered, or bounced with a DSN that is itself spooled.
  */
 export class DeliveryQueue {
@@ -150,35 +171,34 @@ export class DeliveryQueue {
   }
 
   private async deliver(id: QueueId): Promise<void> {
-    const { spool, transport, log } = this.opts
+    const { spool, log } = this.opts
     const state = this.states.get(id) ?? 'outgoing'
     this.states.delete(id)
     const entry = await this.load(state, id)
     if (!entry) return
     const { envelope } = entry.header
     const retry = state === 'deferred' ? await spool.readRetry(id) : undefined
-    const pending = retry?.pending ?? envelope.rcptTo
-    const result = await transport.send({
-      mailFrom: envelope.mailFrom,
-      rcptTo: pending,
-      message: entry.message,
-      size: entry.message.length,
-      smtpUtf8: envelope.smtpUtf8 === true,
-      eightBit: envelope.body === '8BITMIME',
-    })
+    const outcomes = await this.attempt(entry, retry)
     const expired = Date.now() - envelope.receivedAt > this.opts.queueLifetimeMs
-    const delivered = result.recipients.filter((r) => r.status === 'delivered')
-    const failed = result.recipients.filter((r) => r.status === 'failed')
-    const deferred = result.recipients.filter((r) => r.status === 'deferred')
+    const delivered = outcomes.filter((r) => r.status === 'delivered')
+    const failed = outcomes.filter((r) => r.status === 'failed')
+    const deferred = outcomes.filter((r) => r.status === 'deferred')
     const delay = Math.round((Date.now() - envelope.receivedAt) / 1000)
     for (const r of delivered)
       log.info(
-        { qid: id, to: r.recipient, relay: result.hop, reply: r.reply, delay, ms: result.durationMs },
+        {
+          qid: id,
+          to: r.recipient,
+          ...(r.originalRecipient ? { origTo: r.originalRecipient } : {}),
+          relay: r.hop,
+          reply: r.reply,
+          delay,
+          ms: r.durationMs,
+        },
         'delivered',
       )
     const bounced = expired ? [...failed, ...deferred] : failed
-    if (bounced.length > 0)
-      await this.bounce(id, entry.header, entry.message, bounced, expired ? 'expired' : 'failed', result.hop)
+    if (bounced.length > 0) await this.bounceOutcomes(id, entry, bounced, expired ? 'expired' : 'failed')
     const still = expired ? [] : deferred
     if (still.length === 0) {
       await spool.remove(state, id)
@@ -186,20 +206,70 @@ export class DeliveryQueue {
     }
     const attempts = (retry?.attempts ?? 0) + 1
     const nextAttemptAt = Date.now() + retryDelay(this.opts.retry, attempts)
-    await spool.writeRetry(id, {
+    const next: DeliveryRetry = {
       phase: 'deliver',
       attempts,
       nextAttemptAt,
       pending: still.map((r) => r.recipient),
+      routed: still.map((r) => r.routed),
       lastError: still[0]?.reply,
-    })
+    }
+    await spool.writeRetry(id, next)
     if (state === 'outgoing') await spool.move(id, 'outgoing', 'deferred')
     // Logged once the message is where the log line says it is.
     for (const r of still)
       log.warn(
-        { qid: id, to: r.recipient, relay: result.hop, reply: r.reply, delay, attempts, nextAttemptAt },
+        { qid: id, to: r.recipient, relay: r.hop, reply: r.reply, delay, attempts, nextAttemptAt },
         'deferred',
       )
+  }
+
+  /**
+   * One attempt: the hop count first (a message with more `Received:` fields than the limit is
+   * in a loop and is bounced whole), then routing (only at the first attempt: later ones keep
+   * the recipients it found), then the next hops.
+   */
+  private async attempt(entry: SpoolEntry, retry: RetryState | undefined): Promise<Outcome[]> {
+    const { dispatcher, hostname } = this.opts
+    const { envelope } = entry.header
+    const hops = countReceived(entry.message)
+    const limit = this.opts.hopLimit()
+    const kept = routedOf(retry)
+    if (hops > limit) {
+      const recipients: readonly RoutedRecipient[] =
+        kept ?? (retry?.pending ?? envelope.rcptTo).map((address) => ({ address, from: envelope.mailFrom }))
+      return recipients.map((r) => ({
+        recipient: r.address,
+        status: 'failed',
+        code: 554,
+        reply: `554 5.4.6 Too many hops (${hops} Received: header fields, more than ${limit}): mail loop`,
+        routed: r,
+        hop: hostname,
+      }))
+    }
+    const msg = { envelope, message: entry.message }
+    if (kept) return dispatcher.deliver(kept, msg)
+    const { routed, refused } = await dispatcher.expand(retry?.pending ?? envelope.rcptTo, envelope.mailFrom)
+    const sent = routed.length > 0 ? await dispatcher.deliver(routed, msg) : []
+    return [...refused, ...sent]
+  }
+
+  /** Bounce failed outcomes: one DSN per envelope sender they were sent with. */
+  private async bounceOutcomes(
+    id: QueueId,
+    entry: SpoolEntry,
+    outcomes: readonly Outcome[],
+    reason: 'failed' | 'expired',
+  ): Promise<void> {
+    const bySender = new Map<string, Outcome[]>()
+    for (const o of outcomes) bySender.set(o.routed.from, [...(bySender.get(o.routed.from) ?? []), o])
+    for (const [from, list] of bySender) {
+      const header =
+        from === entry.header.envelope.mailFrom
+          ? entry.header
+          : { ...entry.header, envelope: { ...entry.header.envelope, mailFrom: from } }
+      await this.bounce(id, header, entry.message, list, reason, undefined, (o) => (o as Outcome).hop)
+    }
   }
 
   /**
@@ -220,11 +290,26 @@ export class DeliveryQueue {
     message: Buffer,
     recipients: readonly RecipientResult[],
     reason: 'failed' | 'expired',
-    hop: string,
+    hop: string | undefined,
+    hopOf: (r: RecipientResult) => string | undefined = () => hop,
   ): Promise<void> {
     const { spool, log, hostname } = this.opts
     for (const r of recipients)
-      log.warn({ qid: id, to: r.recipient, relay: hop, reply: r.reply, reason }, 'bounced')
+      log.warn(
+        {
+          qid: id,
+          to: r.recipient,
+          ...(r.originalRecipient ? { origTo: r.originalRecipient } : {}),
+          relay: hopOf(r),
+          reply: r.reply,
+          reason,
+        },
+        'bounced',
+      )
+    if (header.dsnFor !== undefined) {
+      log.info({ qid: id, from: header.envelope.mailFrom }, 'no DSN: null sender or DSN')
+      return
+    }
     const dsn = buildDsn({
       reportingMta: hostname,
       queueId: id,
@@ -234,7 +319,7 @@ export class DeliveryQueue {
       originalHeaders: message.subarray(0, headerEnd(message)),
       arrivalDate: new Date(header.envelope.receivedAt),
       now: new Date(),
-      remoteMta: hop,
+      ...(hop === undefined ? {} : { remoteMta: hop }),
     })
     if (!dsn) {
       log.info({ qid: id, from: header.envelope.mailFrom }, 'no DSN: null sender or DSN')

@@ -1,3 +1,4 @@
+import type { Semaphore } from './limit.js'
 import { formatHop, isSafeAddress, type Reply, SmtpClient, type Transaction } from './smtp-client.js'
 
 /** Where a message goes next: an SMTP (or LMTP) server. */
@@ -18,9 +19,15 @@ export interface RecipientResult {
   readonly code: number
   /** The remote reply in full (`250 2.0.0 Ok: queued as 4Xyz`, lines joined by `\n`), or what went wrong. */
   readonly reply: string
+  /**
+   * The host that gave the reply, as it was named (a DSN's `Remote-MTA`); absent when the
+   * answer was decided here (a routing refusal, a mail loop) or no host answered.
+   */
+  readonly remoteMta?: string
+  /** The address the sender gave, when routing rewrote or expanded it (a DSN's `Original-Recipient`). */
+  readonly originalRecipient?: string
 }
 
-/** One message to hand to the next hop. */
 /** One message for the next hop: the same shape the SMTP client sends. */
 export type SendRequest = Transaction
 
@@ -30,6 +37,12 @@ export interface SendResult {
   readonly hop: string
   readonly recipients: readonly RecipientResult[]
   readonly durationMs: number
+  /**
+   * No session could be set up (connection refused or lost, timeout, a greeting or EHLO that
+   * was not 2xx): nothing about the message was said, so another host may be tried. Every
+   * recipient is then `deferred` with that reply.
+   */
+  readonly unreachable?: true
 }
 
 /** Options of {@link SmtpTransport}. */
@@ -46,6 +59,8 @@ export interface TransportOptions {
   readonly socketTimeoutMs?: number
   /** Close a connection idle this long (default 5 s). */
   readonly idleTimeoutMs?: number
+  /** A cap shared with other transports: sessions in flight over all destinations. */
+  readonly shared?: Semaphore
 }
 
 interface Pooled {
@@ -72,6 +87,7 @@ export class SmtpTransport {
   private readonly quitting = new Set<Promise<void>>()
   private leases = 0
   private closed = false
+  private lastUsed = Date.now()
 
   constructor(private readonly opts: TransportOptions) {
     if (!(opts.maxConnections >= 1)) throw new RangeError('maxConnections must be at least 1')
@@ -86,16 +102,27 @@ export class SmtpTransport {
   /** Send one message; resolves with a result for every recipient, in request order. */
   async send(req: SendRequest): Promise<SendResult> {
     const started = performance.now()
-    const run = this.deliver(req).catch((err: unknown) =>
+    const setup: { failed: boolean } = { failed: false }
+    const run = this.deliver(req, setup).catch((err: unknown) =>
       req.rcptTo.map((rcpt) => noReply(rcpt, 'deferred', `internal error: ${(err as Error).message}`)),
     )
     this.inFlight.add(run)
     try {
       const recipients = await run
-      return { hop: this.hop, recipients, durationMs: Math.round(performance.now() - started) }
+      const durationMs = Math.round(performance.now() - started)
+      return setup.failed
+        ? { hop: this.hop, recipients, durationMs, unreachable: true }
+        : { hop: this.hop, recipients, durationMs }
     } finally {
       this.inFlight.delete(run)
+      this.lastUsed = Date.now()
     }
+  }
+
+  /** Whether nothing is in flight, waiting or held open: the transport can be dropped. */
+  idleSince(): number | undefined {
+    const quiet = this.inFlight.size === 0 && this.leases === 0 && this.idle.length === 0
+    return quiet ? this.lastUsed : undefined
   }
 
   /** Stop taking sends, let those in flight finish, then QUIT every connection. */
@@ -107,7 +134,7 @@ export class SmtpTransport {
     await Promise.allSettled([...this.quitting])
   }
 
-  private async deliver(req: SendRequest): Promise<RecipientResult[]> {
+  private async deliver(req: SendRequest, setup: { failed: boolean }): Promise<RecipientResult[]> {
     if (!isSafeAddress(req.mailFrom)) {
       return req.rcptTo.map((rcpt) => noReply(rcpt, 'failed', 'invalid sender address'))
     }
@@ -115,12 +142,14 @@ export class SmtpTransport {
       isSafeAddress(rcpt) ? undefined : noReply(rcpt, 'failed', 'invalid recipient address'),
     )
     const pending = req.rcptTo.filter(isSafeAddress)
-    if (pending.length > 0) fill(results, await this.transact({ ...req, rcptTo: pending }))
+    if (pending.length > 0) fill(results, await this.transact({ ...req, rcptTo: pending }, setup))
     return results as RecipientResult[]
   }
 
-  private async transact(req: SendRequest): Promise<RecipientResult[]> {
+  private async transact(req: SendRequest, setup: { failed: boolean }): Promise<RecipientResult[]> {
     if (!(await this.lease())) return req.rcptTo.map((rcpt) => noReply(rcpt, 'deferred', 'transport closed'))
+    const shared = this.opts.shared
+    if (shared) await shared.acquire()
     try {
       let conn = this.takeIdle()
       let report = await conn?.client.transaction(req)
@@ -132,6 +161,7 @@ export class SmtpTransport {
         if (!('client' in opened)) {
           // Setup trouble, even a 5xx greeting, says the server will not talk now, not that the
           // message is bad: defer (as Postfix does when it skips a 5xx greeting).
+          setup.failed = true
           return req.rcptTo.map((rcpt) => ({
             recipient: rcpt,
             status: 'deferred',
@@ -149,6 +179,7 @@ export class SmtpTransport {
         return { recipient: rcpt, status: statusOf(reply.code), code: reply.code, reply: reply.text }
       })
     } finally {
+      shared?.release()
       this.unlease()
     }
   }

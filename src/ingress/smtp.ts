@@ -3,8 +3,8 @@ import type { Config } from '../config/schema.js'
 import { newQueueId, type QueueId } from '../queue/ids.js'
 import type { Spool, SpoolEntry } from '../queue/spool.js'
 import type { Envelope } from './envelope.js'
-import { reply } from './smtp-reply.js'
-import { createSmtpServer, type SmtpServer } from './smtp-server.js'
+import { reply, type SmtpReply } from './smtp-reply.js'
+import { createSmtpServer, type SmtpServer, type Transaction } from './smtp-server.js'
 import { trustedNetworks } from './trusted.js'
 
 export interface SmtpIngressDeps {
@@ -13,6 +13,22 @@ export interface SmtpIngressDeps {
   readonly log: Logger
   /** Called once a message is durably in `incoming/`, with its bytes when they are still in memory. */
   readonly onQueued: (id: QueueId, entry?: SpoolEntry) => void
+  /**
+   * Routing's answer to one RCPT TO: a refusal (unknown user of a domain of ours, a
+   * mailertable `error:` entry), or undefined to accept. Without it every syntactically valid
+   * recipient is accepted.
+   */
+  readonly checkRecipient?: (
+    address: string,
+    mailFrom: string,
+  ) => RecipientRefusal | undefined | Promise<RecipientRefusal | undefined>
+}
+
+/** A refusal of one recipient: basic code, enhanced status code and text. */
+export interface RecipientRefusal {
+  readonly code: number
+  readonly status: string
+  readonly text: string
 }
 
 /** Error codes on the data stream that mean the session ended before the final dot. */
@@ -22,8 +38,35 @@ const SESSION_ENDED = new Set(['ECONNRESET', 'ETIMEDOUT', 'ECONNABORTED'])
  * The after-queue content-filter listener: only trusted peers (the MTA) may connect; each
  * message is fsynced into the spool before the 250 that lets the MTA forget it.
  */
-export function createSmtpIngress({ config, spool, log, onQueued }: SmtpIngressDeps): SmtpServer {
+export function createSmtpIngress({
+  config,
+  spool,
+  log,
+  onQueued,
+  checkRecipient,
+}: SmtpIngressDeps): SmtpServer {
   const isTrusted = trustedNetworks(config.smtp.trusted)
+  const refused = (address: string, tx: Transaction, refusal: RecipientRefusal | undefined) => {
+    if (!refusal) return undefined
+    log.info(
+      {
+        client: tx.client.address,
+        from: tx.mailFrom,
+        to: address,
+        reply: `${refusal.code} ${refusal.status} ${refusal.text}`,
+      },
+      'recipient refused',
+    )
+    return reply(refusal.code, refusal.status, refusal.text)
+  }
+  const onRecipient = checkRecipient
+    ? (address: string, tx: Transaction): SmtpReply | undefined | Promise<SmtpReply | undefined> => {
+        const answer = checkRecipient(address, tx.mailFrom)
+        return answer instanceof Promise
+          ? answer.then((refusal) => refused(address, tx, refusal))
+          : refused(address, tx, answer)
+      }
+    : undefined
   const server = createSmtpServer({
     hostname: config.hostname,
     lmtp: config.smtp.lmtp,
@@ -36,6 +79,7 @@ export function createSmtpIngress({ config, spool, log, onQueued }: SmtpIngressD
       return reply(554, '5.7.1', `${config.hostname} Access denied: ${peer.address} is not a trusted MTA`)
     },
     allowForwarding: (peer) => isTrusted(peer.address),
+    ...(onRecipient ? { onRecipient } : {}),
     onError: (err, peer) => log.error({ peer: peer?.address, err: (err as Error).message }, 'smtp error'),
     async onMessage(tx, data) {
       const id = newQueueId()

@@ -497,37 +497,58 @@ function nextHopOf(route: MailerRoute, domain: string): NextHop {
   }
 }
 
+/** The next hop of a final address, and why. */
+export interface FinalHop {
+  readonly nextHop: NextHop
+  readonly why: string
+  /** The mailertable line, when one chose it. */
+  readonly source?: SourceRef
+  /** The mailertable key that matched. */
+  readonly key?: string
+}
+
+/**
+ * The next hop of an address that needs no more expansion: `mailertable` by longest match,
+ * else an address literal's host, else the default relay, else the domain's MX hosts. The
+ * output queue asks this again on every retry, so a deferred message follows a mailertable
+ * changed meanwhile (a SIGHUP), without its aliases being expanded a second time.
+ */
+export function finalNextHop(
+  address: MailAddress,
+  maps: RoutingMaps,
+  defaultRelay?: { readonly host: string; readonly port: number },
+): FinalHop {
+  const entry = lookupMailertable(maps.mailertable, address.domain)
+  if (entry)
+    return {
+      nextHop: nextHopOf(entry.route, address.domain),
+      why: `mailertable entry ${entry.key}`,
+      source: entry.source,
+      key: entry.key,
+    }
+  if (address.domain.startsWith('[')) {
+    const host = address.domain.slice(1, -1).replace(/^ipv6:/i, '')
+    return { nextHop: { kind: 'smtp', host, port: 25, mx: false }, why: 'an address literal: that host' }
+  }
+  if (defaultRelay)
+    return {
+      nextHop: { kind: 'relay', host: defaultRelay.host, port: defaultRelay.port },
+      why: 'no mailertable route: the default relay',
+    }
+  return {
+    nextHop: { kind: 'mx', domain: address.domain },
+    why: `no mailertable route and no default relay: the MX hosts of ${address.domain}`,
+  }
+}
+
 /** The next hop of a final address: mailertable, else default relay, else MX. */
 function finalHop(d: Decision, address: MailAddress, branch: Branch): void {
   const text = formatAddress(address)
-  const entry = lookupMailertable(d.maps.mailertable, address.domain)
-  if (entry) {
-    const hop = nextHopOf(entry.route, address.domain)
-    const match = entry.key === address.domain ? entry.key : `${entry.key} (for ${address.domain})`
-    d.step(branch, text, 'mailertable', 'hit', match, entry.source)
-    d.add(branch, text, hop, `mailertable entry ${entry.key}`, entry.source)
-    return
-  }
-  if (d.present('mailertable')) d.step(branch, text, 'mailertable', 'miss', `no entry for ${address.domain}`)
-  if (address.domain.startsWith('[')) {
-    const host = address.domain.slice(1, -1).replace(/^ipv6:/i, '')
-    d.add(branch, text, { kind: 'smtp', host, port: 25, mx: false }, 'an address literal: that host')
-    return
-  }
-  const relay = d.options.defaultRelay
-  if (relay) {
-    d.add(
-      branch,
-      text,
-      { kind: 'relay', host: relay.host, port: relay.port },
-      'no mailertable route: the default relay',
-    )
-    return
-  }
-  d.add(
-    branch,
-    text,
-    { kind: 'mx', domain: address.domain },
-    `no mailertable route and no default relay: the MX hosts of ${address.domain}`,
-  )
+  const hop = finalNextHop(address, d.maps, d.options.defaultRelay)
+  if (hop.key !== undefined) {
+    const match = hop.key === address.domain ? hop.key : `${hop.key} (for ${address.domain})`
+    d.step(branch, text, 'mailertable', 'hit', match, hop.source)
+  } else if (d.present('mailertable'))
+    d.step(branch, text, 'mailertable', 'miss', `no entry for ${address.domain}`)
+  d.add(branch, text, hop.nextHop, hop.why, hop.source)
 }

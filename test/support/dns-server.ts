@@ -2,7 +2,8 @@
  * A fake DNS server for unit tests: UDP on 127.0.0.1, port chosen by the kernel. Each query
  * is answered from a function (A and TXT records with a TTL, NXDOMAIN, SERVFAIL, REFUSED) or
  * not at all (`'silent'`, a server that swallows queries), and every query is recorded.
- * Only what the dnsbl tests need: one question per query, answers to that question.
+ * One question per query, answers to that question. The dnsbl tests use A and TXT; the
+ * routing tests MX (a null MX is `{ preference: 0, exchange: '.' }`) and AAAA.
  */
 import dgram from 'node:dgram'
 
@@ -10,7 +11,7 @@ import dgram from 'node:dgram'
 export interface FakeQuery {
   /** Lower-case, without the trailing dot. */
   readonly name: string
-  /** `A`, `TXT`, or the numeric type for anything else. */
+  /** `A`, `TXT`, `MX`, `AAAA`, or the numeric type for anything else. */
   readonly type: string
 }
 
@@ -21,6 +22,10 @@ export type FakeReply =
       readonly rcode?: 'NOERROR' | 'NXDOMAIN' | 'SERVFAIL' | 'REFUSED'
       readonly a?: readonly string[]
       readonly txt?: readonly string[]
+      /** MX records; `exchange: '.'` is the root (RFC 7505 null MX). */
+      readonly mx?: readonly { readonly preference: number; readonly exchange: string }[]
+      /** IPv6 addresses, e.g. `::1`. */
+      readonly aaaa?: readonly string[]
       /** Seconds (default 300). */
       readonly ttl?: number
     }
@@ -35,7 +40,7 @@ export interface FakeDns {
 }
 
 const RCODES = { NOERROR: 0, NXDOMAIN: 3, SERVFAIL: 2, REFUSED: 5 } as const
-const TYPES: Record<number, string> = { 1: 'A', 16: 'TXT' }
+const TYPES: Record<number, string> = { 1: 'A', 15: 'MX', 16: 'TXT', 28: 'AAAA' }
 
 function parseQuestion(packet: Buffer): { name: string; type: number; end: number } | undefined {
   const labels: string[] = []
@@ -73,6 +78,37 @@ function txtData(text: string): Buffer {
   return Buffer.concat(chunks)
 }
 
+/** A domain name in wire format, uncompressed (`.` or `` is the root). */
+function nameData(name: string): Buffer {
+  const labels = name
+    .replace(/\.$/, '')
+    .split('.')
+    .filter((label) => label !== '')
+  return Buffer.concat([
+    ...labels.map((label) => Buffer.concat([Buffer.from([label.length]), Buffer.from(label, 'latin1')])),
+    Buffer.from([0]),
+  ])
+}
+
+function mxData(preference: number, exchange: string): Buffer {
+  const head = Buffer.alloc(2)
+  head.writeUInt16BE(preference, 0)
+  return Buffer.concat([head, nameData(exchange)])
+}
+
+/** 16 bytes of an IPv6 address (`::` shorthand allowed, no embedded IPv4). */
+function ipv6Data(address: string): Buffer {
+  const [head = '', tail] = address.split('::')
+  const left = head === '' ? [] : head.split(':')
+  const right = tail === undefined || tail === '' ? [] : tail.split(':')
+  const groups = [...left, ...Array(8 - left.length - right.length).fill('0'), ...right]
+  const out = Buffer.alloc(16)
+  groups.forEach((group, i) => {
+    out.writeUInt16BE(Number.parseInt(group, 16), i * 2)
+  })
+  return out
+}
+
 function respond(
   query: Buffer,
   question: { type: number; end: number },
@@ -83,6 +119,9 @@ function respond(
   if (question.type === 1)
     for (const a of reply.a ?? []) records.push(record(1, ttl, Buffer.from(a.split('.').map(Number))))
   if (question.type === 16) for (const t of reply.txt ?? []) records.push(record(16, ttl, txtData(t)))
+  if (question.type === 15)
+    for (const m of reply.mx ?? []) records.push(record(15, ttl, mxData(m.preference, m.exchange)))
+  if (question.type === 28) for (const a of reply.aaaa ?? []) records.push(record(28, ttl, ipv6Data(a)))
   const header = Buffer.alloc(12)
   header.writeUInt16BE(query.readUInt16BE(0), 0)
   // QR, the query's opcode and RD, AA, RA, rcode.
