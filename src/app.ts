@@ -7,7 +7,15 @@ import { Dispatcher, ownAddresses, type RoutingState } from './delivery/dispatch
 import { NextHopDns } from './delivery/mx.js'
 import { DeliveryQueue } from './delivery/queue-runner.js'
 import { MailscreenError } from './errors.js'
+import { milterScanHandler } from './ingress/milter/scan.js'
+import {
+  createMilterServer,
+  formatMilterAddress,
+  type MilterServer,
+  milterServerOptions,
+} from './ingress/milter/server.js'
 import { createSmtpIngress } from './ingress/smtp.js'
+import { reply } from './ingress/smtp-reply.js'
 import { loadPolicy } from './pipeline/policy.js'
 import { createScanPool, type ScanPool } from './pipeline/pool.js'
 import { loadPlugins, scoreTable, toRef } from './pipeline/registry.js'
@@ -49,6 +57,14 @@ export async function scanSettings(loaded: LoadedConfig): Promise<ScanSettings> 
     plugins: plugins.map(toRef),
     symbols: [...symbols],
     policy: loadPolicy(config.policy, baseDir, config.hostname),
+    ...(config.milter
+      ? {
+          milterPolicy: loadPolicy(config.policy, baseDir, config.hostname, {
+            key: 'milter.actions',
+            actions: config.milter.actions,
+          }),
+        }
+      : {}),
   }
 }
 
@@ -154,6 +170,20 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
     checkRecipient: (address, mailFrom) => dispatcher.check(address, mailFrom),
   })
 
+  // The pre-queue front end, when configured: the same pool and policy, answered in the SMTP session.
+  const milter: MilterServer | undefined = config.milter
+    ? createMilterServer(
+        milterServerOptions(config.milter, {
+          onMessage: milterScanHandler(currentPool, log.child({ component: 'milter' })),
+          onRecipient: async (recipient, { mailFrom }) => {
+            const refusal = await dispatcher.check(recipient.address, mailFrom)
+            return refusal && reply(refusal.code, refusal.status, refusal.text)
+          },
+          log,
+        }),
+      )
+    : undefined
+
   /** SIGHUP: the maps (keep-last-good), the hop limit and the resolver. */
   const reloadRouting = (next: LoadedConfig): void => {
     const section = next.config.routing
@@ -233,9 +263,11 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       await scheduler.start()
       const bound = []
       for (const address of config.smtp.listen) bound.push(await ingress.listen(address.host, address.port))
+      const milterBound = milter ? (await milter.listen()).map(formatMilterAddress) : []
       log.info(
         {
           listen: bound,
+          ...(milter ? { milter: milterBound } : {}),
           relay: config.delivery.relay,
           routing: { dir: routing.maps.dir, maps: presentMaps(routing.maps), problems: maps.problems.length },
           workers: config.pool.workers,
@@ -247,6 +279,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
     },
     async stop() {
       await ingress.close()
+      await milter?.close()
       await scheduler?.stop()
       await delivery?.stop()
       await pool?.close()
@@ -263,6 +296,10 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
         if (JSON.stringify(next.config[key]) !== JSON.stringify(config[key]))
           log.warn({ key }, 'reload: this section changed; restart to apply it')
       }
+      // milter.actions apply now (they are policy); the listener's settings need a restart.
+      const listener = (c: LoadedConfig['config']) => JSON.stringify({ ...c.milter, actions: undefined })
+      if (listener(next.config) !== listener(config))
+        log.warn({ key: 'milter' }, 'reload: this section changed; restart to apply it')
       const old = pool
       pool = startPool(settings, next)
       await old?.close({ force: false })

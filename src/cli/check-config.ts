@@ -1,5 +1,6 @@
 import type { Command } from 'commander'
 import { scanSettings } from '../app.js'
+import { formatMilterAddress } from '../ingress/milter/server.js'
 import type { Action } from '../pipeline/action-list.js'
 import { formatActionList } from '../pipeline/action-list.js'
 import { loadPlugins } from '../pipeline/registry.js'
@@ -23,9 +24,17 @@ export function registerCheckConfig(program: Command): void {
         const actions = Object.fromEntries(
           Object.entries(settings.policy.actions).map(([category, ruleset]) => [category, describe(ruleset)]),
         )
+        const milterActions = settings.milterPolicy
+          ? Object.fromEntries(
+              Object.entries(settings.milterPolicy.actions).map(([category, ruleset]) => [
+                category,
+                describe(ruleset),
+              ]),
+            )
+          : undefined
         if (options.json) {
           process.stdout.write(
-            `${JSON.stringify({ file: loaded.file ?? null, config: loaded.config, scores: table, actions }, null, 2)}\n`,
+            `${JSON.stringify({ file: loaded.file ?? null, config: loaded.config, scores: table, actions, ...(milterActions ? { milterActions } : {}) }, null, 2)}\n`,
           )
           return
         }
@@ -46,6 +55,15 @@ export function registerCheckConfig(program: Command): void {
           `thresholds spam ${settings.policy.verdict.spamThreshold}, high-scoring ${settings.policy.verdict.highSpamThreshold}`,
           'actions:',
           ...Object.entries(actions).map(([category, text]) => `  ${category.padEnd(12)} ${text}`),
+          ...(config.milter && milterActions
+            ? [
+                `milter    ${config.milter.listen.map(formatMilterAddress).join(', ')} (timeout ${config.milter.timeout} ms, default ${config.milter.defaultAction})`,
+                'milter actions:',
+                ...Object.entries(milterActions).map(
+                  ([category, text]) => `  ${category.padEnd(12)} ${text}`,
+                ),
+              ]
+            : []),
         ]
         process.stdout.write(`${out.join('\n')}\n`)
       } catch (err) {

@@ -1,5 +1,6 @@
 import { hostname } from 'node:os'
 import { z } from 'zod'
+import { milterSection } from '../ingress/milter/server.js'
 import { routingSection } from '../routing/maps.js'
 import { cidr, hostPort } from './address.js'
 import { duration } from './duration.js'
@@ -153,6 +154,26 @@ const pluginEntry = z
   })
   .strict()
 
+/**
+ * `milter:` — the pre-queue milter front end (docs/milter.md). Absent: no milter listener.
+ * `actions` replaces `policy.actions` per category for mail scanned through the milter; by
+ * default high-scoring spam, viruses and banned attachments are refused at end of DATA, and
+ * the other categories follow `policy.actions`.
+ */
+const milter = milterSection.extend({
+  actions: z
+    .object({
+      clean: actionSetting.optional(),
+      spam: actionSetting.optional(),
+      highspam: actionSetting.default('reject'),
+      virus: actionSetting.default('reject'),
+      banned: actionSetting.default('reject'),
+      unscannable: actionSetting.optional(),
+    })
+    .strict()
+    .prefault({}),
+})
+
 /** The whole `mailscreen.yaml`. Every key has its default here and nowhere else. */
 export const configSchema = z
   .object({
@@ -169,6 +190,7 @@ export const configSchema = z
     delivery: delivery.prefault({}),
     /** Routing maps, hop limit and resolver (docs/routing.md). */
     routing: routingSection.prefault({}),
+    milter: milter.optional(),
     plugins: z.array(pluginEntry).default([{ use: 'example', options: {} }]),
   })
   .strict()

@@ -97,7 +97,8 @@ export function applyEdits(raw: Buffer, edits: readonly HeaderEdit[]): Buffer[] 
   // Header bytes may hold raw 8-bit text; latin1 maps bytes 1:1 so they survive the round trip.
   let headerText = raw.subarray(0, end).toString('latin1')
   // The empty line that ends the header: kept as it was, never added to a message without one.
-  const separator = end === raw.length ? '' : headerText.endsWith(`${eol}${eol}`) || headerText === eol ? eol : ''
+  const separator =
+    end === raw.length ? '' : headerText.endsWith(`${eol}${eol}`) || headerText === eol ? eol : ''
   if (separator) headerText = headerText.slice(0, -eol.length)
   else if (end === raw.length && !headerText.endsWith(eol) && headerText !== '') headerText += eol
   const removed = new Set(rewrites.flatMap((e) => (e.op === 'remove' ? [e.name.toLowerCase()] : [])))

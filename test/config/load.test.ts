@@ -358,3 +358,38 @@ describe('parseCidr', () => {
     expect(parseCidr('10.0.0.0/8/9')).toBeUndefined()
   })
 })
+
+describe('the milter: section', () => {
+  it('is absent unless configured: no milter listener by default', () => {
+    expect(loadConfig(undefined, dir).config.milter).toBeUndefined()
+  })
+
+  it('an empty section listens on inet:127.0.0.1:8891 and refuses high-scoring spam, viruses and banned attachments', async () => {
+    await writeConfig('milter: {}\n')
+    const { milter } = loadConfig(undefined, dir).config
+    expect(milter?.listen).toEqual([{ kind: 'inet', host: '127.0.0.1', port: 8891 }])
+    expect(milter?.defaultAction).toBe('tempfail')
+    expect(milter?.actions).toEqual({ highspam: 'reject', virus: 'reject', banned: 'reject' })
+  })
+
+  it('takes Postfix and Sendmail spellings of the socket, and per-category action lists', async () => {
+    await writeConfig(
+      'milter:\n  listen: ["inet:8891@127.0.0.1", "unix:/run/ms.sock"]\n  actions:\n    virus: quarantine\n    spam: { ruleset: spam.rules }\n',
+    )
+    const { milter } = loadConfig(undefined, dir).config
+    expect(milter?.listen).toEqual([
+      { kind: 'inet', host: '127.0.0.1', port: 8891 },
+      { kind: 'unix', path: '/run/ms.sock' },
+    ])
+    expect(milter?.actions).toMatchObject({ virus: 'quarantine', spam: { ruleset: 'spam.rules' } })
+  })
+
+  it('names a bad socket, a misspelled key and an unknown category by key path', async () => {
+    await writeConfig('milter:\n  listen: tcp:8891\n')
+    expect(thrown(() => loadConfig(undefined, dir)).message).toMatch(/milter\.listen.*not a milter address/)
+    await writeConfig('milter:\n  timout: 5s\n')
+    expect(thrown(() => loadConfig(undefined, dir)).message).toMatch(/milter.*timout/)
+    await writeConfig('milter:\n  actions:\n    viruses: reject\n')
+    expect(thrown(() => loadConfig(undefined, dir)).message).toMatch(/milter\.actions.*viruses/)
+  })
+})

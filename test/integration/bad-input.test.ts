@@ -89,7 +89,12 @@ function receivedCount(raw: Buffer): number {
   const lf = raw.indexOf('\n\n')
   const crlf = raw.indexOf('\r\n\r\n')
   const end = [lf, crlf].filter((i) => i !== -1).reduce((a, b) => Math.min(a, b), raw.length)
-  return raw.subarray(0, end).toString('latin1').match(/^received[ \t]*:/gim)?.length ?? 0
+  return (
+    raw
+      .subarray(0, end)
+      .toString('latin1')
+      .match(/^received[ \t]*:/gim)?.length ?? 0
+  )
 }
 
 /** Where two buffers first differ, for failure messages that do not dump megabytes. */
@@ -107,7 +112,9 @@ const SCAN_FIELDS = /^(x-mailscreen-(scanned|verdict|spamcheck|spamscore|virus)|
 /** A CRLF message without the {@link SCAN_FIELDS} of its header (continuation lines included). */
 function withoutScanFields(crlf: Buffer): Buffer {
   const body = bodyOf(crlf)
-  const head = crlf.subarray(0, body === undefined ? crlf.length : crlf.length - body.length).toString('latin1')
+  const head = crlf
+    .subarray(0, body === undefined ? crlf.length : crlf.length - body.length)
+    .toString('latin1')
   const lines = head.split(/(?<=\r\n)/)
   let dropping = false
   const out = lines.filter((line) => {

@@ -44,7 +44,9 @@ export function milterHeaderEdits(
     for (let index = count; index >= 1; index--)
       out.push({ op: 'chgheader', name: edit.name, index, value: '' })
   }
-  let position = 0
+  // Index 0 is above the MTA's own Received: field (Postfix counts it though milters never see
+  // it): from 1, our fields go right under it, where a reader expects this hop's notes.
+  let position = 1
   for (const edit of edits) {
     // The MTA writes its own Received: for this hop; ours belongs to the content-filter path.
     if (edit.op === 'prepend' && !sameName(edit.name, 'Received'))

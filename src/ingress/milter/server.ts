@@ -15,6 +15,7 @@ import {
   DEFAULT_SPILL_THRESHOLD,
   type MilterConnection,
   type MilterMessageHandler,
+  type MilterRecipientHandler,
   type MilterSessionOptions,
   serveMilterConnection,
 } from './session.js'
@@ -87,9 +88,8 @@ export const milterSection = z
   .object({
     /** One address or a list: `inet:127.0.0.1:8891`, `inet6:[::1]:8891`, `unix:/path`. */
     listen: z
-      .union([milterListen, z.array(milterListen).min(1)])
-      .prefault('inet:127.0.0.1:8891')
-      .transform((value) => (Array.isArray(value) ? value : [value])),
+      .preprocess((value) => (typeof value === 'string' ? [value] : value), z.array(milterListen).min(1))
+      .prefault('inet:127.0.0.1:8891'),
     /** Budget from end of message to our answer; keep it under the MTA's `milter_content_timeout` (300s). */
     timeout: duration.prefault('60s'),
     /** The answer when the chain overruns `timeout` or fails: `tempfail` (451 4.7.1) or `accept` plus a header. */
@@ -160,11 +160,16 @@ export interface MilterServer {
 /** Server options from the validated config section. */
 export function milterServerOptions(
   config: MilterConfig,
-  deps: { readonly onMessage: MilterMessageHandler; readonly log?: Logger },
+  deps: {
+    readonly onMessage: MilterMessageHandler
+    readonly onRecipient?: MilterRecipientHandler
+    readonly log?: Logger
+  },
 ): MilterServerOptions {
   return {
     listen: config.listen.map(formatMilterAddress),
     onMessage: deps.onMessage,
+    ...(deps.onRecipient === undefined ? {} : { onRecipient: deps.onRecipient }),
     timeoutMs: config.timeout,
     defaultAction: config.defaultAction,
     defaultHeader: config.defaultHeader,

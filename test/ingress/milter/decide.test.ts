@@ -73,7 +73,7 @@ describe('toMilterDecision', () => {
     ])
     expect(edits).toContainEqual({
       op: 'insheader',
-      index: 0,
+      index: 1,
       name: 'X-mailscreen-Scanned',
       value: expect.stringContaining('mx.test'),
     })
