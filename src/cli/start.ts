@@ -9,7 +9,7 @@ import { configOrExit, fail, withConfig } from './common.js'
 export function registerStart(program: Command): void {
   withConfig(program.command('start'))
     .description(
-      'run the content filter in the foreground (SIGTERM/SIGINT stop it, SIGUSR1 flushes the deferred queue, SIGHUP reloads plugins and policy)',
+      'run the filter in the foreground: the SMTP listener, and the milter when milter: is configured (SIGTERM/SIGINT stop it, SIGUSR1 flushes the deferred queue, SIGHUP reloads plugins, policy and routing maps)',
     )
     .action(async (options: { config?: string }) => {
       const loaded = configOrExit(options)

@@ -30,6 +30,8 @@ export interface Disposition {
   readonly rule: string
   /** Recipients of the delivered copy: the envelope's (deliver, strip) and forwards. Empty: none. */
   readonly deliverTo: readonly string[]
+  /** Whether the envelope recipients get a copy (`deliver` or `strip`), not only forwards. */
+  readonly toRecipients: boolean
   readonly quarantine: boolean
   /** Tell the sender (`bounce`; `reject` in content-filter mode). */
   readonly bounce: boolean
@@ -210,8 +212,9 @@ export function plan(
   const list = chosen?.value ?? [{ kind: 'quarantine' }]
   const has = (kind: Action['kind']) => list.some((a) => a.kind === kind)
   const quarantine = has('quarantine')
+  const toRecipients = has('deliver') || has('strip')
   const deliverTo = [
-    ...(has('deliver') || has('strip') ? envelope.rcptTo : []),
+    ...(toRecipients ? envelope.rcptTo : []),
     ...list.flatMap((a) => (a.kind === 'forward' ? [a.address] : [])),
   ]
   const edits: HeaderEdit[] = [
@@ -237,6 +240,7 @@ export function plan(
     actions: formatActionList(list),
     rule: where(ruleset, chosen?.line ?? 0),
     deliverTo: [...new Set(deliverTo)],
+    toRecipients,
     quarantine,
     bounce: has('bounce') || has('reject'),
     reject: has('reject'),

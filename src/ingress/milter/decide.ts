@@ -118,6 +118,14 @@ export function toMilterDecision(
       reason: `mailscreen: ${verdict.category}${reasons(report) ? `: ${reasons(report)}` : ''}`,
       ...modifications,
     }
+  // `forward` would need the envelope changed, which a milter does not do here: rather than
+  // deliver to the recipients the list meant to skip, the MTA holds the message for a person.
+  if (!disposition.toRecipients && disposition.deliverTo.length > 0)
+    return {
+      action: 'quarantine',
+      reason: `mailscreen: ${verdict.category}: forward is not possible in milter mode (${disposition.actions})`,
+      ...modifications,
+    }
   if (disposition.deliverTo.length === 0) return { action: 'discard' }
   return { action: 'accept', ...modifications }
 }

@@ -99,6 +99,22 @@ describe('toMilterDecision', () => {
     expect(toMilterDecision(report(verdict('spam'), { spam: 'bounce' }), HEADERS).action).toBe('reject')
   })
 
+  it('holds a forward-only list instead of delivering to the recipients it meant to skip', () => {
+    const decision = toMilterDecision(
+      report(verdict('spam'), { spam: 'forward spamtrap@example.org' }),
+      HEADERS,
+    )
+    expect(decision).toMatchObject({
+      action: 'quarantine',
+      reason: expect.stringContaining('forward is not possible in milter mode'),
+    })
+    // With deliver as well, the recipients get it; the forward is the part that cannot be done.
+    expect(
+      toMilterDecision(report(verdict('spam'), { spam: 'deliver forward spamtrap@example.org' }), HEADERS)
+        .action,
+    ).toBe('accept')
+  })
+
   it('replaces the body and the content fields for strip', () => {
     const raw = Buffer.from(
       'From: a@example.org\r\nSubject: Hello\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n' +
