@@ -483,14 +483,20 @@ export class MilterSession {
         return undefined
       })
     }
-    try {
-      for (const packet of packets.modifications) await this.write(packet)
-      if (Buffer.isBuffer(body)) for (const packet of encodeReplaceBody(body)) await this.write(packet)
-      else if (bodyFile) await this.writeBodyFile(bodyFile)
-    } finally {
-      await bodyFile?.close().catch(ignore)
+    // What is in memory goes out in one write: the MTA reads the whole answer at once
+    // instead of waking for each header edit.
+    const inMemory = [...packets.modifications, ...(Buffer.isBuffer(body) ? encodeReplaceBody(body) : [])]
+    if (!bodyFile) {
+      // The next message starts with MAIL (Postfix sends an ABORT first).
+      await this.write(Buffer.concat([...inMemory, packets.final]))
+      return 'continue'
     }
-    // The next message starts with MAIL (Postfix sends an ABORT first).
+    try {
+      if (inMemory.length > 0) await this.write(Buffer.concat(inMemory))
+      await this.writeBodyFile(bodyFile)
+    } finally {
+      await bodyFile.close().catch(ignore)
+    }
     await this.write(packets.final)
     return 'continue'
   }

@@ -484,9 +484,10 @@ describe('negotiate', () => {
     )
     // Never recipients or the sender.
     expect(answer.actions & (SMFIF.ADDRCPT | SMFIF.DELRCPT | SMFIF.CHGFROM | SMFIF.ADDRCPT_PAR)).toBe(0)
-    // Skipped steps: DATA, unknown commands, end of headers.
-    expect(answer.protocol & SMFIP.NODATA).toBeTruthy()
+    // Skipped steps: unknown commands, end of headers.
     expect(answer.protocol & SMFIP.NOUNKNOWN).toBeTruthy()
+    // DATA is kept, with a reply: our CONTINUE acknowledges the MTA's DATA-stage macros at once.
+    expect(answer.protocol & (SMFIP.NODATA | SMFIP.NR_DATA)).toBe(0)
     expect(answer.protocol & SMFIP.NOEOH).toBeTruthy()
     // Kept steps: connect, helo, mail, rcpt, headers, body.
     for (const step of [

@@ -272,6 +272,17 @@ describe('a full transaction', () => {
     expect(msg.content.path).toBeUndefined()
   })
 
+  it('answers DATA, as Postfix sends it (its macros, then the command), with one CONTINUE', async () => {
+    const { mta } = await negotiated({ onMessage: async () => ({ action: 'accept' }) })
+    mta.send(...message('alice@example.com', ['bob@example.net'], [], []), macro(SMFIC.DATA, { i: 'QID1' }), {
+      type: 'data',
+    })
+    expect(await mta.readUntilFinal()).toEqual([{ type: 'continue' }])
+    mta.send(headerCommand('Subject', 'hi'), { type: 'body', chunk: Buffer.from('x\r\n') }, EOB)
+    expect(await mta.readUntilFinal()).toEqual([{ type: 'accept' }])
+    expect(mta.unread).toEqual([])
+  })
+
   it('answers CONTINUE to every step when the MTA offers no "no reply" flags', async () => {
     const { mta } = await negotiated({ onMessage: async () => ({ action: 'accept' }) }, OLD_OFFER)
     // connect + helo
