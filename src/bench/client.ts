@@ -80,7 +80,10 @@ export class BenchClient {
 
   /** QUIT and close. */
   async close(): Promise<void> {
-    if (this.failure) return
+    if (this.failure) {
+      this.socket.destroy()
+      return
+    }
     this.socket.write('QUIT\r\n')
     await this.next().catch(() => undefined)
     this.socket.destroy()

@@ -11,6 +11,8 @@ export interface LoadOptions {
   readonly reuse: boolean
   /** Called after each 250 with the message's sequence number. */
   readonly onAccepted?: (seq: number) => void
+  /** The envelope recipient of message `seq` (default: every message to `sink@example.test`). */
+  readonly recipient?: (seq: number) => string
 }
 
 /** What a load run measured. */
@@ -45,11 +47,13 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
       startedAt[seq] = started
       try {
         client ??= await BenchClient.open(opts.host, opts.port)
-        await client.send('bench@example.test', ['sink@example.test'], message)
+        await client.send('bench@example.test', [opts.recipient?.(seq) ?? 'sink@example.test'], message)
         acceptMs.push(performance.now() - started)
         opts.onAccepted?.(seq)
       } catch (err) {
         errors.push((err as Error).message)
+        // Close it: a server (Postfix's smtpd) would otherwise hold a process for the dead session.
+        await client?.close()
         client = undefined
       }
       if (!opts.reuse && client) {
