@@ -53,25 +53,22 @@
  * Everything started here is stopped by PID (Postfix: postfix stop, then its master's PID and
  * process group), also on error and on SIGINT/SIGTERM; temp dirs are removed.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
-import { readdirSync, readFileSync } from 'node:fs'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
-import { stringify } from 'yaml'
 import { runLoad } from '../src/bench/load.js'
 import { benchIdOf } from '../src/bench/message.js'
 import { Progress } from '../src/bench/progress.js'
 import { type Sink, type SinkMessage, startSink } from '../src/bench/sink.js'
 import { type LatencySummary, summarize } from '../src/bench/stats.js'
 import { startClamd } from '../test/support/clamd.js'
-import { CLI } from '../test/support/mailscreen.js'
 import { freePort } from '../test/support/ports.js'
 import { type PostfixInstance, startPostfix } from '../test/support/postfix.js'
 import { startSpamd } from '../test/support/spamd.js'
-
-const CLK_TCK = 100
+import { startMailscreen } from './support/child.js'
+import { type CpuFigures, type CpuProbe, measured, selfCpuMs, treeCpuMs } from './support/cpu.js'
+import { ms, pct } from './support/format.js'
+import { int } from './support/options.js'
 
 /** main.cf settings given to both Postfix instances alike (see the header comment). */
 const POSTFIX_TUNING: Readonly<Record<string, string>> = {
@@ -133,12 +130,6 @@ function parseOptions(): Options {
     )
     process.exit(0)
   }
-  const int = (name: string, value: string | undefined, fallback: number, min = 1): number => {
-    if (value === undefined) return fallback
-    const n = Number(value)
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}`)
-    return n
-  }
   return {
     messages: int('messages', values.messages, 2000),
     concurrency: int('concurrency', values.concurrency, 20),
@@ -149,90 +140,6 @@ function parseOptions(): Options {
     timeoutMs: int('timeout', values.timeout, 120) * 1000,
     json: values.json === true,
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// CPU accounting (/proc), as benchmarks/scanners.ts does it
-
-interface ProcStat {
-  readonly pid: number
-  readonly ppid: number
-  /** utime + stime, ticks. */
-  readonly self: number
-  /** cutime + cstime (reaped children), ticks. */
-  readonly children: number
-}
-
-function readStat(pid: number): ProcStat | undefined {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'latin1')
-    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
-    return {
-      pid,
-      ppid: Number(fields[1]),
-      self: Number(fields[11]) + Number(fields[12]),
-      children: Number(fields[13]) + Number(fields[14]),
-    }
-  } catch {
-    return undefined
-  }
-}
-
-/** CPU ms of a process tree: every live member's own time, plus what each has reaped. */
-function treeCpuMs(root: number): number {
-  const all: ProcStat[] = []
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue
-    const s = readStat(Number(name))
-    if (s) all.push(s)
-  }
-  const members = new Set([root])
-  let grew = true
-  while (grew) {
-    grew = false
-    for (const s of all)
-      if (!members.has(s.pid) && members.has(s.ppid)) {
-        members.add(s.pid)
-        grew = true
-      }
-  }
-  let ticks = 0
-  for (const s of all) if (members.has(s.pid)) ticks += s.self + s.children
-  return (ticks * 1000) / CLK_TCK
-}
-
-function cpuTotals(): { busy: number; total: number } {
-  const line = readFileSync('/proc/stat', 'latin1').split('\n')[0] ?? ''
-  const v = line.trim().split(/\s+/).slice(1).map(Number)
-  const total = v.reduce((a, b) => a + b, 0)
-  const idle = (v[3] ?? 0) + (v[4] ?? 0)
-  return { busy: total - idle, total }
-}
-
-type CpuProbe = Record<string, () => number>
-
-async function measured<T>(
-  probe: CpuProbe,
-  perMessage: () => number,
-  run: () => Promise<T>,
-): Promise<{ value: T; cpuPerMsg: Record<string, number>; machineBusy: number }> {
-  const snapshot = () => Object.fromEntries(Object.entries(probe).map(([k, read]) => [k, read()]))
-  const before = snapshot()
-  const m0 = cpuTotals()
-  const value = await run()
-  const after = snapshot()
-  const m1 = cpuTotals()
-  const n = Math.max(1, perMessage())
-  const cpuPerMsg: Record<string, number> = {}
-  let known = 0
-  for (const name of Object.keys(probe)) {
-    cpuPerMsg[name] = ((after[name] as number) - (before[name] as number)) / n
-    known += cpuPerMsg[name]
-  }
-  const busyMs = ((m1.busy - m0.busy) * 1000) / CLK_TCK / n
-  cpuPerMsg.other = Math.max(0, busyMs - known)
-  cpuPerMsg['machine total'] = busyMs
-  return { value, cpuPerMsg, machineBusy: (m1.busy - m0.busy) / Math.max(1, m1.total - m0.total) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -259,22 +166,43 @@ interface MilterChild extends Started {
 }
 
 /**
- * `mailscreen start` with a milter listener, as test/support/mailscreen.ts starts it, but
- * registered by PID before it is ready (so a start that hangs is still stopped), with a
- * SIGKILL fallback on stop, and reading only the log lines this benchmark needs.
+ * `mailscreen start` with a milter listener (benchmarks/support/child.ts: its own temp dir,
+ * registered by PID before it is ready, so a start that hangs is still stopped, SIGKILL
+ * fallback on stop), ready once it logs `started`; only the log lines this benchmark needs
+ * are parsed.
  */
 async function startMilter(
   plugins: Array<Record<string, unknown>>,
   relayPort: number,
   register: (s: Started) => void,
 ): Promise<MilterChild> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'mailscreen-bench-milter-'))
   const smtpPort = await freePort()
   const milterPort = await freePort()
-  const configFile = path.join(dir, 'mailscreen.yaml')
-  await writeFile(
-    configFile,
-    stringify({
+  const verdicts: MilterVerdict[] = []
+  const problems = new Map<string, number>()
+  const onLogLine = (text: string) => {
+    // Parse only what is needed: verdicts and anything at warn (40) or above.
+    if (!text.includes('"msg":"milter verdict"') && !/"level":[4-6]\d/.test(text)) return
+    let line: Record<string, unknown>
+    try {
+      line = JSON.parse(text) as Record<string, unknown>
+    } catch {
+      return
+    }
+    if (line.msg === 'milter verdict') {
+      verdicts.push({
+        answer: String(line.answer),
+        ms: typeof line.ms === 'number' ? line.ms : Number.NaN,
+        verdict: String(line.verdict ?? (line.tempfail ? 'tempfail' : '?')),
+      })
+    } else if (typeof line.level === 'number' && line.level >= 40) {
+      const key = `${String(line.msg)}${line.err ? `: ${String(line.err).slice(0, 120)}` : ''}`
+      problems.set(key, (problems.get(key) ?? 0) + 1)
+    }
+  }
+  const child = await startMailscreen({
+    tmpPrefix: 'mailscreen-bench-milter-',
+    config: (dir) => ({
       hostname: 'mailscreen.test',
       log: { level: 'info' },
       smtp: { listen: [`127.0.0.1:${smtpPort}`] },
@@ -283,77 +211,11 @@ async function startMilter(
       milter: { listen: `inet:127.0.0.1:${milterPort}` },
       plugins,
     }),
-  )
-  const child: ChildProcess = spawn(process.execPath, [CLI, 'start', '--config', configFile], {
-    cwd: dir,
-    stdio: ['ignore', 'pipe', 'pipe'],
+    onLogLine,
+    ready: { logged: 'started' },
+    register: (c) => register({ name: 'mailscreen', stop: c.stop }),
   })
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-  const running = () => child.exitCode === null && child.signalCode === null
-  let stopping: Promise<void> | undefined
-  const stop = () => {
-    stopping ??= (async () => {
-      if (running() && child.pid !== undefined) {
-        process.kill(child.pid, 'SIGTERM')
-        const killer = setTimeout(() => {
-          if (running() && child.pid !== undefined) process.kill(child.pid, 'SIGKILL')
-        }, 15_000)
-        await exited
-        clearTimeout(killer)
-      }
-      await rm(dir, { recursive: true, force: true })
-    })()
-    return stopping
-  }
-  register({ name: 'mailscreen', stop })
-
-  const verdicts: MilterVerdict[] = []
-  const problems = new Map<string, number>()
-  let started = false
-  let pending = ''
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-    pending += chunk
-    let eol = pending.indexOf('\n')
-    while (eol !== -1) {
-      const text = pending.slice(0, eol)
-      pending = pending.slice(eol + 1)
-      eol = pending.indexOf('\n')
-      // Parse only what is needed: verdicts, start-up, and anything at warn (40) or above.
-      const wanted =
-        text.includes('"msg":"milter verdict"') ||
-        (!started && text.includes('"msg":"started"')) ||
-        /"level":[4-6]\d/.test(text)
-      if (!wanted) continue
-      let line: Record<string, unknown>
-      try {
-        line = JSON.parse(text) as Record<string, unknown>
-      } catch {
-        continue
-      }
-      if (line.msg === 'milter verdict') {
-        verdicts.push({
-          answer: String(line.answer),
-          ms: typeof line.ms === 'number' ? line.ms : Number.NaN,
-          verdict: String(line.verdict ?? (line.tempfail ? 'tempfail' : '?')),
-        })
-      } else if (line.msg === 'started') started = true
-      else if (typeof line.level === 'number' && line.level >= 40) {
-        const key = `${String(line.msg)}${line.err ? `: ${String(line.err).slice(0, 120)}` : ''}`
-        problems.set(key, (problems.get(key) ?? 0) + 1)
-      }
-    }
-  })
-  let stderr = ''
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-    stderr = (stderr + chunk).slice(-4000)
-  })
-  const deadline = performance.now() + 60_000
-  while (!started) {
-    if (!running()) throw new Error(`mailscreen exited during start-up: ${stderr}`)
-    if (performance.now() > deadline) throw new Error(`mailscreen did not start within 60 s: ${stderr}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  return { name: 'mailscreen', pid: child.pid ?? -1, milterPort, verdicts, problems, stop }
+  return { name: 'mailscreen', pid: child.pid, milterPort, verdicts, problems, stop: child.stop }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -416,7 +278,7 @@ async function runOnce(
   const progress = new Progress(label, messages, () => ({ accepted, delivered }))
   progress.start()
   let load: Awaited<ReturnType<typeof runLoad>>
-  let cpu: { cpuPerMsg: Record<string, number>; machineBusy: number }
+  let cpu: CpuFigures
   try {
     const m = await measured(
       probe,
@@ -510,14 +372,6 @@ async function drained(target: Target, timeoutMs: number): Promise<void> {
 
 // ---------------------------------------------------------------------------------------------
 // Output
-
-function ms(v: number): string {
-  return Number.isNaN(v) ? '-' : v < 10 ? v.toFixed(1) : v.toFixed(0)
-}
-
-function pct(s: LatencySummary | undefined): string {
-  return s ? `${ms(s.p50)} / ${ms(s.p95)} / ${ms(s.p99)}` : '-'
-}
 
 function signed(v: number): string {
   return Number.isNaN(v) ? '-' : `${v >= 0 ? '+' : ''}${v.toFixed(1)}`
@@ -668,8 +522,12 @@ async function main(): Promise<void> {
   let stopping: Promise<void> | undefined
   const stopAll = (): Promise<void> => {
     stopping ??= (async () => {
-      // Whatever is still starting registers itself first; then the reverse order of start.
-      await Promise.allSettled(starting)
+      // Whatever is still starting registers itself first (also what began while we waited);
+      // then the reverse order of start.
+      for (let seen = -1; seen !== starting.length; ) {
+        seen = starting.length
+        await Promise.allSettled(starting)
+      }
       for (const s of started.reverse()) await s.stop().catch(() => undefined)
       for (const sink of sinks) await sink.close().catch(() => undefined)
     })()
@@ -680,6 +538,10 @@ async function main(): Promise<void> {
       process.stderr.write(`\n${signal}: stopping what this benchmark started\n`)
       void stopAll().finally(() => process.exit(130))
     })
+  /** Before each start: once a signal asked to stop, start nothing more. */
+  const proceed = (): void => {
+    if (stopping) throw new Error('stopped by a signal')
+  }
   /** Start something and register it as soon as it runs, so that stopAll also gets it. */
   const track = <T extends Started>(start: Promise<T>): Promise<T> => {
     const registered = start.then((s) => {
@@ -696,6 +558,7 @@ async function main(): Promise<void> {
 
     const plugins: Array<Record<string, unknown>> = [{ use: 'example', options: {} }]
     if (opts.scanners) {
+      proceed()
       log('starting clamd and spamd ...')
       const [clamd, spamd] = await Promise.all([
         track(
@@ -713,6 +576,7 @@ async function main(): Promise<void> {
       )
     }
 
+    proceed()
     log('starting mailscreen (milter) ...')
     const milterStart = startMilter(plugins, sinkB.port, (s) => {
       started.push(s)
@@ -720,6 +584,7 @@ async function main(): Promise<void> {
     starting.push(milterStart.catch(() => undefined))
     const milter = await milterStart
 
+    proceed()
     log('starting two Postfix instances ...')
     const postfixService = (name: string, pf: PostfixInstance) => ({ name, pf, stop: () => pf.stop() })
     const [pfA, pfB] = await Promise.all([
@@ -758,14 +623,10 @@ async function main(): Promise<void> {
         `mailscreen pid ${milter.pid}`,
     )
 
-    const bench = () => {
-      const u = process.cpuUsage()
-      return (u.user + u.system) / 1000
-    }
     const probeFor = (t: Target): CpuProbe => ({
       postfix: () => treeCpuMs(t.postfix.masterPid),
       mailscreen: () => treeCpuMs(milter.pid),
-      'bench (load + sinks)': bench,
+      'bench (load + sinks)': selfCpuMs,
     })
 
     if (opts.warmup > 0) {

@@ -37,14 +37,11 @@
  * Everything started here is stopped by PID and every temp dir removed, also on error and on
  * SIGINT/SIGTERM.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
-import { connect } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
-import { stringify } from 'yaml'
 import { runLoad } from '../src/bench/load.js'
 import { benchIdOf } from '../src/bench/message.js'
 import { Progress } from '../src/bench/progress.js'
@@ -56,8 +53,10 @@ import { loadRoutingMaps, MAP_FILES, type RoutingMaps } from '../src/routing/map
 import { reloadRoutingMaps } from '../src/routing/reload.js'
 import { type RouteDecision, type RouteOptions, route } from '../src/routing/router.js'
 import { memoryUserDirectory, parseUserRows } from '../src/routing/users.js'
-import { CLI } from '../test/support/mailscreen.js'
 import { freePort } from '../test/support/ports.js'
+import { startMailscreen } from './support/child.js'
+import { prng } from './support/format.js'
+import { int } from './support/options.js'
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -112,12 +111,6 @@ function parseOptions(): Options {
     process.stdout.write(HELP)
     process.exit(0)
   }
-  const int = (name: string, value: string | undefined, fallback: number, min = 1): number => {
-    if (value === undefined) return fallback
-    const n = Number(value)
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}`)
-    return n
-  }
   return {
     entries: int('entries', values.entries, 100_000, 10),
     lookups: int('lookups', values.lookups, 100_000),
@@ -133,18 +126,6 @@ function parseOptions(): Options {
 
 const log = (text: string): void => {
   process.stderr.write(`${text}\n`)
-}
-
-/** mulberry32: a small seeded PRNG, so maps and lookups are the same on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 /** What was started or created, to be stopped or removed in reverse order. */
@@ -505,68 +486,33 @@ interface Filter {
   readonly port: number
 }
 
-/** Wait until something greets on 127.0.0.1:port. */
-async function waitForGreeting(port: number, running: () => boolean, stderr: () => string): Promise<void> {
-  const deadline = performance.now() + 60_000
-  for (;;) {
-    if (!running()) throw new Error(`mailscreen exited during start-up: ${stderr()}`)
-    const greeted = await new Promise<boolean>((resolve) => {
-      const socket = connect({ host: '127.0.0.1', port })
-      socket.once('data', () => {
-        socket.destroy()
-        resolve(true)
-      })
-      socket.once('error', () => resolve(false))
-    })
-    if (greeted) return
-    if (performance.now() > deadline) throw new Error(`mailscreen did not listen within 60 s: ${stderr()}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-}
-
 /**
- * Start `mailscreen start` with its own config, spool and routing folder in a temp dir: the
- * mailertable sends dN.example to hop sink N, the relay is the relay sink. Registers its
- * stop (by PID) and the dir's removal with `cleanups` before it waits for the greeting.
+ * Start `mailscreen start` with its own config, spool and routing folder in a temp dir
+ * (benchmarks/support/child.ts): the mailertable sends dN.example to hop sink N, the relay is
+ * the relay sink. Registers its stop (by PID; it also removes the dir) with `cleanups` before
+ * it waits for the greeting.
  */
 async function startFilter(hops: readonly Sink[], relay: Sink, cleanups: Cleanup[]): Promise<Filter> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'mailscreen-bench-fanout-'))
-  cleanups.push(() => rm(dir, { recursive: true, force: true }))
-  const rules = path.join(dir, 'rules')
-  await mkdir(rules)
-  const table = hops.map((sink, n) => `${hopDomain(n)}  smtp:[127.0.0.1]:${sink.port}`)
-  await writeFile(path.join(rules, 'mailertable'), `${table.join('\n')}\n`)
   const port = await freePort()
-  const configFile = path.join(dir, 'mailscreen.yaml')
-  const config = {
-    smtp: { listen: [`127.0.0.1:${port}`] },
-    spool: { dir: path.join(dir, 'spool') },
-    delivery: { relay: `127.0.0.1:${relay.port}` },
-    routing: { dir: rules },
-    plugins: [{ use: 'example' }],
-  }
-  await writeFile(configFile, stringify(config))
-  const child: ChildProcess = spawn(process.execPath, [CLI, 'start', '--config', configFile], {
-    cwd: dir,
-    stdio: ['ignore', 'ignore', 'pipe'],
+  const child = await startMailscreen({
+    tmpPrefix: 'mailscreen-bench-fanout-',
+    config: async (dir) => {
+      const rules = path.join(dir, 'rules')
+      await mkdir(rules)
+      const table = hops.map((sink, n) => `${hopDomain(n)}  smtp:[127.0.0.1]:${sink.port}`)
+      await writeFile(path.join(rules, 'mailertable'), `${table.join('\n')}\n`)
+      return {
+        smtp: { listen: [`127.0.0.1:${port}`] },
+        spool: { dir: path.join(dir, 'spool') },
+        delivery: { relay: `127.0.0.1:${relay.port}` },
+        routing: { dir: rules },
+        plugins: [{ use: 'example' }],
+      }
+    },
+    ready: { greeting: port },
+    register: (c) => cleanups.push(c.stop),
   })
-  const pid = child.pid
-  if (pid === undefined) throw new Error('mailscreen did not start')
-  const running = () => child.exitCode === null && child.signalCode === null
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-  cleanups.push(async () => {
-    if (!running()) return
-    process.kill(pid, 'SIGTERM')
-    const killer = setTimeout(() => running() && process.kill(pid, 'SIGKILL'), 15_000)
-    await exited
-    clearTimeout(killer)
-  })
-  let stderr = ''
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-    stderr = (stderr + chunk).slice(-4000)
-  })
-  await waitForGreeting(port, running, () => stderr)
-  return { pid, port }
+  return { pid: child.pid, port }
 }
 
 interface DeliveryFigures {

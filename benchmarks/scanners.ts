@@ -23,14 +23,11 @@
  *
  * Everything started here is stopped by PID, also on error and on SIGINT/SIGTERM.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
-import { readdirSync, readFileSync } from 'node:fs'
-import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { connect, type Socket } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
-import { stringify } from 'yaml'
 import { instream } from '../plugins/clamav/instream.js'
 import { queryA, queryTxt, reverseName } from '../plugins/dnsbl/lookup.js'
 import { check as spamdCheck, ping as spamdPing } from '../plugins/spamassassin/spamc.js'
@@ -39,16 +36,18 @@ import { type LatencySummary, summarize } from '../src/bench/stats.js'
 import { packageRoot } from '../src/package-root.js'
 import { type ClamdInstance, startClamd } from '../test/support/clamd.js'
 import { startDaemon } from '../test/support/daemon.js'
-import { CLI } from '../test/support/mailscreen.js'
 import { freePort } from '../test/support/ports.js'
 import { LOCAL_CF, rulesDir, SPAMD_BINARY, SYSTEM_SITE_CONFIG } from '../test/support/spamd.js'
+import { startMailscreen } from './support/child.js'
+import { type CpuProbe, measured, selfCpuMs, treeCpuMs } from './support/cpu.js'
+import { pct, prng } from './support/format.js'
+import { int } from './support/options.js'
 
 const CORPUS = path.join(packageRoot, '..', 'shared', 'corpus')
 const MAX_FILE = 1024 * 1024
 /** The spamassassin plugin's default maxSize: larger messages are not sent to spamd. */
 const SPAMD_MAX_SIZE = 512_000
 const RBL_ZONE_SYMBOL = 'RBL_EXAMPLE'
-const CLK_TCK = 100
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -98,12 +97,6 @@ function parseOptions(): Options {
         '--no-fsync and --log-level warn are for diagnostics only (warn hides clean verdicts from the mix)\n',
     )
     process.exit(0)
-  }
-  const int = (name: string, value: string | undefined, fallback: number, min = 1): number => {
-    if (value === undefined) return fallback
-    const n = Number(value)
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}`)
-    return n
   }
   const concurrency = int('concurrency', values.concurrency, 8)
   return {
@@ -173,18 +166,6 @@ async function walk(dir: string): Promise<string[]> {
     else if (entry.name.endsWith('.eml')) out.push(full)
   }
   return out
-}
-
-/** mulberry32: a small seeded PRNG, so the order is the same on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 async function loadCorpus(seed: number): Promise<{ messages: CorpusMessage[]; skipped: string[] }> {
@@ -280,74 +261,6 @@ async function tryStartRbldnsd(): Promise<
 }
 
 // ---------------------------------------------------------------------------------------------
-// CPU accounting (/proc): what each component spent per phase
-
-interface ProcStat {
-  readonly pid: number
-  readonly ppid: number
-  /** utime + stime, ticks. */
-  readonly self: number
-  /** cutime + cstime (reaped children), ticks. */
-  readonly children: number
-}
-
-function readStat(pid: number): ProcStat | undefined {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'latin1')
-    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
-    // fields[0] is field 3 (state): ppid = field 4, utime..cstime = fields 14..17.
-    return {
-      pid,
-      ppid: Number(fields[1]),
-      self: Number(fields[11]) + Number(fields[12]),
-      children: Number(fields[13]) + Number(fields[14]),
-    }
-  } catch {
-    return undefined
-  }
-}
-
-/** CPU ms of a process tree: every live member's own time, plus what each has reaped. */
-function treeCpuMs(root: number): number {
-  const all: ProcStat[] = []
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue
-    const s = readStat(Number(name))
-    if (s) all.push(s)
-  }
-  const members = new Set([root])
-  let grew = true
-  while (grew) {
-    grew = false
-    for (const s of all)
-      if (!members.has(s.pid) && members.has(s.ppid)) {
-        members.add(s.pid)
-        grew = true
-      }
-  }
-  let ticks = 0
-  for (const s of all) if (members.has(s.pid)) ticks += s.self + s.children
-  return (ticks * 1000) / CLK_TCK
-}
-
-/** Machine-wide busy fraction between two /proc/stat snapshots. */
-function cpuTotals(): { busy: number; total: number } {
-  const line = readFileSync('/proc/stat', 'latin1').split('\n')[0] ?? ''
-  const v = line.trim().split(/\s+/).slice(1).map(Number)
-  const total = v.reduce((a, b) => a + b, 0)
-  const idle = (v[3] ?? 0) + (v[4] ?? 0)
-  return { busy: total - idle, total }
-}
-
-type CpuProbe = Record<string, () => number>
-
-function cpuSnapshot(probe: CpuProbe): Record<string, number> {
-  const out: Record<string, number> = {}
-  for (const [name, read] of Object.entries(probe)) out[name] = read()
-  return out
-}
-
-// ---------------------------------------------------------------------------------------------
 // Phases
 
 interface PhaseResult {
@@ -381,31 +294,6 @@ interface Targets {
 
 function now(): number {
   return performance.timeOrigin + performance.now()
-}
-
-async function measured<T>(
-  probe: CpuProbe,
-  n: number,
-  run: () => Promise<T>,
-): Promise<{ value: T; cpuPerMsg: Record<string, number>; machineBusy: number }> {
-  const before = cpuSnapshot(probe)
-  const m0 = cpuTotals()
-  const value = await run()
-  const after = cpuSnapshot(probe)
-  const m1 = cpuTotals()
-  const cpuPerMsg: Record<string, number> = {}
-  let known = 0
-  for (const name of Object.keys(probe)) {
-    cpuPerMsg[name] = ((after[name] as number) - (before[name] as number)) / Math.max(1, n)
-    known += cpuPerMsg[name]
-  }
-  // /proc/stat counts every CPU's busy ticks: what the machine spent per message in all,
-  // and what nothing of this benchmark accounts for (kernel threads, other users' processes).
-  const busyMs = ((m1.busy - m0.busy) * 1000) / CLK_TCK / Math.max(1, n)
-  cpuPerMsg.other = Math.max(0, busyMs - known)
-  cpuPerMsg['machine total'] = busyMs
-  const machineBusy = (m1.busy - m0.busy) / Math.max(1, m1.total - m0.total)
-  return { value, cpuPerMsg, machineBusy }
 }
 
 /** Phase A: the scanners called directly, C at a time, all three at once per message. */
@@ -549,87 +437,42 @@ interface MailscreenChild extends Started {
 }
 
 /**
- * Start `mailscreen start` on a config of its own in a temp dir (spool there too) and wait
- * until it greets on its port. Registers itself with `started` at once, so a failed start
- * is stopped too. Only `verdict` lines of its log are parsed (a substring test first, to
- * keep the load generator's CPU low).
+ * Start `mailscreen start` on a config of its own in a temp dir (spool there too;
+ * benchmarks/support/child.ts) and wait until it greets on its port. Registers itself with
+ * `started` at once, so a failed start is stopped too. Only `verdict` lines of its log are
+ * parsed (a substring test first, to keep the load generator's CPU low).
  */
 async function startFilter(
   config: Record<string, unknown>,
   nodeOptions: string | undefined,
   started: Started[],
 ): Promise<MailscreenChild> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'mailscreen-bench-filter-'))
   const port = await freePort()
-  const configFile = path.join(dir, 'mailscreen.yaml')
-  await writeFile(
-    configFile,
-    stringify({
+  const env = { ...process.env }
+  if (nodeOptions !== undefined) env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} ${nodeOptions}`.trim()
+  const verdicts: VerdictLine[] = []
+  const child = await startMailscreen({
+    tmpPrefix: 'mailscreen-bench-filter-',
+    config: (dir) => ({
       hostname: 'mailscreen.test',
       ...config,
       smtp: { listen: [`127.0.0.1:${port}`] },
       spool: { dir: path.join(dir, 'spool'), ...(config.spool as object) },
     }),
-  )
-  const env = { ...process.env }
-  if (nodeOptions !== undefined) env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} ${nodeOptions}`.trim()
-  const child: ChildProcess = spawn(process.execPath, [CLI, 'start', '--config', configFile], {
-    cwd: dir,
     env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-  const running = () => child.exitCode === null && child.signalCode === null
-  const stop = async () => {
-    if (running() && child.pid !== undefined) {
-      process.kill(child.pid, 'SIGTERM')
-      const killer = setTimeout(() => {
-        if (running() && child.pid !== undefined) process.kill(child.pid, 'SIGKILL')
-      }, 15_000)
-      await exited
-      clearTimeout(killer)
-    }
-    await rm(dir, { recursive: true, force: true })
-  }
-  started.push({ name: 'mailscreen', pid: child.pid ?? -1, stop })
-  const verdicts: VerdictLine[] = []
-  let pending = ''
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-    pending += chunk
-    let eol = pending.indexOf('\n')
-    while (eol !== -1) {
-      const text = pending.slice(0, eol)
-      pending = pending.slice(eol + 1)
-      eol = pending.indexOf('\n')
-      if (!text.includes('"msg":"verdict"')) continue
+    onLogLine: (text) => {
+      if (!text.includes('"msg":"verdict"')) return
       try {
         const line = JSON.parse(text) as VerdictLine
         if (line.msg === 'verdict' && line.actions !== undefined) verdicts.push(line)
       } catch {
         // not JSON: ignore
       }
-    }
+    },
+    ready: { greeting: port },
+    register: (c) => started.push({ name: 'mailscreen', pid: c.pid, stop: c.stop }),
   })
-  let stderr = ''
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-    stderr = (stderr + chunk).slice(-4000)
-  })
-  const deadline = performance.now() + 60_000
-  for (;;) {
-    if (!running()) throw new Error(`mailscreen exited during start-up: ${stderr}`)
-    const greeted = await new Promise<boolean>((resolve) => {
-      const socket = connect({ host: '127.0.0.1', port })
-      socket.once('data', () => {
-        socket.destroy()
-        resolve(true)
-      })
-      socket.once('error', () => resolve(false))
-    })
-    if (greeted) break
-    if (performance.now() > deadline) throw new Error(`mailscreen did not listen within 60 s: ${stderr}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-  return { name: 'mailscreen', pid: child.pid ?? -1, port, verdicts, stop }
+  return { name: 'mailscreen', pid: child.pid, port, verdicts, stop: child.stop }
 }
 
 /** Phase B: the same messages through mailscreen over SMTP. */
@@ -764,14 +607,6 @@ async function runFiltered(
 
 // ---------------------------------------------------------------------------------------------
 // Output
-
-function ms(v: number): string {
-  return Number.isNaN(v) ? '-' : v < 10 ? v.toFixed(1) : v.toFixed(0)
-}
-
-function pct(s: LatencySummary | undefined): string {
-  return s ? `${ms(s.p50)} / ${ms(s.p95)} / ${ms(s.p99)}` : '-'
-}
 
 /** CPU ms per message of what this benchmark started (scanners, mailscreen, itself). */
 function ownCpu(r: PhaseResult): number {
@@ -982,10 +817,7 @@ async function main(): Promise<void> {
       spamd: () => treeCpuMs(spamd.pid),
       clamd: () => treeCpuMs(clamd.pid),
       ...(rblReady ? { rbldnsd: () => treeCpuMs(rblReady.pid) } : {}),
-      'bench (this process)': () => {
-        const u = process.cpuUsage()
-        return (u.user + u.system) / 1000
-      },
+      'bench (this process)': selfCpuMs,
     }
 
     if (opts.warmup > 0) {

@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { type AddressInfo, connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -50,22 +50,37 @@ function freePort(): Promise<number> {
   })
 }
 
-async function waitForPort(port: number, child: ChildProcess, timeoutMs: number): Promise<void> {
-  const deadline = performance.now() + timeoutMs
-  while (performance.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`mailscreen exited with ${child.exitCode} during start-up`)
-    const open = await new Promise<boolean>((resolve) => {
-      const socket = connect({ host: '127.0.0.1', port })
-      socket.once('data', () => {
-        socket.destroy()
-        resolve(true)
-      })
-      socket.once('error', () => resolve(false))
+/** Whether something on 127.0.0.1:`port` sends its first bytes (an SMTP greeting) when connected to. */
+function greets(port: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port })
+    socket.once('data', () => {
+      socket.destroy()
+      resolve(true)
     })
-    if (open) return
+    socket.once('error', () => resolve(false))
+  })
+}
+
+/**
+ * Wait until something greets on 127.0.0.1:`port`, trying every 100 ms. `running` says whether
+ * the process that is to listen there still runs; once it does not, or once `timeoutMs` has
+ * passed, this throws the error `failure` makes of `exited` or `timeout`. Also used by the
+ * benchmark scripts (benchmarks/support/child.ts).
+ */
+export async function waitForGreeting(
+  port: number,
+  timeoutMs: number,
+  running: () => boolean,
+  failure: (why: 'exited' | 'timeout') => Error,
+): Promise<void> {
+  const deadline = performance.now() + timeoutMs
+  for (;;) {
+    if (!running()) throw failure('exited')
+    if (await greets(port)) return
+    if (performance.now() > deadline) throw failure('timeout')
     await new Promise((r) => setTimeout(r, 100))
   }
-  throw new Error(`mailscreen did not listen on 127.0.0.1:${port} within ${timeoutMs} ms`)
 }
 
 /** One load run against host:port, with arrivals counted at `sink`. */
@@ -146,7 +161,18 @@ export async function runBench(opts: BenchOptions): Promise<{ filter: RunFigures
     stdio: ['ignore', 'ignore', 'inherit'],
   })
   try {
-    await waitForPort(port, child, 30_000)
+    const timeoutMs = 30_000
+    await waitForGreeting(
+      port,
+      timeoutMs,
+      () => child.exitCode === null,
+      (why) =>
+        new Error(
+          why === 'exited'
+            ? `mailscreen exited with ${child.exitCode} during start-up`
+            : `mailscreen did not listen on 127.0.0.1:${port} within ${timeoutMs} ms`,
+        ),
+    )
     if (opts.warmup > 0) await measure('warm-up', port, sink, { ...opts, messages: opts.warmup })
     const filter = await measure('via mailscreen', port, sink, opts)
     const ceiling = await measure('straight to sink', sink.port, sink, opts)

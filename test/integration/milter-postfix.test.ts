@@ -6,7 +6,7 @@
  * in Postfix's hold queue; a mailscreen killed mid-transaction makes Postfix apply its
  * milter_default_action, and mail flows again after a restart.
  */
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
@@ -85,6 +85,7 @@ describe('mailscreen as a Postfix milter', () => {
   afterAll(async () => {
     await postfix?.stop()
     await Promise.all([clamd?.stop(), spamd?.stop(), sink?.close()])
+    if (dir) await rm(dir, { recursive: true, force: true })
   })
 
   afterEach(async () => {

@@ -12,35 +12,11 @@ import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { packageRoot } from '../../src/package-root.js'
 import { type SinkSet, sendMail, startSinks, testMessage } from '../delivery/harness.js'
 import { type FakeDns, type FakeReply, startFakeDns } from '../support/dns-server.js'
 import { type MailscreenProcess, startMailscreen, stopAll } from '../support/mailscreen.js'
 import { freePort } from '../support/ports.js'
-
-const SITES = join(packageRoot, 'test', 'fixtures', 'sites')
-
-interface Case {
-  readonly line: number
-  readonly address: string
-  readonly recipient: string
-  readonly nextHop: string
-}
-
-/** A site's `cases` table: address, final recipient, next hop. */
-function cases(site: string): Case[] {
-  const out: Case[] = []
-  const lines = readFileSync(join(SITES, site, 'cases'), 'utf8').split('\n')
-  for (const [index, raw] of lines.entries()) {
-    const text = raw.replace(/#.*$/, '').trim()
-    if (!text) continue
-    const [address, recipient, nextHop, ...rest] = text.split(/\s+/)
-    if (!address || !recipient || !nextHop || rest.length)
-      throw new Error(`${site}/cases:${index + 1}: bad row`)
-    out.push({ line: index + 1, address, recipient, nextHop })
-  }
-  return out
-}
+import { type Case, cases, SITES } from '../support/sites.js'
 
 /** DNS of the sites whose next hops need MX lookups, and the sink each such next hop reaches. */
 const DNS: Record<

@@ -2,40 +2,16 @@
  * The three sites of issue #4's first paragraph, as fixtures in test/fixtures/sites/<name>/:
  * `rules/` (the maps), `site.json` (description, default relay) and `cases` (a table of
  * address → final recipient → next hop; an address with several recipients has one row per
- * recipient). Checked here through route(); a later suite runs the same tables through the
- * running filter.
+ * recipient). Checked here through route(); test/integration/routing-sites.test.ts runs the
+ * same tables through the running filter.
  */
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { parseHostPort } from '../../src/config/address.js'
-import { packageRoot } from '../../src/package-root.js'
 import { loadRoutingMaps } from '../../src/routing/maps.js'
 import { formatNextHop, route } from '../../src/routing/router.js'
-
-const SITES = join(packageRoot, 'test', 'fixtures', 'sites')
-
-interface Case {
-  readonly line: number
-  readonly address: string
-  readonly recipient: string
-  readonly nextHop: string
-}
-
-/** Read a site's `cases` table. */
-function cases(site: string): Case[] {
-  const out: Case[] = []
-  const lines = readFileSync(join(SITES, site, 'cases'), 'utf8').split('\n')
-  for (const [index, raw] of lines.entries()) {
-    const text = raw.replace(/#.*$/, '').trim()
-    if (!text) continue
-    const [address, recipient, nextHop, ...rest] = text.split(/\s+/)
-    if (!address || !recipient || !nextHop || rest.length)
-      throw new Error(`${site}/cases:${index + 1}: bad row`)
-    out.push({ line: index + 1, address, recipient, nextHop })
-  }
-  return out
-}
+import { type Case, cases, SITES } from '../support/sites.js'
 
 /** The table grouped by address, in table order. */
 function byAddress(rows: readonly Case[]): Map<string, Case[]> {

@@ -144,12 +144,19 @@ export async function startMailscreen(
     },
     cli: (args) => runCli([...args, '--config', configFile], dir),
   }
-  await Promise.race([
-    waitForLog((l) => l.msg === 'started'),
-    exited.then((code) => {
-      throw new Error(`mailscreen exited with ${code} before starting: ${stderr}`)
-    }),
-  ])
+  try {
+    await Promise.race([
+      waitForLog((l) => l.msg === 'started'),
+      exited.then((code) => {
+        throw new Error(`mailscreen exited with ${code} before starting: ${stderr}`)
+      }),
+    ])
+  } catch (err) {
+    // The caller never gets the instance, so nothing else would stop it or remove its files.
+    await instance.kill()
+    if (reuseDir === undefined) await cleanup(dir)
+    throw err
+  }
   return instance
 }
 
