@@ -4,7 +4,7 @@ import type { Envelope } from '../ingress/envelope.js'
 import { headerEnd } from '../mail/message.js'
 import { retryDelay } from '../queue/backoff.js'
 import { newQueueId, type QueueId } from '../queue/ids.js'
-import type { Spool, SpoolEntry } from '../queue/spool.js'
+import { isMissing, type Spool, type SpoolEntry } from '../queue/spool.js'
 import type { RetryState, SpoolHeader } from '../queue/spool-file.js'
 import { WorkQueue } from '../queue/work-queue.js'
 import { countReceived, type Dispatcher, type Outcome, type RoutedRecipient } from './dispatch.js'
@@ -105,7 +105,7 @@ export class DeliveryQueue {
       return await this.opts.spool.read(state, id)
     } catch (err) {
       // Gone meanwhile (delivered by an earlier run, or removed by the administrator).
-      if ((err as { cause?: NodeJS.ErrnoException }).cause?.code === 'ENOENT') return undefined
+      if (isMissing(err)) return undefined
       throw err
     }
   }
@@ -135,39 +135,65 @@ export class DeliveryQueue {
     return this.queue.size
   }
 
+  /**
+   * One sweep at a time. A periodic sweep joins the running one; a flush runs after it (the
+   * running one may have skipped what was not due yet).
+   */
   private sweep(force: boolean): Promise<void> {
-    this.sweeping ??= this.sweepDeferred(force)
+    if (this.sweeping && !force) return this.sweeping
+    const run: Promise<void> = (this.sweeping ?? Promise.resolve())
+      .then(() => this.sweepDeferred(force))
       .catch((err) => this.opts.log.error({ err: toErrorInfo(err) }, 'deferred sweep failed'))
       .finally(() => {
-        this.sweeping = undefined
+        if (this.sweeping === run) this.sweeping = undefined
       })
-    return this.sweeping
+    this.sweeping = run
+    return run
   }
 
+  /**
+   * Queue what is due in `deferred/`, and anything in `outgoing/` that is not queued (a
+   * delivery attempt that failed on our side, e.g. a full disk, is tried again here). One
+   * message that cannot be handled is logged and skipped; it never stops the others.
+   */
   private async sweepDeferred(force: boolean): Promise<void> {
-    const { spool } = this.opts
+    const { spool, log } = this.opts
     const now = Date.now()
+    for (const id of await spool.list('outgoing')) if (!this.queue.has(id)) this.enqueue(id)
     for (const id of await spool.list('deferred')) {
       if (this.queue.has(id)) continue
-      const retry = await spool.readRetry(id)
-      if (!force && retry && retry.nextAttemptAt > now) continue
-      if (retry?.phase === 'scan') {
-        await this.rescan(id, retry)
-        continue
+      try {
+        await this.sweepOne(id, force, now)
+      } catch (err) {
+        if (!isMissing(err)) log.error({ qid: id, err: toErrorInfo(err) }, 'deferred message skipped')
       }
-      this.states.set(id, 'deferred')
-      this.queue.push(id)
     }
   }
 
-  private async rescan(id: QueueId, retry: RetryState): Promise<void> {
+  private async sweepOne(id: QueueId, force: boolean, now: number): Promise<void> {
     const { spool } = this.opts
-    const { header } = await spool.peek('deferred', id, 4096)
+    const retry = await spool.readRetry(id)
+    if (!force && retry && retry.nextAttemptAt > now) return
+    if (retry?.phase === 'scan') return this.rescan(id, retry.attempts)
+    if (retry === undefined) {
+      // No retry state (lost with a crash): a message never scanned goes back to the scan,
+      // never straight out. Scanned mail, DSNs and released mail are delivered.
+      const { header } = await spool.peek('deferred', id)
+      if (header.scan === undefined && header.dsnFor === undefined && header.releasedFrom === undefined)
+        return this.rescan(id, 0)
+    }
+    this.states.set(id, 'deferred')
+    this.queue.push(id)
+  }
+
+  private async rescan(id: QueueId, attempts: number): Promise<void> {
+    const { spool } = this.opts
+    const { header } = await spool.peek('deferred', id)
     // Past its lifetime the message gets one more scan; failing that, it is unscannable.
     const lastChance = Date.now() - header.envelope.receivedAt > this.opts.queueLifetimeMs
     await spool.move(id, 'deferred', 'incoming')
     await spool.remove('deferred', id)
-    this.opts.onRescan(id, retry.attempts, lastChance)
+    this.opts.onRescan(id, attempts, lastChance)
   }
 
   private async deliver(id: QueueId): Promise<void> {

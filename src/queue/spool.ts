@@ -259,8 +259,13 @@ export class Spool {
     const handle = await open(this.path(state, id), 'r')
     try {
       const info = await handle.stat()
-      const buffer = Buffer.alloc(Math.min(info.size, bytes))
+      // The header line holds the whole envelope: read on until it ends (many recipients).
+      let buffer = Buffer.alloc(Math.min(info.size, bytes))
       await handle.read(buffer, 0, buffer.length, 0)
+      while (buffer.indexOf(0x0a) === -1 && buffer.length < info.size) {
+        buffer = Buffer.alloc(Math.min(info.size, buffer.length * 4))
+        await handle.read(buffer, 0, buffer.length, 0)
+      }
       const entry = decodeSpoolFile(buffer)
       const headerLength = buffer.length - entry.message.length
       return { ...entry, size: info.size - headerLength, mtimeMs: info.mtimeMs }
@@ -311,7 +316,14 @@ export class Spool {
   /** Save the retry state of a deferred message (atomic replace). */
   async writeRetry(id: QueueId, state: RetryState): Promise<void> {
     const tmp = join(this.dir, TMP, `${id}${RETRY_SUFFIX}`)
-    await writeFile(tmp, JSON.stringify(state))
+    // fsynced like a message: a retry state lost in a crash would hide which recipients are done.
+    const handle = await open(tmp, 'w')
+    try {
+      await handle.writeFile(JSON.stringify(state))
+      if (this.fsync) await handle.sync()
+    } finally {
+      await handle.close()
+    }
     await rename(tmp, this.retryPath(id))
   }
 
