@@ -83,8 +83,11 @@ export class Destinations {
   /** Record a connection that could not be set up. Returns the backoff end if it starts or grows now. */
   failed(key: string): number | undefined {
     const health = this.health.get(key) ?? { failures: 0, until: 0, last: 0 }
-    health.failures++
     health.last = this.now()
+    // Sessions that were in flight when the host went away fail together: while a backoff
+    // runs they add nothing, so a 2-second restart of the relay costs one backoffMin, not backoffMax.
+    if (health.until > health.last) return undefined
+    health.failures++
     this.health.set(key, health)
     const over = health.failures - this.opts.backoffAfter
     if (over < 0) return undefined

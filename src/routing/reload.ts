@@ -6,7 +6,7 @@
  * and every problem is reported. A problem the running maps already had (a bad line that was
  * there at start-up) does not block a reload, so other edits still take effect.
  */
-import { type BuildOptions, loadRoutingMaps, type RoutingMaps } from './maps.js'
+import { type BuildOptions, loadRoutingMaps, MAP_FILES, type RoutingMaps } from './maps.js'
 import type { MapProblem } from './text.js'
 
 /** What a reload did. */
@@ -25,7 +25,28 @@ export interface MapsReload {
  * administrator edits above a bad line).
  */
 function problemKey(problem: MapProblem): string {
-  return `${problem.file}\u0000${problem.reason}`
+  // Reasons may name lines too ("duplicate alias sales (first on line 2)").
+  return `${problem.file}\u0000${problem.reason.replace(/\bline \d+/g, 'line N')}`
+}
+
+/**
+ * Map files the running maps had and the new folder lacks: reported as problems, since a
+ * missing file is an empty map and an `aliases` moved aside while it is edited would
+ * otherwise refuse every alias.
+ */
+function vanished(running: RoutingMaps, next: RoutingMaps): MapProblem[] {
+  return MAP_FILES.flatMap((name) => {
+    const file = running.files[name]
+    return file !== undefined && next.files[name] === undefined
+      ? [
+          {
+            file,
+            line: 0,
+            reason: `${name} is gone (it was loaded before); restore it, or restart to run without it`,
+          },
+        ]
+      : []
+  })
 }
 
 /** The problems of `next` beyond those of `running` (as a multiset: the same bad line twice counts twice). */
@@ -47,7 +68,7 @@ export function newProblems(running: readonly MapProblem[], next: readonly MapPr
  */
 export function reloadRoutingMaps(running: RoutingMaps, dir: string, options: BuildOptions = {}): MapsReload {
   const next = loadRoutingMaps(dir, options)
-  const fresh = newProblems(running.problems, next.problems)
+  const fresh = [...newProblems(running.problems, next.problems), ...vanished(running, next)]
   return fresh.length === 0
     ? { maps: next, applied: true, problems: next.problems, fresh }
     : { maps: running, applied: false, problems: next.problems, fresh }

@@ -62,6 +62,28 @@ describe('reloadRoutingMaps (keep last good)', () => {
     expect(await targets(result.maps, 'sales@example.org')).toEqual(['bob@b.example'])
   })
 
+  it('a duplicate entry the running maps had does not block a reload after lines above it moved', async () => {
+    await write('local-host-names', 'example.org\n')
+    await write('aliases', 'sales: ann@a.example\nsales: dup@a.example\n')
+    const running = loadRoutingMaps(dir)
+    expect(running.problems[0]?.reason).toMatch(/first on line 1/)
+    await write('aliases', 'new: bob@b.example\nsales: ann@a.example\nsales: dup@a.example\n')
+    const result = reloadRoutingMaps(running, dir)
+    expect(result.applied).toBe(true)
+    expect(await targets(result.maps, 'new@example.org')).toEqual(['bob@b.example'])
+  })
+
+  it('keeps the running maps when a map file that was loaded is gone (moved aside while edited)', async () => {
+    await write('local-host-names', 'example.org\n')
+    await write('aliases', 'sales: ann@a.example\n')
+    const running = loadRoutingMaps(dir)
+    await rm(join(dir, 'aliases'))
+    const result = reloadRoutingMaps(running, dir)
+    expect(result.applied).toBe(false)
+    expect(result.fresh[0]?.reason).toMatch(/aliases is gone/)
+    expect(await targets(result.maps, 'sales@example.org')).toEqual(['ann@a.example'])
+  })
+
   it('counts the same problem twice when it appears twice', () => {
     const p = { file: 'aliases', line: 1, reason: 'no colon' }
     expect(newProblems([p], [p, { ...p, line: 9 }])).toEqual([{ ...p, line: 9 }])
