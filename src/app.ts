@@ -131,6 +131,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
     relay,
     local,
     lmtp: config.delivery.lmtp,
+    maxRecipientsPerTransaction: config.delivery.maxRecipientsPerTransaction,
     mxPort: config.delivery.mxPort,
     hostname: config.hostname,
     ownAddresses: ownAddresses(config.smtp.listen),
@@ -176,7 +177,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
         milterServerOptions(config.milter, {
           onMessage: milterScanHandler(currentPool, log.child({ component: 'milter' })),
           onRecipient: async (recipient, { mailFrom }) => {
-            const refusal = await dispatcher.check(recipient.address, mailFrom)
+            const refusal = await dispatcher.check(recipient.address, mailFrom, { mtaDelivers: true })
             return refusal && reply(refusal.code, refusal.status, refusal.text)
           },
           log,

@@ -122,6 +122,11 @@ const delivery = z
     /** Sessions in flight at once to one destination (host:port). */
     maxConnectionsPerDestination: z.number().int().min(1).default(20),
     maxMessagesPerConnection: z.number().int().min(1).default(100),
+    /**
+     * Recipients per transaction to the relay and the local MTA (Postfix's
+     * `smtpd_recipient_limit` is 1000); MX and mailertable hosts get 100 (RFC 5321's minimum).
+     */
+    maxRecipientsPerTransaction: z.number().int().min(1).default(1000),
     connectTimeout: duration.prefault(30),
     /** The SMTP port of MX hosts (and of A/AAAA hosts for a domain with no MX). */
     mxPort: z.number().int().min(1).max(65_535).default(25),

@@ -58,6 +58,8 @@ export interface DispatcherOptions {
   readonly local: HostPort | null
   /** Speak LMTP to the relay and the local MTA. */
   readonly lmtp: boolean
+  /** Recipients per transaction to the relay and the local MTA (`delivery.maxRecipientsPerTransaction`). */
+  readonly maxRecipientsPerTransaction: number
   /** The SMTP port of MX hosts. */
   readonly mxPort: number
   /** Our name: MX hosts of that name are ourselves; DSNs and hop labels of local decisions. */
@@ -115,15 +117,16 @@ export function countReceived(message: Buffer): number {
   return head.match(/^received[ \t]*:/gim)?.length ?? 0
 }
 
-/** Our IP addresses: the listeners', and every interface's when one listens on a wildcard. */
+/**
+ * Our IP addresses: every interface's, and the listeners'. Every interface's, not only where
+ * mailscreen listens: behind Postfix the public address is Postfix's, and mail sent there
+ * comes back to us through content_filter (a backup MX sending to itself).
+ */
 export function ownAddresses(listen: readonly { readonly host: string }[]): Set<string> {
   const out = new Set<string>()
-  for (const { host } of listen) {
-    if (host === '0.0.0.0' || host === '::') {
-      for (const list of Object.values(networkInterfaces()))
-        for (const info of list ?? []) out.add(info.address.replace(/%.*$/, ''))
-    } else out.add(host)
-  }
+  for (const list of Object.values(networkInterfaces()))
+    for (const info of list ?? []) out.add(info.address.replace(/%.*$/, ''))
+  for (const { host } of listen) if (host !== '0.0.0.0' && host !== '::') out.add(host)
   return out
 }
 
@@ -147,6 +150,16 @@ function refusalVerdict(refusal: Refusal): Verdict {
   }
 }
 
+/** How to answer an RCPT-time check. */
+export interface CheckOptions {
+  /**
+   * The MTA in front delivers the message itself (milter mode): only what the maps refuse is
+   * refused, not what mailscreen's own output queue could not deliver (local recipients
+   * without `delivery.local`).
+   */
+  readonly mtaDelivers?: boolean
+}
+
 /** Routes recipients and delivers to their next hops. */
 export class Dispatcher {
   constructor(private readonly opts: DispatcherOptions) {}
@@ -162,15 +175,25 @@ export class Dispatcher {
    * a loop in the maps), else undefined. Bad syntax is left to the listener (as before routing).
    * Synchronous when the maps cannot refuse anything (no domain of ours, no `error:` entry).
    */
-  check(address: string, from: string): Refusal | undefined | Promise<Refusal | undefined> {
+  check(
+    address: string,
+    from: string,
+    options: CheckOptions = {},
+  ): Refusal | undefined | Promise<Refusal | undefined> {
     const { maps } = this.opts.routing()
     if (!canRefuse(maps)) return undefined
-    return this.checkRouted(address, from, maps)
+    return this.checkRouted(address, from, maps, options)
   }
 
-  private async checkRouted(address: string, from: string, maps: RoutingMaps): Promise<Refusal | undefined> {
+  private async checkRouted(
+    address: string,
+    from: string,
+    maps: RoutingMaps,
+    options: CheckOptions,
+  ): Promise<Refusal | undefined> {
     const decision = await route(address, maps, this.routeOptions(from))
     if (decision.refusal) return decision.refusal.status === '5.1.3' ? undefined : decision.refusal
+    if (options.mtaDelivers) return undefined
     const live = decision.recipients.filter((r) => r.nextHop.kind !== 'error')
     if (this.opts.local === null && live.every((r) => r.nextHop.kind === 'local'))
       return { code: 550, status: '5.3.5', text: `<${address}>: local delivery is not configured here` }
@@ -245,8 +268,11 @@ export class Dispatcher {
         continue
       }
       // RFC 5321 4.5.3.1.8: a server must take 100 recipients per message, not more. The relay
-      // and the local MTA (our own MTA) get every recipient in one transaction, as before.
-      const limit = target.target.kind === 'direct' ? Number.POSITIVE_INFINITY : RECIPIENTS_PER_TRANSACTION
+      // and the local MTA (our own MTA) take what they are configured for (Postfix's
+      // smtpd_recipient_limit, 1000 by default): a 100,000-member list goes in parts at once,
+      // not 1000 per retry.
+      const limit =
+        target.target.kind === 'direct' ? this.opts.maxRecipientsPerTransaction : RECIPIENTS_PER_TRANSACTION
       const base = `${target.label}\u0000${r.from}`
       let chunk = chunks.get(base) ?? 0
       if ((groups.get(`${base}\u0000${chunk}`)?.recipients.length ?? 0) >= limit) chunks.set(base, ++chunk)

@@ -526,7 +526,9 @@ export function finalNextHop(
       source: entry.source,
       key: entry.key,
     }
-  if (address.domain.startsWith('[')) {
+  // An address literal goes to that host only without a default relay: the relay (the MTA
+  // in front) knows whether the literal is itself, and applies its own outbound policy.
+  if (address.domain.startsWith('[') && !defaultRelay) {
     const host = address.domain.slice(1, -1).replace(/^ipv6:/i, '')
     return { nextHop: { kind: 'smtp', host, port: 25, mx: false }, why: 'an address literal: that host' }
   }

@@ -1,3 +1,4 @@
+import { networkInterfaces } from 'node:os'
 import { pino } from 'pino'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { Destinations } from '../../src/delivery/destinations.js'
@@ -6,6 +7,7 @@ import {
   Dispatcher,
   type DispatcherOptions,
   type Outcome,
+  ownAddresses,
   type RoutedRecipient,
 } from '../../src/delivery/dispatch.js'
 import { NextHopDns } from '../../src/delivery/mx.js'
@@ -140,6 +142,7 @@ describe('Dispatcher', () => {
       relay: { host: RELAY, port: sinks.port },
       local: { host: RELAY, port: sinks.port },
       lmtp: false,
+      maxRecipientsPerTransaction: 1000,
       mxPort: sinks.port,
       hostname: 'mailscreen.test',
       ownAddresses: new Set(['127.0.0.1']),
@@ -217,17 +220,19 @@ describe('Dispatcher', () => {
     ])
   })
 
-  it('sends at most 100 recipients per transaction to a mailertable or MX host, all of them to the relay', async () => {
-    const d = dispatcher(maps({ mailertable: `a.example smtp:[${A}]:${sinks.port}\n` }))
+  it('sends at most 100 recipients per transaction to a mailertable or MX host, and maxRecipientsPerTransaction to the relay', async () => {
+    const d = dispatcher(maps({ mailertable: `a.example smtp:[${A}]:${sinks.port}\n` }), {
+      maxRecipientsPerTransaction: 120,
+    })
     const many = (domain: string) => Array.from({ length: 150 }, (_, i) => `r${i}@${domain}`)
     const { sent } = await send(d, [...many('a.example'), ...many('relayed.example')], 'chunks')
     expect(sent.every((o) => o.status === 'delivered')).toBe(true)
-    expect(
-      received(A, 'chunks')
+    const sizes = (host: string) =>
+      received(host, 'chunks')
         .map((m) => m.rcptTo.length)
-        .sort((x, y) => x - y),
-    ).toEqual([50, 100])
-    expect(received(RELAY, 'chunks').map((m) => m.rcptTo.length)).toEqual([150])
+        .sort((x, y) => x - y)
+    expect(sizes(A)).toEqual([50, 100])
+    expect(sizes(RELAY)).toEqual([30, 120])
   })
 
   it('tries MX hosts lowest preference first and goes on to the next one when a host cannot be reached', async () => {
@@ -398,6 +403,12 @@ describe('Dispatcher', () => {
     // Nowhere to deliver locally.
     const noLocal = dispatcher(maps({ 'local-host-names': 'example.org\n' }), { local: null })
     expect(await noLocal.check('postmaster@example.org', '')).toMatchObject({ code: 550, status: '5.3.5' })
+    // In milter mode the MTA delivers: only what the maps refuse is refused.
+    expect(await noLocal.check('postmaster@example.org', '', { mtaDelivers: true })).toBeUndefined()
+    expect(await noLocal.check('nobody@example.org', '', { mtaDelivers: true })).toMatchObject({
+      code: 550,
+      status: '5.1.1',
+    })
   })
 })
 
@@ -408,5 +419,15 @@ describe('countReceived', () => {
     )
     expect(countReceived(message)).toBe(2)
     expect(countReceived(Buffer.from('Subject: none\r\n\r\n'))).toBe(0)
+  })
+})
+
+describe('ownAddresses', () => {
+  it('is every interface address and the listeners, not only where mailscreen listens', () => {
+    const own = ownAddresses([{ host: '127.0.0.1' }, { host: '127.0.0.7' }])
+    for (const list of Object.values(networkInterfaces()))
+      for (const info of list ?? []) expect(own.has(info.address.replace(/%.*$/, ''))).toBe(true)
+    expect(own.has('127.0.0.7')).toBe(true)
+    expect(own.has('0.0.0.0')).toBe(false)
   })
 })

@@ -52,6 +52,7 @@ describe('DeliveryQueue sweep', () => {
       relay,
       local: relay,
       lmtp: false,
+      maxRecipientsPerTransaction: 1000,
       mxPort: 25,
       hostname: 'mailscreen.test',
       ownAddresses: new Set(['127.0.0.1']),

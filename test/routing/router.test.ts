@@ -66,13 +66,16 @@ describe('route: domains that are not ours', () => {
     expect(decision.refusal).toEqual({ code: 554, status: '5.7.1', text: 'we do not send mail there' })
   })
 
-  it('an address literal goes to that address', async () => {
+  it('an address literal goes to that address, or to the default relay when there is one', async () => {
     expect((await routeOf(files, 'root@[127.0.0.9]')).recipients[0]?.nextHop).toEqual({
       kind: 'smtp',
       host: '127.0.0.9',
       port: 25,
       mx: false,
     })
+    expect(
+      (await routeOf(files, 'root@[127.0.0.9]', { defaultRelay: relay })).recipients[0]?.nextHop,
+    ).toEqual({ kind: 'relay', host: relay.host, port: relay.port })
   })
 
   it('refuses what is not a fully-qualified address with 501 5.1.3', async () => {

@@ -112,11 +112,13 @@ export function toMilterDecision(
     headers: [...headerEdits, ...(changes?.edits ?? [])],
     ...(changes ? { body: changes.body } : {}),
   }
+  // The hold queue keeps the message as it came (plus our header fields): a `strip` there
+  // would leave nothing to release but the stripped copy.
   if (disposition.quarantine)
     return {
       action: 'quarantine',
       reason: `mailscreen: ${verdict.category}${reasons(report) ? `: ${reasons(report)}` : ''}`,
-      ...modifications,
+      headers: headerEdits,
     }
   // `forward` would need the envelope changed, which a milter does not do here: rather than
   // deliver to the recipients the list meant to skip, the MTA holds the message for a person.

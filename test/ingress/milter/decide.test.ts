@@ -99,6 +99,23 @@ describe('toMilterDecision', () => {
     expect(toMilterDecision(report(verdict('spam'), { spam: 'bounce' }), HEADERS).action).toBe('reject')
   })
 
+  it('holds the original for "quarantine strip": no body replacement goes to the hold queue', () => {
+    const raw = Buffer.from(
+      'From: a@example.org\r\nSubject: Hello\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n' +
+        '--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: application/octet-stream; name="x.exe"\r\n\r\nMZ\r\n--b--\r\n',
+    )
+    const stripped = stripParts(raw, new Set(['2']), 'removed')
+    const decision = toMilterDecision(
+      report(verdict('spam'), { spam: 'quarantine strip' }),
+      HEADERS,
+      stripped,
+    )
+    expect(decision.action).toBe('quarantine')
+    if (decision.action !== 'quarantine') return
+    expect(decision.body).toBeUndefined()
+    expect(decision.headers?.some((e) => e.name === 'Content-Type')).toBe(false)
+  })
+
   it('holds a forward-only list instead of delivering to the recipients it meant to skip', () => {
     const decision = toMilterDecision(
       report(verdict('spam'), { spam: 'forward spamtrap@example.org' }),
