@@ -124,8 +124,10 @@ export function countReceived(message: Buffer): number {
  */
 export function ownAddresses(listen: readonly { readonly host: string }[]): Set<string> {
   const out = new Set<string>()
+  // Loopback interfaces only through a listener: 127.0.0.x and ::1 are where other local
+  // servers (the MTA, test sinks) live.
   for (const list of Object.values(networkInterfaces()))
-    for (const info of list ?? []) out.add(info.address.replace(/%.*$/, ''))
+    for (const info of list ?? []) if (!info.internal) out.add(info.address.replace(/%.*$/, ''))
   for (const { host } of listen) if (host !== '0.0.0.0' && host !== '::') out.add(host)
   return out
 }

@@ -65,6 +65,11 @@ export class DeliveryQueue {
   private cachedBytes = 0
   private timer: NodeJS.Timeout | undefined
   private sweeping: Promise<void> | undefined
+  /**
+   * Messages of `outgoing/` whose delivery attempt threw (a full disk, say): the sweep, which
+   * otherwise looks only at `deferred/`, tries them again.
+   */
+  private readonly failed = new Set<QueueId>()
 
   constructor(private readonly opts: DeliveryQueueOptions) {
     this.queue = new WorkQueue(
@@ -152,14 +157,17 @@ export class DeliveryQueue {
   }
 
   /**
-   * Queue what is due in `deferred/`, and anything in `outgoing/` that is not queued (a
-   * delivery attempt that failed on our side, e.g. a full disk, is tried again here). One
-   * message that cannot be handled is logged and skipped; it never stops the others.
+   * Queue what is due in `deferred/`, and again what a delivery attempt that threw left
+   * behind (a full disk, say). One message that cannot be handled is logged and skipped; it
+   * never stops the others.
    */
   private async sweepDeferred(force: boolean): Promise<void> {
     const { spool, log } = this.opts
     const now = Date.now()
-    for (const id of await spool.list('outgoing')) if (!this.queue.has(id)) this.enqueue(id)
+    for (const id of this.failed) {
+      this.failed.delete(id)
+      this.queue.push(id)
+    }
     for (const id of await spool.list('deferred')) {
       if (this.queue.has(id)) continue
       try {
@@ -197,9 +205,18 @@ export class DeliveryQueue {
   }
 
   private async deliver(id: QueueId): Promise<void> {
-    const { spool, log } = this.opts
     const state = this.states.get(id) ?? 'outgoing'
     this.states.delete(id)
+    try {
+      await this.deliverFrom(state, id)
+    } catch (err) {
+      if (state === 'outgoing') this.failed.add(id)
+      throw err
+    }
+  }
+
+  private async deliverFrom(state: Job['state'], id: QueueId): Promise<void> {
+    const { spool, log } = this.opts
     const entry = await this.load(state, id)
     if (!entry) return
     const { envelope } = entry.header

@@ -23,12 +23,25 @@ import { testMessage, until } from './harness.js'
 
 const silent = pino({ level: 'silent' })
 
+/** A dispatcher that can be told to throw on its next delivery (our side failing, e.g. ENOSPC). */
+class FlakyDispatcher extends Dispatcher {
+  failNext = false
+  override deliver(...args: Parameters<Dispatcher['deliver']>): ReturnType<Dispatcher['deliver']> {
+    if (this.failNext) {
+      this.failNext = false
+      return Promise.reject(new Error('ENOSPC: no space left on device'))
+    }
+    return super.deliver(...args)
+  }
+}
+
 describe('DeliveryQueue sweep', () => {
   let dir: string
   let spool: Spool
   let sink: Sink
   let destinations: Destinations
   let queue: DeliveryQueue
+  let dispatcher: FlakyDispatcher
   let rescans: Array<{ id: QueueId; attempts: number }>
 
   beforeEach(async () => {
@@ -47,7 +60,7 @@ describe('DeliveryQueue sweep', () => {
       backoffMaxMs: 600_000,
     })
     const relay = { host: '127.0.0.1', port: sink.port }
-    const dispatcher = new Dispatcher({
+    dispatcher = new FlakyDispatcher({
       routing: () => ({ maps: emptyRoutingMaps(), hopLimit: 30, dns: new NextHopDns({ servers: [] }) }),
       relay,
       local: relay,
@@ -136,9 +149,14 @@ describe('DeliveryQueue sweep', () => {
     expect(delivered('unscanned')).toEqual([])
   })
 
-  it('a message left in outgoing/ without a queued delivery is delivered by the next sweep', async () => {
+  it('a message whose delivery attempt threw on our side stays in outgoing/ and goes with the next sweep', async () => {
     const stuck = header(['e@example.net'], true)
     await spool.write('outgoing', stuck, testMessage('stuck'))
+    dispatcher.failNext = true
+    queue.enqueue(stuck.id)
+    await until(() => queue.pending === 0, 'the failed attempt over')
+    expect(await spool.find(stuck.id)).toBe('outgoing')
+    expect(delivered('stuck')).toEqual([])
     await queue.flush()
     await until(() => delivered('stuck').length === 1, 'the stuck message delivered')
     await until(() => queue.pending === 0, 'the queue idle')
