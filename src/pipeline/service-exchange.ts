@@ -116,6 +116,10 @@ export function exchange(
     socket.on('error', (err) => {
       // A whole reply and then a reset (the server closed while we were still sending): use the reply.
       if (protocol.complete(soFar())) finish(undefined)
+      else if (connected && ['EPIPE', 'ECONNRESET'].includes((err as NodeJS.ErrnoException).code ?? ''))
+        // The server gave up on the request (clamd over its StreamMaxLength answers and closes);
+        // its reply may be lost in the reset.
+        finish(fail('closed the connection while the request was still being sent (a size limit?)', err))
       else finish(fail(connected ? 'connection failed' : 'cannot connect', err))
     })
     const onClose = (): void => {
