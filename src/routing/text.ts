@@ -3,6 +3,8 @@
  * file and line and the rest of the file still loads), the logical-line reader (comments,
  * blank lines, continuation lines), and address/domain helpers.
  */
+import { domainToASCII } from 'node:url'
+import { isNonAscii } from '../ingress/smtp-command.js'
 
 /** A bad line (or an unreadable file, line 0) in a routing map. The rest of the map still loads. */
 export interface MapProblem {
@@ -106,10 +108,18 @@ export function words(text: string): string[] {
 
 const LABEL = /^(?!-)[a-z0-9_-]{1,63}(?<!-)$/
 
-/** Lower-case a domain and drop one trailing dot (`Example.ORG.` → `example.org`). */
+/**
+ * Lower-case a domain and drop one trailing dot (`Example.ORG.` → `example.org`). An
+ * internationalized name (SMTPUTF8 mail, or a map written in Unicode) becomes its A-labels
+ * (`Bücher.example` → `xn--bcher-kva.example`, UTS #46), the one form maps, DNS and next hops
+ * agree on; one that is not a valid IDN becomes `''`, which no check accepts.
+ */
 export function normalizeDomain(domain: string): string {
   const lower = domain.trim().toLowerCase()
-  return lower.length > 1 && lower.endsWith('.') ? lower.slice(0, -1) : lower
+  const name = lower.length > 1 && lower.endsWith('.') ? lower.slice(0, -1) : lower
+  // Only non-ASCII names go through the URL host parser: it would also rewrite ASCII forms
+  // such as `0x7f.1` into IPv4 addresses.
+  return isNonAscii(name) ? domainToASCII(name) : name
 }
 
 /** A domain literal `[192.0.2.1]` / `[IPv6:2001:db8::1]`. */

@@ -63,6 +63,7 @@ export async function sendMail(
   from: string,
   to: readonly string[],
   message: Buffer,
+  options: { readonly smtpUtf8?: boolean } = {},
 ): Promise<Sent> {
   const opened = await SmtpClient.connect({
     host: '127.0.0.1',
@@ -79,6 +80,7 @@ export async function sendMail(
       rcptTo: to,
       message,
       size: message.length,
+      ...options,
     })
     const id = report.replies
       .map((r) => (r && r.code === 250 ? /queued as ([0-9A-Za-z]{16})\b/.exec(r.text)?.[1] : undefined))

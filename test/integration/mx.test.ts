@@ -20,6 +20,7 @@ const BEHIND_DOWN = '127.0.62.2'
 const A_ONLY = '127.0.63.1'
 const SENDER_MX = '127.0.64.1'
 const BEHIND_US = '127.0.65.1'
+const IDN_MX = '127.0.66.1'
 
 const mx = (...hosts: [number, string][]): FakeReply => ({
   mx: hosts.map(([preference, exchange]) => ({ preference, exchange })),
@@ -46,6 +47,9 @@ const ZONE: Record<string, Partial<Record<string, FakeReply>>> = {
   'mx.self.example': { A: { a: ['127.0.0.1'] } },
   'backup.example': { MX: mx([10, 'primary.backup.example'], [20, 'mx.self.example']) },
   'primary.backup.example': { A: { a: [BEHIND_US] } },
+  // bücher.example, as DNS knows it (its A-labels).
+  'xn--bcher-kva.example': { MX: mx([10, 'mx.xn--bcher-kva.example']) },
+  'mx.xn--bcher-kva.example': { A: { a: [IDN_MX] } },
 }
 
 describe('MX delivery through the running filter', () => {
@@ -60,7 +64,7 @@ describe('MX delivery through the running filter', () => {
       return entry ? (entry[type] ?? {}) : { rcode: 'NXDOMAIN' }
     })
     sinks = await startSinks(
-      [PRIMARY, SECONDARY, EQUAL_A, EQUAL_B, BEHIND_DOWN, A_ONLY, SENDER_MX, BEHIND_US, '::1'],
+      [PRIMARY, SECONDARY, EQUAL_A, EQUAL_B, BEHIND_DOWN, A_ONLY, SENDER_MX, BEHIND_US, IDN_MX, '::1'],
       (host) =>
         host === A_ONLY
           ? {
@@ -143,6 +147,15 @@ describe('MX delivery through the running filter', () => {
     expect(tagged(A_ONLY, 'a-only').map((m) => m.rcptTo)).toEqual([['u@a-only.example']])
     await deliverOne('u@v6-only.example', 'v6-only')
     expect(tagged('::1', 'v6-only').map((m) => m.rcptTo)).toEqual([['u@v6-only.example']])
+  })
+
+  it('looks up the MX of an internationalized domain by its A-labels and keeps the address as sent (SMTPUTF8)', async () => {
+    const to = 'jörg@Bücher.example'
+    const sent = await sendMail(port(), 'tester@sender.example', [to], testMessage('idn'), { smtpUtf8: true })
+    expect(sent.id, sent.replies[0]?.text).toBeDefined()
+    await waitLog((l) => l.qid === sent.id && l.msg === 'delivered')
+    expect(dns.queries).toContainEqual({ name: 'xn--bcher-kva.example', type: 'MX' })
+    expect(tagged(IDN_MX, 'idn').map((m) => m.rcptTo)).toEqual([[to]])
   })
 
   it('bounces a null MX at once, with a DSN to the sender through its own MX', async () => {

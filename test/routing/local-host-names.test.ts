@@ -13,6 +13,7 @@ describe('parseLocalHostNames', () => {
     '[192.0.2.25]',
     'example.edu',
     '\tcs.example.edu',
+    'Bücher.Example',
   ].join('\n')
   const { map, problems } = parseLocalHostNames(text, file)
 
@@ -22,10 +23,12 @@ describe('parseLocalHostNames', () => {
       'mail.example.edu',
       '[192.0.2.25]',
       'cs.example.edu',
+      'xn--bcher-kva.example',
     ])
     expect(map.domains.get('mail.example.edu')).toEqual({ file, line: 4 })
     expect(isLocalDomain(map, 'cs.example.edu')).toBe(true)
     expect(isLocalDomain(map, 'students.example.edu')).toBe(false)
+    expect(map.domains.get('xn--bcher-kva.example')?.line).toBe(10)
   })
 
   it('reports bad lines with file and line, and keeps the first of a repeated domain silently', () => {

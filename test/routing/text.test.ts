@@ -69,6 +69,16 @@ describe('parseAddress', () => {
     expect(parseAddress('root@[192.0.2.1]')).toEqual({ local: 'root', domain: '[192.0.2.1]' })
   })
 
+  it('takes an internationalized domain (SMTPUTF8) as its A-labels, keeping a UTF-8 local part', () => {
+    expect(parseAddress('Jörg@Bücher.Example.')).toEqual({ local: 'Jörg', domain: 'xn--bcher-kva.example' })
+    expect(parseAddress('info@xn--bcher-kva.example')).toEqual({
+      local: 'info',
+      domain: 'xn--bcher-kva.example',
+    })
+    // The URL host parser is not let loose on ASCII: a hex label stays a (bad) name, not an IP.
+    expect(parseAddress('a@0x7f.1')).toEqual({ local: 'a', domain: '0x7f.1' })
+  })
+
   it('refuses things that are not addresses', () => {
     for (const bad of [
       '',
@@ -78,6 +88,8 @@ describe('parseAddress', () => {
       'a@exa mple.org',
       'a@-bad.example',
       'a@@b',
+      'a@bü cher.example',
+      'a@xn--ü.example',
     ])
       expect(parseAddress(bad), bad).toBeUndefined()
   })
