@@ -120,6 +120,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
     hostname: config.hostname,
     maxConnections: config.delivery.maxConnections,
     maxPerDestination: config.delivery.maxConnectionsPerDestination,
+    destinationWaitMs: config.delivery.destinationWait,
     maxMessagesPerConnection: config.delivery.maxMessagesPerConnection,
     connectTimeoutMs: config.delivery.connectTimeout,
     backoffAfter: config.delivery.backoffAfter,

@@ -21,6 +21,8 @@ export interface SinkOptions {
    * recipient in order); `undefined` accepts with `250 2.0.0 Ok: queued as <n>`.
    */
   readonly onMessageReply?: (tx: Transaction) => SmtpReply | readonly SmtpReply[] | undefined
+  /** Hold the reply after DATA this long: a slow next hop. */
+  readonly replyDelayMs?: number
 }
 
 /** One message the sink accepted (for at least one recipient, under LMTP). */
@@ -86,6 +88,7 @@ class SinkImpl extends EventEmitter implements Sink {
           size += chunk.length
           chunks.push(chunk)
         }
+        if (options.replyDelayMs) await new Promise((resolve) => setTimeout(resolve, options.replyDelayMs))
         const replies = onMessageReply?.(tx) ?? reply(250, '2.0.0', `Ok: queued as ${this.received + 1}`)
         const accepted = lmtp
           ? tx.rcptTo.filter((_, i) => isPositive(pick(replies, i)))

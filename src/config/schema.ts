@@ -117,10 +117,22 @@ const delivery = z
     local: optionalHop.optional(),
     /** Speak LMTP to the relay and the local MTA (never to MX hosts or mailertable hosts). */
     lmtp: z.boolean().default(false),
-    /** Sessions in flight at once, all destinations together. */
-    maxConnections: z.number().int().min(1).default(20),
-    /** Sessions in flight at once to one destination (host:port). */
+    /**
+     * Sessions in flight at once, all destinations together (Postfix's `default_process_limit`);
+     * up to twice as many messages are in the delivery stage at once.
+     */
+    maxConnections: z.number().int().min(1).default(100),
+    /**
+     * Sessions in flight at once to one destination (host:port), below `maxConnections` so one
+     * slow destination cannot hold them all (Postfix's `default_destination_concurrency_limit`).
+     */
     maxConnectionsPerDestination: z.number().int().min(1).default(20),
+    /**
+     * The longest a message waits for a session to a destination that has all of its
+     * sessions busy; then its recipients there are deferred (`451 4.4.5`) and retried on the
+     * `retry` schedule, and its place in the delivery stage goes to mail for other destinations.
+     */
+    destinationWait: duration.prefault('60s'),
     maxMessagesPerConnection: z.number().int().min(1).default(100),
     /**
      * Recipients per transaction to the relay and the local MTA (Postfix's

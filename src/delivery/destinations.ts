@@ -16,6 +16,8 @@ export interface DestinationsOptions {
   readonly maxConnections: number
   /** Sessions in flight at once to one destination. */
   readonly maxPerDestination: number
+  /** The longest a message waits for a session to one destination before it is deferred. */
+  readonly destinationWaitMs?: number
   readonly maxMessagesPerConnection: number
   readonly connectTimeoutMs: number
   /** Failed connections in a row before a destination is backed off. */
@@ -68,6 +70,7 @@ export class Destinations {
         maxMessagesPerConnection: this.opts.maxMessagesPerConnection,
         connectTimeoutMs: this.opts.connectTimeoutMs,
         shared: this.shared,
+        ...(this.opts.destinationWaitMs === undefined ? {} : { leaseWaitMs: this.opts.destinationWaitMs }),
       })
       this.transports.set(key, transport)
     }

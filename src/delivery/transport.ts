@@ -61,6 +61,20 @@ export interface TransportOptions {
   readonly idleTimeoutMs?: number
   /** A cap shared with other transports: sessions in flight over all destinations. */
   readonly shared?: Semaphore
+  /**
+   * The longest a send waits for one of this hop's `maxConnections` sessions before it gives
+   * up with a 4xx (default: no limit), so a hop that answers slowly cannot hold every
+   * message of the output queue waiting for it while mail for other hops could go.
+   */
+  readonly leaseWaitMs?: number
+}
+
+/** What a send waiting for a session gets: one, a closed transport, or tired of waiting. */
+type Lease = 'granted' | 'closed' | 'busy'
+
+interface Waiter {
+  readonly wake: (lease: Lease) => void
+  timer?: NodeJS.Timeout
 }
 
 interface Pooled {
@@ -72,7 +86,7 @@ interface Pooled {
 /**
  * A pool of SMTP/LMTP connections to one next hop. {@link SmtpTransport.send} reports each
  * recipient's fate and never rejects for remote trouble; callers beyond `maxConnections`
- * wait in FIFO order.
+ * wait in FIFO order, for at most `leaseWaitMs`.
  */
 export class SmtpTransport {
   private readonly hop: string
@@ -82,7 +96,7 @@ export class SmtpTransport {
   private readonly socketTimeoutMs: number
   private readonly idleTimeoutMs: number
   private readonly idle: Pooled[] = []
-  private readonly waiting: Array<(granted: boolean) => void> = []
+  private readonly waiting: Waiter[] = []
   private readonly inFlight = new Set<Promise<unknown>>()
   private readonly quitting = new Set<Promise<void>>()
   private leases = 0
@@ -128,7 +142,10 @@ export class SmtpTransport {
   /** Stop taking sends, let those in flight finish, then QUIT every connection. */
   async close(): Promise<void> {
     this.closed = true
-    for (const wake of this.waiting.splice(0)) wake(false)
+    for (const waiter of this.waiting.splice(0)) {
+      clearTimeout(waiter.timer)
+      waiter.wake('closed')
+    }
     await Promise.allSettled([...this.inFlight])
     for (const conn of this.idle.splice(0)) this.retire(conn)
     await Promise.allSettled([...this.quitting])
@@ -147,7 +164,14 @@ export class SmtpTransport {
   }
 
   private async transact(req: SendRequest, setup: { failed: boolean }): Promise<RecipientResult[]> {
-    if (!(await this.lease())) return req.rcptTo.map((rcpt) => noReply(rcpt, 'deferred', 'transport closed'))
+    const lease = await this.lease()
+    if (lease === 'closed') return req.rcptTo.map((rcpt) => noReply(rcpt, 'deferred', 'transport closed'))
+    if (lease === 'busy') {
+      const ms = this.opts.leaseWaitMs ?? 0
+      const waited = ms < 1000 ? `${ms} ms` : `${Math.round(ms / 1000)} s`
+      const reply = `451 4.4.5 ${this.hop} busy: waited ${waited} for one of its ${this.maxConnections} sessions`
+      return req.rcptTo.map((rcpt) => ({ recipient: rcpt, status: 'deferred', code: 451, reply }))
+    }
     const shared = this.opts.shared
     if (shared) await shared.acquire()
     try {
@@ -184,20 +208,32 @@ export class SmtpTransport {
     }
   }
 
-  private lease(): Promise<boolean> {
-    if (this.closed) return Promise.resolve(false)
+  private lease(): Promise<Lease> {
+    if (this.closed) return Promise.resolve('closed')
     if (this.leases < this.maxConnections) {
       this.leases++
-      return Promise.resolve(true)
+      return Promise.resolve('granted')
     }
-    return new Promise((resolve) => this.waiting.push(resolve))
+    return new Promise((resolve) => {
+      const waiter: Waiter = { wake: resolve }
+      const wait = this.opts.leaseWaitMs
+      if (wait !== undefined)
+        waiter.timer = setTimeout(() => {
+          const at = this.waiting.indexOf(waiter)
+          if (at !== -1) this.waiting.splice(at, 1)
+          resolve('busy')
+        }, wait)
+      this.waiting.push(waiter)
+    })
   }
 
   // The lease passes straight to the next waiter, so arrivals cannot overtake the queue.
   private unlease(): void {
     const next = this.waiting.shift()
-    if (next) next(true)
-    else this.leases--
+    if (next) {
+      clearTimeout(next.timer)
+      next.wake('granted')
+    } else this.leases--
   }
 
   /** The most recently used idle session, if any. */

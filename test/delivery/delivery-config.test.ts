@@ -8,8 +8,9 @@ describe('delivery and routing configuration', () => {
     expect(delivery.local).toBeUndefined()
     expect(delivery).toMatchObject({
       mxPort: 25,
-      maxConnections: 20,
+      maxConnections: 100,
       maxConnectionsPerDestination: 20,
+      destinationWait: 60_000,
       backoffAfter: 3,
       backoffMin: 30_000,
       backoffMax: 600_000,

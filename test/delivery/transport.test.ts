@@ -419,6 +419,39 @@ describe('SmtpTransport connection pool', () => {
     expect(hop.received.map((r) => r.to[0])).toEqual([0, 1, 2, 3, 4].map((i) => `r${i}@example.org`))
   })
 
+  it('defers a send that waited leaseWaitMs for a session with 451 4.4.5, and keeps the queue working', async () => {
+    // The hop takes 600 ms to answer each DATA: one session, so a second send must wait.
+    const to: string[][] = []
+    const hop = await startHop({
+      onData(stream, session, callback) {
+        stream.resume()
+        to.push(session.envelope.rcptTo.map((r) => r.address))
+        stream.on('end', () => setTimeout(() => callback(null, 'Ok'), 600))
+      },
+    })
+    const t = transport(hop.port, { maxConnections: 1, leaseWaitMs: 150 })
+    const started = performance.now()
+    const [first, second] = await Promise.all([
+      t.send(request({ rcptTo: ['first@example.org'] })),
+      t.send(request({ rcptTo: ['second@example.org'] })),
+    ])
+    expect(first.recipients[0]?.status).toBe('delivered')
+    expect(second.recipients[0]).toMatchObject({ status: 'deferred', code: 451 })
+    expect(second.recipients[0]?.reply).toMatch(
+      /^451 4\.4\.5 127\.0\.0\.1:\d+ busy: waited 150 ms for one of its 1 sessions$/,
+    )
+    expect(second.unreachable).toBeUndefined()
+    // It gave up long before the session came free, and nothing of it reached the hop.
+    expect(second.durationMs).toBeLessThan(550)
+    expect(to).toEqual([['first@example.org']])
+    expect(hop.stats.connects).toBe(1)
+    // The waiter that gave up is gone: the next sends get the session in turn.
+    const later = await t.send(request({ rcptTo: ['third@example.org'] }))
+    expect(later.recipients[0]?.status).toBe('delivered')
+    expect(to).toEqual([['first@example.org'], ['third@example.org']])
+    expect(performance.now() - started).toBeGreaterThan(1_100)
+  })
+
   it('retires a connection after maxMessagesPerConnection', async () => {
     const hop = await startHop()
     const t = transport(hop.port, { maxMessagesPerConnection: 2 })
