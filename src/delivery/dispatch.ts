@@ -14,7 +14,7 @@ import type { Envelope } from '../ingress/envelope.js'
 import { headerEnd } from '../mail/message.js'
 import type { RoutingMaps } from '../routing/maps.js'
 import { finalNextHop, type NextHop, type Refusal, route } from '../routing/router.js'
-import { addressKey, type MailAddress, parseAddress } from '../routing/text.js'
+import { type MailAddress, parseAddress } from '../routing/text.js'
 import { Destinations } from './destinations.js'
 import type { NextHopDns } from './mx.js'
 import { formatHop } from './smtp-client.js'
@@ -235,13 +235,10 @@ export class Dispatcher {
       }
       const decision = await route(rcpt, maps, this.routeOptions(mailFrom))
       for (const r of decision.recipients) {
-        // Addresses routing left alone go out as the sender wrote them (a UTF-8 domain is not
-        // turned into the A-labels the maps and DNS use).
-        const from = r.from === decision.from ? mailFrom : r.from
-        const base: RoutedRecipient =
-          r.address.toLowerCase() === addressKey(parsed)
-            ? { address: rcpt, from }
-            : { address: r.address, from, original: rcpt }
+        // Sent in the form routing judged (a domain in A-labels, which a next hop without
+        // SMTPUTF8 takes too), never in a spelling the maps did not see.
+        const original = r.address.toLowerCase() === rcpt.toLowerCase() ? {} : { original: rcpt }
+        const base: RoutedRecipient = { address: r.address, from: r.from, ...original }
         if (r.nextHop.kind === 'error') {
           const verdict = refusalVerdict(r.nextHop)
           // A 4xx (mailertable `error:tempfail`) is asked again at the next attempt.

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import { toErrorInfo } from '../errors.js'
 import type { Envelope } from '../ingress/envelope.js'
+import { isNonAscii } from '../mail/ascii.js'
 import { headerEnd } from '../mail/message.js'
 import { retryDelay } from '../queue/backoff.js'
 import { newQueueId, type QueueId } from '../queue/ids.js'
@@ -376,6 +377,8 @@ export class DeliveryQueue {
       client: local,
       peer: local,
       receivedAt: Date.now(),
+      // A sender with a UTF-8 local part gets its DSN only over SMTPUTF8 (RFC 6531).
+      ...(dsn.rcptTo.some(isNonAscii) ? { smtpUtf8: true } : {}),
     }
     await spool.write('outgoing', { v: 1, id: dsnId, envelope, dsnFor: id }, dsn.message)
     log.info({ qid: dsnId, dsnFor: id, to: dsn.rcptTo }, 'dsn queued')

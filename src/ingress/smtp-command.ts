@@ -109,12 +109,6 @@ export function normalizeIp(address: string): string {
   return lower
 }
 
-/** Whether a string holds anything beyond US-ASCII (needs SMTPUTF8, RFC 6531). */
-export function isNonAscii(text: string): boolean {
-  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) > 0x7f) return true
-  return false
-}
-
 function syntaxError(keyword: 'FROM' | 'TO'): { ok: false; reply: SmtpReply } {
   return fail(501, '5.5.4', `Syntax: ${keyword === 'FROM' ? 'MAIL FROM' : 'RCPT TO'}:<address>`)
 }

@@ -1,12 +1,12 @@
 import { createServer, type Server, type Socket } from 'node:net'
 import { Readable } from 'node:stream'
 import { SmtpReplyError } from '../errors.js'
+import { isNonAscii } from '../mail/ascii.js'
 import { DotDecoder } from './dot-decoder.js'
 import type { ClientInfo } from './envelope.js'
 import {
   type Attributes,
   formatReply,
-  isNonAscii,
   normalizeIp,
   parseAttributes,
   parseParams,

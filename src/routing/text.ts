@@ -4,7 +4,7 @@
  * blank lines, continuation lines), and address/domain helpers.
  */
 import { domainToASCII } from 'node:url'
-import { isNonAscii } from '../ingress/smtp-command.js'
+import { isNonAscii } from '../mail/ascii.js'
 
 /** A bad line (or an unreadable file, line 0) in a routing map. The rest of the map still loads. */
 export interface MapProblem {
@@ -118,8 +118,9 @@ export function normalizeDomain(domain: string): string {
   const lower = domain.trim().toLowerCase()
   const name = lower.length > 1 && lower.endsWith('.') ? lower.slice(0, -1) : lower
   // Only non-ASCII names go through the URL host parser: it would also rewrite ASCII forms
-  // such as `0x7f.1` into IPv4 addresses.
-  return isNonAscii(name) ? domainToASCII(name) : name
+  // such as `0x7f.1` into IPv4 addresses, and it decodes `%2e` (never part of a domain).
+  if (!isNonAscii(name)) return name
+  return name.includes('%') ? '' : domainToASCII(name)
 }
 
 /** A domain literal `[192.0.2.1]` / `[IPv6:2001:db8::1]`. */

@@ -15,6 +15,7 @@ import { Dispatcher } from '../../src/delivery/dispatch.js'
 import { NextHopDns } from '../../src/delivery/mx.js'
 import { DeliveryQueue } from '../../src/delivery/queue-runner.js'
 import type { Envelope } from '../../src/ingress/envelope.js'
+import { reply } from '../../src/ingress/smtp-reply.js'
 import { newQueueId, type QueueId } from '../../src/queue/ids.js'
 import { Spool } from '../../src/queue/spool.js'
 import type { SpoolHeader } from '../../src/queue/spool-file.js'
@@ -48,7 +49,10 @@ describe('DeliveryQueue sweep', () => {
     dir = await mkdtemp(join(tmpdir(), 'mailscreen-queue-runner-'))
     spool = new Spool(join(dir, 'spool'), false)
     await spool.init()
-    sink = await startSink()
+    // The relay refuses gone@…; everything else is delivered.
+    sink = await startSink({
+      decide: (_tx, rcpt) => (rcpt.startsWith('gone@') ? reply(550, '5.1.1', 'no such user') : undefined),
+    })
     destinations = new Destinations({
       hostname: 'mailscreen.test',
       maxConnections: 4,
@@ -95,9 +99,9 @@ describe('DeliveryQueue sweep', () => {
     await rm(dir, { recursive: true, force: true })
   })
 
-  function header(rcptTo: readonly string[], scanned: boolean): SpoolHeader {
+  function header(rcptTo: readonly string[], scanned: boolean, mailFrom = 'sender@example.org'): SpoolHeader {
     const envelope: Envelope = {
-      mailFrom: 'sender@example.org',
+      mailFrom,
       rcptTo: [...rcptTo],
       client: { address: '192.0.2.1' },
       peer: { address: '127.0.0.1' },
@@ -177,5 +181,16 @@ describe('DeliveryQueue sweep', () => {
     const flush = queue.flush()
     await Promise.all([periodic, flush])
     await until(() => delivered('later').length === 1, 'the not-yet-due message flushed')
+  })
+
+  it('sends the DSN for a sender with a UTF-8 address over SMTPUTF8, so it is not refused', async () => {
+    const sender = 'jürgen@bücher.example'
+    const refused = header(['gone@example.net'], true, sender)
+    await spool.write('outgoing', refused, testMessage('utf8-dsn'))
+    queue.enqueue(refused.id)
+    await until(() => sink.messages.some((m) => m.mailFrom === ''), 'the DSN delivered')
+    const dsn = sink.messages.find((m) => m.mailFrom === '')
+    expect(dsn?.rcptTo).toEqual(['jürgen@xn--bcher-kva.example'])
+    expect(dsn?.data.toString('utf8')).toContain('Final-Recipient: rfc822; gone@example.net')
   })
 })

@@ -90,6 +90,7 @@ describe('parseAddress', () => {
       'a@@b',
       'a@bü cher.example',
       'a@xn--ü.example',
+      'a@ü%2eour.example',
     ])
       expect(parseAddress(bad), bad).toBeUndefined()
   })
