@@ -32,6 +32,11 @@ export interface BenchOptions {
   readonly reuse: boolean
   /** Base config (plugins, workers, ...) for the mailscreen under test, as plain data. */
   readonly config: Record<string, unknown>
+  /**
+   * The directory of the file `config` came from: the bench's copy is written there (and
+   * removed afterwards), so relative paths in it (plugins, rules, maps) mean what they meant.
+   */
+  readonly configDir?: string
   /** The built CLI to start mailscreen with. */
   readonly cli: string
   readonly timeoutMs: number
@@ -155,7 +160,7 @@ export async function runBench(opts: BenchOptions): Promise<{ filter: RunFigures
     spool: { ...(opts.config.spool as object), dir: join(dir, 'spool') },
     delivery: { ...(opts.config.delivery as object), relay: `127.0.0.1:${sink.port}` },
   }
-  const configFile = join(dir, 'mailscreen.yaml')
+  const configFile = join(opts.configDir ?? dir, `.mailscreen-bench-${process.pid}.yaml`)
   await writeFile(configFile, stringify(config))
   const child = spawn(process.execPath, [opts.cli, 'start', '--config', configFile], {
     stdio: ['ignore', 'ignore', 'inherit'],
@@ -181,6 +186,7 @@ export async function runBench(opts: BenchOptions): Promise<{ filter: RunFigures
     child.kill('SIGTERM')
     await new Promise((resolve) => (child.exitCode !== null ? resolve(null) : child.once('exit', resolve)))
     await sink.close()
+    await rm(configFile, { force: true })
     await rm(dir, { recursive: true, force: true })
   }
 }

@@ -1,8 +1,10 @@
+import { existsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { type Command, InvalidArgumentError } from 'commander'
 import { parse as parseYaml } from 'yaml'
 import { formatBench, runBench } from '../bench/run.js'
+import { DEFAULT_CONFIG_FILE } from '../config/load.js'
 import { packageRoot } from '../package-root.js'
 import { fail, withConfig } from './common.js'
 
@@ -46,10 +48,13 @@ export function registerBench(program: Command): void {
     .option('--json', 'print the figures as JSON')
     .action(async (options: BenchCliOptions) => {
       try {
-        const config = options.config
-          ? ((parseYaml(await readFile(options.config, 'utf8')) ?? {}) as Record<string, unknown>)
+        // The same file `mailscreen start` would read: --config, else ./mailscreen.yaml if present.
+        const file = options.config ?? (existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : undefined)
+        const config = file
+          ? ((parseYaml(await readFile(file, 'utf8')) ?? {}) as Record<string, unknown>)
           : {}
         const benchOptions = {
+          ...(file ? { configDir: dirname(resolve(file)) } : {}),
           messages: options.messages,
           concurrency: options.concurrency,
           size: options.size,
