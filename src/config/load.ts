@@ -69,16 +69,21 @@ export function loadConfig(file: string | undefined, cwd: string = process.cwd()
   const shown = text === undefined ? '(defaults)' : path
   const config = validateConfig(raw, shown)
   const baseDir = text === undefined ? cwd : dirname(path)
+  const inBase = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p))
+  const { milter } = config
   const resolved: Config = {
     ...config,
-    spool: {
-      ...config.spool,
-      dir: isAbsolute(config.spool.dir) ? config.spool.dir : resolve(baseDir, config.spool.dir),
-    },
-    routing: {
-      ...config.routing,
-      dir: isAbsolute(config.routing.dir) ? config.routing.dir : resolve(baseDir, config.routing.dir),
-    },
+    spool: { ...config.spool, dir: inBase(config.spool.dir) },
+    routing: { ...config.routing, dir: inBase(config.routing.dir) },
+    ...(milter === undefined
+      ? {}
+      : {
+          milter: {
+            ...milter,
+            listen: milter.listen.map((a) => (a.kind === 'unix' ? { ...a, path: inBase(a.path) } : a)),
+            ...(milter.tmpDir === undefined ? {} : { tmpDir: inBase(milter.tmpDir) }),
+          },
+        }),
   }
   return deepFreeze({ config: resolved, file: text === undefined ? undefined : path, baseDir })
 }

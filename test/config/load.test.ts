@@ -70,6 +70,29 @@ describe('loadConfig defaults', () => {
     expect(loaded.config.pool.maxAttempts).toBe(3)
   })
 
+  it('resolves relative spool, routing and milter paths against the config file, not the working directory', async () => {
+    await mkdir(join(dir, 'etc'))
+    const file = await writeConfig(
+      [
+        'spool: { dir: spool }',
+        'routing: { dir: ../maps }',
+        'milter:',
+        '  listen: [unix:run/milter.sock, "inet:127.0.0.1:8891", unix:/run/abs.sock]',
+        '  tmpDir: tmp',
+      ].join('\n'),
+      'etc/mailscreen.yaml',
+    )
+    const { config } = loadConfig(file, '/')
+    expect(config.spool.dir).toBe(join(dir, 'etc', 'spool'))
+    expect(config.routing.dir).toBe(join(dir, 'maps'))
+    expect(config.milter?.listen).toEqual([
+      { kind: 'unix', path: join(dir, 'etc', 'run', 'milter.sock') },
+      { kind: 'inet', host: '127.0.0.1', port: 8891 },
+      { kind: 'unix', path: '/run/abs.sock' },
+    ])
+    expect(config.milter?.tmpDir).toBe(join(dir, 'etc', 'tmp'))
+  })
+
   it('treats an empty file as all defaults', async () => {
     await writeConfig('')
     expect(loadConfig(undefined, dir).config.pool.workers).toBe(2)
