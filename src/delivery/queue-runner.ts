@@ -338,6 +338,7 @@ export class DeliveryQueue {
     hopOf: (r: RecipientResult) => string | undefined = () => hop,
   ): Promise<void> {
     const { spool, log, hostname } = this.opts
+    const delay = Math.round((Date.now() - header.envelope.receivedAt) / 1000)
     for (const r of recipients)
       log.warn(
         {
@@ -347,6 +348,7 @@ export class DeliveryQueue {
           relay: hopOf(r),
           reply: r.reply,
           reason,
+          delay,
         },
         'bounced',
       )

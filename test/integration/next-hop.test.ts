@@ -285,6 +285,7 @@ describe('next hop', () => {
     const id = await send(ms.port, '', ['nobody@example.net'], message('null-sender', 'nobody@example.net'))
     const bounced = await ms.waitForLog((l) => l.qid === id && l.msg === 'bounced')
     expect(String(bounced.reply)).toContain('550 5.1.1')
+    expect(bounced.delay).toEqual(expect.any(Number))
     const noDsn = await ms.waitForLog((l) => l.qid === id && l.msg.startsWith('no DSN'))
     expect(noDsn.from).toBe('')
     // Give a wrongly queued DSN time to show up.
