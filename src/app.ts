@@ -121,6 +121,8 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
     maxConnections: config.delivery.maxConnections,
     maxPerDestination: config.delivery.maxConnectionsPerDestination,
     destinationWaitMs: config.delivery.destinationWait,
+    // A message gives up waiting for a busy destination only to make room for other mail.
+    othersWaiting: () => (delivery?.backlog ?? 0) > 0,
     maxMessagesPerConnection: config.delivery.maxMessagesPerConnection,
     connectTimeoutMs: config.delivery.connectTimeout,
     backoffAfter: config.delivery.backoffAfter,

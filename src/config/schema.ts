@@ -128,9 +128,10 @@ const delivery = z
      */
     maxConnectionsPerDestination: z.number().int().min(1).default(20),
     /**
-     * The longest a message waits for a session to a destination that has all of its
-     * sessions busy; then its recipients there are deferred (`451 4.4.5`) and retried on the
-     * `retry` schedule, and its place in the delivery stage goes to mail for other destinations.
+     * How long a message waits for a session to a destination whose sessions are all busy
+     * before, if other mail is waiting for a place in the delivery stage, its recipients there
+     * are deferred (`451 4.4.5`) and its place goes to that mail. Such a deferral does not
+     * move the `retry` schedule on. 0: wait as long as it takes.
      */
     destinationWait: duration.prefault('60s'),
     maxMessagesPerConnection: z.number().int().min(1).default(100),

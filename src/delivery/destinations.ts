@@ -16,8 +16,13 @@ export interface DestinationsOptions {
   readonly maxConnections: number
   /** Sessions in flight at once to one destination. */
   readonly maxPerDestination: number
-  /** The longest a message waits for a session to one destination before it is deferred. */
+  /**
+   * How long a message waits for a session to one destination before it is deferred, when
+   * `othersWaiting` says other mail could use its place (0 or absent: no limit).
+   */
   readonly destinationWaitMs?: number
+  /** Whether other mail waits for a place in the delivery stage. */
+  readonly othersWaiting?: () => boolean
   readonly maxMessagesPerConnection: number
   readonly connectTimeoutMs: number
   /** Failed connections in a row before a destination is backed off. */
@@ -71,6 +76,7 @@ export class Destinations {
         connectTimeoutMs: this.opts.connectTimeoutMs,
         shared: this.shared,
         ...(this.opts.destinationWaitMs === undefined ? {} : { leaseWaitMs: this.opts.destinationWaitMs }),
+        ...(this.opts.othersWaiting === undefined ? {} : { othersWaiting: this.opts.othersWaiting }),
       })
       this.transports.set(key, transport)
     }

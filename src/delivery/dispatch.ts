@@ -41,6 +41,8 @@ export interface Outcome extends RecipientResult {
   /** Where it went, for logs: `host:port`, or `mx.example.org[192.0.2.25]:25`; our host name when decided here. */
   readonly hop: string
   readonly durationMs?: number
+  /** Deferred only because every session to its destination stayed busy: not a failed attempt. */
+  readonly busy?: true
 }
 
 /** The routing state in force (swapped as a whole on reload). */
@@ -360,6 +362,13 @@ export class Dispatcher {
         continue
       }
       const result = await destinations.transport(c.host, c.port, c.lmtp).send(tx)
+      // Busy is ours to say, not the host's: no Remote-MTA, no verdict on the host's health,
+      // and no other MX host (a busy destination is not a broken one).
+      if (result.busy)
+        return result.recipients.map((rr, i) => ({
+          ...decided(group.recipients[i] as RoutedRecipient, rr, c.label),
+          busy: true,
+        }))
       if (result.unreachable) {
         const first = result.recipients[0]
         errors.push(first?.reply ?? `${c.label}: no reply`)

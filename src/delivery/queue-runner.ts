@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises'
 import type { Logger } from 'pino'
 import { toErrorInfo } from '../errors.js'
 import type { Envelope } from '../ingress/envelope.js'
@@ -8,6 +9,7 @@ import { newQueueId, type QueueId } from '../queue/ids.js'
 import { isMissing, type Spool, type SpoolEntry } from '../queue/spool.js'
 import type { RetryState, SpoolHeader } from '../queue/spool-file.js'
 import { WorkQueue } from '../queue/work-queue.js'
+import { ByteBudget } from './byte-budget.js'
 import { countReceived, type Dispatcher, type Outcome, type RoutedRecipient } from './dispatch.js'
 import { buildDsn } from './dsn.js'
 import type { RecipientResult } from './transport.js'
@@ -51,6 +53,8 @@ export interface DeliveryQueueOptions {
 
 /** Bytes of scanned messages kept in memory for delivery; beyond it they are read from disk. */
 const CACHE_BUDGET = 64 * 1024 * 1024
+/** Bytes of messages read back from disk that deliveries may hold at once. */
+const READ_BUDGET = 256 * 1024 * 1024
 
 type Job = { readonly id: QueueId; readonly state: 'outgoing' | 'deferred' }
 
@@ -64,6 +68,7 @@ export class DeliveryQueue {
   private readonly states = new Map<QueueId, Job['state']>()
   private readonly cache = new Map<QueueId, SpoolEntry>()
   private cachedBytes = 0
+  private readonly reads = new ByteBudget(READ_BUDGET)
   private timer: NodeJS.Timeout | undefined
   private sweeping: Promise<void> | undefined
   /**
@@ -104,11 +109,25 @@ export class DeliveryQueue {
     return cached
   }
 
-  private async load(state: Job['state'], id: QueueId): Promise<SpoolEntry | undefined> {
+  /**
+   * A message's contents for one delivery attempt, from the cache or from disk; `done` gives
+   * back what it holds of the read budget.
+   */
+  private async load(
+    state: Job['state'],
+    id: QueueId,
+  ): Promise<{ entry: SpoolEntry; done: () => void } | undefined> {
     const cached = this.dropCached(id)
-    if (cached) return cached
+    if (cached) return { entry: cached, done: () => {} }
     try {
-      return await this.opts.spool.read(state, id)
+      const bytes = (await stat(this.opts.spool.path(state, id))).size
+      await this.reads.acquire(bytes)
+      try {
+        return { entry: await this.opts.spool.read(state, id), done: () => this.reads.release(bytes) }
+      } catch (err) {
+        this.reads.release(bytes)
+        throw err
+      }
     } catch (err) {
       // Gone meanwhile (delivered by an earlier run, or removed by the administrator).
       if (isMissing(err)) return undefined
@@ -139,6 +158,11 @@ export class DeliveryQueue {
   /** Messages queued or being delivered. */
   get pending(): number {
     return this.queue.size
+  }
+
+  /** Messages waiting for a place in the delivery stage (all of whose places are taken). */
+  get backlog(): number {
+    return this.queue.backlog
   }
 
   /**
@@ -217,9 +241,18 @@ export class DeliveryQueue {
   }
 
   private async deliverFrom(state: Job['state'], id: QueueId): Promise<void> {
+    const loaded = await this.load(state, id)
+    if (!loaded) return
+    try {
+      await this.deliverEntry(state, id, loaded.entry)
+    } finally {
+      loaded.done()
+    }
+  }
+
+  /** One delivery attempt, then each recipient's outcome logged and the message filed by it. */
+  private async deliverEntry(state: Job['state'], id: QueueId, entry: SpoolEntry): Promise<void> {
     const { spool, log } = this.opts
-    const entry = await this.load(state, id)
-    if (!entry) return
     const { envelope } = entry.header
     const retry = state === 'deferred' ? await spool.readRetry(id) : undefined
     const outcomes = await this.attempt(entry, retry)
@@ -248,7 +281,8 @@ export class DeliveryQueue {
       await spool.remove(state, id)
       return
     }
-    const attempts = (retry?.attempts ?? 0) + 1
+    // A destination that was only busy did not fail: the schedule does not move on for it.
+    const attempts = (retry?.attempts ?? 0) + (still.every((r) => r.busy) ? 0 : 1)
     const nextAttemptAt = Date.now() + retryDelay(this.opts.retry, attempts)
     const next: DeliveryRetry = {
       phase: 'deliver',

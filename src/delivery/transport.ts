@@ -1,4 +1,4 @@
-import type { Semaphore } from './limit.js'
+import { Semaphore, type WaitLimit } from './limit.js'
 import { formatHop, isSafeAddress, type Reply, SmtpClient, type Transaction } from './smtp-client.js'
 
 /** Where a message goes next: an SMTP (or LMTP) server. */
@@ -43,6 +43,12 @@ export interface SendResult {
    * recipient is then `deferred` with that reply.
    */
   readonly unreachable?: true
+  /**
+   * Every session to the hop stayed busy for `leaseWaitMs` while other mail waited: nothing
+   * was said to the hop, which is neither failing nor to be skipped for another host. Every
+   * recipient is then `deferred` with a `451 4.4.5` of ours.
+   */
+  readonly busy?: true
 }
 
 /** Options of {@link SmtpTransport}. */
@@ -62,19 +68,21 @@ export interface TransportOptions {
   /** A cap shared with other transports: sessions in flight over all destinations. */
   readonly shared?: Semaphore
   /**
-   * The longest a send waits for one of this hop's `maxConnections` sessions before it gives
-   * up with a 4xx (default: no limit), so a hop that answers slowly cannot hold every
-   * message of the output queue waiting for it while mail for other hops could go.
+   * How long a send waits for one of this hop's `maxConnections` sessions before it gives up
+   * with a 4xx, if `othersWaiting` says other mail could use its place (default, or 0: no
+   * limit). So a hop that answers slowly cannot hold the whole output queue waiting for it.
    */
   readonly leaseWaitMs?: number
+  /** Whether other mail waits for a place in the delivery stage (default: always). */
+  readonly othersWaiting?: () => boolean
 }
 
-/** What a send waiting for a session gets: one, a closed transport, or tired of waiting. */
-type Lease = 'granted' | 'closed' | 'busy'
-
-interface Waiter {
-  readonly wake: (lease: Lease) => void
-  timer?: NodeJS.Timeout
+/** How a send's attempt went before any answer from the hop. */
+interface Attempt {
+  /** No session could be set up. */
+  failed: boolean
+  /** No session came free in time. */
+  busy: boolean
 }
 
 interface Pooled {
@@ -86,7 +94,7 @@ interface Pooled {
 /**
  * A pool of SMTP/LMTP connections to one next hop. {@link SmtpTransport.send} reports each
  * recipient's fate and never rejects for remote trouble; callers beyond `maxConnections`
- * wait in FIFO order, for at most `leaseWaitMs`.
+ * wait in FIFO order, for at most `leaseWaitMs` while other mail waits.
  */
 export class SmtpTransport {
   private readonly hop: string
@@ -96,10 +104,10 @@ export class SmtpTransport {
   private readonly socketTimeoutMs: number
   private readonly idleTimeoutMs: number
   private readonly idle: Pooled[] = []
-  private readonly waiting: Waiter[] = []
+  private readonly sessions: Semaphore
+  private readonly waitLimit: WaitLimit | undefined
   private readonly inFlight = new Set<Promise<unknown>>()
   private readonly quitting = new Set<Promise<void>>()
-  private leases = 0
   private closed = false
   private lastUsed = Date.now()
 
@@ -107,6 +115,10 @@ export class SmtpTransport {
     if (!(opts.maxConnections >= 1)) throw new RangeError('maxConnections must be at least 1')
     this.hop = formatHop(opts.hop.host, opts.hop.port)
     this.maxConnections = opts.maxConnections
+    this.sessions = new Semaphore(opts.maxConnections)
+    const { leaseWaitMs, othersWaiting } = opts
+    this.waitLimit =
+      leaseWaitMs && leaseWaitMs > 0 ? { ms: leaseWaitMs, giveUp: othersWaiting ?? (() => true) } : undefined
     this.maxMessages = opts.maxMessagesPerConnection ?? 100
     this.connectTimeoutMs = opts.connectTimeoutMs ?? 30_000
     this.socketTimeoutMs = opts.socketTimeoutMs ?? 300_000
@@ -116,7 +128,7 @@ export class SmtpTransport {
   /** Send one message; resolves with a result for every recipient, in request order. */
   async send(req: SendRequest): Promise<SendResult> {
     const started = performance.now()
-    const setup: { failed: boolean } = { failed: false }
+    const setup: Attempt = { failed: false, busy: false }
     const run = this.deliver(req, setup).catch((err: unknown) =>
       req.rcptTo.map((rcpt) => noReply(rcpt, 'deferred', `internal error: ${(err as Error).message}`)),
     )
@@ -124,9 +136,9 @@ export class SmtpTransport {
     try {
       const recipients = await run
       const durationMs = Math.round(performance.now() - started)
-      return setup.failed
-        ? { hop: this.hop, recipients, durationMs, unreachable: true }
-        : { hop: this.hop, recipients, durationMs }
+      if (setup.failed) return { hop: this.hop, recipients, durationMs, unreachable: true }
+      if (setup.busy) return { hop: this.hop, recipients, durationMs, busy: true }
+      return { hop: this.hop, recipients, durationMs }
     } finally {
       this.inFlight.delete(run)
       this.lastUsed = Date.now()
@@ -135,23 +147,20 @@ export class SmtpTransport {
 
   /** Whether nothing is in flight, waiting or held open: the transport can be dropped. */
   idleSince(): number | undefined {
-    const quiet = this.inFlight.size === 0 && this.leases === 0 && this.idle.length === 0
+    const quiet = this.inFlight.size === 0 && this.sessions.inUse === 0 && this.idle.length === 0
     return quiet ? this.lastUsed : undefined
   }
 
   /** Stop taking sends, let those in flight finish, then QUIT every connection. */
   async close(): Promise<void> {
     this.closed = true
-    for (const waiter of this.waiting.splice(0)) {
-      clearTimeout(waiter.timer)
-      waiter.wake('closed')
-    }
+    this.sessions.cancelWaiting()
     await Promise.allSettled([...this.inFlight])
     for (const conn of this.idle.splice(0)) this.retire(conn)
     await Promise.allSettled([...this.quitting])
   }
 
-  private async deliver(req: SendRequest, setup: { failed: boolean }): Promise<RecipientResult[]> {
+  private async deliver(req: SendRequest, setup: Attempt): Promise<RecipientResult[]> {
     if (!isSafeAddress(req.mailFrom)) {
       return req.rcptTo.map((rcpt) => noReply(rcpt, 'failed', 'invalid sender address'))
     }
@@ -163,15 +172,17 @@ export class SmtpTransport {
     return results as RecipientResult[]
   }
 
-  private async transact(req: SendRequest, setup: { failed: boolean }): Promise<RecipientResult[]> {
-    const lease = await this.lease()
-    if (lease === 'closed') return req.rcptTo.map((rcpt) => noReply(rcpt, 'deferred', 'transport closed'))
-    if (lease === 'busy') {
-      const ms = this.opts.leaseWaitMs ?? 0
+  private async transact(req: SendRequest, setup: Attempt): Promise<RecipientResult[]> {
+    if (this.closed || !(await this.sessions.acquire(this.waitLimit))) {
+      if (this.closed) return req.rcptTo.map((rcpt) => noReply(rcpt, 'deferred', 'transport closed'))
+      setup.busy = true
+      const ms = this.waitLimit?.ms ?? 0
       const waited = ms < 1000 ? `${ms} ms` : `${Math.round(ms / 1000)} s`
       const reply = `451 4.4.5 ${this.hop} busy: waited ${waited} for one of its ${this.maxConnections} sessions`
       return req.rcptTo.map((rcpt) => ({ recipient: rcpt, status: 'deferred', code: 451, reply }))
     }
+    // The global cap is waited for without a limit: when every session of every destination
+    // is busy, giving this message's place to another would not get that one a session either.
     const shared = this.opts.shared
     if (shared) await shared.acquire()
     try {
@@ -204,36 +215,8 @@ export class SmtpTransport {
       })
     } finally {
       shared?.release()
-      this.unlease()
+      this.sessions.release()
     }
-  }
-
-  private lease(): Promise<Lease> {
-    if (this.closed) return Promise.resolve('closed')
-    if (this.leases < this.maxConnections) {
-      this.leases++
-      return Promise.resolve('granted')
-    }
-    return new Promise((resolve) => {
-      const waiter: Waiter = { wake: resolve }
-      const wait = this.opts.leaseWaitMs
-      if (wait !== undefined)
-        waiter.timer = setTimeout(() => {
-          const at = this.waiting.indexOf(waiter)
-          if (at !== -1) this.waiting.splice(at, 1)
-          resolve('busy')
-        }, wait)
-      this.waiting.push(waiter)
-    })
-  }
-
-  // The lease passes straight to the next waiter, so arrivals cannot overtake the queue.
-  private unlease(): void {
-    const next = this.waiting.shift()
-    if (next) {
-      clearTimeout(next.timer)
-      next.wake('granted')
-    } else this.leases--
   }
 
   /** The most recently used idle session, if any. */

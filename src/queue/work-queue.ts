@@ -37,6 +37,11 @@ export class WorkQueue<K> {
     return this.queued.size + this.running.size
   }
 
+  /** Keys waiting for a place (all `concurrency` places are taken). */
+  get backlog(): number {
+    return this.waiting.length
+  }
+
   /** Whether a key is queued or running. */
   has(key: K): boolean {
     return this.queued.has(key) || this.running.has(key)

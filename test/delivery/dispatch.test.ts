@@ -35,6 +35,8 @@ const LIVE = '127.0.81.2'
 const PRIMARY = '127.0.81.3'
 /** Nothing listens here: connections are refused. */
 const DEAD = '127.0.81.1'
+/** A server that takes its time over each message (started by its test). */
+const SLOW = '127.0.85.1'
 
 /** The fake DNS zone of these tests: names → records. */
 const ZONE: Record<string, Partial<Record<'MX' | 'A' | 'AAAA', FakeReply>>> = {
@@ -47,6 +49,15 @@ const ZONE: Record<string, Partial<Record<'MX' | 'A' | 'AAAA', FakeReply>>> = {
     },
   },
   'dead.mx.example': { A: { a: [DEAD] } },
+  'busy.example': {
+    MX: {
+      mx: [
+        { preference: 10, exchange: 'slow.mx.example' },
+        { preference: 20, exchange: 'live.mx.example' },
+      ],
+    },
+  },
+  'slow.mx.example': { A: { a: [SLOW] } },
   'live.mx.example': { A: { a: [LIVE] } },
   'only-dead.example': { MX: { mx: [{ preference: 10, exchange: 'dead.mx.example' }] } },
   'null.example': { MX: { mx: [{ preference: 0, exchange: '.' }] } },
@@ -305,6 +316,46 @@ describe('Dispatcher', () => {
       expect(greetings).toBe(2)
     } finally {
       await grumpy.close()
+    }
+  })
+
+  it('defers for a busy MX host as busy: no other MX host, no Remote-MTA, no verdict on the host', async () => {
+    const slow = createSmtpServer({
+      hostname: 'slow.test',
+      maxSize: 1_000_000,
+      onMessage: async (_tx, data) => {
+        for await (const _ of data as AsyncIterable<Buffer>);
+        await sleep(800)
+        return reply(250, '2.0.0', 'Ok')
+      },
+    })
+    const { port } = await slow.listen(SLOW, sinks.port)
+    try {
+      destinations = new Destinations({
+        hostname: 'mailscreen.test',
+        maxConnections: 10,
+        maxPerDestination: 1,
+        destinationWaitMs: 100,
+        othersWaiting: () => true,
+        maxMessagesPerConnection: 100,
+        connectTimeoutMs: 2_000,
+        backoffAfter: 1,
+        backoffMinMs: 60_000,
+        backoffMaxMs: 600_000,
+      })
+      const d = dispatcher(maps({}), { relay: null, destinations })
+      const [first, second] = await Promise.all([
+        send(d, ['one@busy.example'], 'busy-1'),
+        send(d, ['two@busy.example'], 'busy-2'),
+      ])
+      expect(summary(first.sent)).toEqual(['one@busy.example delivered 250'])
+      expect(summary(second.sent)).toEqual(['two@busy.example deferred 451'])
+      expect(second.sent[0]).toMatchObject({ busy: true, hop: `slow.mx.example[${SLOW}]:${port}` })
+      expect(second.sent[0]?.remoteMta).toBeUndefined()
+      expect(received(LIVE, 'busy-2')).toEqual([])
+      expect(destinations.backedOff(Destinations.key(SLOW, port))).toBeUndefined()
+    } finally {
+      await slow.close()
     }
   })
 

@@ -419,8 +419,8 @@ describe('SmtpTransport connection pool', () => {
     expect(hop.received.map((r) => r.to[0])).toEqual([0, 1, 2, 3, 4].map((i) => `r${i}@example.org`))
   })
 
-  it('defers a send that waited leaseWaitMs for a session with 451 4.4.5, and keeps the queue working', async () => {
-    // The hop takes 600 ms to answer each DATA: one session, so a second send must wait.
+  /** A hop that takes 600 ms to answer each DATA, and the recipients of each message it got. */
+  async function slowHop(): Promise<{ hop: FakeHop; to: string[][] }> {
     const to: string[][] = []
     const hop = await startHop({
       onData(stream, session, callback) {
@@ -429,7 +429,13 @@ describe('SmtpTransport connection pool', () => {
         stream.on('end', () => setTimeout(() => callback(null, 'Ok'), 600))
       },
     })
-    const t = transport(hop.port, { maxConnections: 1, leaseWaitMs: 150 })
+    return { hop, to }
+  }
+
+  it('defers a send that waited leaseWaitMs for a session with 451 4.4.5, and keeps the queue working', async () => {
+    // One session, so the second send must wait.
+    const { hop, to } = await slowHop()
+    const t = transport(hop.port, { maxConnections: 1, leaseWaitMs: 150, othersWaiting: () => true })
     const started = performance.now()
     const [first, second] = await Promise.all([
       t.send(request({ rcptTo: ['first@example.org'] })),
@@ -441,6 +447,7 @@ describe('SmtpTransport connection pool', () => {
       /^451 4\.4\.5 127\.0\.0\.1:\d+ busy: waited 150 ms for one of its 1 sessions$/,
     )
     expect(second.unreachable).toBeUndefined()
+    expect(second.busy).toBe(true)
     // It gave up long before the session came free, and nothing of it reached the hop.
     expect(second.durationMs).toBeLessThan(550)
     expect(to).toEqual([['first@example.org']])
@@ -450,6 +457,21 @@ describe('SmtpTransport connection pool', () => {
     expect(later.recipients[0]?.status).toBe('delivered')
     expect(to).toEqual([['first@example.org'], ['third@example.org']])
     expect(performance.now() - started).toBeGreaterThan(1_100)
+  })
+
+  it('waits past leaseWaitMs while no other mail waits for its place', async () => {
+    const { hop, to } = await slowHop()
+    const t = transport(hop.port, { maxConnections: 1, leaseWaitMs: 150, othersWaiting: () => false })
+    const [first, second] = await Promise.all([
+      t.send(request({ rcptTo: ['first@example.org'] })),
+      t.send(request({ rcptTo: ['second@example.org'] })),
+    ])
+    expect(first.recipients[0]?.status).toBe('delivered')
+    expect(second.recipients[0]?.status).toBe('delivered')
+    expect(second.busy).toBeUndefined()
+    expect(second.durationMs).toBeGreaterThan(1_000)
+    expect(to).toEqual([['first@example.org'], ['second@example.org']])
+    expect(hop.stats.connects).toBe(1)
   })
 
   it('retires a connection after maxMessagesPerConnection', async () => {

@@ -64,6 +64,8 @@ describe('a slow destination', () => {
     expect(first.every((at) => at > deliveredAt(fast))).toBe(true)
     const busy = logs().filter((l) => l.msg === 'deferred' && String(l.to).endsWith('@slow.example'))
     expect(busy.length).toBeGreaterThan(0)
+    // Ours to say, not the host's fault: the retry schedule does not move on for it.
+    expect(busy.every((l) => l.attempts === 0)).toBe(true)
     expect(String(busy[0]?.reply)).toMatch(
       /^451 4\.4\.5 127\.0\.70\.1:\d+ busy: waited 400 ms for one of its 1 sessions$/,
     )
@@ -76,5 +78,24 @@ describe('a slow destination', () => {
       .sort()
     expect(tags).toEqual(['slow-1', 'slow-2', 'slow-3', 'slow-4', 'slow-5'])
     expect(sinks.get(FAST).received).toBe(1)
+  })
+
+  it('waits as long as it takes when no other mail waits for a place', async () => {
+    const port = (ms as MailscreenProcess).port
+    const before = logs().filter((l) => l.msg === 'deferred').length
+    // Three for the slow host (one session, 1.5 s each) and nothing else: no one to make room for.
+    const ids = await Promise.all(
+      [6, 7, 8].map(async (i) => {
+        const sent = await sendMail(
+          port,
+          'tester@sender.example',
+          [`u${i}@slow.example`],
+          testMessage(`slow-${i}`),
+        )
+        return sent.id as string
+      }),
+    )
+    await until(() => ids.every((id) => deliveredAt(id) >= 0), 'the three delivered', 15_000)
+    expect(logs().filter((l) => l.msg === 'deferred').length).toBe(before)
   })
 })
