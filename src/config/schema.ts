@@ -130,7 +130,7 @@ const delivery = z
     /**
      * How long a message waits for a session to a destination whose sessions are all busy
      * before, if other mail is waiting for a place in the delivery stage, its recipients there
-     * are deferred (`451 4.4.5`) and its place goes to that mail. Such a deferral does not
+     * are deferred (`4.4.5 ... busy`) and its place goes to that mail. Such a deferral does not
      * move the `retry` schedule on. 0: wait as long as it takes.
      */
     destinationWait: duration.prefault('60s'),

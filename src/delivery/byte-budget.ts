@@ -17,6 +17,11 @@ export class ByteBudget {
     return this.used
   }
 
+  /** Callers waiting for bytes. */
+  get queued(): number {
+    return this.waiting.length
+  }
+
   /** Resolves once `bytes` are held; give them back with {@link release}. */
   acquire(bytes: number): Promise<void> {
     if (this.waiting.length === 0 && this.fits(bytes)) {
@@ -27,6 +32,7 @@ export class ByteBudget {
   }
 
   release(bytes: number): void {
+    if (bytes > this.used) throw new RangeError(`releasing ${bytes} bytes, ${this.used} held`)
     this.used -= bytes
     while (this.waiting.length > 0 && this.fits((this.waiting[0] as { bytes: number }).bytes)) {
       const next = this.waiting.shift() as { bytes: number; grant: () => void }

@@ -363,12 +363,16 @@ export class Dispatcher {
       }
       const result = await destinations.transport(c.host, c.port, c.lmtp).send(tx)
       // Busy is ours to say, not the host's: no Remote-MTA, no verdict on the host's health,
-      // and no other MX host (a busy destination is not a broken one).
+      // and no other MX host (a busy destination is not a broken one). After a better host
+      // failed it is an ordinary deferral, with that failure in the reply.
       if (result.busy)
-        return result.recipients.map((rr, i) => ({
-          ...decided(group.recipients[i] as RoutedRecipient, rr, c.label),
-          busy: true,
-        }))
+        return result.recipients.map((rr, i) => {
+          const r = group.recipients[i] as RoutedRecipient
+          if (errors.length > 0)
+            return decided(r, { ...rr, reply: [...errors, rr.reply].join('; ') }, c.label)
+          const busy = rr.status === 'deferred' ? { busy: true as const } : {}
+          return { ...decided(r, rr, c.label), ...busy, durationMs: result.durationMs }
+        })
       if (result.unreachable) {
         const first = result.recipients[0]
         errors.push(first?.reply ?? `${c.label}: no reply`)

@@ -160,9 +160,12 @@ export class DeliveryQueue {
     return this.queue.size
   }
 
-  /** Messages waiting for a place in the delivery stage (all of whose places are taken). */
+  /**
+   * Messages waiting to be delivered that could use a place another message gives up: those
+   * waiting for a place in the delivery stage, and those in it waiting to be read from disk.
+   */
   get backlog(): number {
-    return this.queue.backlog
+    return this.queue.backlog + this.reads.queued
   }
 
   /**
@@ -290,7 +293,7 @@ export class DeliveryQueue {
       nextAttemptAt,
       pending: still.map((r) => r.recipient),
       routed: still.map((r) => r.routed),
-      lastError: still[0]?.reply,
+      lastError: (still.find((r) => !r.busy) ?? still[0])?.reply,
     }
     await spool.writeRetry(id, next)
     if (state === 'outgoing') await spool.move(id, 'outgoing', 'deferred')

@@ -46,7 +46,7 @@ export interface SendResult {
   /**
    * Every session to the hop stayed busy for `leaseWaitMs` while other mail waited: nothing
    * was said to the hop, which is neither failing nor to be skipped for another host. Every
-   * recipient is then `deferred` with a `451 4.4.5` of ours.
+   * recipient is then `deferred` with a `4.4.5` reply of ours (code 0).
    */
   readonly busy?: true
 }
@@ -173,18 +173,25 @@ export class SmtpTransport {
   }
 
   private async transact(req: SendRequest, setup: Attempt): Promise<RecipientResult[]> {
+    const closed = (): RecipientResult[] =>
+      req.rcptTo.map((rcpt) => noReply(rcpt, 'deferred', 'transport closed'))
+    const waitStart = performance.now()
     if (this.closed || !(await this.sessions.acquire(this.waitLimit))) {
-      if (this.closed) return req.rcptTo.map((rcpt) => noReply(rcpt, 'deferred', 'transport closed'))
+      if (this.closed) return closed()
       setup.busy = true
-      const ms = this.waitLimit?.ms ?? 0
+      const ms = Math.round(performance.now() - waitStart)
       const waited = ms < 1000 ? `${ms} ms` : `${Math.round(ms / 1000)} s`
-      const reply = `451 4.4.5 ${this.hop} busy: waited ${waited} for one of its ${this.maxConnections} sessions`
-      return req.rcptTo.map((rcpt) => ({ recipient: rcpt, status: 'deferred', code: 451, reply }))
+      // Ours to say, not the hop's reply: code 0, so no DSN presents it as an SMTP diagnostic.
+      const reply = `4.4.5 ${this.hop} busy: waited ${waited} for one of its ${this.maxConnections} sessions`
+      return req.rcptTo.map((rcpt) => noReply(rcpt, 'deferred', reply))
     }
     // The global cap is waited for without a limit: when every session of every destination
     // is busy, giving this message's place to another would not get that one a session either.
     const shared = this.opts.shared
-    if (shared) await shared.acquire()
+    if (shared && !(await shared.acquire())) {
+      this.sessions.release()
+      return closed()
+    }
     try {
       let conn = this.takeIdle()
       let report = await conn?.client.transaction(req)

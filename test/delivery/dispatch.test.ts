@@ -58,6 +58,14 @@ const ZONE: Record<string, Partial<Record<'MX' | 'A' | 'AAAA', FakeReply>>> = {
     },
   },
   'slow.mx.example': { A: { a: [SLOW] } },
+  'busy-behind-dead.example': {
+    MX: {
+      mx: [
+        { preference: 10, exchange: 'dead.mx.example' },
+        { preference: 20, exchange: 'slow.mx.example' },
+      ],
+    },
+  },
   'live.mx.example': { A: { a: [LIVE] } },
   'only-dead.example': { MX: { mx: [{ preference: 10, exchange: 'dead.mx.example' }] } },
   'null.example': { MX: { mx: [{ preference: 0, exchange: '.' }] } },
@@ -344,16 +352,22 @@ describe('Dispatcher', () => {
         backoffMaxMs: 600_000,
       })
       const d = dispatcher(maps({}), { relay: null, destinations })
-      const [first, second] = await Promise.all([
+      const [first, second, third] = await Promise.all([
         send(d, ['one@busy.example'], 'busy-1'),
         send(d, ['two@busy.example'], 'busy-2'),
+        send(d, ['three@busy-behind-dead.example'], 'busy-3'),
       ])
       expect(summary(first.sent)).toEqual(['one@busy.example delivered 250'])
-      expect(summary(second.sent)).toEqual(['two@busy.example deferred 451'])
+      expect(summary(second.sent)).toEqual(['two@busy.example deferred 0'])
       expect(second.sent[0]).toMatchObject({ busy: true, hop: `slow.mx.example[${SLOW}]:${port}` })
       expect(second.sent[0]?.remoteMta).toBeUndefined()
       expect(received(LIVE, 'busy-2')).toEqual([])
       expect(destinations.backedOff(Destinations.key(SLOW, port))).toBeUndefined()
+      // Busy behind a host that failed is an ordinary deferral, and says why.
+      expect(third.sent[0]).toMatchObject({ status: 'deferred' })
+      expect(third.sent[0]?.busy).toBeUndefined()
+      expect(third.sent[0]?.reply).toContain(DEAD)
+      expect(third.sent[0]?.reply).toContain('busy: waited')
     } finally {
       await slow.close()
     }

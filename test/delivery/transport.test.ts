@@ -432,7 +432,7 @@ describe('SmtpTransport connection pool', () => {
     return { hop, to }
   }
 
-  it('defers a send that waited leaseWaitMs for a session with 451 4.4.5, and keeps the queue working', async () => {
+  it('defers a send that waited leaseWaitMs for a session with a 4.4.5 of ours, and keeps the queue working', async () => {
     // One session, so the second send must wait.
     const { hop, to } = await slowHop()
     const t = transport(hop.port, { maxConnections: 1, leaseWaitMs: 150, othersWaiting: () => true })
@@ -442,9 +442,9 @@ describe('SmtpTransport connection pool', () => {
       t.send(request({ rcptTo: ['second@example.org'] })),
     ])
     expect(first.recipients[0]?.status).toBe('delivered')
-    expect(second.recipients[0]).toMatchObject({ status: 'deferred', code: 451 })
+    expect(second.recipients[0]).toMatchObject({ status: 'deferred', code: 0 })
     expect(second.recipients[0]?.reply).toMatch(
-      /^451 4\.4\.5 127\.0\.0\.1:\d+ busy: waited 150 ms for one of its 1 sessions$/,
+      /^4\.4\.5 127\.0\.0\.1:\d+ busy: waited 1\d\d ms for one of its 1 sessions$/,
     )
     expect(second.unreachable).toBeUndefined()
     expect(second.busy).toBe(true)

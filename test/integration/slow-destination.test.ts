@@ -1,6 +1,6 @@
 /**
  * A destination that answers slowly must not hold up mail for the others: a message that
- * waits `delivery.destinationWait` for one of its sessions is deferred (451 4.4.5) and its
+ * waits `delivery.destinationWait` for one of its sessions is deferred (4.4.5, busy) and its
  * place in the delivery stage goes to other mail, which is then delivered at once.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -47,7 +47,7 @@ describe('a slow destination', () => {
   const logs = (): readonly LogLine[] => (ms as MailscreenProcess).logs
   const deliveredAt = (id: string): number => logs().findIndex((l) => l.qid === id && l.msg === 'delivered')
 
-  it('defers what waited too long for it with 451 4.4.5, delivers the other mail first, and all of it in the end', async () => {
+  it('defers what waited too long for it as busy, delivers the other mail first, and all of it in the end', async () => {
     const port = (ms as MailscreenProcess).port
     const send = async (to: string, tag: string): Promise<string> => {
       const sent = await sendMail(port, 'tester@sender.example', [to], testMessage(tag))
@@ -67,7 +67,7 @@ describe('a slow destination', () => {
     // Ours to say, not the host's fault: the retry schedule does not move on for it.
     expect(busy.every((l) => l.attempts === 0)).toBe(true)
     expect(String(busy[0]?.reply)).toMatch(
-      /^451 4\.4\.5 127\.0\.70\.1:\d+ busy: waited 400 ms for one of its 1 sessions$/,
+      /^4\.4\.5 127\.0\.70\.1:\d+ busy: waited \d+ ms for one of its 1 sessions$/,
     )
 
     // Retried until each got its turn: every slow message arrives, once.
