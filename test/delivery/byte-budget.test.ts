@@ -1,16 +1,8 @@
 import { describe, expect, it } from 'vitest'
 import { ByteBudget } from '../../src/delivery/byte-budget.js'
+import { settledNow } from '../support/settled.js'
 
-/** Whether a promise has settled by now (after pending microtasks). */
-async function done(promise: Promise<void>): Promise<boolean> {
-  let out = false
-  void promise.then(() => {
-    out = true
-  })
-  await Promise.resolve()
-  await Promise.resolve()
-  return out
-}
+const done = async (promise: Promise<void>): Promise<boolean> => (await settledNow(promise)) !== undefined
 
 describe('ByteBudget', () => {
   it('holds what fits, makes the rest wait, and serves waiters in order as bytes come back', async () => {

@@ -1,20 +1,10 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { Semaphore } from '../../src/delivery/limit.js'
+import { settledNow } from '../support/settled.js'
 
 afterEach(() => {
   vi.useRealTimers()
 })
-
-/** Whether a promise has settled by now (after pending microtasks). */
-async function settled<T>(promise: Promise<T>): Promise<{ value: T } | undefined> {
-  let out: { value: T } | undefined
-  void promise.then((value) => {
-    out = { value }
-  })
-  await Promise.resolve()
-  await Promise.resolve()
-  return out
-}
 
 describe('Semaphore', () => {
   it('grants up to its size at once, then hands each released permit to the oldest waiter', async () => {
@@ -25,11 +15,11 @@ describe('Semaphore', () => {
     const fourth = s.acquire()
     expect(s.queued).toBe(2)
     s.release()
-    expect(await settled(third)).toEqual({ value: true })
-    expect(await settled(fourth)).toBeUndefined()
+    expect(await settledNow(third)).toEqual({ value: true })
+    expect(await settledNow(fourth)).toBeUndefined()
     expect(s.inUse).toBe(2)
     s.release()
-    expect(await settled(fourth)).toEqual({ value: true })
+    expect(await settledNow(fourth)).toEqual({ value: true })
     s.release()
     s.release()
     expect(s.inUse).toBe(0)
@@ -42,12 +32,12 @@ describe('Semaphore', () => {
     const tired = s.acquire({ ms: 1_000, giveUp: () => true })
     const patient = s.acquire()
     await vi.advanceTimersByTimeAsync(999)
-    expect(await settled(tired)).toBeUndefined()
+    expect(await settledNow(tired)).toBeUndefined()
     await vi.advanceTimersByTimeAsync(1)
-    expect(await settled(tired)).toEqual({ value: false })
+    expect(await settledNow(tired)).toEqual({ value: false })
     expect(s.queued).toBe(1)
     s.release()
-    expect(await settled(patient)).toEqual({ value: true })
+    expect(await settledNow(patient)).toEqual({ value: true })
     expect(s.inUse).toBe(1)
   })
 
@@ -66,10 +56,10 @@ describe('Semaphore', () => {
     })
     await vi.advanceTimersByTimeAsync(350)
     expect(asked).toBe(3)
-    expect(await settled(waiter)).toBeUndefined()
+    expect(await settledNow(waiter)).toBeUndefined()
     others = true
     await vi.advanceTimersByTimeAsync(100)
-    expect(await settled(waiter)).toEqual({ value: false })
+    expect(await settledNow(waiter)).toEqual({ value: false })
   })
 
   it('stops the timer of a waiter that got its permit', async () => {
@@ -79,7 +69,7 @@ describe('Semaphore', () => {
     let asked = 0
     const waiter = s.acquire({ ms: 100, giveUp: () => ++asked > 0 })
     s.release()
-    expect(await settled(waiter)).toEqual({ value: true })
+    expect(await settledNow(waiter)).toEqual({ value: true })
     await vi.advanceTimersByTimeAsync(500)
     expect(asked).toBe(0)
     expect(s.inUse).toBe(1)
