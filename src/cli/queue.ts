@@ -56,7 +56,8 @@ export async function listQueue(spool: Spool, now = Date.now()): Promise<QueueRo
       })
     }
   }
-  return rows.sort((a, b) => a.id.localeCompare(b.id))
+  // Queue IDs sort by arrival in code-unit order ('Z' < 'd'); localeCompare would not.
+  return rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
 }
 
 function age(seconds: number): string {

@@ -22,8 +22,8 @@ async function queue(
   from: string,
   to: string[],
   tag: string,
+  id: QueueId = newQueueId(),
 ): Promise<QueueId> {
-  const id = newQueueId()
   const client = { address: '127.0.0.1' }
   await spool.write(
     state,
@@ -123,6 +123,17 @@ describe('mailscreen queue list', () => {
       expect(row.size).toBeGreaterThan(0)
       expect(row.ageSeconds).toBeGreaterThanOrEqual(90)
     }
+  })
+
+  it('lists oldest first by queue ID in byte order, where "Z" comes before "d"', async () => {
+    // The first 7 characters are the arrival time: ...DYZ... was queued before ...DYd....
+    const older = 'VcufDYZ0004xv5LL' as QueueId
+    const newer = 'VcufDYd000fi4QhP' as QueueId
+    await queue('incoming', 'x@example.org', ['y@example.net'], 'newer', newer)
+    await queue('incoming', 'x@example.org', ['y@example.net'], 'older', older)
+    const json = await runCli(['queue', 'list', '--json', '--config', configFile], dir)
+    const ids = (JSON.parse(json.stdout) as Array<{ id: string }>).map((r) => r.id)
+    expect(ids.filter((id) => id === older || id === newer)).toEqual([older, newer])
   })
 
   it('queue flush without a running mailscreen exits non-zero with MSC_NOT_RUNNING', async () => {
