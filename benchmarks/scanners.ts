@@ -33,8 +33,8 @@ import { queryA, queryTxt, reverseName } from '../plugins/dnsbl/lookup.js'
 import { check as spamdCheck, ping as spamdPing } from '../plugins/spamassassin/spamc.js'
 import { type Sink, type SinkMessage, startSink } from '../src/bench/sink.js'
 import { type LatencySummary, summarize } from '../src/bench/stats.js'
-import { packageRoot } from '../src/package-root.js'
 import { type ClamdInstance, startClamd } from '../test/support/clamd.js'
+import { CORPUS_DIR } from '../test/support/corpus.js'
 import { startDaemon } from '../test/support/daemon.js'
 import { freePort } from '../test/support/ports.js'
 import { LOCAL_CF, rulesDir, SPAMD_BINARY, SYSTEM_SITE_CONFIG } from '../test/support/spamd.js'
@@ -43,7 +43,6 @@ import { type CpuProbe, measured, selfCpuMs, treeCpuMs } from './support/cpu.js'
 import { pct, prng } from './support/format.js'
 import { int } from './support/options.js'
 
-const CORPUS = path.join(packageRoot, '..', 'shared', 'corpus')
 const MAX_FILE = 1024 * 1024
 /** The spamassassin plugin's default maxSize: larger messages are not sent to spamd. */
 const SPAMD_MAX_SIZE = 512_000
@@ -169,16 +168,16 @@ async function walk(dir: string): Promise<string[]> {
 }
 
 async function loadCorpus(seed: number): Promise<{ messages: CorpusMessage[]; skipped: string[] }> {
-  const files = (await walk(CORPUS)).sort()
+  const files = (await walk(CORPUS_DIR)).sort()
   const messages: CorpusMessage[] = []
   const skipped: string[] = []
   for (const file of files) {
     if ((await stat(file)).size > MAX_FILE) {
-      skipped.push(path.relative(CORPUS, file))
+      skipped.push(path.relative(CORPUS_DIR, file))
       continue
     }
     const content = toCrlf(await readFile(file))
-    messages.push({ file: path.relative(CORPUS, file), content, data: dotStuff(content) })
+    messages.push({ file: path.relative(CORPUS_DIR, file), content, data: dotStuff(content) })
   }
   const random = prng(seed)
   for (let i = messages.length - 1; i > 0; i--) {

@@ -16,7 +16,7 @@ import { copyFile, mkdir, mkdtemp, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-import { packageRoot } from '../../src/package-root.js'
+import { CORPUS_DIR } from './corpus.js'
 import { startDaemon } from './daemon.js'
 import { freePort } from './ports.js'
 
@@ -26,7 +26,7 @@ export const EICAR = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST
 export const EICAR_NAME = 'Eicar-Test-Signature'
 
 export const CLAMD_BINARY = '/usr/sbin/clamd'
-export const CORPUS_SIGS = path.join(packageRoot, '..', 'shared', 'corpus', 'clamav-test-sigs.hdb')
+export const CORPUS_SIGS = path.join(CORPUS_DIR, 'clamav-test-sigs.hdb')
 
 export interface ClamdOptions {
   /** How long start may take before failing (default 60 s; loading a tiny DB takes ~1-5 s). */

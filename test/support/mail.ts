@@ -8,12 +8,10 @@ import { join } from 'node:path'
 import { expect, onTestFinished } from 'vitest'
 import { BenchClient } from '../../src/bench/client.js'
 import { type Sink, type SinkMessage, startSink } from '../../src/bench/sink.js'
-import { packageRoot } from '../../src/package-root.js'
 import { type MailscreenProcess, startMailscreen, stopAll } from './mailscreen.js'
 import { freePort } from './ports.js'
 
-/** The shared test corpus (../shared/corpus beside the package). */
-export const CORPUS_DIR = join(packageRoot, '..', 'shared', 'corpus')
+export { CORPUS_DIR } from './corpus.js'
 
 /** Resolve after `ms` milliseconds. */
 export function sleep(ms: number): Promise<void> {
