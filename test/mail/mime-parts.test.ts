@@ -1,8 +1,10 @@
 import { readFileSync } from 'node:fs'
+import { pathToFileURL } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { type MimePart, mimeParts } from '../../src/mail/mime-parts.js'
+import { CORPUS_DIR } from '../support/corpus.js'
 
-const CORPUS = new URL('../../../shared/corpus/', import.meta.url)
+const CORPUS = pathToFileURL(`${CORPUS_DIR}/`)
 
 /** Join lines with CRLF (or LF), the way messages arrive. */
 function msg(lines: readonly string[], eol = '\r\n'): Buffer {

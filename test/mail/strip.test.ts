@@ -6,8 +6,9 @@ import { lineEnding } from '../../src/mail/edits.js'
 import { headerEnd, parseHeaderBlock } from '../../src/mail/message.js'
 import { type MimePart, mimeParts } from '../../src/mail/mime-parts.js'
 import { stripParts } from '../../src/mail/strip.js'
+import { CORPUS_DIR } from '../support/corpus.js'
 
-const CORPUS = join(import.meta.dirname, '../../../shared/corpus/attachments')
+const CORPUS = join(CORPUS_DIR, 'attachments')
 
 function corpus(name: string): Buffer {
   return readFileSync(join(CORPUS, name))

@@ -1,4 +1,5 @@
 import { readdirSync, readFileSync } from 'node:fs'
+import { pathToFileURL } from 'node:url'
 import { deflateRawSync } from 'node:zlib'
 import { describe, expect, it } from 'vitest'
 import { contentHead } from '../../plugins/attachments/head.js'
@@ -12,6 +13,7 @@ import {
   type ZipLimits,
 } from '../../plugins/attachments/zip.js'
 import { mimeParts } from '../../src/mail/mime-parts.js'
+import { CORPUS_DIR } from '../support/corpus.js'
 import { pe } from '../support/magic.js'
 import { buildZip } from '../support/zip.js'
 
@@ -21,7 +23,7 @@ const LIMITS: ZipLimits = {
   maxUncompressedBytes: 100 * 1024 ** 2,
   maxRatio: 100,
 }
-const CORPUS = new URL('../../../shared/corpus/', import.meta.url)
+const CORPUS = pathToFileURL(`${CORPUS_DIR}/`)
 
 describe('detectType (magic numbers)', () => {
   it('recognises the executable formats explicitly', () => {

@@ -1,6 +1,7 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { afterAll, describe, expect, it, vi } from 'vitest'
 import attachments, { DEFAULT_RULES, shownName } from '../../plugins/attachments/index.js'
 import { detectType as detectOf } from '../../plugins/attachments/magic.js'
@@ -11,10 +12,11 @@ import { type Check, declaredSymbols, type Hit } from '../../src/pipeline/plugin
 import { validateOptions } from '../../src/pipeline/registry.js'
 import { newQueueId } from '../../src/queue/ids.js'
 import { runCheck, silentLog, testEnvelope } from '../support/check.js'
+import { CORPUS_DIR } from '../support/corpus.js'
 import { pe } from '../support/magic.js'
 import { buildZip } from '../support/zip.js'
 
-const CORPUS = new URL('../../../shared/corpus/', import.meta.url)
+const CORPUS = pathToFileURL(`${CORPUS_DIR}/`)
 const dir = mkdtempSync(path.join(os.tmpdir(), 'attachments-test-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
