@@ -253,6 +253,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
         maxAttempts: config.pool.maxAttempts,
         taskTimeoutMs: config.pool.taskTimeout,
         retry: config.delivery.retry,
+        deliverNow: (id, entry) => deliveryQueue.deliverNow(id, entry),
         onScanned: (id, entry) => deliveryQueue.enqueue(id, entry),
         onBounce: async (id, report) =>
           deliveryQueue.refuse(

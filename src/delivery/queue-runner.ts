@@ -56,24 +56,31 @@ const CACHE_BUDGET = 64 * 1024 * 1024
 /** Bytes of messages read back from disk that deliveries may hold at once. */
 const READ_BUDGET = 256 * 1024 * 1024
 
-type Job = { readonly id: QueueId; readonly state: 'outgoing' | 'deferred' }
+/** Where the message a delivery attempt is for sits: `processing/` for one taken by {@link DeliveryQueue.deliverNow}. */
+type Source = 'outgoing' | 'deferred' | 'processing'
 
 /**
- * The output queue: routes what is in `outgoing/` (and what is due in `deferred/`) to its next
- * hops, handles each recipient's answer on its own, and deletes a message only when every
- * recipient has a final answer — delivered, or bounced with a DSN that is itself spooled.
+ * The output queue: routes what is in `outgoing/` (and what is due in `deferred/`, and what the
+ * scan hands on straight from memory) to its next hops, handles each recipient's answer on its
+ * own, and deletes a message only when every recipient has a final answer — delivered, or
+ * bounced with a DSN that is itself spooled.
  */
 export class DeliveryQueue {
   private readonly queue: WorkQueue<QueueId>
-  private readonly states = new Map<QueueId, Job['state']>()
+  private readonly states = new Map<QueueId, Source>()
   private readonly cache = new Map<QueueId, SpoolEntry>()
+  /**
+   * Scanned messages taken by {@link deliverNow}: their only scanned copy, kept until delivery
+   * is done with them (also across an attempt that threw), outside the cache's budget.
+   */
+  private readonly scanned = new Map<QueueId, SpoolEntry>()
   private cachedBytes = 0
   private readonly reads = new ByteBudget(READ_BUDGET)
   private timer: NodeJS.Timeout | undefined
   private sweeping: Promise<void> | undefined
   /**
-   * Messages of `outgoing/` whose delivery attempt threw (a full disk, say): the sweep, which
-   * otherwise looks only at `deferred/`, tries them again.
+   * Messages of `outgoing/` or {@link scanned} whose delivery attempt threw (a full disk, say):
+   * the sweep, which otherwise looks only at `deferred/`, tries them again.
    */
   private readonly failed = new Set<QueueId>()
 
@@ -100,6 +107,21 @@ export class DeliveryQueue {
     if (!this.queue.push(id) && cache) this.dropCached(id)
   }
 
+  /**
+   * Take a just-scanned message, whose original is in `processing/`, if a place in the delivery
+   * stage is free now. It is delivered from memory and written again only if a recipient is
+   * deferred (into `deferred/`); the original is retired once every recipient has a final
+   * answer, and a crash before that scans it again. False when no place is free: write it to
+   * `outgoing/` and {@link enqueue} it instead.
+   */
+  deliverNow(id: QueueId, entry: SpoolEntry): boolean {
+    if (!this.queue.hasRoom() || this.queue.has(id)) return false
+    this.states.set(id, 'processing')
+    this.scanned.set(id, entry)
+    this.queue.push(id)
+    return true
+  }
+
   private dropCached(id: QueueId): SpoolEntry | undefined {
     const cached = this.cache.get(id)
     if (cached) {
@@ -114,9 +136,13 @@ export class DeliveryQueue {
    * back what it holds of the read budget.
    */
   private async load(
-    state: Job['state'],
+    state: Source,
     id: QueueId,
   ): Promise<{ entry: SpoolEntry; done: () => void } | undefined> {
+    if (state === 'processing') {
+      const entry = this.scanned.get(id)
+      return entry && { entry, done: () => {} }
+    }
     const cached = this.dropCached(id)
     if (cached) return { entry: cached, done: () => {} }
     try {
@@ -153,6 +179,8 @@ export class DeliveryQueue {
     await this.queue.stop()
     this.cache.clear()
     this.cachedBytes = 0
+    // Their originals are in processing/: the next start scans them again.
+    this.scanned.clear()
   }
 
   /** Messages queued or being delivered. */
@@ -237,13 +265,16 @@ export class DeliveryQueue {
     this.states.delete(id)
     try {
       await this.deliverFrom(state, id)
+      if (state === 'processing') this.scanned.delete(id)
     } catch (err) {
-      if (state === 'outgoing') this.failed.add(id)
+      if (state !== 'deferred') this.failed.add(id)
+      // Still only in memory: the retry takes it from there again.
+      if (state === 'processing') this.states.set(id, state)
       throw err
     }
   }
 
-  private async deliverFrom(state: Job['state'], id: QueueId): Promise<void> {
+  private async deliverFrom(state: Source, id: QueueId): Promise<void> {
     const loaded = await this.load(state, id)
     if (!loaded) return
     try {
@@ -254,7 +285,7 @@ export class DeliveryQueue {
   }
 
   /** One delivery attempt, then each recipient's outcome logged and the message filed by it. */
-  private async deliverEntry(state: Job['state'], id: QueueId, entry: SpoolEntry): Promise<void> {
+  private async deliverEntry(state: Source, id: QueueId, entry: SpoolEntry): Promise<void> {
     const { spool, log } = this.opts
     const { envelope } = entry.header
     const retry = state === 'deferred' ? await spool.readRetry(id) : undefined
@@ -297,6 +328,11 @@ export class DeliveryQueue {
     }
     await spool.writeRetry(id, next)
     if (state === 'outgoing') await spool.move(id, 'outgoing', 'deferred')
+    else if (state === 'processing') {
+      // The first time this scanned copy touches the disk; recovery then retires the original.
+      await spool.write('deferred', entry.header, entry.message)
+      await spool.remove('processing', id)
+    }
     // Logged once the message is where the log line says it is.
     for (const r of still)
       log.warn(

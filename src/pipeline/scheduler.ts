@@ -20,6 +20,12 @@ export interface ScanSchedulerOptions {
   readonly taskTimeoutMs: number
   /** Backoff for messages whose scan tempfailed. */
   readonly retry: readonly number[]
+  /**
+   * Hand a scanned message to delivery straight from memory, if delivery has a free place
+   * now; its original then stays in `processing/` until delivery is done with it. False: no
+   * place, the message goes through `outgoing/`.
+   */
+  readonly deliverNow: (id: QueueId, entry: SpoolEntry) => boolean
   /** Called when a scanned message is in `outgoing/`, with its contents. */
   readonly onScanned: (id: QueueId, entry: SpoolEntry) => void
   /** The verdict's actions say `bounce`: tell the sender (the message is still in `processing/`). */
@@ -28,7 +34,8 @@ export interface ScanSchedulerOptions {
 
 /**
  * Moves messages from `incoming/` through the worker pool: claim by rename into
- * `processing/`, scan, then commit the worker's output into `outgoing/`. A tempfail verdict
+ * `processing/`, scan, then hand the scanned copy to delivery (or, when delivery has no free
+ * place, write it into `outgoing/` and retire the original). A tempfail verdict
  * parks the message in `deferred/` for a later scan; a worker crash or hang is retried
  * `maxAttempts` times, then the message goes to `failed/`. Nothing is ever deleted here.
  */
@@ -138,14 +145,23 @@ export class ScanScheduler {
     }
     const lastChance = this.lastChance.delete(id)
     // Quarantine, bounce, delivery, then forget the input. Recovery counts a message as done
-    // once it is in outgoing/, so a crash before that scans it again (at least once, never lost).
+    // once its scanned copy is in outgoing/ or deferred/; a crash before that (also while
+    // delivery sends it straight from memory) scans it again: at least once, never lost.
     if (quarantine) await spool.commit(quarantine, 'quarantine', id)
-    if (disposition.bounce) await this.opts.onBounce(id, report)
-    if (deliver) await spool.commit(deliver.name, 'outgoing', id)
     else spool.returnSlot(slot)
-    await spool.remove('processing', id)
+    if (disposition.bounce) await this.opts.onBounce(id, report)
+    const output = deliver && {
+      header: deliver.header,
+      message: Buffer.from(deliver.message.buffer, deliver.message.byteOffset, deliver.message.byteLength),
+    }
+    // Straight on when delivery has room: no second file. Delivery retires the original.
+    const handedOn = output !== undefined && this.opts.deliverNow(id, output)
+    if (!handedOn) {
+      if (output) await spool.write('outgoing', output.header, output.message)
+      await spool.remove('processing', id)
+    }
     this.tempfails.delete(id)
-    // Logged once the outcome is on disk, so what the line says is already true.
+    // Logged once the outcome is on disk (or delivery has it), so what the line says is true.
     log[verdict.category === 'clean' ? 'info' : 'warn'](
       {
         ...fields,
@@ -159,13 +175,7 @@ export class ScanScheduler {
       'verdict',
     )
     if (!deliver && !quarantine && !disposition.bounce) log.warn({ qid: id }, 'dropped by policy')
-    if (deliver) {
-      const { message } = deliver
-      this.opts.onScanned(id, {
-        header: deliver.header,
-        message: Buffer.from(message.buffer, message.byteOffset, message.byteLength),
-      })
-    }
+    if (output && !handedOn) this.opts.onScanned(id, output)
   }
 
   private async deferScan(id: QueueId, reason: string, fields: Record<string, unknown>): Promise<void> {

@@ -1,7 +1,8 @@
 /**
  * Piscina worker entry: scans one spooled message per task. Plugins are set up once per
- * thread, on the first task. Input and output are plain data; the message travels as a
- * queue ID and is read from the spool here, so its bytes never cross threads.
+ * thread, on the first task. Input and output are plain data: the message comes with the
+ * task when the main thread still holds it (else it is read from `processing/` here), and
+ * the scanned copy goes back with the result.
  */
 import { threadId, workerData } from 'node:worker_threads'
 import { pino } from 'pino'
@@ -22,7 +23,10 @@ export interface WorkerSettings {
 /** One task: scan the message `queueId` that sits in `processing/`. */
 export interface ScanTask {
   readonly queueId: QueueId
-  /** The spool slot (under `tmp/`) to write the output into; the main thread owns slots. */
+  /**
+   * A spool slot (under `tmp/`) for the original, should the policy quarantine it; the main
+   * thread owns slots.
+   */
   readonly slot: string
   /** The message as received, when the main thread still had it (identical to the file). */
   readonly entry?: { readonly header: SpoolHeader; readonly message: Uint8Array }
@@ -35,20 +39,22 @@ export interface ScanTask {
   readonly front?: 'milter'
 }
 
-/** A task's result: the report and the files the main thread commits. */
+/** A task's result: the report, the copy to deliver and the file the main thread commits. */
 export interface ScanResult {
   readonly report: ScanReport
-  /** The copy to deliver, staged in the task's slot. */
-  readonly deliver?: StagedOutput
-  /** The original, staged for `quarantine/` (in a slot named after the task's). */
+  /**
+   * The copy to deliver, in memory only: the main thread hands it to delivery or writes it
+   * to `outgoing/` (the original stays in `processing/` until one of them is done with it).
+   */
+  readonly deliver?: ScannedOutput
+  /** The original, staged for `quarantine/` in the task's slot. */
   readonly quarantine?: string
   /** Milter tasks whose actions strip: the message with the parts removed (no header edits). */
   readonly stripped?: Uint8Array
 }
 
-/** The scanned message, fsynced under the spool's `tmp/` as `name`, and its bytes for delivery. */
-export interface StagedOutput {
-  readonly name: string
+/** The scanned message: its spool header (recipients the policy delivers to) and its bytes. */
+export interface ScannedOutput {
   readonly header: SpoolHeader
   /** Arrives in the main thread as a Uint8Array (structured clone). */
   readonly message: Uint8Array
@@ -104,17 +110,14 @@ export default async function scanTask(task: ScanTask): Promise<ScanResult> {
   let quarantine: string | undefined
   if (disposition.quarantine) {
     // The original as it arrived: release delivers it untagged.
-    quarantine = `${task.slot}q`
+    quarantine = task.slot
     await spool.stage(quarantine, { ...header, scan }, message)
   }
   if (disposition.deliverTo.length === 0) return { report, ...(quarantine ? { quarantine } : {}) }
   const output = { ...header, envelope: { ...header.envelope, rcptTo: disposition.deliverTo }, scan }
-  const bytes = Buffer.concat(ready.render(message, report))
-  await spool.stage(task.slot, output, bytes)
-  // The bytes go back with the result so delivery need not read the file again.
   return {
     report,
-    deliver: { name: task.slot, header: output, message: bytes },
+    deliver: { header: output, message: Buffer.concat(ready.render(message, report)) },
     ...(quarantine ? { quarantine } : {}),
   }
 }

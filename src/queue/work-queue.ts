@@ -42,6 +42,11 @@ export class WorkQueue<K> {
     return this.waiting.length
   }
 
+  /** Whether a key pushed now would start at once (a place is free and nothing waits). */
+  hasRoom(): boolean {
+    return !this.stopped && this.running.size < this.concurrency && this.waiting.length === 0
+  }
+
   /** Whether a key is queued or running. */
   has(key: K): boolean {
     return this.queued.has(key) || this.running.has(key)

@@ -2,7 +2,9 @@
  * The output queue's sweep of `deferred/` and `outgoing/`, on a real spool in a temp dir and a
  * real sink as the relay: one message that cannot be handled never stops the others, a message
  * never scanned is never delivered because its retry state was lost, and a message left in
- * `outgoing/` by a failed attempt is tried again.
+ * `outgoing/` by a failed attempt is tried again. And scanned messages handed on from memory
+ * (`deliverNow`): their original in `processing/` is retired only once they are delivered or
+ * safely in `deferred/`.
  */
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -24,14 +26,19 @@ import { testMessage, until } from './harness.js'
 
 const silent = pino({ level: 'silent' })
 
-/** A dispatcher that can be told to throw on its next delivery (our side failing, e.g. ENOSPC). */
+/**
+ * A dispatcher that can be told to throw on its next delivery (our side failing, e.g. ENOSPC),
+ * or to hold every delivery until a promise settles.
+ */
 class FlakyDispatcher extends Dispatcher {
   failNext = false
+  hold: Promise<void> | undefined
   override deliver(...args: Parameters<Dispatcher['deliver']>): ReturnType<Dispatcher['deliver']> {
     if (this.failNext) {
       this.failNext = false
       return Promise.reject(new Error('ENOSPC: no space left on device'))
     }
+    if (this.hold) return this.hold.then(() => super.deliver(...args))
     return super.deliver(...args)
   }
 }
@@ -49,9 +56,14 @@ describe('DeliveryQueue sweep', () => {
     dir = await mkdtemp(join(tmpdir(), 'mailscreen-queue-runner-'))
     spool = new Spool(join(dir, 'spool'), false)
     await spool.init()
-    // The relay refuses gone@…; everything else is delivered.
+    // The relay refuses gone@…, defers later@…; everything else is delivered.
     sink = await startSink({
-      decide: (_tx, rcpt) => (rcpt.startsWith('gone@') ? reply(550, '5.1.1', 'no such user') : undefined),
+      decide: (_tx, rcpt) =>
+        rcpt.startsWith('gone@')
+          ? reply(550, '5.1.1', 'no such user')
+          : rcpt.startsWith('later@')
+            ? reply(451, '4.3.0', 'try again later')
+            : undefined,
     })
     destinations = new Destinations({
       hostname: 'mailscreen.test',
@@ -192,5 +204,71 @@ describe('DeliveryQueue sweep', () => {
     const dsn = sink.messages.find((m) => m.mailFrom === '')
     expect(dsn?.rcptTo).toEqual(['jürgen@xn--bcher-kva.example'])
     expect(dsn?.data.toString('utf8')).toContain('Final-Recipient: rfc822; gone@example.net')
+  })
+
+  /** A message as the scan leaves it: the original in processing/, the scanned copy in memory. */
+  async function scannedInProcessing(tag: string, rcptTo: readonly string[]) {
+    const original = header(rcptTo, false)
+    await spool.write('processing', original, testMessage(tag))
+    const entry = {
+      header: { ...original, scan: { verdict: 'clean', score: 0, symbols: [] } },
+      message: testMessage(tag, ['X-mailscreen-Scanned: test']),
+    }
+    return { id: original.id, entry }
+  }
+
+  it('delivers a scanned message handed on from memory, then retires its original', async () => {
+    const { id, entry } = await scannedInProcessing('now', ['g@example.net'])
+    expect(queue.deliverNow(id, entry)).toBe(true)
+    await until(() => delivered('now').length === 1 && queue.pending === 0, 'delivered from memory')
+    // The copy sent is the scanned one, and nothing of it is left in any state.
+    expect(delivered('now')[0]?.data.toString()).toContain('X-mailscreen-Scanned: test')
+    expect(await spool.find(id)).toBeUndefined()
+  })
+
+  it('writes a scanned message with a deferred recipient into deferred/ before it retires the original', async () => {
+    const { id, entry } = await scannedInProcessing('half', ['g@example.net', 'later@example.net'])
+    expect(queue.deliverNow(id, entry)).toBe(true)
+    await until(() => queue.pending === 0, 'the attempt over')
+    expect(delivered('half').map((m) => m.rcptTo)).toEqual([['g@example.net']])
+    expect(await spool.find(id)).toBe('deferred')
+    const stored = await spool.read('deferred', id)
+    expect(stored.message.toString()).toContain('X-mailscreen-Scanned: test')
+    expect(stored.header.scan?.verdict).toBe('clean')
+    const retry = await spool.readRetry(id)
+    expect(retry?.pending).toEqual(['later@example.net'])
+    expect(retry?.lastError).toMatch(/^451 4\.3\.0/)
+  })
+
+  it('keeps a scanned message whose attempt threw, original in processing/, and delivers it with the next sweep', async () => {
+    const { id, entry } = await scannedInProcessing('threw', ['h@example.net'])
+    dispatcher.failNext = true
+    expect(queue.deliverNow(id, entry)).toBe(true)
+    await until(() => queue.pending === 0, 'the failed attempt over')
+    expect(await spool.find(id)).toBe('processing')
+    expect(delivered('threw')).toEqual([])
+    await queue.flush()
+    await until(() => delivered('threw').length === 1 && queue.pending === 0, 'delivered by the sweep')
+    expect(delivered('threw')[0]?.data.toString()).toContain('X-mailscreen-Scanned: test')
+    expect(await spool.find(id)).toBeUndefined()
+  })
+
+  it('takes no scanned message while every place of the stage is taken', async () => {
+    let release!: () => void
+    dispatcher.hold = new Promise((resolve) => {
+      release = resolve
+    })
+    const held = await Promise.all(
+      [1, 2, 3, 4].map((n) => scannedInProcessing(`held${n}`, ['i@example.net'])),
+    )
+    for (const { id, entry } of held) expect(queue.deliverNow(id, entry)).toBe(true)
+    const extra = await scannedInProcessing('extra', ['i@example.net'])
+    // Concurrency 4: the fifth must go through outgoing/ instead, and the queue leaves it alone.
+    expect(queue.deliverNow(extra.id, extra.entry)).toBe(false)
+    release()
+    await until(() => queue.pending === 0, 'the held ones delivered')
+    expect(sink.messages.filter((m) => /<held\d@sender\.example>/.test(m.data.toString()))).toHaveLength(4)
+    expect(delivered('extra')).toEqual([])
+    expect(await spool.find(extra.id)).toBe('processing')
   })
 })

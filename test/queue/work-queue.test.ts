@@ -86,6 +86,29 @@ describe('WorkQueue concurrency', () => {
     expect(queue.has('a')).toBe(false)
     expect(queue.has('b')).toBe(true)
   })
+
+  it('has room only while a pushed key would start at once, and none once stopped', async () => {
+    const c = controlled<string>()
+    const queue = new WorkQueue(2, c.work, noError)
+    expect(queue.hasRoom()).toBe(true)
+    queue.push('a')
+    expect(queue.hasRoom()).toBe(true)
+    queue.push('b')
+    expect(queue.hasRoom()).toBe(false)
+    queue.push('c')
+    c.gates[0]?.open()
+    await settle()
+    // 'c' took the freed place.
+    expect(c.runs).toEqual(['a', 'b', 'c'])
+    expect(queue.hasRoom()).toBe(false)
+    c.gates[1]?.open()
+    await settle()
+    expect(queue.hasRoom()).toBe(true)
+    const stopped = queue.stop()
+    expect(queue.hasRoom()).toBe(false)
+    c.gates[2]?.open()
+    await stopped
+  })
 })
 
 describe('WorkQueue.push', () => {
