@@ -58,6 +58,28 @@ async function openSlot(path: string): Promise<FileHandle> {
   }
 }
 
+/**
+ * Write all of `buffers`. writev(2) on a regular file may write only part when the disk fills
+ * up meanwhile (the next call then fails with ENOSPC), and FileHandle.writev does not retry:
+ * a short write taken as complete would spool a truncated message and still answer 250.
+ */
+export async function writeAll(handle: FileHandle, buffers: readonly Buffer[]): Promise<void> {
+  let rest = buffers.filter((b) => b.length > 0)
+  while (rest.length > 0) {
+    let written = (await handle.writev(rest)).bytesWritten
+    if (written === 0) throw new Error('write made no progress')
+    const next: Buffer[] = []
+    for (const b of rest) {
+      if (written >= b.length) written -= b.length
+      else {
+        next.push(b.subarray(written))
+        written = 0
+      }
+    }
+    rest = next
+  }
+}
+
 /** Whether an error from reading the spool means the file is not there (it moved on). */
 export function isMissing(err: unknown): boolean {
   const e = err as { code?: string; cause?: { code?: string } } | undefined
@@ -127,7 +149,7 @@ export class Spool {
         batched += chunk.length
         size += chunk.length
         if (batched >= WRITE_BATCH) {
-          await handle.writev(batch)
+          await writeAll(handle, batch)
           batch = []
           batched = 0
           whole = false
@@ -135,7 +157,7 @@ export class Spool {
       }
       // A message that fit in one batch is still in memory: hand it on so the scan need not read it back.
       const message = whole ? Buffer.concat(batch.slice(1), size) : undefined
-      if (batch.length > 0) await handle.writev(batch)
+      await writeAll(handle, batch)
       if (this.fsync) await handle.sync()
       await handle.close()
       handle = undefined
@@ -207,7 +229,7 @@ export class Spool {
     try {
       const handle = await openSlot(join(this.dir, TMP, slot))
       try {
-        await handle.writev(parts)
+        await writeAll(handle, parts)
         if (this.fsync) await handle.sync()
       } finally {
         await handle.close()
