@@ -53,6 +53,11 @@ export interface DeliveryQueueOptions {
 
 /** Bytes of scanned messages kept in memory for delivery; beyond it they are read from disk. */
 const CACHE_BUDGET = 64 * 1024 * 1024
+/**
+ * Bytes of scanned messages delivery may hold taken straight from the scan (their only scanned
+ * copy, held for a whole attempt); beyond it they go through `outgoing/`.
+ */
+const SCANNED_BUDGET = 64 * 1024 * 1024
 /** Bytes of messages read back from disk that deliveries may hold at once. */
 const READ_BUDGET = 256 * 1024 * 1024
 
@@ -74,6 +79,7 @@ export class DeliveryQueue {
    * is done with them (also across an attempt that threw), outside the cache's budget.
    */
   private readonly scanned = new Map<QueueId, SpoolEntry>()
+  private scannedBytes = 0
   private cachedBytes = 0
   private readonly reads = new ByteBudget(READ_BUDGET)
   private timer: NodeJS.Timeout | undefined
@@ -111,15 +117,25 @@ export class DeliveryQueue {
    * Take a just-scanned message, whose original is in `processing/`, if a place in the delivery
    * stage is free now. It is delivered from memory and written again only if a recipient is
    * deferred (into `deferred/`); the original is retired once every recipient has a final
-   * answer, and a crash before that scans it again. False when no place is free: write it to
-   * `outgoing/` and {@link enqueue} it instead.
+   * answer, and a crash before that scans it again. False when no place is free, or the
+   * message would take the held bytes over their budget: write it to `outgoing/` and
+   * {@link enqueue} it instead.
    */
   deliverNow(id: QueueId, entry: SpoolEntry): boolean {
     if (!this.queue.hasRoom() || this.queue.has(id)) return false
+    if (this.scannedBytes + entry.message.length > SCANNED_BUDGET) return false
     this.states.set(id, 'processing')
     this.scanned.set(id, entry)
+    this.scannedBytes += entry.message.length
     this.queue.push(id)
     return true
+  }
+
+  private dropScanned(id: QueueId): void {
+    const entry = this.scanned.get(id)
+    if (!entry) return
+    this.scanned.delete(id)
+    this.scannedBytes -= entry.message.length
   }
 
   private dropCached(id: QueueId): SpoolEntry | undefined {
@@ -181,6 +197,7 @@ export class DeliveryQueue {
     this.cachedBytes = 0
     // Their originals are in processing/: the next start scans them again.
     this.scanned.clear()
+    this.scannedBytes = 0
   }
 
   /** Messages queued or being delivered. */
@@ -265,7 +282,7 @@ export class DeliveryQueue {
     this.states.delete(id)
     try {
       await this.deliverFrom(state, id)
-      if (state === 'processing') this.scanned.delete(id)
+      if (state === 'processing') this.dropScanned(id)
     } catch (err) {
       if (state !== 'deferred') this.failed.add(id)
       // Still only in memory: the retry takes it from there again.

@@ -253,6 +253,16 @@ describe('DeliveryQueue sweep', () => {
     expect(await spool.find(id)).toBeUndefined()
   })
 
+  it('takes no scanned message that would hold more than 64 MiB of scanned mail in memory', async () => {
+    const small = await scannedInProcessing('small', ['j@example.net'])
+    const huge = await scannedInProcessing('huge', ['j@example.net'])
+    const hugeEntry = { ...huge.entry, message: Buffer.alloc(64 * 1024 * 1024 + 1, 0x61) }
+    expect(queue.deliverNow(huge.id, hugeEntry)).toBe(false)
+    expect(queue.deliverNow(small.id, small.entry)).toBe(true)
+    await until(() => delivered('small').length === 1 && queue.pending === 0, 'the small one delivered')
+    expect(await spool.find(huge.id)).toBe('processing')
+  })
+
   it('takes no scanned message while every place of the stage is taken', async () => {
     let release!: () => void
     dispatcher.hold = new Promise((resolve) => {
