@@ -5,6 +5,7 @@ import type { Envelope } from '../ingress/envelope.js'
 import { isNonAscii } from '../mail/ascii.js'
 import { headerEnd } from '../mail/message.js'
 import { retryDelay } from '../queue/backoff.js'
+import { HeldEntries } from '../queue/held-entries.js'
 import { newQueueId, type QueueId } from '../queue/ids.js'
 import { isMissing, type Spool, type SpoolEntry } from '../queue/spool.js'
 import type { RetryState, SpoolHeader } from '../queue/spool-file.js'
@@ -73,14 +74,12 @@ type Source = 'outgoing' | 'deferred' | 'processing'
 export class DeliveryQueue {
   private readonly queue: WorkQueue<QueueId>
   private readonly states = new Map<QueueId, Source>()
-  private readonly cache = new Map<QueueId, SpoolEntry>()
+  private readonly cache = new HeldEntries(CACHE_BUDGET)
   /**
    * Scanned messages taken by {@link deliverNow}: their only scanned copy, kept until delivery
    * is done with them (also across an attempt that threw), outside the cache's budget.
    */
-  private readonly scanned = new Map<QueueId, SpoolEntry>()
-  private scannedBytes = 0
-  private cachedBytes = 0
+  private readonly scanned = new HeldEntries(SCANNED_BUDGET)
   private readonly reads = new ByteBudget(READ_BUDGET)
   private timer: NodeJS.Timeout | undefined
   private sweeping: Promise<void> | undefined
@@ -105,12 +104,8 @@ export class DeliveryQueue {
   enqueue(id: QueueId, entry?: SpoolEntry): void {
     this.states.set(id, 'outgoing')
     // Cached before the push: the queue may start the delivery synchronously.
-    const cache = entry && !this.cache.has(id) && this.cachedBytes + entry.message.length <= CACHE_BUDGET
-    if (cache) {
-      this.cache.set(id, entry)
-      this.cachedBytes += entry.message.length
-    }
-    if (!this.queue.push(id) && cache) this.dropCached(id)
+    const held = entry !== undefined && this.cache.hold(id, entry)
+    if (!this.queue.push(id) && held) this.cache.take(id)
   }
 
   /**
@@ -123,28 +118,10 @@ export class DeliveryQueue {
    */
   deliverNow(id: QueueId, entry: SpoolEntry): boolean {
     if (!this.queue.hasRoom() || this.queue.has(id)) return false
-    if (this.scannedBytes + entry.message.length > SCANNED_BUDGET) return false
+    if (!this.scanned.hold(id, entry)) return false
     this.states.set(id, 'processing')
-    this.scanned.set(id, entry)
-    this.scannedBytes += entry.message.length
     this.queue.push(id)
     return true
-  }
-
-  private dropScanned(id: QueueId): void {
-    const entry = this.scanned.get(id)
-    if (!entry) return
-    this.scanned.delete(id)
-    this.scannedBytes -= entry.message.length
-  }
-
-  private dropCached(id: QueueId): SpoolEntry | undefined {
-    const cached = this.cache.get(id)
-    if (cached) {
-      this.cache.delete(id)
-      this.cachedBytes -= cached.message.length
-    }
-    return cached
   }
 
   /**
@@ -159,7 +136,7 @@ export class DeliveryQueue {
       const entry = this.scanned.get(id)
       return entry && { entry, done: () => {} }
     }
-    const cached = this.dropCached(id)
+    const cached = this.cache.take(id)
     if (cached) return { entry: cached, done: () => {} }
     try {
       const bytes = (await stat(this.opts.spool.path(state, id))).size
@@ -194,10 +171,8 @@ export class DeliveryQueue {
     await this.sweeping
     await this.queue.stop()
     this.cache.clear()
-    this.cachedBytes = 0
     // Their originals are in processing/: the next start scans them again.
     this.scanned.clear()
-    this.scannedBytes = 0
   }
 
   /** Messages queued or being delivered. */
@@ -282,7 +257,7 @@ export class DeliveryQueue {
     this.states.delete(id)
     try {
       await this.deliverFrom(state, id)
-      if (state === 'processing') this.dropScanned(id)
+      if (state === 'processing') this.scanned.take(id)
     } catch (err) {
       if (state !== 'deferred') this.failed.add(id)
       // Still only in memory: the retry takes it from there again.

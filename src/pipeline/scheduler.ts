@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import { toErrorInfo } from '../errors.js'
 import { retryDelay } from '../queue/backoff.js'
+import { HeldEntries } from '../queue/held-entries.js'
 import type { QueueId } from '../queue/ids.js'
 import type { Spool, SpoolEntry } from '../queue/spool.js'
 import { WorkQueue } from '../queue/work-queue.js'
@@ -46,9 +47,8 @@ export class ScanScheduler {
   private readonly tempfails = new Map<QueueId, number>()
   /** Messages whose next scan is their last before their queue lifetime ends. */
   private readonly lastChance = new Set<QueueId>()
-  /** Bytes of just-received messages waiting for their scan. */
-  private readonly received = new Map<QueueId, SpoolEntry>()
-  private receivedBytes = 0
+  /** Just-received messages waiting for their scan. */
+  private readonly received = new HeldEntries(RECEIVED_BUDGET)
 
   constructor(private readonly opts: ScanSchedulerOptions) {
     this.queue = new WorkQueue(
@@ -66,20 +66,8 @@ export class ScanScheduler {
     if (extra.tempfails !== undefined) this.tempfails.set(id, extra.tempfails)
     if (extra.lastChance) this.lastChance.add(id)
     const { entry } = extra
-    if (entry && !this.received.has(id) && this.receivedBytes + entry.message.length <= RECEIVED_BUDGET) {
-      this.received.set(id, entry)
-      this.receivedBytes += entry.message.length
-    }
+    if (entry) this.received.hold(id, entry)
     this.queue.push(id)
-  }
-
-  private takeReceived(id: QueueId): SpoolEntry | undefined {
-    const entry = this.received.get(id)
-    if (entry) {
-      this.received.delete(id)
-      this.receivedBytes -= entry.message.length
-    }
-    return entry
   }
 
   /** Queue everything already in `incoming/` (after a restart). */
@@ -95,13 +83,12 @@ export class ScanScheduler {
   async stop(): Promise<void> {
     await this.queue.stop()
     this.received.clear()
-    this.receivedBytes = 0
   }
 
   private async scan(id: QueueId): Promise<void> {
     const { spool, pool, log } = this.opts
     const started = performance.now()
-    const entry = this.takeReceived(id)
+    const entry = this.received.take(id)
     try {
       await spool.move(id, 'incoming', 'processing', false)
     } catch (err) {
