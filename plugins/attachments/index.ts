@@ -7,7 +7,7 @@
  * `allowEncrypted`); archives that go past a listing limit or cannot be read, and attached
  * messages nested too deep, are `unscannable`.
  */
-import { isAbsolute, join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { z } from 'zod'
 import { packageRoot } from '../../src/package-root.js'
 import {
@@ -16,6 +16,7 @@ import {
   definePlugin,
   type Hit,
   type MimePart,
+  type OptionsEnv,
 } from '../../src/pipeline/plugin.js'
 import { contentHead } from './head.js'
 import { detectType, type FileType, HEAD_BYTES } from './magic.js'
@@ -28,49 +29,51 @@ export const DEFAULT_RULES = join(packageRoot, 'rules', 'attachments.rules')
 /** At most this many evidence lines per hit; the rest are counted. */
 const MAX_EVIDENCE = 10
 
-const options = z
-  .object({
-    /**
-     * The rules file: an absolute path, or relative to the working directory mailscreen
-     * runs in. Default: the shipped `rules/attachments.rules`.
-     */
-    rules: z.string().min(1).optional(),
-    /** Let password-protected zip entries through (MailScanner's default is to block them). */
-    allowEncrypted: z.boolean().default(false),
-    /** List the names inside zip attachments and check them with the same rules. */
-    listZip: z.boolean().default(true),
-    /** Zip levels opened: 1 = the attached zip only, 3 = a zip in a zip in the attached zip. */
-    maxZipDepth: z.number().int().min(1).max(10).default(3),
-    /** Zip entries listed per attachment, all nesting levels together. */
-    maxZipEntries: z.number().int().min(1).max(1_000_000).default(1000),
-    /**
-     * Sum of the uncompressed sizes a zip attachment declares, all levels together; also what
-     * nested zips may inflate to in one message, all attachments together.
-     */
-    maxZipBytes: z
-      .number()
-      .int()
-      .min(1)
-      .max(2 * 1024 ** 3)
-      .default(100 * 1024 ** 2),
-    /** Uncompressed : compressed size of one zip entry (entries over 1 MiB). */
-    maxZipRatio: z.number().min(1).default(100),
-    /** Message levels opened: 1 = the message only, 5 = four attached messages (message/rfc822) deep. */
-    maxMessageDepth: z.number().int().min(1).max(20).default(5),
-  })
-  .strict()
-  .transform((o, ctx) => {
-    const file = o.rules === undefined ? DEFAULT_RULES : isAbsolute(o.rules) ? o.rules : resolve(o.rules)
-    try {
-      return { ...o, rules: file, ruleSet: loadRules(file) }
-    } catch (err) {
-      if (!(err instanceof RulesError)) throw err
-      for (const problem of err.problems) ctx.addIssue({ code: 'custom', message: problem, path: ['rules'] })
-      return z.NEVER
-    }
-  })
+const options = (env: OptionsEnv) =>
+  z
+    .object({
+      /**
+       * The rules file: an absolute path, or relative to the config file's directory.
+       * Default: the shipped `rules/attachments.rules`.
+       */
+      rules: z.string().min(1).optional(),
+      /** Let password-protected zip entries through (MailScanner's default is to block them). */
+      allowEncrypted: z.boolean().default(false),
+      /** List the names inside zip attachments and check them with the same rules. */
+      listZip: z.boolean().default(true),
+      /** Zip levels opened: 1 = the attached zip only, 3 = a zip in a zip in the attached zip. */
+      maxZipDepth: z.number().int().min(1).max(10).default(3),
+      /** Zip entries listed per attachment, all nesting levels together. */
+      maxZipEntries: z.number().int().min(1).max(1_000_000).default(1000),
+      /**
+       * Sum of the uncompressed sizes a zip attachment declares, all levels together; also what
+       * nested zips may inflate to in one message, all attachments together.
+       */
+      maxZipBytes: z
+        .number()
+        .int()
+        .min(1)
+        .max(2 * 1024 ** 3)
+        .default(100 * 1024 ** 2),
+      /** Uncompressed : compressed size of one zip entry (entries over 1 MiB). */
+      maxZipRatio: z.number().min(1).default(100),
+      /** Message levels opened: 1 = the message only, 5 = four attached messages (message/rfc822) deep. */
+      maxMessageDepth: z.number().int().min(1).max(20).default(5),
+    })
+    .strict()
+    .transform((o, ctx) => {
+      const file = o.rules === undefined ? DEFAULT_RULES : env.path(o.rules)
+      try {
+        return { ...o, rules: file, ruleSet: loadRules(file) }
+      } catch (err) {
+        if (!(err instanceof RulesError)) throw err
+        for (const problem of err.problems)
+          ctx.addIssue({ code: 'custom', message: problem, path: ['rules'] })
+        return z.NEVER
+      }
+    })
 
-export type AttachmentsOptions = z.output<typeof options>
+export type AttachmentsOptions = z.output<ReturnType<typeof options>>
 
 const SYMBOLS = {
   ATTACHMENT_BANNED: {

@@ -6,6 +6,7 @@
  * per-message check; the check looks at a read-only {@link CheckContext} and returns hits.
  * Checks report; the verdict is decided elsewhere, from the hits and the score table.
  */
+import { isAbsolute, resolve } from 'node:path'
 import type { Logger } from 'pino'
 import type { z } from 'zod'
 import type { ClientInfo, Envelope } from '../ingress/envelope.js'
@@ -76,6 +77,17 @@ export interface CheckContext {
 /** The per-message function `setup` returns. Return hits; never throw to express a verdict. */
 export type Check = (ctx: CheckContext) => Promise<readonly Hit[]>
 
+/**
+ * What an options schema may depend on. Options that name files are relative to the config
+ * file's directory, like every path in mailscreen's config, not to the working directory.
+ */
+export interface OptionsEnv {
+  /** Directory of the config file (the working directory when running on defaults). */
+  readonly configDir: string
+  /** A path from the options: an absolute one as it is, a relative one inside {@link configDir}. */
+  path(p: string): string
+}
+
 /** What `setup` gets besides its options. */
 export interface SetupEnv {
   /** Logger bound to `{ plugin, worker }`. */
@@ -87,8 +99,11 @@ export interface PluginDefinition<Schema extends z.ZodType = z.ZodType> {
   /** Unique name; also the prefix of its `_FAIL` symbol (`my-check` → `MY_CHECK_FAIL`). */
   readonly name: string
   readonly description: string
-  /** Schema for `options:` in the config; defaults belong in the schema. */
-  readonly options: Schema
+  /**
+   * Schema for `options:` in the config; defaults belong in the schema. A function of the
+   * {@link OptionsEnv} when an option is a file path (resolve it with `env.path`).
+   */
+  readonly options: Schema | ((env: OptionsEnv) => Schema)
   /**
    * Every symbol the check may return, with default weights. Undeclared hits are errors.
    * A function gets the validated options, for symbols named in the config.
@@ -125,6 +140,33 @@ export function definePlugin<Schema extends z.ZodType>(
   definition: PluginDefinition<Schema>,
 ): PluginDefinition<Schema> {
   return definition
+}
+
+/** The environment options of a config in `configDir` are validated in. */
+export function optionsEnv(configDir: string): OptionsEnv {
+  return { configDir, path: (p) => (isAbsolute(p) ? p : resolve(configDir, p)) }
+}
+
+/** The schema of a plugin's options for a config in `configDir`. */
+export function optionsSchema<Schema extends z.ZodType>(
+  definition: PluginDefinition<Schema>,
+  configDir: string,
+): Schema {
+  return typeof definition.options === 'function'
+    ? definition.options(optionsEnv(configDir))
+    : definition.options
+}
+
+/**
+ * Validate options as mailscreen does for a config file in `configDir` (default: the working
+ * directory): the options `setup` gets, or a thrown ZodError. For a plugin's own tests.
+ */
+export function parseOptions<Schema extends z.ZodType>(
+  definition: PluginDefinition<Schema>,
+  raw: unknown,
+  configDir: string = process.cwd(),
+): z.output<Schema> {
+  return optionsSchema(definition, configDir).parse(raw) as z.output<Schema>
 }
 
 /** The symbols a plugin declares for these (validated) options. */

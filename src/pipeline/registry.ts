@@ -9,6 +9,7 @@ import {
   declaredSymbols,
   type FailurePolicy,
   failSymbol,
+  optionsSchema,
   type PluginDefinition,
   type SymbolSpec,
 } from './plugin.js'
@@ -26,6 +27,8 @@ export interface LoadedPlugin {
   readonly options: unknown
   /** Options as written in the config (workers validate them again themselves). */
   readonly rawOptions: unknown
+  /** Directory relative option paths are in (the config file's). */
+  readonly configDir: string
   readonly timeoutMs: number
   readonly onError: FailurePolicy
   /** Declared symbols plus the automatic `<NAME>_FAIL`. */
@@ -36,6 +39,7 @@ export interface LoadedPlugin {
 export interface PluginRef {
   readonly url: string
   readonly rawOptions: unknown
+  readonly configDir: string
   readonly timeoutMs: number
   readonly onError: FailurePolicy
 }
@@ -91,7 +95,7 @@ function isDefinition(value: unknown): value is PluginDefinition {
     !!d &&
     typeof d.name === 'string' &&
     typeof d.setup === 'function' &&
-    typeof d.options?.safeParse === 'function' &&
+    (typeof d.options === 'function' || typeof d.options?.safeParse === 'function') &&
     (typeof d.symbols === 'object' || typeof d.symbols === 'function')
   )
 }
@@ -117,8 +121,8 @@ export async function importDefinition(url: string): Promise<PluginDefinition> {
 }
 
 /** Validate a plugin's options against its schema; errors name the option path. */
-export function validateOptions(definition: PluginDefinition, options: unknown): unknown {
-  const result = definition.options.safeParse(options)
+export function validateOptions(definition: PluginDefinition, options: unknown, configDir: string): unknown {
+  const result = optionsSchema(definition, configDir).safeParse(options)
   if (result.success) return result.data
   const detail = result.error.issues
     .map((i) => `options.${i.path.join('.') || '(top)'}: ${i.message}`)
@@ -130,7 +134,7 @@ export function validateOptions(definition: PluginDefinition, options: unknown):
 export async function loadPlugin(entry: PluginEntry, baseDir: string): Promise<LoadedPlugin> {
   const url = resolvePlugin(entry.use, baseDir)
   const definition = await importDefinition(url)
-  const options = validateOptions(definition, entry.options)
+  const options = validateOptions(definition, entry.options, baseDir)
   const fail = failSymbol(definition.name)
   return {
     name: definition.name,
@@ -138,6 +142,7 @@ export async function loadPlugin(entry: PluginEntry, baseDir: string): Promise<L
     definition,
     options,
     rawOptions: entry.options,
+    configDir: baseDir,
     timeoutMs: entry.timeout ?? definition.timeoutMs ?? DEFAULT_TIMEOUT_MS,
     onError: entry.onError ?? definition.onError ?? 'tempfail',
     symbols: {
@@ -174,6 +179,7 @@ export function toRef(plugin: LoadedPlugin): PluginRef {
   return {
     url: plugin.url,
     rawOptions: plugin.rawOptions,
+    configDir: plugin.configDir,
     timeoutMs: plugin.timeoutMs,
     onError: plugin.onError,
   }

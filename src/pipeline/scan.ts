@@ -36,7 +36,7 @@ export async function setupPlugins(refs: readonly PluginRef[], log: Logger): Pro
   const ready: ReadyPlugin[] = []
   for (const ref of refs) {
     const definition = await importDefinition(ref.url)
-    const options = validateOptions(definition, ref.rawOptions)
+    const options = validateOptions(definition, ref.rawOptions, ref.configDir)
     const check = await definition.setup(options, { log: log.child({ plugin: definition.name }) })
     ready.push({
       name: definition.name,

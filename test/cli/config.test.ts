@@ -140,6 +140,23 @@ describe('mailscreen check-config', () => {
     expect(out.stderr).toContain('options.subjectWords')
   })
 
+  it("finds a plugin's rules file next to the config file, whatever the working directory", async () => {
+    await writeFile(join(dir, 'local.rules'), 'deny *.scr screensaver\n')
+    const file = await configFile(
+      'rules.yaml',
+      'plugins:\n  - use: attachments\n    options: { rules: local.rules }\n',
+    )
+    const elsewhere = await mkdtemp(join(tmpdir(), 'mailscreen-cwd-'))
+    const ok = await runCli(['check-config', '--config', file], elsewhere)
+    expect(ok.stderr).toBe('')
+    expect(ok.code).toBe(0)
+    await writeFile(join(dir, 'local.rules'), 'deny type:nope x\n')
+    const bad = await runCli(['check-config', '--config', file], elsewhere)
+    expect(bad.code).not.toBe(0)
+    expect(bad.stderr).toContain(`${join(dir, 'local.rules')}:1: unknown file type "nope"`)
+    await cleanup(elsewhere)
+  })
+
   it('a config file named but missing exits non-zero with MSC_CONFIG_UNREADABLE', async () => {
     const out = await runCli(['check-config', '--config', join(dir, 'nope.yaml')], dir)
     expect(out.code).not.toBe(0)

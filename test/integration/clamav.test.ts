@@ -9,6 +9,7 @@ import { crc32 } from 'node:zlib'
 import { beforeAll, describe, expect, it } from 'vitest'
 import clamav from '../../plugins/clamav/index.js'
 import type { Check, Hit } from '../../src/pipeline/plugin.js'
+import { parseOptions } from '../../src/pipeline/plugin.js'
 import { silentLog as log, runCheck as runWith } from '../support/check.js'
 import { EICAR, EICAR_NAME, startClamd } from '../support/clamd.js'
 import { useDaemon } from '../support/hooks.js'
@@ -96,7 +97,7 @@ async function run(raw: Buffer, signal = AbortSignal.timeout(20_000)): Promise<r
 }
 
 beforeAll(async () => {
-  check = await clamav.setup(clamav.options.parse({ host: clamd().host, port: clamd().port }), { log })
+  check = await clamav.setup(parseOptions(clamav, { host: clamd().host, port: clamd().port }), { log })
 })
 
 describe('clamav plugin against a real clamd', () => {

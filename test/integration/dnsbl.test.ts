@@ -12,6 +12,7 @@ import {
   type CheckContext,
   createMessageView,
   declaredSymbols,
+  parseOptions,
 } from '../../src/pipeline/plugin.js'
 import { runChecks } from '../../src/pipeline/runner.js'
 import { newQueueId } from '../../src/queue/ids.js'
@@ -42,7 +43,7 @@ function capturingLog() {
 const rbl = useDaemon(startRbldnsd)
 
 async function setup(options: Record<string, unknown>, log = silentLog): Promise<Check> {
-  return dnsbl.setup(dnsbl.options.parse({ servers: [rbl().server], ...options }), { log })
+  return dnsbl.setup(parseOptions(dnsbl, { servers: [rbl().server], ...options }), { log })
 }
 
 const EXAMPLE_ZONE = { zone: RBL_ZONE, symbol: 'RBL_EXAMPLE', score: 5 }
@@ -117,7 +118,7 @@ describe('dnsbl plugin against a real rbldnsd', () => {
     const check = await setup({ zones: [EXAMPLE_ZONE] })
     await expect(check(context(RBL.refused))).rejects.toThrow(/query refused \(127\.255\.255\.254\)/)
     // Through the runner, as in the filter: no listing, the failure symbol, policy continue.
-    const opts = dnsbl.options.parse({ servers: [rbl().server], zones: [EXAMPLE_ZONE] })
+    const opts = parseOptions(dnsbl, { servers: [rbl().server], zones: [EXAMPLE_ZONE] })
     const [outcome] = await runChecks(
       [
         {
@@ -164,7 +165,7 @@ describe('dnsbl plugin against a real rbldnsd', () => {
     it('a silent DNS server costs no more than the timeout', async () => {
       silent = await startFakeDns(() => 'silent')
       const check = await dnsbl.setup(
-        dnsbl.options.parse({ servers: [silent.server], timeoutMs: 250, zones: [EXAMPLE_ZONE] }),
+        parseOptions(dnsbl, { servers: [silent.server], timeoutMs: 250, zones: [EXAMPLE_ZONE] }),
         { log: silentLog },
       )
       const started = performance.now()
@@ -179,7 +180,7 @@ describe('dnsbl plugin against a real rbldnsd', () => {
       silent = await startFakeDns(() => 'silent')
       const { log, events } = capturingLog()
       const check = await dnsbl.setup(
-        dnsbl.options.parse({
+        parseOptions(dnsbl, {
           servers: [silent.server],
           timeoutMs: 100,
           breaker: { failures: 3, pauseMs: 60_000 },

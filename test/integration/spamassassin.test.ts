@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { beforeAll, describe, expect, it } from 'vitest'
 import spamassassin from '../../plugins/spamassassin/index.js'
 import type { Check, Hit } from '../../src/pipeline/plugin.js'
+import { parseOptions } from '../../src/pipeline/plugin.js'
 import { runCheck, silentLog } from '../support/check.js'
 import { useDaemon } from '../support/hooks.js'
 import { businessMail, CORPUS_DIR } from '../support/mail.js'
@@ -32,7 +33,7 @@ function score(hits: readonly Hit[]): { factor: number; rules: readonly string[]
 }
 
 beforeAll(async () => {
-  check = await spamassassin.setup(spamassassin.options.parse({ host: spamd().host, port: spamd().port }), {
+  check = await spamassassin.setup(parseOptions(spamassassin, { host: spamd().host, port: spamd().port }), {
     log: silentLog,
   })
 })
@@ -56,7 +57,7 @@ describe('spamassassin plugin against a real spamd', () => {
 
   it('skips a message above maxSize without asking spamd', async () => {
     const small = await spamassassin.setup(
-      spamassassin.options.parse({ host: spamd().host, port: spamd().port, maxSize: 100 }),
+      parseOptions(spamassassin, { host: spamd().host, port: spamd().port, maxSize: 100 }),
       { log: silentLog },
     )
     const hits = await runCheck(small, BUSINESS, AbortSignal.timeout(5000))

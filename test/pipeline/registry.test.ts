@@ -15,6 +15,8 @@ import {
   toRef,
   validateOptions,
 } from '../../src/pipeline/registry.js'
+import { setupPlugins } from '../../src/pipeline/scan.js'
+import { silentLog } from '../support/check.js'
 
 // These tests import the built plugin: run `npm run build` (tsc) first.
 const EXAMPLE_JS = join(packageRoot, 'dist', 'plugins', 'example', 'index.js')
@@ -98,7 +100,28 @@ describe('importDefinition', () => {
 describe('validateOptions', () => {
   it('applies the schema’s defaults', async () => {
     const definition = await importDefinition(EXAMPLE_URL)
-    expect(validateOptions(definition, {})).toEqual({ subjectWords: [] })
+    expect(validateOptions(definition, {}, process.cwd())).toEqual({ subjectWords: [] })
+  })
+})
+
+describe('options that name files', () => {
+  // A schema-like object stands in for zod, which a file in a temp directory cannot import.
+  const PLUGIN = `export default {
+    name: 'paths',
+    description: 'takes a file',
+    options: (env) => ({ safeParse: (o) => ({ success: true, data: { file: env.path(o.file) } }) }),
+    symbols: (o) => ({ PATHS: { description: o.file, weight: 0 } }),
+    setup: () => async () => [],
+  }\n`
+
+  it("resolve against the config file's directory, in the main thread and from a worker's ref", async () => {
+    await writeFile(join(dir, 'paths.mjs'), PLUGIN)
+    const plugin = await loadPlugin(entry('./paths.mjs', { options: { file: 'my.rules' } }), dir)
+    expect(plugin.options).toEqual({ file: join(dir, 'my.rules') })
+    const [ready] = await setupPlugins([toRef(plugin)], silentLog)
+    expect(ready?.symbols.PATHS?.description).toBe(join(dir, 'my.rules'))
+    const absolute = await loadPlugin(entry('./paths.mjs', { options: { file: '/etc/x.rules' } }), dir)
+    expect(absolute.options).toEqual({ file: '/etc/x.rules' })
   })
 })
 
@@ -176,6 +199,7 @@ describe('toRef', () => {
     expect(ref).toEqual({
       url: EXAMPLE_URL,
       rawOptions: { subjectWords: ['x'] },
+      configDir: dir,
       timeoutMs: 500,
       onError: 'continue',
     })

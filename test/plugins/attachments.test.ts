@@ -8,7 +8,7 @@ import { detectType as detectOf } from '../../plugins/attachments/magic.js'
 import { firstMatch, loadRules, parseRules, RulesError } from '../../plugins/attachments/rules.js'
 import { MailscreenError } from '../../src/errors.js'
 import { createMessageView } from '../../src/mail/message.js'
-import { type Check, declaredSymbols, type Hit } from '../../src/pipeline/plugin.js'
+import { type Check, declaredSymbols, type Hit, parseOptions } from '../../src/pipeline/plugin.js'
 import { validateOptions } from '../../src/pipeline/registry.js'
 import { newQueueId } from '../../src/queue/ids.js'
 import { runCheck, silentLog, testEnvelope } from '../support/check.js'
@@ -29,7 +29,7 @@ function rulesFile(text: string): string {
 }
 
 async function setup(options: Record<string, unknown> = {}): Promise<Check> {
-  const validated = validateOptions(attachments, options) as Parameters<typeof attachments.setup>[0]
+  const validated = parseOptions(attachments, options)
   return attachments.setup(validated, { log: silentLog })
 }
 
@@ -178,7 +178,7 @@ describe('rules file parsing', () => {
     const file = rulesFile('deny *.exe ok\ndeny type:nope  x\n')
     let error: unknown
     try {
-      validateOptions(attachments, { rules: file })
+      validateOptions(attachments, { rules: file }, dir)
     } catch (err) {
       error = err
     }
@@ -189,20 +189,23 @@ describe('rules file parsing', () => {
 
   it('fails option validation for a missing rules file and for unknown options', () => {
     const missing = path.join(dir, 'missing.rules')
-    expect(() => validateOptions(attachments, { rules: missing })).toThrow(
+    expect(() => validateOptions(attachments, { rules: missing }, dir)).toThrow(
       `${missing}: cannot read the rules file`,
     )
-    expect(() => validateOptions(attachments, { rule: 'x' })).toThrow(/options/)
-    expect(() => validateOptions(attachments, { maxZipDepth: 0 })).toThrow(/maxZipDepth/)
+    expect(() => validateOptions(attachments, { rule: 'x' }, dir)).toThrow(/options/)
+    expect(() => validateOptions(attachments, { maxZipDepth: 0 }, dir)).toThrow(/maxZipDepth/)
   })
 
-  it('defaults to the shipped rules and resolves a relative path against the working directory', () => {
-    const defaults = validateOptions(attachments, {}) as { rules: string; maxZipDepth: number }
+  it("defaults to the shipped rules and resolves a relative path against the config file's directory", () => {
+    const defaults = validateOptions(attachments, {}, dir) as { rules: string; maxZipDepth: number }
     expect(defaults.rules).toBe(DEFAULT_RULES)
     expect(defaults.maxZipDepth).toBe(3)
     const file = rulesFile('deny *.exe x\n')
-    const relative = path.relative(process.cwd(), file)
-    expect((validateOptions(attachments, { rules: relative }) as { rules: string }).rules).toBe(file)
+    // Not the working directory: mailscreen started by an init system runs in /.
+    expect(process.cwd()).not.toBe(dir)
+    expect(
+      (validateOptions(attachments, { rules: path.basename(file) }, dir) as { rules: string }).rules,
+    ).toBe(file)
   })
 
   it('declares every symbol with a category', () => {

@@ -11,7 +11,7 @@ import {
   instream,
   parseInstreamReply,
 } from '../../plugins/clamav/instream.js'
-import { declaredSymbols, type Hit } from '../../src/pipeline/plugin.js'
+import { declaredSymbols, type Hit, optionsSchema, parseOptions } from '../../src/pipeline/plugin.js'
 import { silentLog as log, runCheck as runWith } from '../support/check.js'
 
 const RAW = Buffer.from('Subject: hi\r\nMessage-ID: <1@x>\r\n\r\nhello world\r\n')
@@ -154,13 +154,13 @@ async function fakeClamd(
 }
 
 async function runCheck(options: unknown, raw: Buffer, signal?: AbortSignal): Promise<readonly Hit[]> {
-  const check = await clamav.setup(clamav.options.parse(options), { log })
+  const check = await clamav.setup(parseOptions(clamav, options), { log })
   return runWith(check, raw, signal ?? new AbortController().signal)
 }
 
 describe('clamav options', () => {
   it('defaults to 127.0.0.1:3310 with 64 KiB chunks', () => {
-    expect(clamav.options.parse({})).toEqual({
+    expect(parseOptions(clamav, {})).toEqual({
       host: '127.0.0.1',
       port: 3310,
       chunkSize: 65_536,
@@ -169,20 +169,26 @@ describe('clamav options', () => {
   })
 
   it('takes a unix socket instead of host/port', () => {
-    expect(clamav.options.parse({ socket: '/run/clamav/clamd.ctl' })).toEqual({
+    expect(parseOptions(clamav, { socket: '/run/clamav/clamd.ctl' })).toEqual({
       socket: '/run/clamav/clamd.ctl',
       chunkSize: 65_536,
       connectTimeoutMs: 5000,
     })
   })
 
+  it("resolves a relative socket path against the config file's directory", () => {
+    expect(parseOptions(clamav, { socket: 'run/clamd.ctl' }, '/etc/mailscreen')).toMatchObject({
+      socket: '/etc/mailscreen/run/clamd.ctl',
+    })
+  })
+
   it('rejects socket together with host or port, unknown keys and bad values', () => {
-    expect(clamav.options.safeParse({ socket: '/s', host: 'h' }).success).toBe(false)
-    expect(clamav.options.safeParse({ socket: '/s', port: 3310 }).success).toBe(false)
-    expect(clamav.options.safeParse({ hostname: 'x' }).success).toBe(false)
-    expect(clamav.options.safeParse({ port: 0 }).success).toBe(false)
-    expect(clamav.options.safeParse({ port: 70_000 }).success).toBe(false)
-    expect(clamav.options.safeParse({ chunkSize: 0 }).success).toBe(false)
+    expect(optionsSchema(clamav, process.cwd()).safeParse({ socket: '/s', host: 'h' }).success).toBe(false)
+    expect(optionsSchema(clamav, process.cwd()).safeParse({ socket: '/s', port: 3310 }).success).toBe(false)
+    expect(optionsSchema(clamav, process.cwd()).safeParse({ hostname: 'x' }).success).toBe(false)
+    expect(optionsSchema(clamav, process.cwd()).safeParse({ port: 0 }).success).toBe(false)
+    expect(optionsSchema(clamav, process.cwd()).safeParse({ port: 70_000 }).success).toBe(false)
+    expect(optionsSchema(clamav, process.cwd()).safeParse({ chunkSize: 0 }).success).toBe(false)
   })
 
   it('declares CLAMAV_VIRUS at weight 100 in category virus, tempfail, 30 s', () => {

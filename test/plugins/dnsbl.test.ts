@@ -4,7 +4,13 @@ import { createCheck, hitsFor } from '../../plugins/dnsbl/check.js'
 import dnsbl from '../../plugins/dnsbl/index.js'
 import { interpretAnswer, parseServer, queryA, reverseName } from '../../plugins/dnsbl/lookup.js'
 import type { DnsblOptions, ZoneSpec } from '../../plugins/dnsbl/options.js'
-import { type CheckContext, createMessageView, declaredSymbols } from '../../src/pipeline/plugin.js'
+import {
+  type CheckContext,
+  createMessageView,
+  declaredSymbols,
+  optionsSchema,
+  parseOptions,
+} from '../../src/pipeline/plugin.js'
 import { newQueueId } from '../../src/queue/ids.js'
 import { silentLog, testEnvelope } from '../support/check.js'
 import { type FakeDns, type FakeReply, startFakeDns } from '../support/dns-server.js'
@@ -19,12 +25,12 @@ const EXAMPLE = {
 
 /** `path: message` for every issue, as the registry reports them. */
 function problems(raw: unknown): string[] {
-  const result = dnsbl.options.safeParse(raw)
+  const result = optionsSchema(dnsbl, process.cwd()).safeParse(raw)
   return result.success ? [] : result.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`)
 }
 
 function parse(raw: unknown): DnsblOptions {
-  return dnsbl.options.parse(raw)
+  return parseOptions(dnsbl, raw)
 }
 
 /** A pino logger that keeps its lines, to assert on log events. */

@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest'
 import example from '../../plugins/example/index.js'
 import type { Check, Hit } from '../../src/pipeline/plugin.js'
+import { optionsSchema, parseOptions } from '../../src/pipeline/plugin.js'
 import { silentLog as log, runCheck as runWith } from '../support/check.js'
 
 async function checkFor(options: unknown): Promise<Check> {
-  return example.setup(example.options.parse(options), { log })
+  return example.setup(parseOptions(example, options), { log })
 }
 
 async function run(check: Check, raw: string): Promise<readonly Hit[]> {
@@ -16,13 +17,13 @@ const COMPLETE =
 
 describe('example options', () => {
   it('defaults subjectWords to an empty list', () => {
-    expect(example.options.parse({})).toEqual({ subjectWords: [] })
+    expect(parseOptions(example, {})).toEqual({ subjectWords: [] })
   })
 
   it('rejects unknown keys, non-lists and empty words', () => {
-    expect(example.options.safeParse({ words: [] }).success).toBe(false)
-    expect(example.options.safeParse({ subjectWords: 3 }).success).toBe(false)
-    expect(example.options.safeParse({ subjectWords: [''] }).success).toBe(false)
+    expect(optionsSchema(example, process.cwd()).safeParse({ words: [] }).success).toBe(false)
+    expect(optionsSchema(example, process.cwd()).safeParse({ subjectWords: 3 }).success).toBe(false)
+    expect(optionsSchema(example, process.cwd()).safeParse({ subjectWords: [''] }).success).toBe(false)
   })
 })
 

@@ -15,7 +15,7 @@ import {
   check as spamdCheck,
 } from '../../plugins/spamassassin/spamc.js'
 import type { Check, Hit } from '../../src/pipeline/plugin.js'
-import { failSymbol } from '../../src/pipeline/plugin.js'
+import { failSymbol, parseOptions } from '../../src/pipeline/plugin.js'
 import { silentLog as log, runCheck as runWith } from '../support/check.js'
 
 const MESSAGE = Buffer.from('From: a@example.org\r\nTo: b@example.net\r\nSubject: hi\r\n\r\nhello\r\n')
@@ -122,24 +122,28 @@ describe('responseComplete', () => {
 
 describe('options', () => {
   it('has the documented defaults', () => {
-    expect(spamassassin.options.parse({})).toEqual({
+    expect(parseOptions(spamassassin, {})).toEqual({
       target: { host: '127.0.0.1', port: 783 },
       user: undefined,
       maxSize: 512_000,
       timeoutMs: 30_000,
     })
-    expect(spamassassin.options.parse({ socket: '/run/spamd.sock', user: 'mail' })).toMatchObject({
+    expect(parseOptions(spamassassin, { socket: '/run/spamd.sock', user: 'mail' })).toMatchObject({
       target: { socket: '/run/spamd.sock' },
       user: 'mail',
+    })
+    // A relative socket is in the config file's directory, like every path in the config.
+    expect(parseOptions(spamassassin, { socket: 'spamd.sock' }, '/etc/mailscreen')).toMatchObject({
+      target: { socket: '/etc/mailscreen/spamd.sock' },
     })
     expect(spamassassin.onError).toBe('continue')
     expect(failSymbol(spamassassin.name)).toBe('SPAMASSASSIN_FAIL')
   })
 
   it('rejects unknown keys and socket with host/port', () => {
-    expect(() => spamassassin.options.parse({ hots: 'x' })).toThrow()
-    expect(() => spamassassin.options.parse({ socket: '/s', port: 783 })).toThrow(/socket/)
-    expect(() => spamassassin.options.parse({ maxSize: 0 })).toThrow()
+    expect(() => parseOptions(spamassassin, { hots: 'x' })).toThrow()
+    expect(() => parseOptions(spamassassin, { socket: '/s', port: 783 })).toThrow(/socket/)
+    expect(() => parseOptions(spamassassin, { maxSize: 0 })).toThrow()
   })
 })
 
@@ -197,7 +201,7 @@ async function fakeSpamd(behaviour: Behaviour): Promise<Fake> {
 }
 
 async function checkFor(options: Record<string, unknown>): Promise<Check> {
-  return spamassassin.setup(spamassassin.options.parse(options), { log })
+  return spamassassin.setup(parseOptions(spamassassin, options), { log })
 }
 
 function run(
