@@ -22,6 +22,7 @@ import { loadPlugins, scoreTable, toRef } from './pipeline/registry.js'
 import type { ScanSettings } from './pipeline/scan.js'
 import { ScanScheduler } from './pipeline/scheduler.js'
 import { applyScoresFile } from './pipeline/scores.js'
+import { minFreeBytes, type SpaceEvent, SpoolSpace } from './queue/free-space.js'
 import { Spool } from './queue/spool.js'
 import { emptyRoutingMaps, loadRoutingMaps, MAP_FILES, type RoutingMaps } from './routing/maps.js'
 import { reloadRoutingMaps } from './routing/reload.js'
@@ -101,6 +102,30 @@ function presentMaps(maps: RoutingMaps): string[] {
   return MAP_FILES.filter((name) => maps.files[name] !== undefined)
 }
 
+/** The free-space guard of the spool (`spool.minFree`, default 1.5 × `smtp.maxSize`), or none when 0. */
+function spoolSpace(config: LoadedConfig['config'], log: Logger): SpoolSpace | undefined {
+  const reserve = minFreeBytes(config.spool.minFree, config.smtp.maxSize)
+  if (reserve === 0) return undefined
+  const report = (event: SpaceEvent): void => {
+    if (event.kind === 'unmeasurable')
+      log.warn(
+        { dir: config.spool.dir, err: event.error.message },
+        'spool free space unknown: not refusing mail for it',
+      )
+    else if (event.kind === 'low')
+      log.error(
+        { dir: config.spool.dir, free: event.free, minFree: event.reserve },
+        'spool disk short of space: new mail gets 452 4.3.1 until it has room',
+      )
+    else
+      log.info(
+        { dir: config.spool.dir, free: event.free, minFree: event.reserve },
+        'spool disk has room again',
+      )
+  }
+  return new SpoolSpace({ dir: config.spool.dir, reserve, onChange: report })
+}
+
 /** Wire every stage together. No I/O happens until `start()`. */
 export function buildApp(loaded: LoadedConfig, log: Logger): App {
   const { config } = loaded
@@ -166,9 +191,11 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       },
     )
   let ownsSpool = false
+  const space = spoolSpace(config, log.child({ component: 'spool' }))
   const ingress = createSmtpIngress({
     config,
     spool,
+    ...(space ? { space } : {}),
     log: log.child({ component: 'smtp' }),
     onQueued: (id, entry) => scheduler?.enqueue(id, entry ? { entry } : {}),
     checkRecipient: (address, mailFrom) => dispatcher.check(address, mailFrom),
@@ -220,6 +247,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
   return {
     async start() {
       await spool.init()
+      await space?.start()
       await claimSpool(join(config.spool.dir, PID_FILE))
       ownsSpool = true
       const requeued = await spool.recover()
@@ -289,6 +317,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       await delivery?.stop()
       await pool?.close()
       await destinations.close()
+      space?.stop()
       // Only our own PID file: a start refused for MSC_SPOOL_IN_USE must not remove the other's.
       if (ownsSpool) await rm(join(config.spool.dir, PID_FILE), { force: true })
       log.info('stopped')

@@ -5,7 +5,15 @@ import type { Action } from '../pipeline/action-list.js'
 import { formatActionList } from '../pipeline/action-list.js'
 import { loadPlugins } from '../pipeline/registry.js'
 import type { Ruleset } from '../pipeline/ruleset.js'
+import { minFreeBytes } from '../queue/free-space.js'
 import { configOrExit, fail, withConfig } from './common.js'
+
+/** What `spool.minFree` does, for people: `new mail refused below 75 MiB free`. */
+function describeMinFree(bytes: number): string {
+  if (bytes === 0) return 'no free-space check'
+  const mib = bytes / 1024 ** 2
+  return `new mail refused below ${mib >= 10 ? Math.round(mib) : mib.toFixed(1)} MiB free`
+}
 
 /** `mailscreen check-config`: validate the config and every plugin's options; print the result. */
 export function registerCheckConfig(program: Command): void {
@@ -43,7 +51,7 @@ export function registerCheckConfig(program: Command): void {
           `${loaded.file ?? '(no config file: built-in defaults)'}: OK`,
           `listen    ${config.smtp.listen.map((l) => `${l.host}:${l.port}`).join(', ')}${config.smtp.lmtp ? ' (LMTP)' : ''}`,
           `trusted   ${config.smtp.trusted.join(', ')}`,
-          `spool     ${config.spool.dir}`,
+          `spool     ${config.spool.dir} (${describeMinFree(minFreeBytes(config.spool.minFree, config.smtp.maxSize))})`,
           `workers   ${config.pool.workers}`,
           `relay     ${config.delivery.relay ? `${config.delivery.relay.host}:${config.delivery.relay.port}` : 'none: foreign domains go to their MX hosts'}`,
           `plugins   ${plugins.map((p) => `${p.name} (timeout ${p.timeoutMs} ms, on error ${p.onError})`).join(', ') || 'none'}`,

@@ -27,6 +27,12 @@ const spool = z
     dir: z.string().min(1).default('./var/spool'),
     /** Fsync every file and directory change before acknowledging. Turn off only for benchmarks of the rest. */
     fsync: z.boolean().default(true),
+    /**
+     * Bytes that must stay free on the spool's filesystem: a MAIL FROM (plus its SIZE=) that
+     * would leave less is answered `452 4.3.1 Insufficient system storage`, like Postfix's
+     * queue_minfree. Default: 1.5 × `smtp.maxSize`, Postfix's own minimum. 0 turns it off.
+     */
+    minFree: z.number().int().min(0).optional(),
   })
   .strict()
 

@@ -49,6 +49,8 @@ export interface SmtpServerOptions {
   onConnect?(peer: ClientInfo): SmtpReply | undefined
   /** Whether XCLIENT / XFORWARD are accepted (and advertised) for this peer. */
   allowForwarding?(peer: ClientInfo): boolean
+  /** Decide on a MAIL FROM (the transaction has no recipients yet); return a reply to refuse it. */
+  onMail?(tx: Transaction): SmtpReply | undefined
   /** Decide on one RCPT TO; return a reply to refuse that recipient. */
   onRecipient?(address: string, tx: Transaction): SmtpReply | undefined | Promise<SmtpReply | undefined>
   /**
@@ -455,6 +457,13 @@ class Session {
       ...(declaredSize === undefined ? {} : { declaredSize }),
       ...forwardedExtras(this.xforward),
     }
+    let refusal: SmtpReply | undefined
+    try {
+      refusal = this.shared.options.onMail?.(tx)
+    } catch (err) {
+      return formatReply(this.errorReply(err))
+    }
+    if (refusal) return formatReply(refusal)
     this.tx = tx
     return R.mailOk
   }

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
 import type { Config } from '../config/schema.js'
+import type { SpoolSpace } from '../queue/free-space.js'
 import { newQueueId, type QueueId } from '../queue/ids.js'
 import type { Spool, SpoolEntry } from '../queue/spool.js'
 import type { Envelope } from './envelope.js'
@@ -10,6 +11,8 @@ import { trustedNetworks } from './trusted.js'
 export interface SmtpIngressDeps {
   readonly config: Config
   readonly spool: Spool
+  /** Free space on the spool's disk: MAIL FROM is refused while it is short. */
+  readonly space?: SpoolSpace
   readonly log: Logger
   /** Called once a message is durably in `incoming/`, with its bytes when they are still in memory. */
   readonly onQueued: (id: QueueId, entry?: SpoolEntry) => void
@@ -31,6 +34,8 @@ export interface RecipientRefusal {
   readonly text: string
 }
 
+const NO_ROOM = reply(452, '4.3.1', 'Insufficient system storage')
+
 /** Error codes on the data stream that mean the session ended before the final dot. */
 const SESSION_ENDED = new Set(['ECONNRESET', 'ETIMEDOUT', 'ECONNABORTED'])
 
@@ -41,6 +46,7 @@ const SESSION_ENDED = new Set(['ECONNRESET', 'ETIMEDOUT', 'ECONNABORTED'])
 export function createSmtpIngress({
   config,
   spool,
+  space,
   log,
   onQueued,
   checkRecipient,
@@ -79,6 +85,14 @@ export function createSmtpIngress({
       return reply(554, '5.7.1', `${config.hostname} Access denied: ${peer.address} is not a trusted MTA`)
     },
     allowForwarding: (peer) => isTrusted(peer.address),
+    onMail(tx) {
+      if (!space || space.hasRoomFor(tx.declaredSize)) return undefined
+      log.info(
+        { client: tx.client.address, from: tx.mailFrom, size: tx.declaredSize, free: space.freeNow },
+        'mail refused: 452 4.3.1 spool disk short of space',
+      )
+      return NO_ROOM
+    },
     ...(onRecipient ? { onRecipient } : {}),
     onError: (err, peer) => log.error({ peer: peer?.address, err: (err as Error).message }, 'smtp error'),
     async onMessage(tx, data) {
@@ -121,6 +135,8 @@ export function createSmtpIngress({
           throw err
         }
         log.error({ qid: id, err: (err as Error).message, from: tx.mailFrom }, 'spool write failed')
+        // A full disk: measure now, so the next MAIL FROM is refused instead of sent in vain.
+        void space?.measure()
         return reply(451, '4.3.0', 'Error: queue file write error, try again later')
       }
       onQueued(id, received)

@@ -1,5 +1,4 @@
-import { once } from 'node:events'
-import { connect, Socket } from 'node:net'
+import { Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import SMTPConnection from 'nodemailer/lib/smtp-connection'
 import { afterEach, describe, expect, it, vi } from 'vitest'
@@ -12,73 +11,7 @@ import {
   type SmtpServerOptions,
   type Transaction,
 } from '../../src/ingress/smtp-server.js'
-
-/** A raw SMTP client: sends bytes, reads whole (multi-line) replies. */
-class Client {
-  readonly closed: Promise<void>
-  private buffer = ''
-  private lines: string[] = []
-  private readonly replies: string[] = []
-  private waiter: (() => void) | undefined
-
-  private constructor(readonly socket: Socket) {
-    socket.setEncoding('utf8')
-    socket.on('data', (text: string) => this.onData(text))
-    socket.on('error', () => undefined)
-    this.closed = new Promise((resolve) => socket.once('close', () => resolve()))
-  }
-
-  static async open(port: number): Promise<Client> {
-    const socket = connect(port, '127.0.0.1')
-    await once(socket, 'connect')
-    return new Client(socket)
-  }
-
-  send(text: string): void {
-    this.socket.write(text)
-  }
-
-  /** The next reply, its lines joined with `\n`. */
-  async next(timeoutMs = 5000): Promise<string> {
-    const deadline = Date.now() + timeoutMs
-    while (this.replies.length === 0) {
-      if (Date.now() > deadline) throw new Error(`no reply; buffered ${JSON.stringify(this.buffer)}`)
-      await new Promise<void>((resolve) => {
-        this.waiter = resolve
-        setTimeout(resolve, 50)
-      })
-    }
-    return this.replies.shift() as string
-  }
-
-  async command(line: string): Promise<string> {
-    this.send(`${line}\r\n`)
-    return this.next()
-  }
-
-  /** Read `count` replies. */
-  async take(count: number): Promise<string[]> {
-    const out: string[] = []
-    for (let i = 0; i < count; i++) out.push(await this.next())
-    return out
-  }
-
-  private onData(text: string): void {
-    this.buffer += text
-    let end = this.buffer.indexOf('\r\n')
-    while (end !== -1) {
-      const line = this.buffer.slice(0, end)
-      this.buffer = this.buffer.slice(end + 2)
-      this.lines.push(line)
-      if (line[3] !== '-') {
-        this.replies.push(this.lines.join('\n'))
-        this.lines = []
-      }
-      end = this.buffer.indexOf('\r\n')
-    }
-    this.waiter?.()
-  }
-}
+import { RawSmtpClient as Client } from '../support/raw-smtp.js'
 
 interface Received {
   readonly tx: Transaction
@@ -295,6 +228,44 @@ describe('mail transaction', () => {
     expect(await client.next(20_000)).toBe('250 2.0.0 Ok')
     expect(data.length).toBe(body.length)
     expect(data === body).toBe(true)
+    client.socket.destroy()
+  })
+})
+
+describe('onMail', () => {
+  it('refuses a MAIL FROM with its reply, sees SIZE=, and leaves the session usable', async () => {
+    const seen: Array<number | undefined> = []
+    const { port, received } = await start({
+      onMail(tx) {
+        seen.push(tx.declaredSize)
+        return tx.mailFrom === 'full@example.org'
+          ? reply(452, '4.3.1', 'Insufficient system storage')
+          : undefined
+      },
+    })
+    const client = await session(port)
+    expect(await client.command('MAIL FROM:<full@example.org> SIZE=5000')).toBe(
+      '452 4.3.1 Insufficient system storage',
+    )
+    // No transaction was opened.
+    expect(await client.command('RCPT TO:<b@example.net>')).toBe('503 5.5.1 Error: need MAIL command')
+    expect(await client.command('MAIL FROM:<a@example.org>')).toBe('250 2.1.0 Ok')
+    expect(await client.command('RCPT TO:<b@example.net>')).toBe('250 2.1.5 Ok')
+    await client.command('DATA')
+    expect(await client.command('hi\r\n.')).toMatch(/^250 2\.0\.0/)
+    expect(seen).toEqual([5000, undefined])
+    expect(received).toHaveLength(1)
+    client.socket.destroy()
+  })
+
+  it('answers 451 4.3.0 when onMail throws', async () => {
+    const { port } = await start({
+      onMail() {
+        throw new Error('statfs exploded')
+      },
+    })
+    const client = await session(port)
+    expect(await client.command('MAIL FROM:<a@example.org>')).toBe('451 4.3.0 Error: internal error')
     client.socket.destroy()
   })
 })
