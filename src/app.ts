@@ -1,5 +1,4 @@
-import { readFile, rm, writeFile } from 'node:fs/promises'
-import { dirname, join, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import type { Logger } from 'pino'
 import type { LoadedConfig } from './config/load.js'
 import { Destinations } from './delivery/destinations.js'
@@ -23,6 +22,7 @@ import type { ScanSettings } from './pipeline/scan.js'
 import { ScanScheduler } from './pipeline/scheduler.js'
 import { applyScoresFile } from './pipeline/scores.js'
 import { minFreeBytes, type SpaceEvent, SpoolSpace } from './queue/free-space.js'
+import { removePidFile, spoolOwner, writePidFile } from './queue/pid-file.js'
 import { Spool } from './queue/spool.js'
 import { emptyRoutingMaps, loadRoutingMaps, MAP_FILES, type RoutingMaps } from './routing/maps.js'
 import { reloadRoutingMaps } from './routing/reload.js'
@@ -43,9 +43,6 @@ export interface App {
    */
   reload(next: LoadedConfig): Promise<void>
 }
-
-/** The name of the PID file in the spool directory; `queue flush` signals this process. */
-export const PID_FILE = 'mailscreen.pid'
 
 /** Scan settings for workers (and for `mailscreen scan`), from the config and loaded plugins. */
 export async function scanSettings(loaded: LoadedConfig): Promise<ScanSettings> {
@@ -69,27 +66,12 @@ export async function scanSettings(loaded: LoadedConfig): Promise<ScanSettings> 
   }
 }
 
-/**
- * Take the spool for this process, or refuse: two processes on one spool would both recover
- * `processing/` and both reuse the same spent files in `tmp/`. A PID file left by a crash
- * (its process gone) is taken over.
- */
-async function claimSpool(pidFile: string): Promise<void> {
-  const other = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim())
-  if (Number.isInteger(other) && other > 0 && other !== process.pid) {
-    let alive = true
-    try {
-      process.kill(other, 0)
-    } catch (err) {
-      alive = (err as NodeJS.ErrnoException).code === 'EPERM'
-    }
-    if (alive)
-      throw new MailscreenError(
-        'MSC_SPOOL_IN_USE',
-        `mailscreen (pid ${other}) already runs on ${dirname(pidFile)}`,
-      )
-  }
-  await writeFile(pidFile, `${process.pid}\n`)
+/** Take the spool for this process, or refuse: another mailscreen runs on it. A PID file left by a crash is taken over. */
+async function claimSpool(spoolDir: string): Promise<void> {
+  const other = await spoolOwner(spoolDir)
+  if (other !== undefined)
+    throw new MailscreenError('MSC_SPOOL_IN_USE', `mailscreen (pid ${other}) already runs on ${spoolDir}`)
+  await writePidFile(spoolDir)
 }
 
 /** `file:line: reason`, for logs. */
@@ -248,7 +230,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
     async start() {
       await spool.init()
       await space?.start()
-      await claimSpool(join(config.spool.dir, PID_FILE))
+      await claimSpool(config.spool.dir)
       ownsSpool = true
       const requeued = await spool.recover()
       if (requeued.length > 0)
@@ -319,7 +301,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       await destinations.close()
       space?.stop()
       // Only our own PID file: a start refused for MSC_SPOOL_IN_USE must not remove the other's.
-      if (ownsSpool) await rm(join(config.spool.dir, PID_FILE), { force: true })
+      if (ownsSpool) await removePidFile(config.spool.dir)
       log.info('stopped')
     },
     async reload(next) {

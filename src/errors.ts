@@ -19,6 +19,8 @@ export const ERROR_CODES = {
   MSC_NOT_FOUND: 'no such message (wrong ID, or not in that queue)',
   MSC_NOT_RUNNING: 'no mailscreen process runs for this spool',
   MSC_SPOOL_IN_USE: 'another mailscreen process runs on this spool',
+  MSC_IN_FLIGHT: 'the running mailscreen is scanning or delivering that message now',
+  MSC_NOT_FAILED: 'only a message in failed/ can be requeued',
 } as const
 
 export type ErrorCode = keyof typeof ERROR_CODES

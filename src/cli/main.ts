@@ -8,6 +8,7 @@ import { registerBench } from './bench.js'
 import { registerCheckConfig } from './check-config.js'
 import { registerQuarantine } from './quarantine.js'
 import { registerQueue } from './queue.js'
+import { registerQueueAdmin } from './queue-admin.js'
 import { registerRoute } from './route.js'
 import { registerScan } from './scan.js'
 import { registerStart } from './start.js'
@@ -23,7 +24,7 @@ const program = new Command('mailscreen')
 
 registerStart(program)
 registerCheckConfig(program)
-registerQueue(program)
+registerQueueAdmin(registerQueue(program))
 registerQuarantine(program)
 registerRoute(program)
 registerScan(program)

@@ -114,7 +114,7 @@ export async function releaseFromQuarantine(
     { ...header, id: releasedId, envelope: { ...header.envelope, rcptTo }, releasedFrom: id },
     entry.message,
   )
-  await spool.remove('quarantine', id)
+  await spool.discard('quarantine', id)
   return releasedId
 }
 
@@ -194,7 +194,7 @@ export function registerQuarantine(program: Command): void {
       try {
         const spool = new Spool(config.spool.dir)
         const { id } = await quarantined(spool, text)
-        await spool.remove('quarantine', id)
+        await spool.discard('quarantine', id)
         process.stdout.write(`${id} deleted from quarantine\n`)
       } catch (err) {
         fail(err)

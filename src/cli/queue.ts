@@ -1,10 +1,10 @@
-import { readFile } from 'node:fs/promises'
-import { join } from 'node:path'
 import type { Command } from 'commander'
-import { PID_FILE } from '../app.js'
 import { MailscreenError } from '../errors.js'
 import { createMessageView } from '../mail/message.js'
-import { isMissing, Spool, type SpoolState } from '../queue/spool.js'
+import { QUEUE_STATES } from '../queue/admin.js'
+import { PID_FILE, recordedPid } from '../queue/pid-file.js'
+import { isMissing, Spool, type SpoolEntry, type SpoolState } from '../queue/spool.js'
+import type { RetryState } from '../queue/spool-file.js'
 import { configOrExit, fail, withConfig } from './common.js'
 
 /** One row of `queue list`. */
@@ -23,12 +23,34 @@ export interface QueueRow {
   readonly phase: 'scan' | 'deliver' | null
 }
 
-const LISTED: readonly SpoolState[] = ['incoming', 'processing', 'outgoing', 'deferred', 'failed']
+/** A message's row: its spool header and message (the start is enough), its retry state if deferred. */
+export function queueRow(
+  state: SpoolState,
+  entry: SpoolEntry & { readonly size: number },
+  retry: RetryState | undefined,
+  now = Date.now(),
+): QueueRow {
+  const { envelope } = entry.header
+  return {
+    id: entry.header.id,
+    state,
+    ageSeconds: Math.max(0, Math.round((now - envelope.receivedAt) / 1000)),
+    size: entry.size,
+    from: envelope.mailFrom,
+    to: retry?.pending ?? envelope.rcptTo,
+    messageId:
+      entry.header.scan?.messageId ?? createMessageView(entry.message).header('message-id')[0] ?? null,
+    attempts: retry?.attempts ?? 0,
+    nextAttempt: retry ? new Date(retry.nextAttemptAt).toISOString() : null,
+    lastError: retry?.lastError ?? null,
+    phase: retry?.phase ?? null,
+  }
+}
 
 /** Everything queued (quarantine has its own command), oldest first. */
 export async function listQueue(spool: Spool, now = Date.now()): Promise<QueueRow[]> {
   const rows: QueueRow[] = []
-  for (const state of LISTED) {
+  for (const state of QUEUE_STATES) {
     for (const id of await spool.list(state)) {
       let entry: Awaited<ReturnType<Spool['peek']>>
       try {
@@ -39,28 +61,14 @@ export async function listQueue(spool: Spool, now = Date.now()): Promise<QueueRo
         throw err
       }
       const retry = state === 'deferred' ? await spool.readRetry(id) : undefined
-      const { envelope } = entry.header
-      rows.push({
-        id,
-        state,
-        ageSeconds: Math.max(0, Math.round((now - envelope.receivedAt) / 1000)),
-        size: entry.size,
-        from: envelope.mailFrom,
-        to: retry?.pending ?? envelope.rcptTo,
-        messageId:
-          entry.header.scan?.messageId ?? createMessageView(entry.message).header('message-id')[0] ?? null,
-        attempts: retry?.attempts ?? 0,
-        nextAttempt: retry ? new Date(retry.nextAttemptAt).toISOString() : null,
-        lastError: retry?.lastError ?? null,
-        phase: retry?.phase ?? null,
-      })
+      rows.push(queueRow(state, entry, retry, now))
     }
   }
   // Queue IDs sort by arrival in code-unit order ('Z' < 'd'); localeCompare would not.
   return rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
 }
 
-function age(seconds: number): string {
+export function age(seconds: number): string {
   if (seconds < 120) return `${seconds}s`
   if (seconds < 7200) return `${Math.round(seconds / 60)}m`
   if (seconds < 172_800) return `${Math.round(seconds / 3600)}h`
@@ -90,16 +98,12 @@ export function formatQueue(rows: readonly QueueRow[]): string {
 
 /** Ask the running mailscreen (by its PID file) to retry its deferred mail now. */
 export async function signalFlush(spoolDir: string): Promise<number> {
-  const pidFile = join(spoolDir, PID_FILE)
-  let pid: number
-  try {
-    pid = Number((await readFile(pidFile, 'utf8')).trim())
-  } catch {
+  const pid = await recordedPid(spoolDir)
+  if (pid === undefined)
     throw new MailscreenError(
       'MSC_NOT_RUNNING',
       `mailscreen is not running for spool ${spoolDir} (no ${PID_FILE})`,
     )
-  }
   try {
     process.kill(pid, 'SIGUSR1')
   } catch {
@@ -111,9 +115,11 @@ export async function signalFlush(spoolDir: string): Promise<number> {
   return pid
 }
 
-/** `mailscreen queue list|flush`. */
-export function registerQueue(program: Command): void {
-  const queue = program.command('queue').description('inspect and flush the mail queue')
+/** `mailscreen queue list|flush`; returns the `queue` command for the rest (queue-admin.ts). */
+export function registerQueue(program: Command): Command {
+  const queue = program
+    .command('queue')
+    .description('inspect, flush, delete and requeue queued mail (mailq, postqueue -f, postcat, postsuper)')
   withConfig(queue.command('list'))
     .description('list queued messages, like mailq: ID, state, age, size, sender, recipients, last error')
     .option('--json', 'print a JSON array of objects (id, state, messageId, from, to, ...)')
@@ -137,4 +143,5 @@ export function registerQueue(program: Command): void {
         fail(err)
       }
     })
+  return queue
 }

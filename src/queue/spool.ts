@@ -306,6 +306,22 @@ export class Spool {
     if (state === 'deferred') await unlinkIfExists(this.retryPath(id))
   }
 
+  /**
+   * Delete a message for good from a process that does not own the spool (the CLI): unlinked,
+   * not recycled as a slot, with its retry state. False when it was not there.
+   */
+  async discard(state: SpoolState, id: QueueId): Promise<boolean> {
+    try {
+      await unlink(this.path(state, id))
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false
+      throw err
+    }
+    if (state === 'deferred') await unlinkIfExists(this.retryPath(id))
+    await this.syncDir(state)
+    return true
+  }
+
   /** The IDs in a state, oldest first (IDs sort by creation time). */
   async list(state: SpoolState): Promise<QueueId[]> {
     const names = await readdir(join(this.dir, state))

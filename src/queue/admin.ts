@@ -1,0 +1,100 @@
+/**
+ * The administrator's operations on queued mail, for `mailscreen queue show|delete|requeue`
+ * (Postfix's postcat -q, postsuper -d and postsuper -r). They run in the CLI's process, next
+ * to a mailscreen that may be running on the same spool, so they only touch mail that the
+ * running process is not working on, or hand mail to it the way it expects (through
+ * `deferred/`, due now).
+ */
+import { MailscreenError } from '../errors.js'
+import { parseQueueId, type QueueId } from './ids.js'
+import { isMissing, type Spool, type SpoolEntry, type SpoolState } from './spool.js'
+
+/** States a queued message can be in (quarantine has its own commands). */
+export const QUEUE_STATES: readonly SpoolState[] = [
+  'incoming',
+  'processing',
+  'outgoing',
+  'deferred',
+  'failed',
+]
+
+/** States whose mail a running mailscreen is scanning or delivering right now. */
+const IN_FLIGHT: ReadonlySet<SpoolState> = new Set(['incoming', 'processing', 'outgoing'])
+
+/** A queue ID from the command line, or MSC_NOT_FOUND. */
+export function queueIdArgument(text: string): QueueId {
+  const id = parseQueueId(text)
+  if (!id) throw new MailscreenError('MSC_NOT_FOUND', `not a queue ID: ${JSON.stringify(text)}`)
+  return id
+}
+
+/** Which queue state holds `id`; MSC_NOT_FOUND (naming the quarantine when it is there) if none. */
+export async function queuedState(spool: Spool, id: QueueId): Promise<SpoolState> {
+  const state = await spool.find(id)
+  if (state === 'quarantine')
+    throw new MailscreenError(
+      'MSC_NOT_FOUND',
+      `${id} is in quarantine (see: mailscreen quarantine show ${id})`,
+    )
+  if (state === undefined)
+    throw new MailscreenError('MSC_NOT_FOUND', `${id} is not queued (delivered, or never accepted)`)
+  return state
+}
+
+/** A queued message with its state; MSC_NOT_FOUND when it moved on meanwhile. */
+export async function readQueued(
+  spool: Spool,
+  id: QueueId,
+): Promise<{ state: SpoolState; entry: SpoolEntry }> {
+  const state = await queuedState(spool, id)
+  try {
+    return { state, entry: await spool.read(state, id) }
+  } catch (err) {
+    if (isMissing(err))
+      throw new MailscreenError('MSC_NOT_FOUND', `${id} moved on while being read; try again`)
+    throw err
+  }
+}
+
+/**
+ * Delete a queued message for good. Mail a running mailscreen is scanning or delivering
+ * (`owner` is its PID) is refused: its copy in memory would still go out.
+ */
+export async function deleteQueued(
+  spool: Spool,
+  id: QueueId,
+  owner: number | undefined,
+): Promise<SpoolState> {
+  const state = await queuedState(spool, id)
+  if (owner !== undefined && IN_FLIGHT.has(state))
+    throw new MailscreenError(
+      'MSC_IN_FLIGHT',
+      `${id} is ${state === 'outgoing' ? 'being delivered' : 'being scanned'} by mailscreen (pid ${owner}); delete it once it is deferred, or stop mailscreen first`,
+    )
+  if (!(await spool.discard(state, id)))
+    throw new MailscreenError('MSC_NOT_FOUND', `${id} left ${state}/ meanwhile; see: mailscreen queue list`)
+  return state
+}
+
+/**
+ * Scan a message of `failed/` again (after the administrator fixed what made it crash the
+ * workers): it goes to `deferred/` with a retry state "scan, due now", which the running
+ * mailscreen's next queue run (or a flush) takes back to the scan, as for a tempfailed check.
+ */
+export async function requeueFailed(spool: Spool, id: QueueId): Promise<void> {
+  const state = await queuedState(spool, id)
+  if (state !== 'failed')
+    throw new MailscreenError(
+      'MSC_NOT_FAILED',
+      `${id} is in ${state}/, not failed/: only mail that crashed the scan is requeued (deferred mail: mailscreen queue flush)`,
+    )
+  const { header } = await spool.peek('failed', id)
+  // The retry state goes first, so that a sweep never sees the message without it.
+  await spool.writeRetry(id, {
+    phase: 'scan',
+    attempts: 0,
+    nextAttemptAt: 0,
+    pending: header.envelope.rcptTo,
+  })
+  await spool.move(id, 'failed', 'deferred')
+}
