@@ -95,6 +95,13 @@ export function localKey(local: string): string {
 
 /** Split a target list at commas outside double quotes and angle brackets. */
 function splitTargets(text: string): string[] {
+  // Most lists quote nothing: one split instead of a character loop (files of 100,000s of lines).
+  if (!text.includes('"') && !text.includes('<')) {
+    return text
+      .split(',')
+      .map((t) => t.trim())
+      .filter((t) => t !== '')
+  }
   const out: string[] = []
   let current = ''
   let quoted = false
@@ -154,7 +161,7 @@ function parseTarget(raw: string, source: SourceRef, ctx: Context): AliasTarget 
     return problem(`${raw}: program delivery is not supported (mailscreen relays mail); target ignored`)
   if (text.startsWith('/'))
     return problem(`${raw}: delivery to a file is not supported (mailscreen relays mail); target ignored`)
-  const include = /^:include:\s*(.*)$/i.exec(text)
+  const include = text.startsWith(':') ? /^:include:\s*(.*)$/i.exec(text) : null
   if (include) return readInclude((include[1] as string).trim(), source, ctx)
   if (text.startsWith('\\')) {
     const address = parseAddress(text.slice(1))
@@ -271,6 +278,7 @@ export function lookupAlias(map: AliasMap, local: string): AliasMatch | undefine
   const key = localKey(local)
   const exact = map.entries.get(key)
   if (exact) return { entry: exact }
+  if (!key.includes('+')) return undefined
   for (const split of extensionSplits(key, '+')) {
     const entry = map.entries.get(split.base)
     if (entry) return { entry, extension: split.extension }

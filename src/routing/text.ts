@@ -44,6 +44,7 @@ export function where(source: SourceRef): string {
  * double quotes. (`a#b` keeps its `#`: it may be part of an address.)
  */
 export function stripComment(text: string): string {
+  if (!text.includes('#')) return text
   let quoted = false
   for (let i = 0; i < text.length; i++) {
     const c = text[i]
@@ -148,7 +149,7 @@ export interface MailAddress {
  */
 export function parseAddress(text: string): MailAddress | undefined {
   let value = text.trim()
-  const angle = /^[^<>]*<([^<>]*)>\s*$/.exec(value)
+  const angle = value.includes('<') ? /^[^<>]*<([^<>]*)>\s*$/.exec(value) : null
   if (angle) value = (angle[1] as string).trim()
   if (value === '') return undefined
   let local: string
@@ -167,9 +168,25 @@ export function parseAddress(text: string): MailAddress | undefined {
   }
   if (local === '' || local === '""') return undefined
   if (rest === '') return { local, domain: '' }
-  const domain = normalizeDomain(rest.slice(1))
-  if (!isDomainName(domain) && !isDomainLiteral(domain)) return undefined
-  return { local, domain }
+  const domain = addressDomain(rest.slice(1))
+  return domain === undefined ? undefined : { local, domain }
+}
+
+/**
+ * Domains seen by {@link addressDomain}: maps name the same few domains in 100,000s of
+ * addresses, and normalizing and checking one costs more than the rest of a line.
+ */
+const knownDomains = new Map<string, string | undefined>()
+const KNOWN_DOMAINS_MAX = 10_000
+
+/** The normalized domain of an address, or undefined when it is neither a name nor a literal. */
+function addressDomain(text: string): string | undefined {
+  if (knownDomains.has(text)) return knownDomains.get(text)
+  const domain = normalizeDomain(text)
+  const valid = isDomainName(domain) || isDomainLiteral(domain) ? domain : undefined
+  if (knownDomains.size >= KNOWN_DOMAINS_MAX) knownDomains.clear()
+  knownDomains.set(text, valid)
+  return valid
 }
 
 function closingQuote(value: string): number {
