@@ -1,9 +1,12 @@
 import { spawn } from 'node:child_process'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { type AddressInfo, connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
+import { builtPath } from '../package-root.js'
+import { type CpuProbe, measured, selfCpuMs, treeCpuMs } from './cpu.js'
 import { runLoad } from './load.js'
 import { benchIdOf } from './message.js'
 import { Progress } from './progress.js'
@@ -23,6 +26,12 @@ export interface RunFigures {
   readonly deliveredRate: number
   readonly acceptMs: LatencySummary
   readonly endToEndMs: LatencySummary
+  /**
+   * CPU ms per delivered message (Linux /proc): the server under test (absent for the bare
+   * sink, which runs in the bench process), the bench process (load generator and sink), and
+   * the whole machine. More stable than msgs/s on a shared machine.
+   */
+  readonly cpuMsPerMessage: { readonly server?: number; readonly bench: number; readonly machine: number }
 }
 
 export interface BenchOptions {
@@ -42,7 +51,19 @@ export interface BenchOptions {
   readonly timeoutMs: number
   /** Messages sent through mailscreen first and not counted (JIT, connection pools, spool files). */
   readonly warmup: number
+  /** Also measure the minimal durable relay (src/bench/relay.ts): the floor of a durable filter. */
+  readonly baseline?: boolean
 }
+
+/** What `runBench` measured; `relay` with {@link BenchOptions.baseline}. */
+export interface BenchResult {
+  readonly filter: RunFigures
+  readonly relay?: RunFigures
+  readonly ceiling: RunFigures
+}
+
+/** The durable relay's entry point, built (as workers are, also when the caller runs from sources). */
+const RELAY_MAIN = builtPath(fileURLToPath(new URL('./relay-main.js', import.meta.url)))
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -88,13 +109,42 @@ export async function waitForGreeting(
   }
 }
 
-/** One load run against host:port, with arrivals counted at `sink`. */
+/** One load run against host:port (a process `serverPid` serves it, if not this one), with arrivals counted at `sink`. */
 async function measure(
   label: string,
   port: number,
   sink: Awaited<ReturnType<typeof startSink>>,
   opts: BenchOptions,
+  serverPid?: number,
 ): Promise<RunFigures> {
+  const probe: CpuProbe = { bench: selfCpuMs, ...(serverPid ? { server: () => treeCpuMs(serverPid) } : {}) }
+  let delivered = 0
+  const { value, cpuPerMsg } = await measured(
+    probe,
+    () => delivered,
+    () =>
+      runAndWait(label, port, sink, opts, (count) => {
+        delivered = count
+      }),
+  )
+  return {
+    ...value,
+    cpuMsPerMessage: {
+      ...(serverPid ? { server: cpuPerMsg.server as number } : {}),
+      bench: cpuPerMsg.bench as number,
+      machine: cpuPerMsg['machine total'] as number,
+    },
+  }
+}
+
+/** The load, then the wait for its deliveries; `onDelivered` hears the count as it grows. */
+async function runAndWait(
+  label: string,
+  port: number,
+  sink: Awaited<ReturnType<typeof startSink>>,
+  opts: BenchOptions,
+  onDelivered: (count: number) => void,
+): Promise<Omit<RunFigures, 'cpuMsPerMessage'>> {
   const arrived = new Float64Array(opts.messages)
   let delivered = 0
   let lastArrival = 0
@@ -104,6 +154,7 @@ async function measure(
     lastArrival = performance.now()
     arrived[seq] = lastArrival
     delivered++
+    onDelivered(delivered)
   }
   sink.on('message', onMessage)
   let accepted = 0
@@ -150,7 +201,7 @@ async function measure(
  * the sink), push the load through mailscreen, then push the same load straight into the
  * sink: the ceiling this machine and load generator allow.
  */
-export async function runBench(opts: BenchOptions): Promise<{ filter: RunFigures; ceiling: RunFigures }> {
+export async function runBench(opts: BenchOptions): Promise<BenchResult> {
   const dir = await mkdtemp(join(tmpdir(), 'mailscreen-bench-'))
   const sink = await startSink({ keep: false })
   const port = await freePort()
@@ -179,9 +230,10 @@ export async function runBench(opts: BenchOptions): Promise<{ filter: RunFigures
         ),
     )
     if (opts.warmup > 0) await measure('warm-up', port, sink, { ...opts, messages: opts.warmup })
-    const filter = await measure('via mailscreen', port, sink, opts)
+    const filter = await measure('via mailscreen', port, sink, opts, child.pid)
+    const relay = opts.baseline ? await measureRelay(dir, sink, opts) : undefined
     const ceiling = await measure('straight to sink', sink.port, sink, opts)
-    return { filter, ceiling }
+    return relay ? { filter, relay, ceiling } : { filter, ceiling }
   } finally {
     child.kill('SIGTERM')
     await new Promise((resolve) => (child.exitCode !== null ? resolve(null) : child.once('exit', resolve)))
@@ -191,13 +243,41 @@ export async function runBench(opts: BenchOptions): Promise<{ filter: RunFigures
   }
 }
 
+/** The durable relay as a child process relaying to `sink`: warmed up like mailscreen, then measured. */
+async function measureRelay(
+  dir: string,
+  sink: Awaited<ReturnType<typeof startSink>>,
+  opts: BenchOptions,
+): Promise<RunFigures> {
+  const port = await freePort()
+  const files = join(dir, 'relay')
+  await mkdir(files)
+  const child = spawn(process.execPath, [RELAY_MAIN, String(port), files, String(sink.port)], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  })
+  try {
+    await waitForGreeting(
+      port,
+      30_000,
+      () => child.exitCode === null,
+      (why) =>
+        new Error(`durable relay ${why === 'exited' ? `exited with ${child.exitCode}` : 'did not listen'}`),
+    )
+    if (opts.warmup > 0) await measure('warm-up', port, sink, { ...opts, messages: opts.warmup })
+    return await measure('durable relay', port, sink, opts, child.pid)
+  } finally {
+    child.kill('SIGTERM')
+    await new Promise((resolve) => (child.exitCode !== null ? resolve(null) : child.once('exit', resolve)))
+  }
+}
+
 function ms(value: number): string {
   return Number.isNaN(value) ? '-' : value.toFixed(1)
 }
 
 /** The results as a table, with the filter/ceiling ratio. */
-export function formatBench(result: { filter: RunFigures; ceiling: RunFigures }, opts: BenchOptions): string {
-  const rows = [result.filter, result.ceiling]
+export function formatBench(result: BenchResult, opts: BenchOptions): string {
+  const rows = [result.filter, ...(result.relay ? [result.relay] : []), result.ceiling]
   const lines = [
     `messages ${opts.messages} (after ${opts.warmup} warm-up), concurrency ${opts.concurrency}, size ${opts.size} B, ${opts.reuse ? 'connections reused' : 'one message per connection'}`,
     '',
@@ -207,8 +287,20 @@ export function formatBench(result: { filter: RunFigures; ceiling: RunFigures },
         `${r.label.padEnd(18)} ${r.acceptRate.toFixed(0).padStart(10)} ${r.deliveredRate.toFixed(0).padStart(11)} ${ms(r.acceptMs.p50).padStart(10)} ${ms(r.acceptMs.p95).padStart(7)} ${ms(r.acceptMs.p99).padStart(7)} ${ms(r.endToEndMs.p50).padStart(8)} ${ms(r.endToEndMs.p95).padStart(7)} ${ms(r.endToEndMs.p99).padStart(7)} ${String(r.errors + (r.accepted - r.delivered)).padStart(6)}`,
     ),
     '',
+    `${'CPU ms per message'.padEnd(18)} ${'server'.padStart(10)} ${'bench'.padStart(11)} ${'machine'.padStart(10)}`,
+    ...rows.map(
+      (r) =>
+        `${r.label.padEnd(18)} ${(r.cpuMsPerMessage.server === undefined ? '-' : r.cpuMsPerMessage.server.toFixed(2)).padStart(10)} ${r.cpuMsPerMessage.bench.toFixed(2).padStart(11)} ${r.cpuMsPerMessage.machine.toFixed(2).padStart(10)}`,
+    ),
+    '',
     `ceiling / mailscreen (delivered msgs/s): ${(result.ceiling.deliveredRate / result.filter.deliveredRate).toFixed(2)}x`,
+    ...(result.relay
+      ? [
+          `durable relay / mailscreen (delivered msgs/s): ${(result.relay.deliveredRate / result.filter.deliveredRate).toFixed(2)}x (fsync + two SMTP hops, nothing else)`,
+        ]
+      : []),
     'latencies in ms; accept = connect to 250 after DATA; e2e = first byte sent to arrival at the sink; errors = failed sends + accepted but not delivered',
+    'CPU: server = mailscreen (or the relay) with its threads; bench = load generator and sink (this process); machine = every CPU of the host, from /proc/stat',
   ]
   return `${lines.join('\n')}\n`
 }

@@ -23,6 +23,7 @@ interface BenchCliOptions {
   json?: boolean
   timeout: number
   warmup: number
+  baseline?: boolean
 }
 
 /** `mailscreen bench`: load through a mailscreen it starts into a sink it starts, vs the sink alone. */
@@ -45,6 +46,10 @@ export function registerBench(program: Command): void {
       500,
     )
     .option('--timeout <seconds>', 'how long to wait for deliveries after the last send', positiveInt, 120)
+    .option(
+      '--baseline',
+      'also measure a minimal durable relay (fsync each message, forward it, nothing else): what any durable filter pays on this machine',
+    )
     .option('--json', 'print the figures as JSON')
     .action(async (options: BenchCliOptions) => {
       try {
@@ -63,6 +68,7 @@ export function registerBench(program: Command): void {
           cli: join(packageRoot, 'dist', 'src', 'cli', 'main.js'),
           timeoutMs: options.timeout * 1000,
           warmup: options.warmup,
+          baseline: options.baseline === true,
         }
         const result = await runBench(benchOptions)
         process.stdout.write(

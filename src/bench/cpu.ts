@@ -1,5 +1,5 @@
 /**
- * CPU accounting from /proc (Linux) for the benchmark scripts: what each component started by
+ * CPU accounting from /proc (Linux) for `mailscreen bench` and the benchmark scripts: what each component started by
  * a benchmark spent per message in a measured phase, and what the rest of the machine did
  * meanwhile (this is a shared VM).
  *
