@@ -5,7 +5,8 @@ import { Destinations } from './delivery/destinations.js'
 import { Dispatcher, ownAddresses, type RoutingState } from './delivery/dispatch.js'
 import { NextHopDns } from './delivery/mx.js'
 import { DeliveryQueue } from './delivery/queue-runner.js'
-import { MailscreenError } from './errors.js'
+import { formatHop } from './delivery/smtp-client.js'
+import { MailscreenError, toErrorInfo } from './errors.js'
 import { milterScanHandler } from './ingress/milter/scan.js'
 import {
   createMilterServer,
@@ -15,6 +16,8 @@ import {
 } from './ingress/milter/server.js'
 import { createSmtpIngress } from './ingress/smtp.js'
 import { reply } from './ingress/smtp-reply.js'
+import { Metrics } from './metrics/metrics.js'
+import { createMetricsServer } from './metrics/server.js'
 import { loadPolicy } from './pipeline/policy.js'
 import { createScanPool, type ScanPool } from './pipeline/pool.js'
 import { loadPlugins, scoreTable, toRef } from './pipeline/registry.js'
@@ -23,7 +26,7 @@ import { ScanScheduler } from './pipeline/scheduler.js'
 import { applyScoresFile } from './pipeline/scores.js'
 import { minFreeBytes, type SpaceEvent, SpoolSpace } from './queue/free-space.js'
 import { removePidFile, spoolOwner, writePidFile } from './queue/pid-file.js'
-import { Spool } from './queue/spool.js'
+import { SPOOL_STATES, Spool } from './queue/spool.js'
 import { emptyRoutingMaps, loadRoutingMaps, MAP_FILES, type RoutingMaps } from './routing/maps.js'
 import { reloadRoutingMaps } from './routing/reload.js'
 import { type MapProblem, where } from './routing/text.js'
@@ -174,10 +177,27 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
     )
   let ownsSpool = false
   const space = spoolSpace(config, log.child({ component: 'spool' }))
+  const metrics = new Metrics({
+    queueSizes: async () => {
+      const sizes: Record<string, number> = {}
+      for (const state of SPOOL_STATES) sizes[state] = (await spool.list(state)).length
+      return sizes
+    },
+    spoolFreeBytes: () => space?.freeNow,
+    smtpSessions: () => ingress.connections,
+    scansPending: () => scheduler?.pending ?? 0,
+    deliveriesPending: () => delivery?.pending ?? 0,
+  })
+  const metricsServer = config.metrics
+    ? createMetricsServer(metrics.withProcessMetrics(), (err) =>
+        log.error({ err: toErrorInfo(err) }, 'metrics collection failed'),
+      )
+    : undefined
   const ingress = createSmtpIngress({
     config,
     spool,
     ...(space ? { space } : {}),
+    metrics,
     log: log.child({ component: 'smtp' }),
     onQueued: (id, entry) => scheduler?.enqueue(id, entry ? { entry } : {}),
     checkRecipient: (address, mailFrom) => dispatcher.check(address, mailFrom),
@@ -187,7 +207,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
   const milter: MilterServer | undefined = config.milter
     ? createMilterServer(
         milterServerOptions(config.milter, {
-          onMessage: milterScanHandler(currentPool, log.child({ component: 'milter' })),
+          onMessage: milterScanHandler(currentPool, log.child({ component: 'milter' }), metrics),
           onRecipient: async (recipient, { mailFrom }) => {
             const refusal = await dispatcher.check(recipient.address, mailFrom, { mtaDelivers: true })
             return refusal && reply(refusal.code, refusal.status, refusal.text)
@@ -253,6 +273,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
         queueLifetimeMs: config.delivery.queueLifetime,
         runIntervalMs: config.delivery.queueRunInterval,
         onRescan: (id, attempts, lastChance) => scheduler?.enqueue(id, { tempfails: attempts, lastChance }),
+        metrics,
       })
       delivery = deliveryQueue
       scheduler = new ScanScheduler({
@@ -263,6 +284,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
         maxAttempts: config.pool.maxAttempts,
         taskTimeoutMs: config.pool.taskTimeout,
         retry: config.delivery.retry,
+        metrics,
         deliverNow: (id, entry) => deliveryQueue.deliverNow(id, entry),
         onScanned: (id, entry) => deliveryQueue.enqueue(id, entry),
         onBounce: async (id, report) =>
@@ -279,10 +301,17 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       const bound = []
       for (const address of config.smtp.listen) bound.push(await ingress.listen(address.host, address.port))
       const milterBound = milter ? (await milter.listen()).map(formatMilterAddress) : []
+      const metricsBound =
+        metricsServer && config.metrics
+          ? await metricsServer.listen(config.metrics.listen.host, config.metrics.listen.port)
+          : undefined
       log.info(
         {
           listen: bound,
           ...(milter ? { milter: milterBound } : {}),
+          ...(metricsBound
+            ? { metrics: `http://${formatHop(metricsBound.host, metricsBound.port)}/metrics` }
+            : {}),
           relay: config.delivery.relay,
           routing: { dir: routing.maps.dir, maps: presentMaps(routing.maps), problems: maps.problems.length },
           workers: config.pool.workers,
@@ -293,6 +322,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       return bound
     },
     async stop() {
+      await metricsServer?.close()
       await ingress.close()
       await milter?.close()
       await scheduler?.stop()

@@ -1,5 +1,6 @@
 import type { Command } from 'commander'
 import { scanSettings } from '../app.js'
+import { formatHop } from '../delivery/smtp-client.js'
 import { formatMilterAddress } from '../ingress/milter/server.js'
 import type { Action } from '../pipeline/action-list.js'
 import { formatActionList } from '../pipeline/action-list.js'
@@ -53,6 +54,7 @@ export function registerCheckConfig(program: Command): void {
           `trusted   ${config.smtp.trusted.join(', ')}`,
           `spool     ${config.spool.dir} (${describeMinFree(minFreeBytes(config.spool.minFree, config.smtp.maxSize))})`,
           `workers   ${config.pool.workers}`,
+          `metrics   ${config.metrics ? `http://${formatHop(config.metrics.listen.host, config.metrics.listen.port)}/metrics` : 'off'}`,
           `relay     ${config.delivery.relay ? `${config.delivery.relay.host}:${config.delivery.relay.port}` : 'none: foreign domains go to their MX hosts'}`,
           `plugins   ${plugins.map((p) => `${p.name} (timeout ${p.timeoutMs} ms, on error ${p.onError})`).join(', ') || 'none'}`,
           'symbols:',

@@ -215,6 +215,11 @@ export const configSchema = z
     /** Routing maps, hop limit and resolver (docs/routing.md). */
     routing: routingSection.prefault({}),
     milter: milter.optional(),
+    /**
+     * Prometheus metrics on `http://<listen>/metrics`; off when absent. No authentication:
+     * keep it on loopback or a management network.
+     */
+    metrics: z.object({ listen: hostPort }).strict().optional(),
     plugins: z.array(pluginEntry).default([{ use: 'example', options: {} }]),
   })
   .strict()

@@ -4,6 +4,7 @@ import { toErrorInfo } from '../errors.js'
 import type { Envelope } from '../ingress/envelope.js'
 import { isNonAscii } from '../mail/ascii.js'
 import { headerEnd } from '../mail/message.js'
+import type { Metrics } from '../metrics/metrics.js'
 import { retryDelay } from '../queue/backoff.js'
 import { HeldEntries } from '../queue/held-entries.js'
 import { newQueueId, type QueueId } from '../queue/ids.js'
@@ -50,6 +51,7 @@ export interface DeliveryQueueOptions {
    * `lastChance`: its queue lifetime is over, so a failing scan makes it unscannable.
    */
   readonly onRescan: (id: QueueId, attempts: number, lastChance: boolean) => void
+  readonly metrics?: Metrics
 }
 
 /** Bytes of scanned messages kept in memory for delivery; beyond it they are read from disk. */
@@ -287,7 +289,8 @@ export class DeliveryQueue {
     const failed = outcomes.filter((r) => r.status === 'failed')
     const deferred = outcomes.filter((r) => r.status === 'deferred')
     const delay = Math.round((Date.now() - envelope.receivedAt) / 1000)
-    for (const r of delivered)
+    for (const r of delivered) {
+      this.opts.metrics?.recipientDelivered((Date.now() - envelope.receivedAt) / 1000)
       log.info(
         {
           qid: id,
@@ -300,6 +303,7 @@ export class DeliveryQueue {
         },
         'delivered',
       )
+    }
     const bounced = expired ? [...failed, ...deferred] : failed
     if (bounced.length > 0) await this.bounceOutcomes(id, entry, bounced, expired ? 'expired' : 'failed')
     const still = expired ? [] : deferred
@@ -325,12 +329,14 @@ export class DeliveryQueue {
       await spool.write('deferred', entry.header, entry.message)
       await spool.remove('processing', id)
     }
-    // Logged once the message is where the log line says it is.
-    for (const r of still)
+    // Logged (and counted) once the message is where the log line says it is.
+    for (const r of still) {
+      this.opts.metrics?.recipientDeferred()
       log.warn(
         { qid: id, to: r.recipient, relay: r.hop, reply: r.reply, delay, attempts, nextAttemptAt },
         'deferred',
       )
+    }
   }
 
   /**
@@ -404,7 +410,8 @@ export class DeliveryQueue {
   ): Promise<void> {
     const { spool, log, hostname } = this.opts
     const delay = Math.round((Date.now() - header.envelope.receivedAt) / 1000)
-    for (const r of recipients)
+    for (const r of recipients) {
+      this.opts.metrics?.recipientBounced()
       log.warn(
         {
           qid: id,
@@ -417,6 +424,7 @@ export class DeliveryQueue {
         },
         'bounced',
       )
+    }
     if (header.dsnFor !== undefined) {
       log.info({ qid: id, from: header.envelope.mailFrom }, 'no DSN: null sender or DSN')
       return

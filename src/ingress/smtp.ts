@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
 import type { Config } from '../config/schema.js'
+import type { Metrics } from '../metrics/metrics.js'
 import type { SpoolSpace } from '../queue/free-space.js'
 import { newQueueId, type QueueId } from '../queue/ids.js'
 import type { Spool, SpoolEntry } from '../queue/spool.js'
@@ -13,6 +14,7 @@ export interface SmtpIngressDeps {
   readonly spool: Spool
   /** Free space on the spool's disk: MAIL FROM is refused while it is short. */
   readonly space?: SpoolSpace
+  readonly metrics?: Metrics
   readonly log: Logger
   /** Called once a message is durably in `incoming/`, with its bytes when they are still in memory. */
   readonly onQueued: (id: QueueId, entry?: SpoolEntry) => void
@@ -47,6 +49,7 @@ export function createSmtpIngress({
   config,
   spool,
   space,
+  metrics,
   log,
   onQueued,
   checkRecipient,
@@ -54,6 +57,7 @@ export function createSmtpIngress({
   const isTrusted = trustedNetworks(config.smtp.trusted)
   const refused = (address: string, tx: Transaction, refusal: RecipientRefusal | undefined) => {
     if (!refusal) return undefined
+    metrics?.smtpRefused({ stage: 'rcpt', code: refusal.code })
     log.info(
       {
         client: tx.client.address,
@@ -87,6 +91,7 @@ export function createSmtpIngress({
     allowForwarding: (peer) => isTrusted(peer.address),
     onMail(tx) {
       if (!space || space.hasRoomFor(tx.declaredSize)) return undefined
+      metrics?.smtpRefused({ stage: 'mail', code: NO_ROOM.code })
       log.info(
         { client: tx.client.address, from: tx.mailFrom, size: tx.declaredSize, free: space.freeNow },
         'mail refused: 452 4.3.1 spool disk short of space',
@@ -110,6 +115,7 @@ export function createSmtpIngress({
       try {
         const { size, entry } = await spool.receive({ v: 1, id, envelope }, data)
         received = entry
+        metrics?.messageReceived(size)
         log.info(
           {
             qid: id,
@@ -125,7 +131,9 @@ export function createSmtpIngress({
         )
       } catch (err) {
         const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as { code?: string }).code
-        if ((err as { responseCode?: number }).responseCode !== undefined) {
+        const responseCode = (err as { responseCode?: number }).responseCode
+        if (responseCode !== undefined) {
+          metrics?.smtpRefused({ stage: 'data', code: responseCode })
           log.warn({ qid: id, from: tx.mailFrom, reason: (err as Error).message }, 'rejected')
           throw err
         }
@@ -134,6 +142,7 @@ export function createSmtpIngress({
           log.info({ qid: id, from: tx.mailFrom, reason: cause }, 'aborted')
           throw err
         }
+        metrics?.smtpRefused({ stage: 'data', code: 451 })
         log.error({ qid: id, err: (err as Error).message, from: tx.mailFrom }, 'spool write failed')
         // A full disk: measure now, so the next MAIL FROM is refused instead of sent in vain.
         void space?.measure()

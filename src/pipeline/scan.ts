@@ -26,6 +26,8 @@ export interface ScanReport {
   readonly verdict: Verdict
   /** Milliseconds per plugin. */
   readonly timings: Readonly<Record<string, number>>
+  /** Plugins whose check threw or timed out (each left its `_FAIL` symbol). */
+  readonly failedChecks: readonly string[]
   readonly messageId?: string
   /** What happens to the message; absent while the verdict is not final (tempfail). */
   readonly disposition?: Disposition
@@ -90,6 +92,7 @@ export function createScanner(plugins: readonly ReadyPlugin[], settings: ScanSet
         queueId,
         verdict,
         timings,
+        failedChecks: outcomes.filter((o) => o.failure !== undefined).map((o) => o.plugin),
         ...(messageId === undefined ? {} : { messageId }),
         ...(verdict.final ? { disposition: plan(verdict, envelope, queueId, policy) } : {}),
       }

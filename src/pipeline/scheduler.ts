@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
 import { toErrorInfo } from '../errors.js'
+import type { Metrics } from '../metrics/metrics.js'
 import { retryDelay } from '../queue/backoff.js'
 import { HeldEntries } from '../queue/held-entries.js'
 import type { QueueId } from '../queue/ids.js'
@@ -31,6 +32,7 @@ export interface ScanSchedulerOptions {
   readonly onScanned: (id: QueueId, entry: SpoolEntry) => void
   /** The verdict's actions say `bounce`: tell the sender (the message is still in `processing/`). */
   readonly onBounce: (id: QueueId, report: ScanReport) => Promise<void>
+  readonly metrics?: Metrics
 }
 
 /**
@@ -115,6 +117,7 @@ export class ScanScheduler {
     }
     this.attempts.delete(id)
     const { report, deliver, quarantine } = result
+    this.opts.metrics?.scanned(report, (performance.now() - started) / 1000)
     const { verdict, disposition } = report
     const fields = {
       qid: id,
@@ -198,6 +201,7 @@ export class ScanScheduler {
     const info = toErrorInfo(err)
     const timedOut = info.code === 'AbortError' || info.code === 'TimeoutError'
     const reason = timedOut ? `scan did not finish within ${this.opts.taskTimeoutMs} ms` : info.message
+    this.opts.metrics?.scanCrashed(attempts >= this.opts.maxAttempts)
     if (attempts >= this.opts.maxAttempts) {
       this.attempts.delete(id)
       await spool.move(id, 'processing', 'failed')

@@ -59,6 +59,7 @@ describe('mailscreen check-config', () => {
     expect(out.stdout).toContain(`${file}: OK`)
     expect(out.stdout).toMatch(/^listen +127\.0\.0\.1:2525$/m)
     expect(out.stdout).toMatch(/^workers +3$/m)
+    expect(out.stdout).toMatch(/^metrics +off$/m)
     // Postfix's rule for the default: 1.5 × smtp.maxSize (50 MiB).
     expect(out.stdout).toMatch(/^spool +\S+ \(new mail refused below 75 MiB free\)$/m)
     expect(out.stdout).toMatch(/^relay +127\.0\.0\.1:2626$/m)

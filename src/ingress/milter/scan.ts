@@ -6,13 +6,14 @@
  */
 import { readFile } from 'node:fs/promises'
 import type { Logger } from 'pino'
+import type { Metrics } from '../../metrics/metrics.js'
 import type { ScanPool } from '../../pipeline/pool.js'
 import { newQueueId } from '../../queue/ids.js'
 import { toMilterDecision } from './decide.js'
 import type { MilterMessageHandler } from './session.js'
 
 /** A {@link MilterMessageHandler} that scans with `pool`. */
-export function milterScanHandler(pool: ScanPool, log: Logger): MilterMessageHandler {
+export function milterScanHandler(pool: ScanPool, log: Logger, metrics?: Metrics): MilterMessageHandler {
   return async (message, signal) => {
     const queueId = newQueueId()
     const started = performance.now()
@@ -32,6 +33,8 @@ export function milterScanHandler(pool: ScanPool, log: Logger): MilterMessageHan
       : undefined
     const decision = toMilterDecision(report, message.headers, stripped)
     const { verdict, disposition } = report
+    metrics?.scanned(report, (performance.now() - started) / 1000)
+    metrics?.milterAnswered(decision.action)
     log[verdict.category === 'clean' && disposition ? 'info' : 'warn'](
       {
         qid: queueId,

@@ -31,7 +31,7 @@ function report(v: Verdict, actions: Record<string, string> = {}): ScanReport {
     actions: milterActions,
   })
   const disposition = v.final ? plan(v, testEnvelope, QID, compilePolicy(settings)) : undefined
-  return { queueId: QID, verdict: v, timings: {}, ...(disposition ? { disposition } : {}) }
+  return { queueId: QID, verdict: v, timings: {}, failedChecks: [], ...(disposition ? { disposition } : {}) }
 }
 
 describe('toMilterDecision', () => {
