@@ -4,6 +4,7 @@ import { type Sink, startSink } from '../../src/bench/sink.js'
 import { reply } from '../../src/ingress/smtp-reply.js'
 import { type MailscreenProcess, startMailscreen, stopAll } from '../support/mailscreen.js'
 import { freePort } from '../support/ports.js'
+import { sample } from '../support/prometheus.js'
 
 function message(tag: string, filler = 0): Buffer {
   return Buffer.from(
@@ -20,12 +21,6 @@ async function send(port: number, to: string[], data: Buffer): Promise<string> {
   } finally {
     await client.close()
   }
-}
-
-/** The value of one series (`name{labels}`) in a scrape. */
-function sample(text: string, series: string): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `))
-  return line === undefined ? undefined : Number(line.slice(series.length + 1))
 }
 
 describe('metrics.listen', () => {

@@ -3,12 +3,7 @@ import { type GaugeSources, Metrics } from '../../src/metrics/metrics.js'
 import { createMetricsServer } from '../../src/metrics/server.js'
 import type { ScanReport } from '../../src/pipeline/scan.js'
 import type { Verdict } from '../../src/pipeline/verdict.js'
-
-/** The value of one sample line (`name{labels} value`) of the exposition, or undefined. */
-function sample(text: string, series: string): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `))
-  return line === undefined ? undefined : Number(line.slice(series.length + 1))
-}
+import { sample } from '../support/prometheus.js'
 
 function report(category: string, final: boolean, failedChecks: string[] = []): ScanReport {
   const verdict = { category, final, hits: [], score: 0, reasons: [], tempfail: [] } as unknown as Verdict
