@@ -79,8 +79,15 @@ export function createDurableRelay(options: RelayOptions): DurableRelay {
             size: held.message.length,
           })
         : undefined
-      if (report?.replies.every((r) => r !== undefined && r.code < 300)) await unlink(held.file)
-      else failures++
+      const taken = report?.replies.every((r) => r !== undefined && r.code < 300)
+      if (
+        !taken ||
+        !(await unlink(held.file).then(
+          () => true,
+          () => false,
+        ))
+      )
+        failures++
       if (!report?.reusable) client = await connect()
     }
     if (client) idle.push(client)

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { type AddressInfo, connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -29,9 +30,9 @@ export interface RunFigures {
   /**
    * CPU ms per delivered message (Linux /proc): the server under test (absent for the bare
    * sink, which runs in the bench process), the bench process (load generator and sink), and
-   * the whole machine. More stable than msgs/s on a shared machine.
+   * the whole machine. More stable than msgs/s on a shared machine. Absent without /proc.
    */
-  readonly cpuMsPerMessage: { readonly server?: number; readonly bench: number; readonly machine: number }
+  readonly cpuMsPerMessage?: { readonly server?: number; readonly bench: number; readonly machine: number }
 }
 
 export interface BenchOptions {
@@ -117,16 +118,15 @@ async function measure(
   opts: BenchOptions,
   serverPid?: number,
 ): Promise<RunFigures> {
-  const probe: CpuProbe = { bench: selfCpuMs, ...(serverPid ? { server: () => treeCpuMs(serverPid) } : {}) }
   let delivered = 0
-  const { value, cpuPerMsg } = await measured(
-    probe,
-    () => delivered,
-    () =>
-      runAndWait(label, port, sink, opts, (count) => {
-        delivered = count
-      }),
-  )
+  const run = () =>
+    runAndWait(label, port, sink, opts, (count) => {
+      delivered = count
+    })
+  // CPU figures come from /proc: on a system without it, the run goes without them.
+  if (!existsSync('/proc/self/stat')) return run()
+  const probe: CpuProbe = { bench: selfCpuMs, ...(serverPid ? { server: () => treeCpuMs(serverPid) } : {}) }
+  const { value, cpuPerMsg } = await measured(probe, () => delivered, run)
   return {
     ...value,
     cpuMsPerMessage: {
@@ -144,7 +144,7 @@ async function runAndWait(
   sink: Awaited<ReturnType<typeof startSink>>,
   opts: BenchOptions,
   onDelivered: (count: number) => void,
-): Promise<Omit<RunFigures, 'cpuMsPerMessage'>> {
+): Promise<RunFigures> {
   const arrived = new Float64Array(opts.messages)
   let delivered = 0
   let lastArrival = 0
@@ -275,6 +275,21 @@ function ms(value: number): string {
   return Number.isNaN(value) ? '-' : value.toFixed(1)
 }
 
+/** The CPU table (and a blank line after it), when the runs have CPU figures. */
+function cpuTable(rows: readonly RunFigures[]): string[] {
+  if (rows.some((r) => r.cpuMsPerMessage === undefined)) return []
+  const figure = (value: number | undefined, width: number) =>
+    (value === undefined ? '-' : value.toFixed(2)).padStart(width)
+  return [
+    `${'CPU ms per message'.padEnd(18)} ${'server'.padStart(10)} ${'bench'.padStart(11)} ${'machine'.padStart(10)}`,
+    ...rows.map(
+      (r) =>
+        `${r.label.padEnd(18)} ${figure(r.cpuMsPerMessage?.server, 10)} ${figure(r.cpuMsPerMessage?.bench, 11)} ${figure(r.cpuMsPerMessage?.machine, 10)}`,
+    ),
+    '',
+  ]
+}
+
 /** The results as a table, with the filter/ceiling ratio. */
 export function formatBench(result: BenchResult, opts: BenchOptions): string {
   const rows = [result.filter, ...(result.relay ? [result.relay] : []), result.ceiling]
@@ -287,12 +302,7 @@ export function formatBench(result: BenchResult, opts: BenchOptions): string {
         `${r.label.padEnd(18)} ${r.acceptRate.toFixed(0).padStart(10)} ${r.deliveredRate.toFixed(0).padStart(11)} ${ms(r.acceptMs.p50).padStart(10)} ${ms(r.acceptMs.p95).padStart(7)} ${ms(r.acceptMs.p99).padStart(7)} ${ms(r.endToEndMs.p50).padStart(8)} ${ms(r.endToEndMs.p95).padStart(7)} ${ms(r.endToEndMs.p99).padStart(7)} ${String(r.errors + (r.accepted - r.delivered)).padStart(6)}`,
     ),
     '',
-    `${'CPU ms per message'.padEnd(18)} ${'server'.padStart(10)} ${'bench'.padStart(11)} ${'machine'.padStart(10)}`,
-    ...rows.map(
-      (r) =>
-        `${r.label.padEnd(18)} ${(r.cpuMsPerMessage.server === undefined ? '-' : r.cpuMsPerMessage.server.toFixed(2)).padStart(10)} ${r.cpuMsPerMessage.bench.toFixed(2).padStart(11)} ${r.cpuMsPerMessage.machine.toFixed(2).padStart(10)}`,
-    ),
-    '',
+    ...cpuTable(rows),
     `ceiling / mailscreen (delivered msgs/s): ${(result.ceiling.deliveredRate / result.filter.deliveredRate).toFixed(2)}x`,
     ...(result.relay
       ? [

@@ -109,8 +109,8 @@ export function registerQueueAdmin(queue: Command): void {
         const spool = new Spool(config.spool.dir)
         const owner = await spoolOwner(config.spool.dir)
         failures = await forEachId(await targets(command, spool, ids, all), async (id) => {
-          const state = await deleteQueued(spool, id, owner)
-          return `${id} deleted (was ${state})`
+          const states = await deleteQueued(spool, id, owner)
+          return `${id} deleted (was ${states.join(' and ')})`
         })
       } catch (err) {
         fail(err)

@@ -323,6 +323,12 @@ export class DeliveryQueue {
       lastError: (still.find((r) => !r.busy) ?? still[0])?.reply,
     }
     await spool.writeRetry(id, next)
+    if (state === 'deferred' && !(await spool.holds('deferred', id))) {
+      // Deleted by the administrator (`queue delete`) while this attempt ran: not retried.
+      await spool.remove('deferred', id)
+      log.info({ qid: id, pending: next.pending }, 'deleted during a delivery attempt: not retried')
+      return
+    }
     if (state === 'outgoing') await spool.move(id, 'outgoing', 'deferred')
     else if (state === 'processing') {
       // The first time this scanned copy touches the disk; recovery then retires the original.

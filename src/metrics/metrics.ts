@@ -140,7 +140,9 @@ export class Metrics {
       registers,
       collect() {
         const free = sources.spoolFreeBytes()
+        // Not measured (yet, or statfs fails): no figure rather than a stale one.
         if (free !== undefined && Number.isFinite(free)) this.set(free)
+        else this.reset()
       },
     })
     const live = (name: string, help: string, read: () => number): void => {

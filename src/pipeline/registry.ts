@@ -122,7 +122,22 @@ export async function importDefinition(url: string): Promise<PluginDefinition> {
 
 /** Validate a plugin's options against its schema; errors name the option path. */
 export function validateOptions(definition: PluginDefinition, options: unknown, configDir: string): unknown {
-  const result = optionsSchema(definition, configDir).safeParse(options)
+  let schema: ReturnType<typeof optionsSchema>
+  try {
+    schema = optionsSchema(definition, configDir)
+  } catch (err) {
+    throw new MailscreenError(
+      'MSC_PLUGIN_INVALID',
+      `plugin ${definition.name}: its options function threw: ${(err as Error).message}`,
+      { cause: err },
+    )
+  }
+  if (typeof schema?.safeParse !== 'function')
+    throw new MailscreenError(
+      'MSC_PLUGIN_INVALID',
+      `plugin ${definition.name}: its options function returned no schema`,
+    )
+  const result = schema.safeParse(options)
   if (result.success) return result.data
   const detail = result.error.issues
     .map((i) => `options.${i.path.join('.') || '(top)'}: ${i.message}`)

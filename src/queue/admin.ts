@@ -57,23 +57,32 @@ export async function readQueued(
 }
 
 /**
- * Delete a queued message for good. Mail a running mailscreen is scanning or delivering
- * (`owner` is its PID) is refused: its copy in memory would still go out.
+ * Delete a queued message for good; returns the states it was deleted from. Mail a running
+ * mailscreen is scanning or delivering (`owner` is its PID) is refused: its copy in memory
+ * would still go out. (A deferred message whose retry is under way at that moment may still go
+ * out once; the runner then finds it deleted and does not retry it.) With no mailscreen
+ * running, every copy goes: a crash can leave an original in `processing/` beside its scanned
+ * copy in `outgoing/` or `deferred/`.
  */
 export async function deleteQueued(
   spool: Spool,
   id: QueueId,
   owner: number | undefined,
-): Promise<SpoolState> {
+): Promise<SpoolState[]> {
   const state = await queuedState(spool, id)
-  if (owner !== undefined && IN_FLIGHT.has(state))
-    throw new MailscreenError(
-      'MSC_IN_FLIGHT',
-      `${id} is ${state === 'outgoing' ? 'being delivered' : 'being scanned'} by mailscreen (pid ${owner}); delete it once it is deferred, or stop mailscreen first`,
-    )
-  if (!(await spool.discard(state, id)))
-    throw new MailscreenError('MSC_NOT_FOUND', `${id} left ${state}/ meanwhile; see: mailscreen queue list`)
-  return state
+  if (owner !== undefined) {
+    if (IN_FLIGHT.has(state))
+      throw new MailscreenError(
+        'MSC_IN_FLIGHT',
+        `${id} is ${state === 'outgoing' ? 'being delivered' : 'being scanned'} by mailscreen (pid ${owner}); delete it once it is deferred, or stop mailscreen first`,
+      )
+    if (!(await spool.discard(state, id)))
+      throw new MailscreenError('MSC_NOT_FOUND', `${id} left ${state}/ meanwhile; see: mailscreen queue list`)
+    return [state]
+  }
+  const deleted: SpoolState[] = []
+  for (const each of QUEUE_STATES) if (await spool.discard(each, id)) deleted.push(each)
+  return deleted
 }
 
 /**
@@ -88,7 +97,13 @@ export async function requeueFailed(spool: Spool, id: QueueId): Promise<void> {
       'MSC_NOT_FAILED',
       `${id} is in ${state}/, not failed/: only mail that crashed the scan is requeued (deferred mail: mailscreen queue flush)`,
     )
-  const { header } = await spool.peek('failed', id)
+  const gone = (): MailscreenError => new MailscreenError('MSC_NOT_FOUND', `${id} left failed/ meanwhile`)
+  let header: SpoolEntry['header']
+  try {
+    header = (await spool.peek('failed', id)).header
+  } catch (err) {
+    throw isMissing(err) ? gone() : err
+  }
   // The retry state goes first, so that a sweep never sees the message without it.
   await spool.writeRetry(id, {
     phase: 'scan',
@@ -96,5 +111,10 @@ export async function requeueFailed(spool: Spool, id: QueueId): Promise<void> {
     nextAttemptAt: 0,
     pending: header.envelope.rcptTo,
   })
-  await spool.move(id, 'failed', 'deferred')
+  try {
+    await spool.move(id, 'failed', 'deferred')
+  } catch (err) {
+    await spool.remove('deferred', id)
+    throw isMissing(err) ? gone() : err
+  }
 }

@@ -47,6 +47,7 @@ export class SpoolSpace {
   private failing = false
   private timer: NodeJS.Timeout | undefined
   private measuring: Promise<void> | undefined
+  private next: Promise<void> | undefined
   private readonly freeBytes: FreeBytes
 
   constructor(private readonly options: SpoolSpaceOptions) {
@@ -78,9 +79,20 @@ export class SpoolSpace {
     return this.free - size >= this.options.reserve
   }
 
-  /** Measure now (after a write failed, say); concurrent calls share one measurement. */
+  /**
+   * Measure now (after a write failed, say). A call while a measurement runs gets the next
+   * one, which starts when that one ends (the running one may predate what the caller saw);
+   * callers meanwhile share it.
+   */
   measure(): Promise<void> {
-    this.measuring ??= this.measureOnce().finally(() => {
+    if (this.measuring) {
+      this.next ??= this.measuring.then(() => {
+        this.next = undefined
+        return this.measure()
+      })
+      return this.next
+    }
+    this.measuring = this.measureOnce().finally(() => {
       this.measuring = undefined
     })
     return this.measuring

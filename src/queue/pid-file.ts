@@ -4,7 +4,7 @@
  * in `tmp/`); the CLI reads it to signal the owner, or to know that mail in flight belongs to
  * a running process.
  */
-import { readFile, rm, writeFile } from 'node:fs/promises'
+import { readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 
 /** The PID file's name in the spool directory. */
@@ -20,9 +20,19 @@ function alive(pid: number): boolean {
   }
 }
 
-/** The PID written in the spool's PID file; undefined when there is none. */
+/**
+ * The PID written in the spool's PID file; undefined when there is none. A file that cannot be
+ * read (permissions) is an error, not "no mailscreen": the caller would act on mail in flight.
+ */
 export async function recordedPid(spoolDir: string): Promise<number | undefined> {
-  const pid = Number((await readFile(join(spoolDir, PID_FILE), 'utf8').catch(() => '')).trim())
+  let text: string
+  try {
+    text = await readFile(join(spoolDir, PID_FILE), 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw err
+  }
+  const pid = Number(text.trim())
   return Number.isInteger(pid) && pid > 0 ? pid : undefined
 }
 
@@ -32,9 +42,11 @@ export async function spoolOwner(spoolDir: string): Promise<number | undefined> 
   return pid !== undefined && pid !== process.pid && alive(pid) ? pid : undefined
 }
 
-/** Record this process as the owner. */
-export function writePidFile(spoolDir: string): Promise<void> {
-  return writeFile(join(spoolDir, PID_FILE), `${process.pid}\n`)
+/** Record this process as the owner (whole or not at all: a reader never sees it half written). */
+export async function writePidFile(spoolDir: string): Promise<void> {
+  const temp = join(spoolDir, `${PID_FILE}.${process.pid}`)
+  await writeFile(temp, `${process.pid}\n`)
+  await rename(temp, join(spoolDir, PID_FILE))
 }
 
 /** Remove the PID file (only the owner does, at stop). */

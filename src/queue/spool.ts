@@ -333,17 +333,17 @@ export class Spool {
     return ids.sort()
   }
 
+  /** Whether a message is in a state. */
+  async holds(state: SpoolState, id: QueueId): Promise<boolean> {
+    return stat(this.path(state, id)).then(
+      () => true,
+      () => false,
+    )
+  }
+
   /** Which state a message is in, if any. */
   async find(id: QueueId): Promise<SpoolState | undefined> {
-    for (const state of SPOOL_STATES) {
-      if (
-        await stat(this.path(state, id)).then(
-          () => true,
-          () => false,
-        )
-      )
-        return state
-    }
+    for (const state of SPOOL_STATES) if (await this.holds(state, id)) return state
     return undefined
   }
 

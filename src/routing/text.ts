@@ -183,10 +183,19 @@ const KNOWN_DOMAINS_MAX = 10_000
 function addressDomain(text: string): string | undefined {
   if (knownDomains.has(text)) return knownDomains.get(text)
   const domain = normalizeDomain(text)
-  const valid = isDomainName(domain) || isDomainLiteral(domain) ? domain : undefined
+  const valid = isDomainName(domain) || isDomainLiteral(domain) ? own(domain) : undefined
   if (knownDomains.size >= KNOWN_DOMAINS_MAX) knownDomains.clear()
-  knownDomains.set(text, valid)
+  knownDomains.set(own(text), valid)
   return valid
+}
+
+/**
+ * A copy of a string that does not point into the one it was cut from: V8 keeps a substring
+ * as a view of its parent, and a cache entry cut from a map file would keep the whole file's
+ * text alive after a reload.
+ */
+function own(text: string): string {
+  return Buffer.from(text, 'utf8').toString('utf8')
 }
 
 function closingQuote(value: string): number {

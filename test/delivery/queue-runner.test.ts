@@ -179,6 +179,33 @@ describe('DeliveryQueue sweep', () => {
     expect(await spool.find(stuck.id)).toBeUndefined()
   })
 
+  it('a deferred message deleted (queue delete) while its retry runs is not retried, and leaves no retry state', async () => {
+    const doomed = header(['later@example.net'], true)
+    await spool.write('deferred', doomed, testMessage('doomed'))
+    await spool.writeRetry(doomed.id, {
+      phase: 'deliver',
+      attempts: 1,
+      nextAttemptAt: 0,
+      pending: ['later@example.net'],
+    })
+    let release = (): void => {}
+    dispatcher.hold = new Promise((resolve) => {
+      release = resolve
+    })
+    const sweep = queue.flush()
+    await until(() => queue.pending === 1, 'the retry under way')
+    // The CLI's delete, from another process, while the attempt holds the message in memory.
+    expect(await spool.discard('deferred', doomed.id)).toBe(true)
+    release()
+    await sweep
+    await until(() => queue.pending === 0, 'the attempt over')
+    expect(await spool.find(doomed.id)).toBeUndefined()
+    expect(await spool.readRetry(doomed.id)).toBeUndefined()
+    // A later sweep finds nothing to retry.
+    await queue.flush()
+    expect(queue.pending).toBe(0)
+  })
+
   it('a flush during a running sweep still sweeps (mail not yet due goes now)', async () => {
     const later = header(['f@example.net'], true)
     await spool.write('deferred', later, testMessage('later'))

@@ -125,6 +125,23 @@ describe('options that name files', () => {
   })
 })
 
+describe('a plugin whose options function is broken', () => {
+  it('fails to load with MSC_PLUGIN_INVALID naming the plugin', async () => {
+    const body = (options: string) =>
+      `export default { name: 'broken', description: 'x', symbols: {}, options: ${options}, setup: () => async () => [] }\n`
+    await writeFile(join(dir, 'throws.mjs'), body('() => { throw new Error("no config dir for me") }'))
+    await writeFile(join(dir, 'nothing.mjs'), body('() => 42'))
+    await expect(loadPlugin(entry('./throws.mjs'), dir)).rejects.toMatchObject({
+      code: 'MSC_PLUGIN_INVALID',
+      message: expect.stringContaining('plugin broken: its options function threw: no config dir for me'),
+    })
+    await expect(loadPlugin(entry('./nothing.mjs'), dir)).rejects.toMatchObject({
+      code: 'MSC_PLUGIN_INVALID',
+      message: expect.stringContaining('plugin broken: its options function returned no schema'),
+    })
+  })
+})
+
 describe('loadPlugins', () => {
   it('loads the example plugin with its own timeout, failure policy and defaulted options', async () => {
     const [plugin] = await loadPlugins([entry('example')], dir)

@@ -66,7 +66,7 @@ describe('queue administration', () => {
       nextAttemptAt: 0,
       pending: ['b@example.net'],
     })
-    expect(await deleteQueued(spool, id, 4242)).toBe('deferred')
+    expect(await deleteQueued(spool, id, 4242)).toEqual(['deferred'])
     expect(await readdir(join(dir, 'deferred'))).toEqual([])
     expect(await codeOf(deleteQueued(spool, id, undefined))).toBe('MSC_NOT_FOUND')
   })
@@ -76,9 +76,17 @@ describe('queue administration', () => {
       const id = await queue(state)
       expect(await codeOf(deleteQueued(spool, id, 4242))).toBe('MSC_IN_FLIGHT')
       expect(await spool.find(id)).toBe(state)
-      expect(await deleteQueued(spool, id, undefined)).toBe(state)
+      expect(await deleteQueued(spool, id, undefined)).toEqual([state])
       expect(await spool.find(id)).toBeUndefined()
     }
+  })
+
+  it('with no mailscreen running, deletes every copy a crash left (original and scanned copy)', async () => {
+    const id = await queue('processing')
+    const header = (await spool.peek('processing', id)).header
+    await spool.write('outgoing', header, MESSAGE)
+    expect(await deleteQueued(spool, id, undefined)).toEqual(['processing', 'outgoing'])
+    expect(await spool.find(id)).toBeUndefined()
   })
 
   it('requeues failed mail as a scan due now, for every recipient, and nothing else', async () => {

@@ -61,19 +61,25 @@ describe('SpoolSpace', () => {
     expect(events.map((e) => e.kind)).toEqual(['low', 'unmeasurable', 'low'])
   })
 
-  it('shares one measurement between concurrent callers', async () => {
+  it('measures again after a running measurement for callers that came during it, sharing that one', async () => {
+    const figures = [100, 5]
     let calls = 0
     const space = new SpoolSpace({
       dir: '/spool',
-      reserve: 1,
+      reserve: 10,
       freeBytes: async () => {
-        calls++
         await new Promise((resolve) => setTimeout(resolve, 10))
-        return 100
+        return figures[calls++] as number
       },
     })
-    await Promise.all([space.measure(), space.measure(), space.measure()])
-    expect(calls).toBe(1)
+    const first = space.measure()
+    // A write failed with ENOSPC after the first statfs started: these must see a later figure.
+    const later = [space.measure(), space.measure()]
+    await first
+    expect(space.hasRoomFor()).toBe(true)
+    await Promise.all(later)
+    expect(calls).toBe(2)
+    expect(space.hasRoomFor()).toBe(false)
   })
 
   it('measures a real directory with statfs at start(), and a missing one as unmeasurable', async () => {
