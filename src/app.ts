@@ -338,7 +338,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       // Plugins first: if they fail to load, nothing of the new configuration applies.
       const settings = await scanSettings(next)
       reloadRouting(next)
-      for (const key of ['smtp', 'spool', 'delivery'] as const) {
+      for (const key of ['smtp', 'spool', 'delivery', 'metrics'] as const) {
         if (JSON.stringify(next.config[key]) !== JSON.stringify(config[key]))
           log.warn({ key }, 'reload: this section changed; restart to apply it')
       }

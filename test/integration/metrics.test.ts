@@ -1,4 +1,6 @@
+import { readFile, writeFile } from 'node:fs/promises'
 import { afterEach, describe, expect, it } from 'vitest'
+import { parse, stringify } from 'yaml'
 import { BenchClient } from '../../src/bench/client.js'
 import { type Sink, startSink } from '../../src/bench/sink.js'
 import { reply } from '../../src/ingress/smtp-reply.js'
@@ -66,5 +68,14 @@ describe('metrics.listen', () => {
     expect(sample(text, 'mailscreen_spool_free_bytes')).toBeGreaterThan(0)
     expect(sample(text, 'mailscreen_smtp_sessions')).toBe(0)
     expect(sample(text, 'nodejs_eventloop_lag_seconds')).toBeGreaterThanOrEqual(0)
+
+    // A new metrics.listen needs a restart: SIGHUP says so and the listener stays where it is.
+    const config = parse(await readFile(ms.configFile, 'utf8')) as Record<string, unknown>
+    config.metrics = { listen: `127.0.0.1:${await freePort()}` }
+    await writeFile(ms.configFile, stringify(config))
+    ms.child.kill('SIGHUP')
+    const warned = await ms.waitForLog((l) => l.msg === 'reload: this section changed; restart to apply it')
+    expect(warned.key).toBe('metrics')
+    expect((await fetch(url)).status).toBe(200)
   })
 })
