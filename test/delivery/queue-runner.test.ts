@@ -127,6 +127,14 @@ describe('DeliveryQueue sweep', () => {
     }
   }
 
+  /** A scanned message in `deferred/` after one failed delivery, due at `due`. */
+  async function deferredDelivery(rcpt: string, tag: string, due = 0): Promise<SpoolHeader> {
+    const waiting = header([rcpt], true)
+    await spool.write('deferred', waiting, testMessage(tag))
+    await spool.writeRetry(waiting.id, { phase: 'deliver', attempts: 1, nextAttemptAt: due, pending: [rcpt] })
+    return waiting
+  }
+
   const delivered = (tag: string) =>
     sink.messages.filter((m) => m.data.toString().includes(`<${tag}@sender.example>`))
 
@@ -135,14 +143,7 @@ describe('DeliveryQueue sweep', () => {
     const waiting = header(many, false)
     await spool.write('deferred', waiting, testMessage('many'))
     await spool.writeRetry(waiting.id, { phase: 'scan', attempts: 2, nextAttemptAt: 0, pending: many })
-    const next = header(['b@example.net'], true)
-    await spool.write('deferred', next, testMessage('next'))
-    await spool.writeRetry(next.id, {
-      phase: 'deliver',
-      attempts: 1,
-      nextAttemptAt: 0,
-      pending: ['b@example.net'],
-    })
+    await deferredDelivery('b@example.net', 'next')
 
     await queue.flush()
     expect(rescans).toEqual([{ id: waiting.id, attempts: 2 }])
@@ -180,14 +181,7 @@ describe('DeliveryQueue sweep', () => {
   })
 
   it('a deferred message deleted (queue delete) while its retry runs is not retried, and leaves no retry state', async () => {
-    const doomed = header(['later@example.net'], true)
-    await spool.write('deferred', doomed, testMessage('doomed'))
-    await spool.writeRetry(doomed.id, {
-      phase: 'deliver',
-      attempts: 1,
-      nextAttemptAt: 0,
-      pending: ['later@example.net'],
-    })
+    const doomed = await deferredDelivery('later@example.net', 'doomed')
     let release = (): void => {}
     dispatcher.hold = new Promise((resolve) => {
       release = resolve
@@ -207,14 +201,7 @@ describe('DeliveryQueue sweep', () => {
   })
 
   it('a flush during a running sweep still sweeps (mail not yet due goes now)', async () => {
-    const later = header(['f@example.net'], true)
-    await spool.write('deferred', later, testMessage('later'))
-    await spool.writeRetry(later.id, {
-      phase: 'deliver',
-      attempts: 1,
-      nextAttemptAt: Date.now() + 3_600_000,
-      pending: ['f@example.net'],
-    })
+    await deferredDelivery('f@example.net', 'later', Date.now() + 3_600_000)
     // A periodic sweep (not forced) skips it; the flush asked for meanwhile must not.
     const periodic = (queue as unknown as { sweep(force: boolean): Promise<void> }).sweep(false)
     const flush = queue.flush()
