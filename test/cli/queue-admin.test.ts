@@ -43,7 +43,10 @@ describe('mailscreen queue show|delete|requeue', () => {
     sink = await startSink({
       onMessageReply: () => (down ? reply(451, '4.3.0', 'come back later') : undefined),
     })
-    ms = await startMailscreen(await freePort(), { delivery: { relay: `127.0.0.1:${sink.port}` } })
+    // No retry before the flush below: what show prints stays put while the test reads it.
+    ms = await startMailscreen(await freePort(), {
+      delivery: { relay: `127.0.0.1:${sink.port}`, retry: ['1h'] },
+    })
     const doomed = await send(ms.port, 'doomed', ['b@example.net', 'c@example.net'])
     const kept = await send(ms.port, 'kept')
     for (const id of [doomed, kept]) await ms.waitForLog((l) => l.qid === id && l.msg === 'deferred')
