@@ -180,7 +180,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
   const metrics = new Metrics({
     queueSizes: async () => {
       const sizes: Record<string, number> = {}
-      for (const state of SPOOL_STATES) sizes[state] = (await spool.list(state)).length
+      for (const state of SPOOL_STATES) sizes[state] = await spool.count(state)
       return sizes
     },
     spoolFreeBytes: () => space?.freeNow,

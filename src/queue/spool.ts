@@ -341,6 +341,13 @@ export class Spool {
     )
   }
 
+  /** How many messages a state holds (no sort: for figures, scraped while the queue may be long). */
+  async count(state: SpoolState): Promise<number> {
+    let count = 0
+    for (const name of await readdir(join(this.dir, state))) if (parseQueueId(name)) count++
+    return count
+  }
+
   /** Which state a message is in, if any. */
   async find(id: QueueId): Promise<SpoolState | undefined> {
     for (const state of SPOOL_STATES) if (await this.holds(state, id)) return state

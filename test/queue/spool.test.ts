@@ -270,6 +270,9 @@ describe('Spool.move, read, remove, list and find', () => {
     })
     await writeFile(join(dir, 'deferred', 'README'), 'not a message')
     expect(await spool.list('deferred')).toEqual(ids)
+    // Counted the same way: messages only, not their retry states or stray files.
+    expect(await spool.count('deferred')).toBe(3)
+    expect(await spool.count('failed')).toBe(0)
   })
 
   it('lists an empty state as an empty array', async () => {
