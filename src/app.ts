@@ -7,6 +7,7 @@ import { NextHopDns } from './delivery/mx.js'
 import { DeliveryQueue } from './delivery/queue-runner.js'
 import { formatHop } from './delivery/smtp-client.js'
 import { MailscreenError, toErrorInfo } from './errors.js'
+import { InFlow } from './ingress/in-flow.js'
 import { milterScanHandler } from './ingress/milter/scan.js'
 import {
   createMilterServer,
@@ -193,12 +194,24 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
         log.error({ err: toErrorInfo(err) }, 'metrics collection failed'),
       )
     : undefined
+  const smtpLog = log.child({ component: 'smtp' })
+  const inFlow = new InFlow({
+    backlog: () => (scheduler?.backlog ?? 0) + (delivery?.backlog ?? 0),
+    maxBacklog: config.smtp.maxBacklog,
+    delayMs: config.smtp.inFlowDelay,
+    onChange: (over, backlog) => {
+      const fields = { backlog, maxBacklog: config.smtp.maxBacklog, inFlowDelay: config.smtp.inFlowDelay }
+      if (over) smtpLog.warn(fields, 'backlog over smtp.maxBacklog: pacing MAIL FROM')
+      else smtpLog.info(fields, 'backlog below smtp.maxBacklog again: MAIL FROM at full pace')
+    },
+  })
   const ingress = createSmtpIngress({
     config,
     spool,
+    inFlow,
     ...(space ? { space } : {}),
     metrics,
-    log: log.child({ component: 'smtp' }),
+    log: smtpLog,
     onQueued: (id, entry) => scheduler?.enqueue(id, entry ? { entry } : {}),
     checkRecipient: (address, mailFrom) => dispatcher.check(address, mailFrom),
   })

@@ -18,6 +18,16 @@ const smtp = z
     /** Speak LMTP instead of SMTP (per-recipient replies after DATA). */
     lmtp: z.boolean().default(false),
     idleTimeout: duration.prefault(300),
+    /**
+     * Accepted messages waiting for a scan or a delivery place above which a new MAIL FROM is
+     * paced (see `inFlowDelay`).
+     */
+    maxBacklog: z.number().int().min(1).default(1000),
+    /**
+     * How long a MAIL FROM waits for the backlog to fall to `maxBacklog` before it goes on
+     * anyway, like Postfix's in_flow_delay (default 1s; 0 turns pacing off).
+     */
+    inFlowDelay: duration.prefault(1),
   })
   .strict()
 

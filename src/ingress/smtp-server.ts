@@ -49,8 +49,11 @@ export interface SmtpServerOptions {
   onConnect?(peer: ClientInfo): SmtpReply | undefined
   /** Whether XCLIENT / XFORWARD are accepted (and advertised) for this peer. */
   allowForwarding?(peer: ClientInfo): boolean
-  /** Decide on a MAIL FROM (the transaction has no recipients yet); return a reply to refuse it. */
-  onMail?(tx: Transaction): SmtpReply | undefined
+  /**
+   * Decide on a MAIL FROM (the transaction has no recipients yet); return a reply to refuse
+   * it. A promise holds the reply (and the commands pipelined after it) until it settles.
+   */
+  onMail?(tx: Transaction): SmtpReply | undefined | Promise<SmtpReply | undefined>
   /** Decide on one RCPT TO; return a reply to refuse that recipient. */
   onRecipient?(address: string, tx: Transaction): SmtpReply | undefined | Promise<SmtpReply | undefined>
   /**
@@ -457,12 +460,24 @@ class Session {
       ...(declaredSize === undefined ? {} : { declaredSize }),
       ...forwardedExtras(this.xforward),
     }
-    let refusal: SmtpReply | undefined
+    let decision: SmtpReply | undefined | Promise<SmtpReply | undefined>
     try {
-      refusal = this.shared.options.onMail?.(tx)
+      decision = this.shared.options.onMail?.(tx)
     } catch (err) {
       return formatReply(this.errorReply(err))
     }
+    if (!(decision instanceof Promise)) return this.openTransaction(tx, decision)
+    this.phase = WAIT
+    void decision
+      .then(
+        (refusal) => this.write(this.openTransaction(tx, refusal)),
+        (err: unknown) => this.write(formatReply(this.errorReply(err))),
+      )
+      .finally(() => this.resume())
+    return undefined
+  }
+
+  private openTransaction(tx: MutableTransaction, refusal: SmtpReply | undefined): string {
     if (refusal) return formatReply(refusal)
     this.tx = tx
     return R.mailOk

@@ -5,6 +5,7 @@ import type { SpoolSpace } from '../queue/free-space.js'
 import { newQueueId, type QueueId } from '../queue/ids.js'
 import type { Spool, SpoolEntry } from '../queue/spool.js'
 import type { Envelope } from './envelope.js'
+import type { InFlow } from './in-flow.js'
 import { reply, type SmtpReply } from './smtp-reply.js'
 import { createSmtpServer, type SmtpServer, type Transaction } from './smtp-server.js'
 import { trustedNetworks } from './trusted.js'
@@ -15,6 +16,8 @@ export interface SmtpIngressDeps {
   /** Free space on the spool's disk: MAIL FROM is refused while it is short. */
   readonly space?: SpoolSpace
   readonly metrics?: Metrics
+  /** Paces MAIL FROM while the backlog is over `smtp.maxBacklog`. */
+  readonly inFlow?: InFlow
   readonly log: Logger
   /** Called once a message is durably in `incoming/`, with its bytes when they are still in memory. */
   readonly onQueued: (id: QueueId, entry?: SpoolEntry) => void
@@ -50,6 +53,7 @@ export function createSmtpIngress({
   spool,
   space,
   metrics,
+  inFlow,
   log,
   onQueued,
   checkRecipient,
@@ -90,7 +94,11 @@ export function createSmtpIngress({
     },
     allowForwarding: (peer) => isTrusted(peer.address),
     onMail(tx) {
-      if (!space || space.hasRoomFor(tx.declaredSize)) return undefined
+      if (!space || space.hasRoomFor(tx.declaredSize)) {
+        if (!inFlow?.pacing) return undefined
+        metrics?.mailPaced()
+        return inFlow.wait().then(() => undefined)
+      }
       metrics?.smtpRefused({ stage: 'mail', code: NO_ROOM.code })
       log.info(
         { client: tx.client.address, from: tx.mailFrom, size: tx.declaredSize, free: space.freeNow },

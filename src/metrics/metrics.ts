@@ -34,6 +34,7 @@ export class Metrics {
   private readonly received: Counter
   private readonly receivedBytes: Counter
   private readonly refused: Counter<'stage' | 'code'>
+  private readonly paced: Counter
   private readonly scans: Counter<'verdict'>
   private readonly scanSeconds: Histogram
   private readonly checkSeconds: Histogram<'plugin'>
@@ -61,6 +62,11 @@ export class Metrics {
       name: 'mailscreen_smtp_refused_total',
       help: 'Commands of the content-filter listener refused by mailscreen (full spool disk, routing, size, spool write errors)',
       labelNames: ['stage', 'code'],
+      registers,
+    })
+    this.paced = new Counter({
+      name: 'mailscreen_smtp_paced_total',
+      help: 'MAIL FROM commands held back while the backlog was over smtp.maxBacklog (smtp.inFlowDelay)',
       registers,
     })
     this.scans = new Counter({
@@ -180,6 +186,10 @@ export class Metrics {
 
   smtpRefused({ stage, code }: Refusal): void {
     this.refused.inc({ stage, code: String(code) })
+  }
+
+  mailPaced(): void {
+    this.paced.inc()
   }
 
   /** A scan's report: its verdict (or tempfail), its time and each check's time and failure. */

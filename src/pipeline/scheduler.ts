@@ -82,6 +82,11 @@ export class ScanScheduler {
     return this.queue.size
   }
 
+  /** Messages waiting for a place in the scan (all `maxInFlight` places are taken). */
+  get backlog(): number {
+    return this.queue.backlog
+  }
+
   async stop(): Promise<void> {
     await this.queue.stop()
     this.received.clear()

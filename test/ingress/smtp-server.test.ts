@@ -258,6 +258,33 @@ describe('onMail', () => {
     client.socket.destroy()
   })
 
+  it('holds the MAIL reply and the commands pipelined after it while the promise of onMail is pending', async () => {
+    let release: (refusal: ReturnType<typeof reply> | undefined) => void = () => {}
+    const { port, received } = await start({
+      onMail: () =>
+        new Promise((resolve) => {
+          release = resolve
+        }),
+    })
+    const client = await session(port)
+    client.send('MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\n')
+    await expect(client.next(200)).rejects.toThrow(/no reply/)
+    release(undefined)
+    expect(await client.take(2)).toEqual(['250 2.1.0 Ok', '250 2.1.5 Ok'])
+    await client.command('DATA')
+    expect(await client.command('hi\r\n.')).toMatch(/^250 2\.0\.0/)
+    expect(received).toHaveLength(1)
+    // A refusal that comes later: no transaction, so the pipelined RCPT needs MAIL.
+    client.send('MAIL FROM:<late@example.org>\r\nRCPT TO:<b@example.net>\r\n')
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    release(reply(452, '4.3.1', 'Insufficient system storage'))
+    expect(await client.take(2)).toEqual([
+      '452 4.3.1 Insufficient system storage',
+      '503 5.5.1 Error: need MAIL command',
+    ])
+    client.socket.destroy()
+  })
+
   it('answers 451 4.3.0 when onMail throws', async () => {
     const { port } = await start({
       onMail() {
