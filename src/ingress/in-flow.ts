@@ -6,7 +6,7 @@
  * instead of piling a backlog into mailscreen's spool. It never refuses anything.
  */
 
-/** How often a waiting MAIL FROM looks at the backlog again. */
+/** How often the backlog is looked at while MAIL FROMs wait. */
 const POLL_MS = 10
 
 export interface InFlowOptions {
@@ -24,6 +24,10 @@ export interface InFlowOptions {
 
 export class InFlow {
   private over = false
+  /** MAIL FROMs waiting, oldest first. */
+  private readonly waiters: Array<{ readonly deadline: number; readonly go: () => void }> = []
+  /** One timer for all waiters (not one each: 50 paced sessions would mean 5,000 wake-ups a second). */
+  private timer: NodeJS.Timeout | undefined
 
   constructor(private readonly options: InFlowOptions) {}
 
@@ -32,14 +36,38 @@ export class InFlow {
     return this.check()
   }
 
-  /** Resolves once the backlog is at or below the mark, or after the delay: the ms waited. */
-  async wait(): Promise<number> {
-    if (this.options.delayMs <= 0 || !this.check()) return 0
+  /**
+   * Resolves once the backlog has room below the mark, or after the delay: the ms waited.
+   * Each tick lets waiters go oldest first, as many as there is room for then.
+   */
+  wait(): Promise<number> {
+    if (this.options.delayMs <= 0 || !this.check()) return Promise.resolve(0)
     const started = performance.now()
-    const deadline = started + this.options.delayMs
-    while (performance.now() < deadline && this.check())
-      await new Promise((resolve) => setTimeout(resolve, Math.min(POLL_MS, deadline - performance.now())))
-    return performance.now() - started
+    return new Promise((resolve) => {
+      this.waiters.push({
+        deadline: started + this.options.delayMs,
+        go: () => resolve(performance.now() - started),
+      })
+      this.timer ??= setInterval(() => this.tick(), POLL_MS)
+    })
+  }
+
+  private tick(): void {
+    const now = performance.now()
+    // At the mark there is room for one more: over the mark means above it.
+    let room = this.check() ? 0 : this.options.maxBacklog - this.options.backlog() + 1
+    for (let i = 0; i < this.waiters.length; ) {
+      const waiter = this.waiters[i] as (typeof this.waiters)[number]
+      if (room > 0 || waiter.deadline <= now) {
+        if (waiter.deadline > now) room--
+        this.waiters.splice(i, 1)
+        waiter.go()
+      } else i++
+    }
+    if (this.waiters.length === 0) {
+      clearInterval(this.timer)
+      this.timer = undefined
+    }
   }
 
   /** Whether the backlog is over the mark; reports a change. */

@@ -36,6 +36,18 @@ describe('InFlow', () => {
     ])
   })
 
+  it('lets waiters go oldest first once there is room', async () => {
+    const backlog = { n: 9 }
+    const { inFlow } = flow(backlog, 5_000)
+    const order: number[] = []
+    const waits = [0, 1, 2, 3].map((i) => inFlow.wait().then(() => order.push(i)))
+    await new Promise((resolve) => setTimeout(resolve, 30))
+    expect(order).toEqual([])
+    backlog.n = 4
+    await Promise.all(waits)
+    expect(order).toEqual([0, 1, 2, 3])
+  })
+
   it('goes on after the delay even if the backlog stays over the mark', async () => {
     const { inFlow } = flow({ n: 100 }, 60)
     const waited = await inFlow.wait()
