@@ -25,9 +25,10 @@ const smtp = z
     maxBacklog: z.number().int().min(1).default(1000),
     /**
      * How long a MAIL FROM waits for the backlog to fall to `maxBacklog` before it goes on
-     * anyway, like Postfix's in_flow_delay (default 1s; 0 turns pacing off).
+     * anyway, like Postfix's in_flow_delay (default 1s, at most 10s as there; 0 turns pacing
+     * off). Longer would run into the MTA's own reply timeouts.
      */
-    inFlowDelay: duration.prefault(1),
+    inFlowDelay: duration.prefault(1).refine((ms) => ms <= 10_000, { message: 'at most 10s' }),
   })
   .strict()
 

@@ -159,6 +159,25 @@ describe('loadConfig validation errors', () => {
     expect(thrown(() => loadConfig(undefined, dir)).message).toContain('smtp.listen')
   })
 
+  it('defaults and bounds of the keys for full disks, backlogs and metrics', () => {
+    const config = validateConfig({}, '(defaults)')
+    expect(config.spool.minFree).toBeUndefined()
+    expect(config.smtp.maxBacklog).toBe(1000)
+    expect(config.smtp.inFlowDelay).toBe(1000)
+    expect(config.metrics).toBeUndefined()
+    expect(validateConfig({ metrics: { listen: '127.0.0.1:9925' } }, 'x').metrics?.listen).toEqual({
+      host: '127.0.0.1',
+      port: 9925,
+    })
+    const bad = (raw: unknown, key: string) =>
+      expect(thrown(() => validateConfig(raw, 'x')).message).toContain(`x: ${key}:`)
+    bad({ smtp: { inFlowDelay: '11s' } }, 'smtp.inFlowDelay')
+    bad({ smtp: { maxBacklog: 0 } }, 'smtp.maxBacklog')
+    bad({ spool: { minFree: -1 } }, 'spool.minFree')
+    bad({ metrics: { listen: 'nowhere' } }, 'metrics.listen')
+    bad({ metrics: { listen: '127.0.0.1:9925', path: '/m' } }, 'metrics')
+  })
+
   it('labels errors from validateConfig with the name it is given', () => {
     const err = thrown(() => validateConfig({ pool: { workers: 'two' } }, '(defaults)'))
     expect(err.code).toBe('MSC_CONFIG_INVALID')
