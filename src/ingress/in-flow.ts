@@ -48,7 +48,11 @@ export class InFlow {
         deadline: started + this.options.delayMs,
         go: () => resolve(performance.now() - started),
       })
-      this.timer ??= setInterval(() => this.tick(), POLL_MS)
+      if (!this.timer) {
+        this.timer = setInterval(() => this.tick(), POLL_MS)
+        // Waiting sessions must not keep a stopping process alive (their MTA retries).
+        this.timer.unref()
+      }
     })
   }
 
