@@ -288,9 +288,10 @@ export class DeliveryQueue {
     const delivered = outcomes.filter((r) => r.status === 'delivered')
     const failed = outcomes.filter((r) => r.status === 'failed')
     const deferred = outcomes.filter((r) => r.status === 'deferred')
-    const delay = Math.round((Date.now() - envelope.receivedAt) / 1000)
+    const delaySeconds = (Date.now() - envelope.receivedAt) / 1000
+    const delay = Math.round(delaySeconds)
     for (const r of delivered) {
-      this.opts.metrics?.recipientDelivered((Date.now() - envelope.receivedAt) / 1000)
+      this.opts.metrics?.recipientDelivered(delaySeconds)
       log.info(
         {
           qid: id,

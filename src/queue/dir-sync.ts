@@ -1,4 +1,5 @@
 import { open } from 'node:fs/promises'
+import { FreshRun } from './fresh-run.js'
 
 /**
  * Fsyncs a directory so renames and creations in it survive a power cut, coalescing callers:
@@ -7,8 +8,7 @@ import { open } from 'node:fs/promises'
  * (each caller's change happened before the sync it waits for started).
  */
 export class DirSync {
-  private running: Promise<void> | undefined
-  private next: Promise<void> | undefined
+  private readonly runs = new FreshRun(() => this.fsync())
 
   constructor(
     private readonly dir: string,
@@ -17,35 +17,15 @@ export class DirSync {
 
   /** Resolves once a directory fsync that started after this call has completed. */
   sync(): Promise<void> {
-    if (!this.enabled) return Promise.resolve()
-    if (!this.running) {
-      this.running = this.run()
-      return this.running
-    }
-    this.next ??= this.running.then(
-      () => this.startNext(),
-      () => this.startNext(),
-    )
-    return this.next
+    return this.enabled ? this.runs.request() : Promise.resolve()
   }
 
-  private startNext(): Promise<void> {
-    this.next = undefined
-    this.running = this.run()
-    return this.running
-  }
-
-  private async run(): Promise<void> {
+  private async fsync(): Promise<void> {
+    const handle = await open(this.dir, 'r')
     try {
-      const handle = await open(this.dir, 'r')
-      try {
-        await handle.sync()
-      } finally {
-        await handle.close()
-      }
+      await handle.sync()
     } finally {
-      // Only the current run clears itself; a queued next run replaces it in startNext.
-      if (!this.next) this.running = undefined
+      await handle.close()
     }
   }
 }

@@ -11,6 +11,7 @@
  * spool's own 451 on ENOSPC, never in a lost message.
  */
 import { statfs } from 'node:fs/promises'
+import { FreshRun } from './fresh-run.js'
 
 /** Bytes `spool.minFree` keeps free: as configured, else Postfix's minimum of 1.5 × the largest message. */
 export function minFreeBytes(minFree: number | undefined, maxSize: number): number {
@@ -46,8 +47,7 @@ export class SpoolSpace {
   private low = false
   private failing = false
   private timer: NodeJS.Timeout | undefined
-  private measuring: Promise<void> | undefined
-  private next: Promise<void> | undefined
+  private readonly measurements = new FreshRun(() => this.measureOnce())
   private readonly freeBytes: FreeBytes
 
   constructor(private readonly options: SpoolSpaceOptions) {
@@ -80,22 +80,11 @@ export class SpoolSpace {
   }
 
   /**
-   * Measure now (after a write failed, say). A call while a measurement runs gets the next
-   * one, which starts when that one ends (the running one may predate what the caller saw);
-   * callers meanwhile share it.
+   * Measure now (after a write failed, say): resolves with a figure taken after this call
+   * (a measurement already under way may predate what the caller saw); callers share them.
    */
   measure(): Promise<void> {
-    if (this.measuring) {
-      this.next ??= this.measuring.then(() => {
-        this.next = undefined
-        return this.measure()
-      })
-      return this.next
-    }
-    this.measuring = this.measureOnce().finally(() => {
-      this.measuring = undefined
-    })
-    return this.measuring
+    return this.measurements.request()
   }
 
   private async measureOnce(): Promise<void> {
