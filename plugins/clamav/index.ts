@@ -10,8 +10,8 @@
  * (or a part scan that fails) leaves the hit without parts, and `strip` removes everything.
  */
 import { z } from 'zod'
-import { definePlugin, type MessageView, type OptionsEnv } from '../../src/pipeline/plugin.js'
-import { type ClamdTarget, instream } from './instream.js'
+import { definePlugin, type MessageView, type OptionsEnv, serviceOptions } from '../../src/pipeline/plugin.js'
+import { instream } from './instream.js'
 
 /** Parts scanned one by one to locate a virus; a message with more is stripped whole. */
 const MAX_LOCATED_PARTS = 64
@@ -33,39 +33,19 @@ async function infectedParts(message: MessageView, scan: Scan): Promise<string[]
   return found.length > 0 ? found : undefined
 }
 
+/** clamd's TCPAddr and TCPSocket (default port 3310) or its LocalSocket, and how to stream. */
 const options = (env: OptionsEnv) =>
-  z
-    .object({
-      /** clamd's TCPAddr. Default 127.0.0.1 (not allowed together with `socket`). */
-      host: z.string().min(1).optional(),
-      /** clamd's TCPSocket. Default 3310 (not allowed together with `socket`). */
-      port: z.number().int().min(1).max(65_535).optional(),
-      /** clamd's LocalSocket (a unix socket path, relative to the config file's directory); replaces host/port. */
-      socket: z.string().min(1).transform(env.path).optional(),
-      /** Bytes per INSTREAM chunk. Default 64 KiB. Must stay below clamd's StreamMaxLength. */
-      chunkSize: z
-        .number()
-        .int()
-        .min(1)
-        .max(16 * 1024 * 1024)
-        .default(64 * 1024),
-      /** Milliseconds to connect before failing. Default 5000. The whole scan is bounded by the plugin timeout. */
-      connectTimeoutMs: z.number().int().min(1).default(5000),
-    })
-    .strict()
-    .refine((o) => o.socket === undefined || (o.host === undefined && o.port === undefined), {
-      message: '`socket` cannot be combined with `host`/`port`',
-    })
-    .transform((o) =>
-      o.socket !== undefined
-        ? { socket: o.socket, chunkSize: o.chunkSize, connectTimeoutMs: o.connectTimeoutMs }
-        : {
-            host: o.host ?? '127.0.0.1',
-            port: o.port ?? 3310,
-            chunkSize: o.chunkSize,
-            connectTimeoutMs: o.connectTimeoutMs,
-          },
-    )
+  serviceOptions(env, 3310, {
+    /** Bytes per INSTREAM chunk. Default 64 KiB. Must stay below clamd's StreamMaxLength. */
+    chunkSize: z
+      .number()
+      .int()
+      .min(1)
+      .max(16 * 1024 * 1024)
+      .default(64 * 1024),
+    /** Milliseconds to connect before failing. Default 5000. The whole scan is bounded by the plugin timeout. */
+    connectTimeoutMs: z.number().int().min(1).default(5000),
+  })
 
 export default definePlugin({
   name: 'clamav',
@@ -80,17 +60,13 @@ export default definePlugin({
   },
   timeoutMs: 30_000,
   onError: 'tempfail',
-  setup(opts) {
-    const target: ClamdTarget =
-      'socket' in opts && opts.socket !== undefined
-        ? { socket: opts.socket }
-        : { host: opts.host ?? '127.0.0.1', port: opts.port ?? 3310 }
+  setup({ target, chunkSize, connectTimeoutMs }) {
     return async ({ message, signal }) => {
       const scan: Scan = (data) =>
         instream(target, data, {
           signal,
-          chunkSize: opts.chunkSize,
-          connectTimeoutMs: opts.connectTimeoutMs,
+          chunkSize,
+          connectTimeoutMs,
           // The plugin timeout (signal) bounds the scan; this is a backstop if no signal ever fires.
           timeoutMs: 10 * 60_000,
         })

@@ -6,37 +6,22 @@
  * the failure policy, by default `continue` (spam scoring is advisory; mail keeps flowing).
  */
 import { z } from 'zod'
-import { definePlugin, type Hit, type OptionsEnv } from '../../src/pipeline/plugin.js'
-import { check, type SpamdTarget } from './spamc.js'
+import { definePlugin, type Hit, type OptionsEnv, serviceOptions } from '../../src/pipeline/plugin.js'
+import { check } from './spamc.js'
 
+/** spamd's address (default port 783) or its unix socket (`--socketpath`), and what to ask. */
 const options = (env: OptionsEnv) =>
-  z
-    .object({
-      /** spamd's address. Default 127.0.0.1 (not allowed together with `socket`). */
-      host: z.string().min(1).optional(),
-      /** spamd's port. Default 783 (not allowed together with `socket`). */
-      port: z.number().int().min(1).max(65_535).optional(),
-      /** spamd's unix socket (`--socketpath`, relative to the config file's directory); replaces host/port. */
-      socket: z.string().min(1).transform(env.path).optional(),
-      /** Sent as `User:` (whose preferences spamd applies). Default: none (spamd's own user). */
-      user: z
-        .string()
-        .regex(/^[\x21-\x7e]+$/, 'no spaces or control characters')
-        .optional(),
-      /** Messages larger than this many bytes are not scanned (spamc's default is 500 KiB). */
-      maxSize: z.number().int().min(1).default(512_000),
-      /** Milliseconds for the whole exchange with spamd. */
-      timeoutMs: z.number().int().min(1).default(30_000),
-    })
-    .strict()
-    .refine((o) => o.socket === undefined || (o.host === undefined && o.port === undefined), {
-      message: '`socket` cannot be combined with `host`/`port`',
-    })
-    .transform((o) => {
-      const target: SpamdTarget =
-        o.socket !== undefined ? { socket: o.socket } : { host: o.host ?? '127.0.0.1', port: o.port ?? 783 }
-      return { target, user: o.user, maxSize: o.maxSize, timeoutMs: o.timeoutMs }
-    })
+  serviceOptions(env, 783, {
+    /** Sent as `User:` (whose preferences spamd applies). Default: none (spamd's own user). */
+    user: z
+      .string()
+      .regex(/^[\x21-\x7e]+$/, 'no spaces or control characters')
+      .optional(),
+    /** Messages larger than this many bytes are not scanned (spamc's default is 500 KiB). */
+    maxSize: z.number().int().min(1).default(512_000),
+    /** Milliseconds for the whole exchange with spamd. */
+    timeoutMs: z.number().int().min(1).default(30_000),
+  })
 
 export default definePlugin({
   name: 'spamassassin',

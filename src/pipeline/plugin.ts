@@ -25,6 +25,8 @@ export {
   type ServiceAddress,
   serviceError,
 } from './service-exchange.js'
+/** The `host`/`port`/`socket` options of a plugin that talks to a daemon. */
+export { serviceOptions } from './service-options.js'
 export type { ClientInfo, Envelope, Logger, MessageView, MimePart, QueueId }
 
 /** What to do when a check throws or times out. */

@@ -161,8 +161,7 @@ async function runCheck(options: unknown, raw: Buffer, signal?: AbortSignal): Pr
 describe('clamav options', () => {
   it('defaults to 127.0.0.1:3310 with 64 KiB chunks', () => {
     expect(parseOptions(clamav, {})).toEqual({
-      host: '127.0.0.1',
-      port: 3310,
+      target: { host: '127.0.0.1', port: 3310 },
       chunkSize: 65_536,
       connectTimeoutMs: 5000,
     })
@@ -170,7 +169,7 @@ describe('clamav options', () => {
 
   it('takes a unix socket instead of host/port', () => {
     expect(parseOptions(clamav, { socket: '/run/clamav/clamd.ctl' })).toEqual({
-      socket: '/run/clamav/clamd.ctl',
+      target: { socket: '/run/clamav/clamd.ctl' },
       chunkSize: 65_536,
       connectTimeoutMs: 5000,
     })
@@ -178,7 +177,7 @@ describe('clamav options', () => {
 
   it("resolves a relative socket path against the config file's directory", () => {
     expect(parseOptions(clamav, { socket: 'run/clamd.ctl' }, '/etc/mailscreen')).toMatchObject({
-      socket: '/etc/mailscreen/run/clamd.ctl',
+      target: { socket: '/etc/mailscreen/run/clamd.ctl' },
     })
   })
 
