@@ -60,6 +60,32 @@ export function treeCpuMs(root: number): number {
   return (ticks * 1000) / CLK_TCK
 }
 
+/**
+ * CPU ms of those threads of process `pid` that `pick` chooses by thread ID and name (`comm`).
+ * Threads that ended are missed; for a running server's long-lived threads that is none.
+ */
+export function threadsCpuMs(pid: number, pick: (tid: number, name: string) => boolean): number {
+  let ticks = 0
+  let tids: string[]
+  try {
+    tids = readdirSync(`/proc/${pid}/task`)
+  } catch {
+    return 0
+  }
+  for (const tid of tids) {
+    try {
+      const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'latin1').trim()
+      if (!pick(Number(tid), name)) continue
+      const text = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1')
+      const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
+      ticks += Number(fields[11]) + Number(fields[12])
+    } catch {
+      // The thread ended between the listing and the read.
+    }
+  }
+  return (ticks * 1000) / CLK_TCK
+}
+
 /** CPU ms (user + system) this process has used so far. */
 export function selfCpuMs(): number {
   const u = process.cpuUsage()

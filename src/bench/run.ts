@@ -7,7 +7,8 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
 import { builtPath } from '../package-root.js'
-import { type CpuProbe, measured, selfCpuMs, treeCpuMs } from './cpu.js'
+import { SCAN_THREAD_NAME } from '../pipeline/thread-name.js'
+import { type CpuProbe, measured, selfCpuMs, threadsCpuMs, treeCpuMs } from './cpu.js'
 import { runLoad } from './load.js'
 import { benchIdOf } from './message.js'
 import { Progress } from './progress.js'
@@ -32,7 +33,13 @@ export interface RunFigures {
    * sink, which runs in the bench process), the bench process (load generator and sink), and
    * the whole machine. More stable than msgs/s on a shared machine. Absent without /proc.
    */
-  readonly cpuMsPerMessage?: { readonly server?: number; readonly bench: number; readonly machine: number }
+  readonly cpuMsPerMessage?: {
+    readonly server?: number
+    /** The server's CPU split: its main thread, its scan workers, and Node's other threads. */
+    readonly serverThreads?: { readonly main: number; readonly scan: number; readonly other: number }
+    readonly bench: number
+    readonly machine: number
+  }
 }
 
 export interface BenchOptions {
@@ -110,6 +117,18 @@ export async function waitForGreeting(
   }
 }
 
+/**
+ * The server process tree, and within it its main thread and its scan workers (they name
+ * themselves); the rest are Node's own threads: libuv's file-system pool and V8's GC helpers.
+ */
+function serverProbes(pid: number): CpuProbe {
+  return {
+    server: () => treeCpuMs(pid),
+    'main thread': () => threadsCpuMs(pid, (tid) => tid === pid),
+    'scan workers': () => threadsCpuMs(pid, (_, name) => name === SCAN_THREAD_NAME),
+  }
+}
+
 /** One load run against host:port (a process `serverPid` serves it, if not this one), with arrivals counted at `sink`. */
 async function measure(
   label: string,
@@ -125,12 +144,15 @@ async function measure(
     })
   // CPU figures come from /proc: on a system without it, the run goes without them.
   if (!existsSync('/proc/self/stat')) return run()
-  const probe: CpuProbe = { bench: selfCpuMs, ...(serverPid ? { server: () => treeCpuMs(serverPid) } : {}) }
+  const probe: CpuProbe = { bench: selfCpuMs, ...(serverPid ? serverProbes(serverPid) : {}) }
   const { value, cpuPerMsg } = await measured(probe, () => delivered, run)
+  const server = cpuPerMsg.server
+  const main = cpuPerMsg['main thread'] ?? 0
+  const scan = cpuPerMsg['scan workers'] ?? 0
   return {
     ...value,
     cpuMsPerMessage: {
-      ...(serverPid ? { server: cpuPerMsg.server as number } : {}),
+      ...(server !== undefined ? { server, serverThreads: { main, scan, other: server - main - scan } } : {}),
       bench: cpuPerMsg.bench as number,
       machine: cpuPerMsg['machine total'] as number,
     },
@@ -281,11 +303,12 @@ function cpuTable(rows: readonly RunFigures[]): string[] {
   const figure = (value: number | undefined, width: number) =>
     (value === undefined ? '-' : value.toFixed(2)).padStart(width)
   return [
-    `${'CPU ms per message'.padEnd(18)} ${'server'.padStart(10)} ${'bench'.padStart(11)} ${'machine'.padStart(10)}`,
-    ...rows.map(
-      (r) =>
-        `${r.label.padEnd(18)} ${figure(r.cpuMsPerMessage?.server, 10)} ${figure(r.cpuMsPerMessage?.bench, 11)} ${figure(r.cpuMsPerMessage?.machine, 10)}`,
-    ),
+    `${'CPU ms per message'.padEnd(18)} ${'server'.padStart(10)} ${'main'.padStart(7)} ${'scan'.padStart(7)} ${'other'.padStart(7)} ${'bench'.padStart(11)} ${'machine'.padStart(10)}`,
+    ...rows.map((r) => {
+      const cpu = r.cpuMsPerMessage
+      const threads = cpu?.serverThreads
+      return `${r.label.padEnd(18)} ${figure(cpu?.server, 10)} ${figure(threads?.main, 7)} ${figure(threads?.scan, 7)} ${figure(threads?.other, 7)} ${figure(cpu?.bench, 11)} ${figure(cpu?.machine, 10)}`
+    }),
     '',
   ]
 }
@@ -310,7 +333,7 @@ export function formatBench(result: BenchResult, opts: BenchOptions): string {
         ]
       : []),
     'latencies in ms; accept = connect to 250 after DATA; e2e = first byte sent to arrival at the sink; errors = failed sends + accepted but not delivered',
-    'CPU: server = mailscreen (or the relay) with its threads; bench = load generator and sink (this process); machine = every CPU of the host, from /proc/stat',
+    'CPU: server = mailscreen (or the relay) with its threads, split into its main thread, its scan workers and the other threads (libuv file-system pool, V8 GC helpers); bench = load generator and sink (this process); machine = every CPU of the host, from /proc/stat',
   ]
   return `${lines.join('\n')}\n`
 }

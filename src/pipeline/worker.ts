@@ -11,6 +11,7 @@ import type { QueueId } from '../queue/ids.js'
 import { Spool } from '../queue/spool.js'
 import type { ScanSummary, SpoolHeader } from '../queue/spool-file.js'
 import { createScanner, type Scanner, type ScanReport, type ScanSettings, setupPlugins } from './scan.js'
+import { nameThisThread, SCAN_THREAD_NAME } from './thread-name.js'
 
 /** What the pool hands every worker at start. */
 export interface WorkerSettings {
@@ -60,6 +61,7 @@ export interface ScannedOutput {
   readonly message: Uint8Array
 }
 
+nameThisThread(SCAN_THREAD_NAME)
 const settings = workerData as WorkerSettings
 // Sync destination: a worker's async log buffer can be lost when the thread is terminated.
 const log = createLogger({ level: settings.logLevel }, pino.destination({ dest: 1, sync: true })).child({

@@ -31,6 +31,10 @@ describe('mailscreen bench', () => {
     // Both servers run as processes of their own, measured from /proc; the sink runs in the bench.
     expect(result.filter.cpuMsPerMessage?.server).toBeGreaterThan(0)
     expect(result.relay?.cpuMsPerMessage?.server).toBeGreaterThan(0)
+    // Split by thread: mailscreen's main thread works on every message; the relay has no scan workers.
+    expect(result.filter.cpuMsPerMessage?.serverThreads?.main).toBeGreaterThan(0)
+    expect(result.relay?.cpuMsPerMessage?.serverThreads?.scan).toBe(0)
+    expect(result.relay?.cpuMsPerMessage?.serverThreads?.main).toBeGreaterThan(0)
     expect(result.ceiling.cpuMsPerMessage).toBeDefined()
     expect(result.ceiling.cpuMsPerMessage?.server).toBeUndefined()
   })
