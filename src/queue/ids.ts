@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto'
+import { randomFillSync } from 'node:crypto'
 
 /** A queue ID: short, sortable by creation time, only `[0-9A-Za-z]`, so it can never name a path. */
 export type QueueId = string & { readonly __brand: 'QueueId' }
@@ -8,6 +8,21 @@ const ID_PATTERN = /^[0-9A-Za-z]{16}$/
 
 let lastMs = 0
 let counter = 0
+
+/**
+ * Random bytes drawn in bulk, one call into the CSPRNG per ~680 IDs: one call per ID was 1 %
+ * of the main thread's time under load (`node --cpu-prof`, benchmarks/RESULTS.md).
+ */
+const randomPool = Buffer.alloc(4096)
+let randomAt = randomPool.length
+
+function randomByte(): number {
+  if (randomAt === randomPool.length) {
+    randomFillSync(randomPool)
+    randomAt = 0
+  }
+  return randomPool[randomAt++] as number
+}
 
 function base62(value: number, width: number): string {
   let out = ''
@@ -29,9 +44,8 @@ export function newQueueId(now: number = Date.now()): QueueId {
     lastMs = now
     counter = 0
   }
-  const random = randomBytes(6)
   let tail = ''
-  for (const byte of random) tail += ALPHABET[byte % 62]
+  for (let i = 0; i < 6; i++) tail += ALPHABET[randomByte() % 62]
   return `${base62(now, 7)}${base62(counter, 3)}${tail}` as QueueId
 }
 

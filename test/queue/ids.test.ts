@@ -20,6 +20,14 @@ describe('newQueueId', () => {
     expect(new Set(ids.map((id) => id.slice(0, 7))).size).toBe(1)
   })
 
+  it('draws a fresh random tail for every ID, also across refills of the random pool', () => {
+    // 3,000 IDs use ~4 pools' worth of bytes; a reused or stuck pool would repeat tails.
+    const tails = Array.from({ length: 3_000 }, () => newQueueId().slice(10))
+    expect(new Set(tails).size).toBeGreaterThan(2_990)
+    // Every character of the alphabet turns up in the tails (no byte stuck at one value).
+    expect(new Set(tails.join('')).size).toBe(62)
+  })
+
   it('sorts an ID of a later millisecond after one of an earlier millisecond', () => {
     const earlier = newQueueId(1_700_000_000_000)
     const later = newQueueId(1_700_000_000_001)
