@@ -50,8 +50,8 @@ export interface App {
 
 /** Scan settings for workers (and for `mailscreen scan`), from the config and loaded plugins. */
 export async function scanSettings(loaded: LoadedConfig): Promise<ScanSettings> {
-  const { config, baseDir } = loaded
-  const plugins = await loadPlugins(config.plugins, baseDir)
+  const { config, baseDir, file } = loaded
+  const plugins = await loadPlugins(config.plugins, baseDir, file)
   const declared = scoreTable(plugins)
   const { scores } = config.policy
   const symbols = scores === undefined ? declared : applyScoresFile(declared, resolve(baseDir, scores))

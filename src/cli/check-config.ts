@@ -26,7 +26,7 @@ export function registerCheckConfig(program: Command): void {
     .action(async (options: { config?: string; json?: boolean }) => {
       const loaded = configOrExit(options)
       try {
-        const plugins = await loadPlugins(loaded.config.plugins, loaded.baseDir)
+        const plugins = await loadPlugins(loaded.config.plugins, loaded.baseDir, loaded.file)
         // The same loading `start` does: rulesets and the scores file are checked too.
         const settings = await scanSettings(loaded)
         const table = Object.fromEntries(settings.symbols.map(([symbol, info]) => [symbol, info.weight]))

@@ -140,7 +140,7 @@ export function validateOptions(definition: PluginDefinition, options: unknown, 
   const result = schema.safeParse(options)
   if (result.success) return result.data
   const detail = result.error.issues
-    .map((i) => `options.${i.path.join('.') || '(top)'}: ${i.message}`)
+    .map((i) => `${['options', ...i.path].join('.')}: ${i.message}`)
     .join('; ')
   throw new MailscreenError('MSC_PLUGIN_OPTIONS_INVALID', `plugin ${definition.name}: ${detail}`)
 }
@@ -167,8 +167,16 @@ export async function loadPlugin(entry: PluginEntry, baseDir: string): Promise<L
   }
 }
 
-/** Load every configured plugin; names must be unique. */
-export async function loadPlugins(entries: readonly PluginEntry[], baseDir: string): Promise<LoadedPlugin[]> {
+/**
+ * Load every configured plugin; names must be unique. Errors name the config `file` (when
+ * there is one) and the entry, like the config's own errors.
+ */
+export async function loadPlugins(
+  entries: readonly PluginEntry[],
+  baseDir: string,
+  file?: string,
+): Promise<LoadedPlugin[]> {
+  const where = file === undefined ? '' : `${file}: `
   const loaded: LoadedPlugin[] = []
   for (const [index, entry] of entries.entries()) {
     let plugin: LoadedPlugin
@@ -177,13 +185,16 @@ export async function loadPlugins(entries: readonly PluginEntry[], baseDir: stri
     } catch (err) {
       // Name the config entry, so an administrator with several plugins knows which line to fix.
       if (err instanceof MailscreenError)
-        throw new MailscreenError(err.code, `plugins.${index} (use: ${entry.use}): ${err.message}`, {
+        throw new MailscreenError(err.code, `${where}plugins.${index} (use: ${entry.use}): ${err.message}`, {
           cause: err,
         })
       throw err
     }
     if (loaded.some((p) => p.name === plugin.name))
-      throw new MailscreenError('MSC_PLUGIN_INVALID', `plugin ${plugin.name} is configured twice`)
+      throw new MailscreenError(
+        'MSC_PLUGIN_INVALID',
+        `${where}plugins.${index} (use: ${entry.use}): plugin ${plugin.name} is configured twice`,
+      )
     loaded.push(plugin)
   }
   return loaded

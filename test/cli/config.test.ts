@@ -131,7 +131,7 @@ describe('mailscreen check-config', () => {
     expect(out.stderr).toContain('MSC_PLUGIN_NOT_FOUND')
   })
 
-  it('a bad plugin option exits non-zero naming options.subjectWords', async () => {
+  it('a bad plugin option exits non-zero naming the file, the entry and options.subjectWords', async () => {
     const file = await configFile(
       'bad-option.yaml',
       'plugins:\n  - use: example\n    options:\n      subjectWords: lottery\n',
@@ -140,7 +140,23 @@ describe('mailscreen check-config', () => {
     expect(out.code).not.toBe(0)
     expect(out.code).not.toBeNull()
     expect(out.stderr).toContain('MSC_PLUGIN_OPTIONS_INVALID')
-    expect(out.stderr).toContain('options.subjectWords')
+    expect(out.stderr).toContain(`${file}: plugins.0 (use: example): plugin example: options.subjectWords:`)
+  })
+
+  it('an option error of the whole options object says `options`, and a plugin configured twice names its entry', async () => {
+    const conflict = await configFile(
+      'conflict.yaml',
+      'plugins:\n  - use: clamav\n    options: { socket: /run/clamd.ctl, port: 3310 }\n',
+    )
+    const out = await runCli(['check-config', '--config', conflict], dir)
+    expect(out.code).toBe(1)
+    expect(out.stderr).toContain(
+      `${conflict}: plugins.0 (use: clamav): plugin clamav: options: \`socket\` cannot be combined with \`host\`/\`port\``,
+    )
+    const twice = await configFile('twice.yaml', 'plugins:\n  - use: example\n  - use: example\n')
+    const again = await runCli(['check-config', '--config', twice], dir)
+    expect(again.code).toBe(1)
+    expect(again.stderr).toContain(`${twice}: plugins.1 (use: example): plugin example is configured twice`)
   })
 
   it("finds a plugin's rules file next to the config file, whatever the working directory", async () => {
