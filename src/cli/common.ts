@@ -22,6 +22,16 @@ export function configOrExit(options: { config?: string }): LoadedConfig {
 /** Print an error the way an administrator wants it (code and text, no stack) and exit 1. */
 export function fail(err: unknown): never {
   if (err instanceof MailscreenError) process.stderr.write(`mailscreen: ${err.code}\n${err.message}\n`)
+  else if (isSystemError(err)) process.stderr.write(`mailscreen: ${err.message}\n`)
   else process.stderr.write(`mailscreen: ${(err as Error)?.stack ?? String(err)}\n`)
   process.exit(1)
+}
+
+/**
+ * An error from the operating system (a file that is not there, no permission): its message
+ * names the call and the path, which is all an administrator needs; a stack trace is for bugs.
+ */
+function isSystemError(err: unknown): err is NodeJS.ErrnoException {
+  const e = err as NodeJS.ErrnoException | undefined
+  return e instanceof Error && typeof e.code === 'string' && typeof e.syscall === 'string'
 }

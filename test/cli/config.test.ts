@@ -246,3 +246,17 @@ describe('--help', () => {
     expect(queue.stdout).toMatch(/^ {2}flush\b/m)
   })
 })
+
+describe('errors from the operating system', () => {
+  it('are one line naming the call and the path, without a stack trace', async () => {
+    const missing = join(dir, 'no-such-message.eml')
+    const scan = await runCli(['scan', missing], dir)
+    expect(scan.code).toBe(1)
+    expect(scan.stderr).toBe(`mailscreen: ENOENT: no such file or directory, open '${missing}'\n`)
+    const spool = join(dir, 'never-started')
+    const file = await configFile('no-spool.yaml', `spool: { dir: ${spool} }\n`)
+    const list = await runCli(['queue', 'list', '--config', file], dir)
+    expect(list.code).toBe(1)
+    expect(list.stderr).toMatch(new RegExp(`^mailscreen: ENOENT: [^\\n]*'${spool}/incoming'\\n$`))
+  })
+})
