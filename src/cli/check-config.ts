@@ -4,8 +4,10 @@ import { formatHop } from '../delivery/smtp-client.js'
 import { formatMilterAddress } from '../ingress/milter/server.js'
 import type { Action } from '../pipeline/action-list.js'
 import { formatActionList } from '../pipeline/action-list.js'
-import { loadPlugins } from '../pipeline/registry.js'
+import { type LoadedPlugin, loadPlugins } from '../pipeline/registry.js'
 import type { Ruleset } from '../pipeline/ruleset.js'
+import { describeAddress } from '../pipeline/service-exchange.js'
+import { serviceTarget } from '../pipeline/service-options.js'
 import { minFreeBytes } from '../queue/free-space.js'
 import { configOrExit, fail, withConfig } from './common.js'
 
@@ -14,6 +16,13 @@ function describeMinFree(bytes: number): string {
   if (bytes === 0) return 'no free-space check'
   const mib = bytes / 1024 ** 2
   return `new mail refused below ${mib >= 10 ? Math.round(mib) : mib.toFixed(1)} MiB free`
+}
+
+/** `clamav at unix:/run/clamav/clamd.ctl (timeout 30000 ms, on error tempfail)`: where relative paths ended up, too. */
+function describePlugin(plugin: LoadedPlugin): string {
+  const target = serviceTarget(plugin.options)
+  const at = target ? ` at ${describeAddress(target)}` : ''
+  return `${plugin.name}${at} (timeout ${plugin.timeoutMs} ms, on error ${plugin.onError})`
 }
 
 /** `mailscreen check-config`: validate the config and every plugin's options; print the result. */
@@ -56,7 +65,7 @@ export function registerCheckConfig(program: Command): void {
           `workers   ${config.pool.workers}`,
           `metrics   ${config.metrics ? `http://${formatHop(config.metrics.listen.host, config.metrics.listen.port)}/metrics` : 'off'}`,
           `relay     ${config.delivery.relay ? `${config.delivery.relay.host}:${config.delivery.relay.port}` : 'none: foreign domains go to their MX hosts'}`,
-          `plugins   ${plugins.map((p) => `${p.name} (timeout ${p.timeoutMs} ms, on error ${p.onError})`).join(', ') || 'none'}`,
+          `plugins   ${plugins.map(describePlugin).join(', ') || 'none'}`,
           'symbols:',
           ...settings.symbols.map(
             ([symbol, info]) =>

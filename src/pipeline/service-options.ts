@@ -46,3 +46,14 @@ export function serviceOptions<Shape extends z.ZodRawShape>(
       return { ...own, target }
     })
 }
+
+/** The daemon address in a plugin's parsed options, if they came from {@link serviceOptions}. */
+export function serviceTarget(options: unknown): ServiceAddress | undefined {
+  const target = (options as { target?: unknown } | undefined)?.target as
+    | Partial<Record<string, unknown>>
+    | undefined
+  if (typeof target?.socket === 'string') return { socket: target.socket }
+  if (typeof target?.host === 'string' && typeof target.port === 'number')
+    return { host: target.host, port: target.port }
+  return undefined
+}

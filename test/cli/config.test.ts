@@ -143,6 +143,21 @@ describe('mailscreen check-config', () => {
     expect(out.stderr).toContain(`${file}: plugins.0 (use: example): plugin example: options.subjectWords:`)
   })
 
+  it('shows where each scanning daemon is, with relative socket paths resolved', async () => {
+    const file = await configFile(
+      'daemons.yaml',
+      'plugins:\n  - use: clamav\n    options: { socket: run/clamd.ctl }\n  - use: spamassassin\n    options: { port: 1783 }\n  - use: example\n',
+    )
+    const out = await runCli(['check-config', '--config', file], '/')
+    expect(out.code, out.stderr).toBe(0)
+    expect(out.stdout).toMatch(
+      new RegExp(
+        `^plugins +clamav at unix:${join(dir, 'run', 'clamd.ctl')} \\(timeout 30000 ms, on error tempfail\\), spamassassin at 127\\.0\\.0\\.1:1783 \\(timeout 30000 ms, on error continue\\), example \\(`,
+        'm',
+      ),
+    )
+  })
+
   it('an option error of the whole options object says `options`, and a plugin configured twice names its entry', async () => {
     const conflict = await configFile(
       'conflict.yaml',

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { z } from 'zod'
 import { optionsEnv } from '../../src/pipeline/plugin.js'
-import { serviceOptions } from '../../src/pipeline/service-options.js'
+import { serviceOptions, serviceTarget } from '../../src/pipeline/service-options.js'
 
 const schema = serviceOptions(optionsEnv('/etc/mailscreen'), 1344, { service: z.string().default('avscan') })
 
@@ -34,5 +34,13 @@ describe('serviceOptions', () => {
     expect(schema.safeParse({ port: 0 }).success).toBe(false)
     expect(schema.safeParse({ port: 65_536 }).success).toBe(false)
     expect(schema.safeParse({ service: 3 }).success).toBe(false)
+  })
+
+  it('serviceTarget finds the address in parsed options, and nothing in other options', () => {
+    expect(serviceTarget(schema.parse({ port: 11344 }))).toEqual({ host: '127.0.0.1', port: 11344 })
+    expect(serviceTarget(schema.parse({ socket: '/run/d.sock' }))).toEqual({ socket: '/run/d.sock' })
+    expect(serviceTarget({ subjectWords: [] })).toBeUndefined()
+    expect(serviceTarget({ target: { host: 'h' } })).toBeUndefined()
+    expect(serviceTarget(undefined)).toBeUndefined()
   })
 })
