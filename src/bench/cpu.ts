@@ -21,9 +21,10 @@ interface ProcStat {
   readonly children: number
 }
 
-function readStat(pid: number): ProcStat | undefined {
+/** A process's stat (`/proc/<pid>`) or a thread's (`/proc/<pid>/task/<tid>`); undefined once it ended. */
+function readStat(pid: number, dir = `/proc/${pid}`): ProcStat | undefined {
   try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'latin1')
+    const text = readFileSync(`${dir}/stat`, 'latin1')
     const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
     // fields[0] is field 3 (state): ppid = field 4, utime..cstime = fields 14..17.
     return {
@@ -73,15 +74,14 @@ export function threadsCpuMs(pid: number, pick: (tid: number, name: string) => b
     return 0
   }
   for (const tid of tids) {
+    const dir = `/proc/${pid}/task/${tid}`
+    let name: string
     try {
-      const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'latin1').trim()
-      if (!pick(Number(tid), name)) continue
-      const text = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1')
-      const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
-      ticks += Number(fields[11]) + Number(fields[12])
+      name = readFileSync(`${dir}/comm`, 'latin1').trim()
     } catch {
-      // The thread ended between the listing and the read.
+      continue // The thread ended between the listing and the read.
     }
+    if (pick(Number(tid), name)) ticks += readStat(Number(tid), dir)?.self ?? 0
   }
   return (ticks * 1000) / CLK_TCK
 }

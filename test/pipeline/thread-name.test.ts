@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import { Worker } from 'node:worker_threads'
 import { describe, expect, it } from 'vitest'
 import { threadsCpuMs } from '../../src/bench/cpu.js'
@@ -40,7 +41,16 @@ describe('thread names', () => {
     expect(threadsCpuMs(process.pid, (tid) => tid === process.pid)).toBeGreaterThan(0)
   })
 
-  it('nameThisThread never throws, even where the name cannot be set', () => {
-    expect(() => nameThisThread('x'.repeat(64))).not.toThrow()
+  it('nameThisThread names the calling thread, and never throws for a name too long', () => {
+    const own = readFileSync('/proc/thread-self/comm', 'latin1').trim()
+    try {
+      nameThisThread('ms-test-self')
+      expect(readFileSync('/proc/thread-self/comm', 'latin1')).toBe('ms-test-self\n')
+      expect(() => nameThisThread('x'.repeat(64))).not.toThrow()
+      // The kernel keeps the first 15 bytes.
+      expect(readFileSync('/proc/thread-self/comm', 'latin1')).toBe(`${'x'.repeat(15)}\n`)
+    } finally {
+      nameThisThread(own)
+    }
   })
 })
