@@ -45,17 +45,25 @@ async function unlinkIfExists(path: string): Promise<void> {
 }
 
 /**
- * Open a slot for writing from its start. An existing slot is opened without O_CREAT: a
- * creating open takes the directory's lock exclusively even when the file exists, and every
- * message passes through tmp/.
+ * Open a slot to overwrite it from its start. Not O_TRUNC: truncating frees the spent file's
+ * blocks only for the write to allocate them again, which costs the kernel more than the
+ * write itself; overwriting reuses them and {@link sealSlot} cuts off the older content's
+ * tail. An existing slot is opened without O_CREAT: a creating open takes the directory's
+ * lock exclusively even when the file exists, and every message passes through tmp/.
  */
 async function openSlot(path: string): Promise<FileHandle> {
   try {
-    return await open(path, constants.O_WRONLY | constants.O_TRUNC)
+    return await open(path, constants.O_WRONLY)
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
     return open(path, 'w')
   }
+}
+
+/** End a slot at the `length` bytes just written over it, then make it durable (with `fsync`). */
+async function sealSlot(handle: FileHandle, length: number, fsync: boolean): Promise<void> {
+  await handle.truncate(length)
+  if (fsync) await handle.sync()
 }
 
 /**
@@ -140,7 +148,8 @@ export class Spool {
       handle = await openSlot(tmp)
       // Gather chunks and write them in batches: one writev for a typical message instead of
       // a write per socket chunk, while a large message still streams in bounded memory.
-      let batch: Buffer[] = [encodeHeader(header)]
+      const encoded = encodeHeader(header)
+      let batch: Buffer[] = [encoded]
       let batched = 0
       let size = 0
       let whole = true
@@ -158,7 +167,7 @@ export class Spool {
       // A message that fit in one batch is still in memory: hand it on so the scan need not read it back.
       const message = whole ? Buffer.concat(batch.slice(1), size) : undefined
       await writeAll(handle, batch)
-      if (this.fsync) await handle.sync()
+      await sealSlot(handle, encoded.length + size, this.fsync)
       await handle.close()
       handle = undefined
       await this.commit(slot, 'incoming', header.id)
@@ -230,7 +239,11 @@ export class Spool {
       const handle = await openSlot(join(this.dir, TMP, slot))
       try {
         await writeAll(handle, parts)
-        if (this.fsync) await handle.sync()
+        await sealSlot(
+          handle,
+          parts.reduce((sum, part) => sum + part.length, 0),
+          this.fsync,
+        )
       } finally {
         await handle.close()
       }

@@ -236,8 +236,17 @@ describe('Spool.stage and commit', () => {
     const second = header()
     await spool.receive(second, Readable.from([Buffer.from('Subject: short\r\n\r\nx\r\n')]))
     expect((await stat(spool.path('incoming', second.id))).ino).toBe(inode)
-    // The reused file was truncated: only the new content is there.
+    // The reused file was cut to the new content: nothing of the longer one is left.
     expect((await spool.read('incoming', second.id)).message.toString()).toBe('Subject: short\r\n\r\nx\r\n')
+  })
+
+  it('cuts a reused file to the new content when a whole file is written over a longer one', async () => {
+    const long = header()
+    await spool.write('outgoing', long, Buffer.alloc(64 * 1024, 0x61))
+    await spool.remove('outgoing', long.id)
+    const short = header()
+    await spool.write('deferred', short, [Buffer.from('Subject: s\r\n\r\n'), Buffer.from('y\r\n')])
+    expect((await spool.read('deferred', short.id)).message.toString()).toBe('Subject: s\r\n\r\ny\r\n')
   })
 })
 
