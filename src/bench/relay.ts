@@ -9,13 +9,14 @@
  * two SMTP hops cost on this machine from what mailscreen adds to them. Not for mail: a message
  * whose forwarding fails is only counted (the sink would report it missing).
  */
-import { open, unlink } from 'node:fs/promises'
+import { unlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { SmtpClient } from '../delivery/smtp-client.js'
 import { reply } from '../ingress/smtp-reply.js'
 import { createSmtpServer, type SmtpServer } from '../ingress/smtp-server.js'
 import { DirSync } from '../queue/dir-sync.js'
+import { SlotFile } from '../queue/slot-file.js'
 import { writeAll } from '../queue/spool.js'
 
 export interface RelayOptions {
@@ -80,14 +81,7 @@ export function createDurableRelay(options: RelayOptions): DurableRelay {
           })
         : undefined
       const taken = report?.replies.every((r) => r !== undefined && r.code < 300)
-      if (
-        !taken ||
-        !(await unlink(held.file).then(
-          () => true,
-          () => false,
-        ))
-      )
-        failures++
+      if (!taken || !removed(held.file)) failures++
       if (!report?.reusable) client = await connect()
     }
     if (client) idle.push(client)
@@ -107,12 +101,13 @@ export function createDurableRelay(options: RelayOptions): DurableRelay {
     async onMessage(tx, data) {
       const message = await collect(data)
       const file = join(options.dir, `m${++counter}`)
-      const handle = await open(file, 'w')
+      // The file calls mailscreen's spool makes: metadata synchronous, write and fsync not.
+      const slot = SlotFile.open(file)
       try {
-        await writeAll(handle, [message])
-        await handle.sync()
+        await writeAll(slot, [message])
+        await slot.seal(message.length, true)
       } finally {
-        await handle.close()
+        slot.close()
       }
       await dirSync.sync()
       forward({ file, mailFrom: tx.mailFrom, rcptTo: [...tx.rcptTo], message })
@@ -128,5 +123,15 @@ export function createDurableRelay(options: RelayOptions): DurableRelay {
       await server.close()
       await Promise.all(idle.splice(0).map((c) => c.quit()))
     },
+  }
+}
+
+/** unlink(2) on the calling thread, as the spool retires files; false when it failed. */
+function removed(path: string): boolean {
+  try {
+    unlinkSync(path)
+    return true
+  } catch {
+    return false
   }
 }

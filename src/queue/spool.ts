@@ -1,20 +1,11 @@
-import { constants } from 'node:fs'
-import {
-  type FileHandle,
-  mkdir,
-  open,
-  readdir,
-  readFile,
-  rename,
-  stat,
-  unlink,
-  writeFile,
-} from 'node:fs/promises'
+import { renameSync } from 'node:fs'
+import { mkdir, open, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { MailscreenError } from '../errors.js'
 import { DirSync } from './dir-sync.js'
 import { newQueueId, parseQueueId, type QueueId } from './ids.js'
+import { SlotFile } from './slot-file.js'
 import { decodeSpoolFile, encodeHeader, type RetryState, type SpoolHeader } from './spool-file.js'
 
 /** The states a message can be in; each is a directory, moves are renames. */
@@ -45,33 +36,14 @@ async function unlinkIfExists(path: string): Promise<void> {
 }
 
 /**
- * Open a slot to overwrite it from its start. Not O_TRUNC: truncating frees the spent file's
- * blocks only for the write to allocate them again, which costs the kernel more than the
- * write itself; overwriting reuses them and {@link sealSlot} cuts off the older content's
- * tail. An existing slot is opened without O_CREAT: a creating open takes the directory's
- * lock exclusively even when the file exists, and every message passes through tmp/.
- */
-async function openSlot(path: string): Promise<FileHandle> {
-  try {
-    return await open(path, constants.O_WRONLY)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-    return open(path, 'w')
-  }
-}
-
-/** End a slot at the `length` bytes just written over it, then make it durable (with `fsync`). */
-async function sealSlot(handle: FileHandle, length: number, fsync: boolean): Promise<void> {
-  await handle.truncate(length)
-  if (fsync) await handle.sync()
-}
-
-/**
  * Write all of `buffers`. writev(2) on a regular file may write only part when the disk fills
  * up meanwhile (the next call then fails with ENOSPC), and FileHandle.writev does not retry:
  * a short write taken as complete would spool a truncated message and still answer 250.
  */
-export async function writeAll(handle: FileHandle, buffers: readonly Buffer[]): Promise<void> {
+export async function writeAll(
+  handle: { writev(buffers: Buffer[]): Promise<{ bytesWritten: number }> },
+  buffers: readonly Buffer[],
+): Promise<void> {
   let rest = buffers.filter((b) => b.length > 0)
   while (rest.length > 0) {
     let written = (await handle.writev(rest)).bytesWritten
@@ -143,9 +115,9 @@ export class Spool {
   async receive(header: SpoolHeader, data: Readable): Promise<{ size: number; entry?: SpoolEntry }> {
     const slot = this.takeSlot()
     const tmp = join(this.dir, TMP, slot)
-    let handle: FileHandle | undefined
+    let file: SlotFile | undefined
     try {
-      handle = await openSlot(tmp)
+      file = SlotFile.open(tmp)
       // Gather chunks and write them in batches: one writev for a typical message instead of
       // a write per socket chunk, while a large message still streams in bounded memory.
       const encoded = encodeHeader(header)
@@ -158,7 +130,7 @@ export class Spool {
         batched += chunk.length
         size += chunk.length
         if (batched >= WRITE_BATCH) {
-          await writeAll(handle, batch)
+          await writeAll(file, batch)
           batch = []
           batched = 0
           whole = false
@@ -166,14 +138,17 @@ export class Spool {
       }
       // A message that fit in one batch is still in memory: hand it on so the scan need not read it back.
       const message = whole ? Buffer.concat(batch.slice(1), size) : undefined
-      await writeAll(handle, batch)
-      await sealSlot(handle, encoded.length + size, this.fsync)
-      await handle.close()
-      handle = undefined
+      await writeAll(file, batch)
+      await file.seal(encoded.length + size, this.fsync)
+      file.close()
       await this.commit(slot, 'incoming', header.id)
       return message ? { size, entry: { header, message } } : { size }
     } catch (err) {
-      await handle?.close().catch(() => undefined)
+      try {
+        file?.close()
+      } catch {
+        // The write already failed; that error is the one to report.
+      }
       this.returnSlot(slot)
       if ((err as { responseCode?: number }).responseCode) throw err
       throw new MailscreenError('MSC_SPOOL_WRITE_FAILED', `spool write failed: ${(err as Error).message}`, {
@@ -208,7 +183,7 @@ export class Spool {
     if (this.slots.length >= MAX_SLOTS) return unlinkIfExists(path)
     const slot = this.newSlotName()
     try {
-      await rename(path, join(this.dir, TMP, slot))
+      renameSync(path, join(this.dir, TMP, slot))
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
       throw err
@@ -236,16 +211,15 @@ export class Spool {
   async stage(slot: string, header: SpoolHeader, message: Buffer | readonly Buffer[]): Promise<void> {
     const parts = [encodeHeader(header), ...(Buffer.isBuffer(message) ? [message] : message)]
     try {
-      const handle = await openSlot(join(this.dir, TMP, slot))
+      const file = SlotFile.open(join(this.dir, TMP, slot))
       try {
-        await writeAll(handle, parts)
-        await sealSlot(
-          handle,
+        await writeAll(file, parts)
+        await file.seal(
           parts.reduce((sum, part) => sum + part.length, 0),
           this.fsync,
         )
       } finally {
-        await handle.close()
+        file.close()
       }
     } catch (err) {
       throw new MailscreenError('MSC_SPOOL_WRITE_FAILED', `spool write failed: ${(err as Error).message}`, {
@@ -256,7 +230,7 @@ export class Spool {
 
   /** Move a staged slot into a state as message `id` (atomic rename, directory fsynced). */
   async commit(slot: string, state: SpoolState, id: QueueId): Promise<void> {
-    await rename(join(this.dir, TMP, slot), this.path(state, id))
+    renameSync(join(this.dir, TMP, slot), this.path(state, id))
     await this.syncDir(state)
   }
 
@@ -266,7 +240,7 @@ export class Spool {
    * recovery treats `processing/` like `incoming/`.
    */
   async move(id: QueueId, from: SpoolState, to: SpoolState, durable = true): Promise<void> {
-    await rename(this.path(from, id), this.path(to, id))
+    renameSync(this.path(from, id), this.path(to, id))
     if (durable) await this.syncDir(to)
   }
 
