@@ -41,9 +41,9 @@ export function registerBench(program: Command): void {
     )
     .option(
       '--warmup <n>',
-      'messages sent through mailscreen first and not counted',
+      'messages sent through each server first and not counted: a fresh process spends the first several thousand compiling its hot code (see benchmarks/RESULTS.md)',
       (v) => (v === '0' ? 0 : positiveInt(v)),
-      500,
+      10_000,
     )
     .option('--timeout <seconds>', 'how long to wait for deliveries after the last send', positiveInt, 120)
     .option(
