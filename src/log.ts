@@ -19,3 +19,25 @@ export function createLogger(settings: LogSettings, destination?: DestinationStr
   }
   return destination ? pino(options, destination) : pino(options)
 }
+
+/**
+ * `parent.child(bindings)`, made on first use. A scan binds the queue ID, and each plugin's
+ * name, for every message, while most messages log nothing from the worker: creating the
+ * pino children up front (child() serializes its bindings) took a tenth of a scan worker's CPU.
+ */
+export function lazyChild(parent: Logger, bindings: Record<string, unknown>): Logger {
+  let child: Logger | undefined
+  const real = (): Logger => {
+    child ??= parent.child(bindings)
+    return child
+  }
+  return new Proxy({} as Logger, {
+    get(_, prop) {
+      const target = real()
+      const value: unknown = Reflect.get(target, prop, target)
+      return typeof value === 'function' ? value.bind(target) : value
+    },
+    set: (_, prop, value) => Reflect.set(real(), prop, value),
+    has: (_, prop) => prop in real(),
+  })
+}

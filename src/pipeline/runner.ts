@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import { type ErrorInfo, MailscreenError, toErrorInfo } from '../errors.js'
 import type { Envelope } from '../ingress/envelope.js'
+import { lazyChild } from '../log.js'
 import type { MessageView } from '../mail/message.js'
 import type { QueueId } from '../queue/ids.js'
 import { type Check, type FailurePolicy, failSymbol, type Hit, type SymbolSpec } from './plugin.js'
@@ -65,7 +66,7 @@ function checkDeclared(plugin: ReadyPlugin, hits: readonly Hit[]): void {
 
 async function runOne(plugin: ReadyPlugin, input: RunInput): Promise<CheckOutcome> {
   const started = performance.now()
-  const log = input.log.child({ plugin: plugin.name })
+  const log = lazyChild(input.log, { plugin: plugin.name })
   try {
     const hits = await withTimeout(plugin, (signal) =>
       plugin.check({ queueId: input.queueId, envelope: input.envelope, message: input.message, log, signal }),

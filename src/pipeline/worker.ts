@@ -6,7 +6,7 @@
  */
 import { threadId, workerData } from 'node:worker_threads'
 import { pino } from 'pino'
-import { createLogger } from '../log.js'
+import { createLogger, lazyChild } from '../log.js'
 import type { QueueId } from '../queue/ids.js'
 import { Spool } from '../queue/spool.js'
 import type { ScanSummary, SpoolHeader } from '../queue/spool-file.js'
@@ -88,7 +88,7 @@ export default async function scanTask(task: ScanTask): Promise<ScanResult> {
     queueId: task.queueId,
     envelope: header.envelope,
     raw: message,
-    log: log.child({ qid: task.queueId }),
+    log: lazyChild(log, { qid: task.queueId }),
     ...(task.lastChance ? { lastChance: true } : {}),
     ...(task.front ? { front: task.front } : {}),
   })
