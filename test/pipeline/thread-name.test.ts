@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest'
 import { threadsCpuMs } from '../../src/bench/cpu.js'
 import { nameThisThread } from '../../src/pipeline/thread-name.js'
 
-// The worker names itself the way scan workers do, then burns CPU until told to stop.
+// The worker names itself the way scan workers do, burns CPU, then waits to be terminated.
 const WORKER = `
 const { parentPort, workerData } = require('node:worker_threads')
 const { readFileSync, writeFileSync } = require('node:fs')
@@ -18,6 +18,9 @@ const ticks = () => {
 }
 while (ticks() < 30) for (let i = 0; i < 1e6; i++);
 parentPort.postMessage('done')
+// Stay alive (a listening port keeps the thread) until terminated: a thread that has exited
+// is gone from /proc, and its CPU time with it.
+parentPort.on('message', () => undefined)
 `
 
 describe('thread names', () => {
