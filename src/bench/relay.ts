@@ -126,7 +126,7 @@ export function createDurableRelay(options: RelayOptions): DurableRelay {
   }
 }
 
-/** unlink(2) on the calling thread, as the spool retires files; false when it failed. */
+/** unlink(2) on the calling thread, as the spool makes its metadata calls; false when it failed. */
 function removed(path: string): boolean {
   try {
     unlinkSync(path)
