@@ -105,7 +105,7 @@ export function createDurableRelay(options: RelayOptions): DurableRelay {
       const slot = SlotFile.open(file)
       try {
         await writeAll(slot, [message])
-        await slot.seal(message.length, true)
+        await slot.seal(true)
       } finally {
         slot.close()
       }

@@ -12,6 +12,9 @@ const fsyncAsync = promisify(fsync)
  * wait on the disk, writev and fsync, stay asynchronous.
  */
 export class SlotFile {
+  /** Bytes written so far: where the file ends once sealed. */
+  private written = 0
+
   private constructor(private fd: number | undefined) {}
 
   /**
@@ -31,12 +34,14 @@ export class SlotFile {
 
   /** writev(2) at the current position; may write only part (see writeAll). */
   async writev(buffers: readonly Buffer[]): Promise<{ bytesWritten: number }> {
-    return writevAsync(this.descriptor(), buffers as Buffer[])
+    const result = await writevAsync(this.descriptor(), buffers as Buffer[])
+    this.written += result.bytesWritten
+    return result
   }
 
-  /** End the file at the `length` bytes just written and, with `durable`, fsync it. */
-  async seal(length: number, durable: boolean): Promise<void> {
-    ftruncateSync(this.descriptor(), length)
+  /** End the file at the bytes written through it and, with `durable`, fsync it. */
+  async seal(durable: boolean): Promise<void> {
+    ftruncateSync(this.descriptor(), this.written)
     if (durable) await fsyncAsync(this.descriptor())
   }
 

@@ -120,8 +120,7 @@ export class Spool {
       file = SlotFile.open(tmp)
       // Gather chunks and write them in batches: one writev for a typical message instead of
       // a write per socket chunk, while a large message still streams in bounded memory.
-      const encoded = encodeHeader(header)
-      let batch: Buffer[] = [encoded]
+      let batch: Buffer[] = [encodeHeader(header)]
       let batched = 0
       let size = 0
       let whole = true
@@ -139,7 +138,7 @@ export class Spool {
       // A message that fit in one batch is still in memory: hand it on so the scan need not read it back.
       const message = whole ? Buffer.concat(batch.slice(1), size) : undefined
       await writeAll(file, batch)
-      await file.seal(encoded.length + size, this.fsync)
+      await file.seal(this.fsync)
       file.close()
       await this.commit(slot, 'incoming', header.id)
       return message ? { size, entry: { header, message } } : { size }
@@ -214,10 +213,7 @@ export class Spool {
       const file = SlotFile.open(join(this.dir, TMP, slot))
       try {
         await writeAll(file, parts)
-        await file.seal(
-          parts.reduce((sum, part) => sum + part.length, 0),
-          this.fsync,
-        )
+        await file.seal(this.fsync)
       } finally {
         file.close()
       }

@@ -19,7 +19,7 @@ describe('SlotFile', () => {
     const path = join(dir, 'new')
     const file = SlotFile.open(path)
     await file.writev([Buffer.from('abc'), Buffer.from('def')])
-    await file.seal(6, true)
+    await file.seal(true)
     file.close()
     expect(await readFile(path, 'latin1')).toBe('abcdef')
   })
@@ -29,8 +29,8 @@ describe('SlotFile', () => {
     await writeFile(path, 'x'.repeat(10_000))
     const inode = (await stat(path)).ino
     const file = SlotFile.open(path)
-    const { bytesWritten } = await file.writev([Buffer.from('short')])
-    await file.seal(bytesWritten, false)
+    await file.writev([Buffer.from('short')])
+    await file.seal(false)
     file.close()
     expect(await readFile(path, 'latin1')).toBe('short')
     expect((await stat(path)).ino).toBe(inode)
@@ -41,7 +41,7 @@ describe('SlotFile', () => {
     const file = SlotFile.open(path)
     await file.writev([Buffer.from('one ')])
     await file.writev([Buffer.from('two')])
-    await file.seal(7, true)
+    await file.seal(true)
     file.close()
     expect(await readFile(path, 'latin1')).toBe('one two')
   })
@@ -51,7 +51,7 @@ describe('SlotFile', () => {
     file.close()
     expect(() => file.close()).not.toThrow()
     await expect(file.writev([Buffer.from('late')])).rejects.toThrow(/closed/)
-    await expect(file.seal(0, true)).rejects.toThrow(/closed/)
+    await expect(file.seal(true)).rejects.toThrow(/closed/)
   })
 
   it('fails to open a slot in a directory that is gone, with the system error', () => {
