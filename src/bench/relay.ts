@@ -17,7 +17,6 @@ import { reply } from '../ingress/smtp-reply.js'
 import { createSmtpServer, type SmtpServer } from '../ingress/smtp-server.js'
 import { DirSync } from '../queue/dir-sync.js'
 import { SlotFile } from '../queue/slot-file.js'
-import { writeAll } from '../queue/spool.js'
 
 export interface RelayOptions {
   /** Where message files live while they wait to be forwarded. */
@@ -101,14 +100,8 @@ export function createDurableRelay(options: RelayOptions): DurableRelay {
     async onMessage(tx, data) {
       const message = await collect(data)
       const file = join(options.dir, `m${++counter}`)
-      // The file calls mailscreen's spool makes: metadata synchronous, write and fsync not.
-      const slot = SlotFile.open(file)
-      try {
-        await writeAll(slot, [message])
-        await slot.seal(true)
-      } finally {
-        slot.close()
-      }
+      // The file calls mailscreen's spool makes for a message that fits in memory.
+      await SlotFile.write(file, [message], true)
       await dirSync.sync()
       forward({ file, mailFrom: tx.mailFrom, rcptTo: [...tx.rcptTo], message })
       return reply(250, '2.0.0', `Ok: queued as ${counter}`)

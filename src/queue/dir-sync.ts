@@ -1,5 +1,8 @@
-import { open } from 'node:fs/promises'
+import { closeSync, fsync, openSync } from 'node:fs'
+import { promisify } from 'node:util'
 import { FreshRun } from './fresh-run.js'
+
+const fsyncAsync = promisify(fsync)
 
 /**
  * Fsyncs a directory so renames and creations in it survive a power cut, coalescing callers:
@@ -20,12 +23,13 @@ export class DirSync {
     return this.enabled ? this.runs.request() : Promise.resolve()
   }
 
+  /** Open and close on this thread (page-cache work, see SlotFile); only the fsync waits on the disk. */
   private async fsync(): Promise<void> {
-    const handle = await open(this.dir, 'r')
+    const fd = openSync(this.dir, 'r')
     try {
-      await handle.sync()
+      await fsyncAsync(fd)
     } finally {
-      await handle.close()
+      closeSync(fd)
     }
   }
 }

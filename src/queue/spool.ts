@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream'
 import { MailscreenError } from '../errors.js'
 import { DirSync } from './dir-sync.js'
 import { newQueueId, parseQueueId, type QueueId } from './ids.js'
-import { SlotFile } from './slot-file.js'
+import { SlotFile, writeAll } from './slot-file.js'
 import { decodeSpoolFile, encodeHeader, type RetryState, type SpoolHeader } from './spool-file.js'
 
 /** The states a message can be in; each is a directory, moves are renames. */
@@ -32,31 +32,6 @@ async function unlinkIfExists(path: string): Promise<void> {
     await unlink(path)
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-  }
-}
-
-/**
- * Write all of `buffers`. writev(2) on a regular file may write only part when the disk fills
- * up meanwhile (the next call then fails with ENOSPC), and FileHandle.writev does not retry:
- * a short write taken as complete would spool a truncated message and still answer 250.
- */
-export async function writeAll(
-  handle: { writev(buffers: Buffer[]): Promise<{ bytesWritten: number }> },
-  buffers: readonly Buffer[],
-): Promise<void> {
-  let rest = buffers.filter((b) => b.length > 0)
-  while (rest.length > 0) {
-    let written = (await handle.writev(rest)).bytesWritten
-    if (written === 0) throw new Error('write made no progress')
-    const next: Buffer[] = []
-    for (const b of rest) {
-      if (written >= b.length) written -= b.length
-      else {
-        next.push(b.subarray(written))
-        written = 0
-      }
-    }
-    rest = next
   }
 }
 
@@ -117,31 +92,34 @@ export class Spool {
     const tmp = join(this.dir, TMP, slot)
     let file: SlotFile | undefined
     try {
-      file = SlotFile.open(tmp)
-      // Gather chunks and write them in batches: one writev for a typical message instead of
-      // a write per socket chunk, while a large message still streams in bounded memory.
+      // Gather chunks and write them in batches: one write for a typical message instead of
+      // one per socket chunk, while a large message still streams in bounded memory.
       let batch: Buffer[] = [encodeHeader(header)]
       let batched = 0
       let size = 0
-      let whole = true
       for await (const chunk of data as AsyncIterable<Buffer>) {
         batch.push(chunk)
         batched += chunk.length
         size += chunk.length
         if (batched >= WRITE_BATCH) {
+          file ??= SlotFile.open(tmp)
           await writeAll(file, batch)
           batch = []
           batched = 0
-          whole = false
         }
       }
-      // A message that fit in one batch is still in memory: hand it on so the scan need not read it back.
-      const message = whole ? Buffer.concat(batch.slice(1), size) : undefined
-      await writeAll(file, batch)
-      await file.seal(this.fsync)
-      file.close()
+      if (file) {
+        await writeAll(file, batch)
+        await file.seal(this.fsync)
+        file.close()
+        await this.commit(slot, 'incoming', header.id)
+        return { size }
+      }
+      // The whole message fit in one batch: written in one go, and handed on from memory so
+      // the scan need not read it back.
+      await SlotFile.write(tmp, batch, this.fsync)
       await this.commit(slot, 'incoming', header.id)
-      return message ? { size, entry: { header, message } } : { size }
+      return { size, entry: { header, message: Buffer.concat(batch.slice(1), size) } }
     } catch (err) {
       try {
         file?.close()
@@ -210,13 +188,7 @@ export class Spool {
   async stage(slot: string, header: SpoolHeader, message: Buffer | readonly Buffer[]): Promise<void> {
     const parts = [encodeHeader(header), ...(Buffer.isBuffer(message) ? [message] : message)]
     try {
-      const file = SlotFile.open(join(this.dir, TMP, slot))
-      try {
-        await writeAll(file, parts)
-        await file.seal(this.fsync)
-      } finally {
-        file.close()
-      }
+      await SlotFile.write(join(this.dir, TMP, slot), parts, this.fsync)
     } catch (err) {
       throw new MailscreenError('MSC_SPOOL_WRITE_FAILED', `spool write failed: ${(err as Error).message}`, {
         cause: err,

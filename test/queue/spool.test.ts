@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { SmtpReplyError } from '../../src/errors.js'
 import type { Envelope } from '../../src/ingress/envelope.js'
 import { newQueueId, type QueueId } from '../../src/queue/ids.js'
-import { SPOOL_STATES, Spool, writeAll } from '../../src/queue/spool.js'
+import { SPOOL_STATES, Spool } from '../../src/queue/spool.js'
 import { type RetryState, SPOOL_FORMAT, type SpoolHeader } from '../../src/queue/spool-file.js'
 
 const envelope: Envelope = {
@@ -181,39 +181,6 @@ describe('Spool.write', () => {
       code: 'MSC_SPOOL_WRITE_FAILED',
     })
     expect(await readdir(join(dir, 'outgoing'))).toEqual([])
-  })
-})
-
-describe('writeAll', () => {
-  /** A file handle whose writev takes at most `max` bytes a call, as on a disk that fills up. */
-  function shortWriter(max: number) {
-    const written: Buffer[] = []
-    const handle = {
-      async writev(buffers: Buffer[]) {
-        const all = Buffer.concat(buffers).subarray(0, max)
-        written.push(all)
-        return { bytesWritten: all.length, buffers }
-      },
-    }
-    return { handle: handle as unknown as Parameters<typeof writeAll>[0], written }
-  }
-
-  it('writes the rest after short writes, across buffer boundaries, in order', async () => {
-    const { handle, written } = shortWriter(7)
-    const parts = [
-      Buffer.from('header line\n'),
-      Buffer.alloc(0),
-      Buffer.from('Subject: x\r\n'),
-      Buffer.from('body'),
-    ]
-    await writeAll(handle, parts)
-    expect(Buffer.concat(written).toString()).toBe('header line\nSubject: x\r\nbody')
-    expect(written.length).toBe(Math.ceil(Buffer.concat(parts).length / 7))
-  })
-
-  it('fails instead of spinning when a write takes nothing', async () => {
-    const { handle } = shortWriter(0)
-    await expect(writeAll(handle, [Buffer.from('x')])).rejects.toThrow(/no progress/)
   })
 })
 
