@@ -3,6 +3,7 @@ import { buildApp } from '../app.js'
 import { loadConfig } from '../config/load.js'
 import { toErrorInfo } from '../errors.js'
 import { createLogger } from '../log.js'
+import { BatchedDestination } from '../log-destination.js'
 import { configOrExit, fail, withConfig } from './common.js'
 
 /** `mailscreen start`: run the filter in the foreground until SIGTERM/SIGINT. */
@@ -13,7 +14,7 @@ export function registerStart(program: Command): void {
     )
     .action(async (options: { config?: string }) => {
       const loaded = configOrExit(options)
-      const log = createLogger({ level: loaded.config.log.level })
+      const log = createLogger({ level: loaded.config.log.level }, new BatchedDestination())
       const app = buildApp(loaded, log)
       try {
         await app.start()
