@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream'
 import { describe, expect, it, vi } from 'vitest'
-import { createLogger, lazyChild } from '../src/log.js'
+import { createLogger, isoTime, lazyChild } from '../src/log.js'
 
 /** A logger whose JSON lines land in `lines`. */
 function capture() {
@@ -49,5 +49,25 @@ describe('lazyChild', () => {
     expect(lazy.isLevelEnabled('debug')).toBe(false)
     lazy.debug('hidden')
     expect(lines).toEqual([])
+  })
+})
+
+describe('isoTime', () => {
+  it("gives pino's time field for now, as pino's own isoTime does", () => {
+    vi.useFakeTimers({ now: new Date('2026-12-07T06:00:00.123Z') })
+    try {
+      expect(isoTime()).toBe(',"time":"2026-12-07T06:00:00.123Z"')
+      vi.setSystemTime(new Date('2026-12-07T06:00:00.124Z'))
+      expect(isoTime()).toBe(',"time":"2026-12-07T06:00:00.124Z"')
+      expect(isoTime()).toBe(',"time":"2026-12-07T06:00:00.124Z"')
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
+  it('stamps the logged lines', () => {
+    const { log, lines } = capture()
+    log.info('stamped')
+    expect(Math.abs(Date.parse(String(lines[0]?.time)) - Date.now())).toBeLessThan(5_000)
   })
 })
