@@ -73,8 +73,11 @@ export class BenchClient {
     this.socket.write(`${commands}\r\n`)
     for (let i = 0; i < to.length + 1; i++) await this.expect(2)
     await this.expect(3)
+    // One write (writev) for the message and its terminator, as an MTA's buffered stream sends it.
+    this.socket.cork()
     this.socket.write(data)
     this.socket.write('.\r\n')
+    this.socket.uncork()
     return this.expect(2)
   }
 
