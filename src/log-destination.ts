@@ -1,8 +1,6 @@
 import { writeSync } from 'node:fs'
 
-/** How long a log line may wait to be written together with the next ones. */
-export const LOG_FLUSH_MS = 100
-/** Characters of log lines that are written at once, without waiting. */
+/** Characters of log lines that are written at once, without waiting for the end of the turn. */
 const LOG_BATCH_CHARS = 4096
 
 const pause = new Int32Array(new SharedArrayBuffer(4))
@@ -22,16 +20,16 @@ function writeFully(fd: number, text: string): void {
 
 /**
  * The daemon's log destination: lines go to `fd` (stdout) in synchronous writes, as Node
- * itself writes to files and pipes on Linux, but batched: a line waits at most
- * {@link LOG_FLUSH_MS}, or until 4 KiB have gathered. Under load that is one write(2) for a
- * dozen lines, where pino's default (a threadpool write for every line or two) cost more in
- * thread wake-ups than the writing. A kill -9 loses at most the last 100 ms of lines; any other
- * exit writes them out. Our own rather than sonic-boom's buffered mode: its flushSync also
- * fsyncs the log, and its buffered sync mode can hold a remainder back until the next line.
+ * itself writes to files and pipes on Linux, gathered per turn of the event loop: what the
+ * handlers of one turn log goes out in one write(2) when the turn ends (or at 4 KiB), so no
+ * line waits for anything but the code already running. pino's default instead hands every
+ * line or two to the threadpool, whose wake-ups cost more than the writing. Our own rather
+ * than sonic-boom's buffered mode: that one waits for a size or an explicit flush, and its
+ * flushSync also fsyncs the log.
  */
 export class BatchedDestination {
   private pending = ''
-  private timer: NodeJS.Timeout | undefined
+  private scheduled = false
   private failed = false
 
   constructor(private readonly fd = 1) {
@@ -41,13 +39,15 @@ export class BatchedDestination {
   write(line: string): void {
     this.pending += line
     if (this.pending.length >= LOG_BATCH_CHARS) this.flush()
-    else this.timer ??= setTimeout(() => this.flush(), LOG_FLUSH_MS).unref()
+    else if (!this.scheduled) {
+      this.scheduled = true
+      setImmediate(() => this.flush()).unref()
+    }
   }
 
   /** Write what is held back now (pino's `logger.flush()` calls this). */
   flush(done?: () => void): void {
-    clearTimeout(this.timer)
-    this.timer = undefined
+    this.scheduled = false
     const text = this.pending
     this.pending = ''
     try {
