@@ -35,7 +35,7 @@ export interface Transaction {
 export interface SmtpServerOptions {
   /** Our host name, used in the greeting and replies. */
   readonly hostname: string
-  /** Speak LMTP (LHLO, one reply per accepted recipient after DATA) instead of SMTP. */
+  /** Speak LMTP (LHLO, one reply per accepted recipient after DATA or BDAT LAST) instead of SMTP. */
   readonly lmtp?: boolean
   /** Largest message in bytes (advertised as SIZE, enforced on the real stream). */
   readonly maxSize: number
@@ -57,11 +57,12 @@ export interface SmtpServerOptions {
   /** Decide on one RCPT TO; return a reply to refuse that recipient. */
   onRecipient?(address: string, tx: Transaction): SmtpReply | undefined | Promise<SmtpReply | undefined>
   /**
-   * Take the message. `data` yields the dot-unstuffed bytes (CRLF line ends as received);
+   * Take the message. `data` yields its bytes as received: dot-unstuffed after DATA, the
+   * chunks as they are after BDAT (RFC 3030 CHUNKING);
    * it errors with a {@link MessageTooBigError} (552 5.3.4) when the message exceeds
    * `maxSize`, and with an error whose `code` is `ECONNRESET`, `ETIMEDOUT` or `ECONNABORTED`
    * when the session ends before the end of data. Consume `data` before settling: whatever
-   * is left unread then is discarded. Resolve with the reply to DATA, or under LMTP with one
+   * is left unread then is discarded. Resolve with the reply to DATA (or BDAT LAST), or under LMTP with one
    * reply per accepted recipient (a single reply is used for all). A rejection becomes the
    * reply of an {@link SmtpReplyError}, or `451 4.3.0` for anything else.
    */
@@ -110,6 +111,8 @@ const INTERNAL = reply(451, '4.3.0', 'Error: internal error')
 
 const R = {
   tooBig: formatReply(TOO_BIG),
+  bdatSyntax: formatReply(reply(501, '5.5.4', 'Syntax: BDAT size [LAST]')),
+  dataAfterBdat: formatReply(reply(503, '5.5.1', 'Error: DATA in a BDAT transaction')),
   ok: formatReply(reply(250, '2.0.0', 'Ok')),
   mailOk: formatReply(reply(250, '2.1.0', 'Ok')),
   rcptOk: formatReply(reply(250, '2.1.5', 'Ok')),
@@ -156,7 +159,15 @@ class Listener implements SmtpServer {
   constructor(private readonly options: SmtpServerOptions) {
     const { hostname, maxSize } = options
     const lmtp = options.lmtp ?? false
-    const caps = [hostname, 'PIPELINING', `SIZE ${maxSize}`, '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES']
+    const caps = [
+      hostname,
+      'PIPELINING',
+      `SIZE ${maxSize}`,
+      '8BITMIME',
+      'SMTPUTF8',
+      'ENHANCEDSTATUSCODES',
+      'CHUNKING',
+    ]
     const forwarding = ['XCLIENT NAME ADDR PROTO HELO', 'XFORWARD NAME ADDR PROTO HELO SOURCE IDENT']
     this.shared = {
       options,
@@ -239,11 +250,12 @@ class Listener implements SmtpServer {
 }
 
 const COMMAND = 0 // reading command lines
-const DATA = 1 // reading message data
-const WAIT = 2 // a handler is working; input is buffered, the socket paused
-const CLOSED = 3
+const DATA = 1 // reading message data up to the final dot
+const CHUNK = 2 // reading the octets of one BDAT chunk
+const WAIT = 3 // a handler is working; input is buffered, the socket paused
+const CLOSED = 4
 
-type Phase = typeof COMMAND | typeof DATA | typeof WAIT | typeof CLOSED
+type Phase = typeof COMMAND | typeof DATA | typeof CHUNK | typeof WAIT | typeof CLOSED
 
 type Outcome = { readonly replies: SmtpReply | readonly SmtpReply[] } | { readonly error: unknown }
 
@@ -251,15 +263,26 @@ interface MutableTransaction extends Transaction {
   readonly rcptTo: string[]
 }
 
-/** One message in DATA: the decoder, the stream handed to onMessage, and onMessage's outcome. */
+/** One message coming in: the stream handed to onMessage, and onMessage's outcome. */
 interface Inbound {
   readonly tx: MutableTransaction
-  readonly decoder: DotDecoder
+  /** The end-of-data finder of DATA; BDAT chunks are counted out instead. */
+  readonly decoder?: DotDecoder
   readonly stream: Readable
   readonly outcome: Promise<Outcome>
+  /** Message bytes so far (what RFC 1870 SIZE measures). */
+  bytes: number
   /** Decoded bytes still go to `stream` (false once it is ended, destroyed or given up). */
   feeding: boolean
   tooBig: boolean
+}
+
+/** The BDAT chunk being read: octets still to come, and whether it ends the message. */
+interface Chunk {
+  remaining: number
+  readonly last: boolean
+  /** Where the octets go; none when the BDAT was refused (they are read and dropped). */
+  readonly inbound: Inbound | undefined
 }
 
 /** One connection: reads commands strictly in order, runs the handlers, writes the replies. */
@@ -278,6 +301,7 @@ class Session {
   private tx: MutableTransaction | undefined
   private rcptAttempts = 0
   private inbound: Inbound | undefined
+  private chunk: Chunk | undefined
   /** Replies not yet written: each batch goes out in one write (see {@link flush}). */
   private out = ''
 
@@ -323,7 +347,8 @@ class Session {
   private onSocketEnd(): void {
     this.inputEnded = true
     // A partial command line or message is never completed now; anything whole was handled.
-    if (this.phase === DATA || this.phase === COMMAND) this.hangUp(undefined, 'ECONNRESET')
+    if (this.phase === DATA || this.phase === CHUNK || this.phase === COMMAND)
+      this.hangUp(undefined, 'ECONNRESET')
   }
 
   private onSocketClose(): void {
@@ -334,7 +359,7 @@ class Session {
 
   private onTimeout(): void {
     // Only the client's silence counts, not our own handlers or a slow message consumer.
-    if (this.phase === WAIT || (this.phase === DATA && this.socket.isPaused())) return
+    if (this.phase === WAIT || (this.phase !== COMMAND && this.socket.isPaused())) return
     this.hangUp(this.shared.timeoutReply, 'ETIMEDOUT')
   }
 
@@ -346,6 +371,7 @@ class Session {
   private pump(): void {
     while (this.pending !== undefined) {
       if (this.phase === DATA && this.inbound) this.feedData(this.inbound, this.pending)
+      else if (this.phase === CHUNK && this.chunk) this.feedChunk(this.chunk, this.pending)
       else if (this.phase !== COMMAND) {
         if (this.phase === WAIT) this.socket.pause()
         break
@@ -393,6 +419,8 @@ class Session {
         return this.rcpt(arg)
       case 'DATA':
         return this.data(arg)
+      case 'BDAT':
+        return this.bdat(arg)
       case 'RSET':
         this.resetTransaction()
         return R.ok
@@ -522,10 +550,47 @@ class Session {
 
   private data(arg: string): string | undefined {
     if (arg !== '') return R.dataSyntax
+    if (this.inbound) return R.dataAfterBdat
+    const refusal = this.transactionRefusal()
+    if (refusal) return refusal
+    this.phase = DATA
+    this.inbound = this.openInbound(this.tx as MutableTransaction, true)
+    return R.startData
+  }
+
+  /**
+   * RFC 3030 `BDAT <size> [LAST]`: exactly `size` octets follow the command line, as they
+   * are (no dot-stuffing). A chunk that is refused is still read, and dropped.
+   */
+  private bdat(arg: string): string | undefined {
+    const parsed = /^(\d{1,15})(?: +(LAST))? *$/i.exec(arg)
+    if (!parsed) {
+      // Without a size the octets that may follow cannot be told from commands: end the session.
+      this.hangUp(R.bdatSyntax, 'ECONNABORTED')
+      return undefined
+    }
+    const size = Number(parsed[1])
+    const last = parsed[2] !== undefined
+    const refusal = this.inbound ? undefined : this.transactionRefusal()
+    if (refusal) {
+      this.readChunk({ remaining: size, last, inbound: undefined })
+      return refusal
+    }
+    this.inbound ??= this.openInbound(this.tx as MutableTransaction, false)
+    this.readChunk({ remaining: size, last, inbound: this.inbound })
+    return undefined
+  }
+
+  /** Why DATA or a first BDAT cannot start now; undefined when it can. */
+  private transactionRefusal(): string | undefined {
     const tx = this.tx
     if (!tx) return R.needMail
     if (tx.rcptTo.length === 0) return this.rcptAttempts === 0 ? R.needRcpt : R.noValidRcpt
-    this.phase = DATA
+    return undefined
+  }
+
+  /** Hand the message stream to onMessage; with `dotted`, the end of data is the final dot. */
+  private openInbound(tx: MutableTransaction, dotted: boolean): Inbound {
     const stream = new Readable({ highWaterMark: 65_536, read: () => this.onStreamRead() })
     // The consumer sees errors through its own listeners; this one keeps an unhandled
     // 'error' (a consumer that never listened) from taking the process down.
@@ -539,24 +604,60 @@ class Session {
     const inbound: Inbound = {
       tx,
       stream,
-      decoder: new DotDecoder((chunk) => this.onBody(inbound, chunk)),
+      ...(dotted ? { decoder: new DotDecoder((chunk) => this.onBody(inbound, chunk)) } : {}),
       outcome: result.then(
         (replies): Outcome => ({ replies }),
         (error: unknown): Outcome => ({ error }),
       ),
+      bytes: 0,
       feeding: true,
       tooBig: false,
     }
-    this.inbound = inbound
     stream.once('close', () => this.stopFeeding(inbound))
     // A handler that settles before the end of data has given up on the rest of it.
     void inbound.outcome.then(() => this.stopFeeding(inbound))
-    return R.startData
+    return inbound
+  }
+
+  private readChunk(chunk: Chunk): void {
+    this.chunk = chunk
+    this.phase = CHUNK
+    if (chunk.remaining === 0) this.endChunk(chunk)
+  }
+
+  /** Take the octets of the current chunk off `buf`; what follows them goes back to `pending`. */
+  private feedChunk(chunk: Chunk, buf: Buffer): void {
+    const take = Math.min(chunk.remaining, buf.length)
+    this.pending = take < buf.length ? buf.subarray(take) : undefined
+    chunk.remaining -= take
+    if (chunk.inbound) this.onBody(chunk.inbound, take < buf.length ? buf.subarray(0, take) : buf)
+    if (chunk.remaining === 0) this.endChunk(chunk)
+  }
+
+  /**
+   * A chunk is complete. A refused one was answered already. After the last, the message
+   * ends and its handler's outcome is the reply; other chunks are acknowledged at once, unless
+   * the message has grown too big: then it is refused now and the transaction is over.
+   */
+  private endChunk(chunk: Chunk): void {
+    this.chunk = undefined
+    this.phase = COMMAND
+    const inbound = chunk.inbound
+    if (!inbound) return
+    if (chunk.last) this.endMessage(inbound)
+    else if (!inbound.tooBig)
+      this.write(formatReply(reply(250, '2.0.0', `Ok: ${inbound.bytes} octets received`)))
+    else {
+      this.write(R.tooBig)
+      this.inbound = undefined
+      this.resetTransaction()
+    }
   }
 
   private onBody(inbound: Inbound, chunk: Buffer): void {
+    inbound.bytes += chunk.length
     if (!inbound.feeding || inbound.stream.destroyed) return
-    if (inbound.decoder.bytes > this.shared.options.maxSize) {
+    if (inbound.bytes > this.shared.options.maxSize) {
       inbound.tooBig = true
       inbound.stream.destroy(new MessageTooBigError(this.shared.options.maxSize))
       this.stopFeeding(inbound)
@@ -566,7 +667,8 @@ class Session {
   }
 
   private onStreamRead(): void {
-    if (this.phase === DATA) this.socket.resume()
+    // Not while a handler works (WAIT): that pause is the session's own.
+    if (this.phase === DATA || this.phase === CHUNK || this.phase === COMMAND) this.socket.resume()
   }
 
   /** Decoded bytes no longer go anywhere; keep reading to find the end of data. */
@@ -574,14 +676,19 @@ class Session {
     if (!inbound.feeding) return
     inbound.feeding = false
     inbound.stream.destroy()
-    if (this.phase === DATA && this.inbound === inbound) this.socket.resume()
+    if ((this.phase === DATA || this.phase === CHUNK) && this.inbound === inbound) this.socket.resume()
   }
 
   private feedData(inbound: Inbound, chunk: Buffer): void {
     this.pending = undefined
-    const rest = inbound.decoder.feed(chunk)
+    const rest = inbound.decoder?.feed(chunk)
     if (rest === undefined) return
     this.pending = rest.length > 0 ? rest : undefined
+    this.endMessage(inbound)
+  }
+
+  /** The whole message is in: end the stream and answer once the handler has. */
+  private endMessage(inbound: Inbound): void {
     this.phase = WAIT
     if (inbound.feeding) {
       inbound.feeding = false
@@ -662,6 +769,11 @@ class Session {
   }
 
   private resetTransaction(): void {
+    // RSET (or a new EHLO) between BDAT chunks abandons the message taken so far.
+    if (this.inbound && this.phase === COMMAND) {
+      this.abortInbound('ECONNABORTED')
+      this.inbound = undefined
+    }
     this.tx = undefined
     this.xforward = undefined
     this.rcptAttempts = 0

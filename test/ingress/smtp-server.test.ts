@@ -106,7 +106,8 @@ describe('EHLO', () => {
         '250-SIZE 100000',
         '250-8BITMIME',
         '250-SMTPUTF8',
-        '250 ENHANCEDSTATUSCODES',
+        '250-ENHANCEDSTATUSCODES',
+        '250 CHUNKING',
       ].join('\n'),
     )
     expect(await client.command('HELO client.test')).toBe('250 mx.test')
@@ -631,6 +632,155 @@ describe('XFORWARD and XCLIENT', () => {
       protocol: 'SMTP',
     })
     expect(received[0]?.tx.peer.address).toBe('127.0.0.1')
+    client.socket.destroy()
+  })
+})
+
+describe('BDAT (RFC 3030 CHUNKING)', () => {
+  it('takes a message in chunks, byte for byte, with no dot-unstuffing', async () => {
+    const { port, received } = await start()
+    const client = await session(port)
+    const first = 'Subject: t\r\n\r\n..two dots\r\n'
+    const second = '.\r\nbare\nlf\r\n'
+    client.send(`MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nBDAT ${first.length}\r\n${first}`)
+    expect(await client.take(3)).toEqual([
+      '250 2.1.0 Ok',
+      '250 2.1.5 Ok',
+      `250 2.0.0 Ok: ${first.length} octets received`,
+    ])
+    client.send(`BDAT ${second.length} LAST\r\n${second}`)
+    expect(await client.next()).toBe('250 2.0.0 Ok: queued as TEST')
+    expect(await client.command('QUIT')).toBe('221 2.0.0 Bye')
+    expect(received.map((r) => r.data)).toEqual([first + second])
+    expect(received[0]?.tx.rcptTo).toEqual(['b@example.net'])
+  })
+
+  it('takes MAIL, RCPT and BDAT LAST with the message in one packet, and goes on with the next', async () => {
+    const { port, received } = await start()
+    const client = await session(port)
+    const message = 'Subject: one\r\n\r\nbody\r\n'
+    const transaction = `MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nBDAT ${message.length} LAST\r\n${message}`
+    client.send(transaction + transaction)
+    expect(await client.take(6)).toEqual([
+      '250 2.1.0 Ok',
+      '250 2.1.5 Ok',
+      '250 2.0.0 Ok: queued as TEST',
+      '250 2.1.0 Ok',
+      '250 2.1.5 Ok',
+      '250 2.0.0 Ok: queued as TEST',
+    ])
+    expect(received.map((r) => r.data)).toEqual([message, message])
+    client.socket.destroy()
+  })
+
+  it('reads a chunk that arrives in pieces, and a BDAT 0 LAST that ends the message', async () => {
+    const { port, received } = await start()
+    const client = await session(port)
+    await client.command('MAIL FROM:<a@example.org>')
+    await client.command('RCPT TO:<b@example.net>')
+    client.send('BDAT 10\r\n0123')
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    client.send('456789')
+    expect(await client.next()).toBe('250 2.0.0 Ok: 10 octets received')
+    expect(await client.command('BDAT 0 LAST')).toBe('250 2.0.0 Ok: queued as TEST')
+    expect(received.map((r) => r.data)).toEqual(['0123456789'])
+    client.socket.destroy()
+  })
+
+  it('refuses BDAT without a transaction or recipients, reads its octets and stays in step', async () => {
+    const { port, received } = await start({
+      onRecipient: () => reply(550, '5.1.1', 'No such user'),
+    })
+    const client = await session(port)
+    // Ten octets that look like commands: they are the chunk, not commands.
+    client.send('BDAT 10 LAST\r\nRSET\r\nXX\r\n')
+    expect(await client.next()).toBe('503 5.5.1 Error: need MAIL command')
+    client.send('MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nBDAT 4 LAST\r\nQUIT')
+    expect(await client.take(3)).toEqual([
+      '250 2.1.0 Ok',
+      '550 5.1.1 No such user',
+      '554 5.5.1 Error: no valid recipients',
+    ])
+    expect(await client.command('NOOP')).toBe('250 2.0.0 Ok')
+    expect(received).toEqual([])
+    client.socket.destroy()
+  })
+
+  it('refuses DATA within a BDAT transaction, and RSET drops the chunks taken so far', async () => {
+    const seen: unknown[] = []
+    const { port, received } = await start({
+      async onMessage(tx, data) {
+        try {
+          const text = await collect(data)
+          received.push({ tx, data: text })
+        } catch (err) {
+          seen.push(err)
+          throw err
+        }
+        return reply(250, '2.0.0', 'Ok')
+      },
+    })
+    const client = await session(port)
+    await client.command('MAIL FROM:<a@example.org>')
+    await client.command('RCPT TO:<b@example.net>')
+    client.send('BDAT 5\r\nhello')
+    expect(await client.next()).toBe('250 2.0.0 Ok: 5 octets received')
+    expect(await client.command('DATA')).toBe('503 5.5.1 Error: DATA in a BDAT transaction')
+    expect(await client.command('RSET')).toBe('250 2.0.0 Ok')
+    await vi.waitFor(() => expect(seen).toHaveLength(1))
+    expect(seen[0]).toMatchObject({ code: 'ECONNABORTED' })
+    await client.command('MAIL FROM:<a@example.org>')
+    await client.command('RCPT TO:<b@example.net>')
+    client.send('BDAT 2 LAST\r\nok')
+    expect(await client.next()).toBe('250 2.0.0 Ok')
+    expect(received.map((r) => r.data)).toEqual(['ok'])
+    client.socket.destroy()
+  })
+
+  it('answers 552 to the chunk that goes past the limit, then 503 to the rest, still reading them', async () => {
+    const { port, received } = await start({ maxSize: 1000 })
+    const client = await session(port)
+    await client.command('MAIL FROM:<a@example.org>')
+    await client.command('RCPT TO:<b@example.net>')
+    client.send(`BDAT 600\r\n${'a'.repeat(600)}BDAT 600\r\n${'b'.repeat(600)}BDAT 3 LAST\r\nend`)
+    expect(await client.take(3)).toEqual([
+      '250 2.0.0 Ok: 600 octets received',
+      '552 5.3.4 Message size exceeds fixed maximum message size',
+      '503 5.5.1 Error: need MAIL command',
+    ])
+    expect(await client.command('NOOP')).toBe('250 2.0.0 Ok')
+    expect(received).toEqual([])
+    client.socket.destroy()
+  })
+
+  it('ends the session on a BDAT whose size it cannot read', async () => {
+    const { port } = await start()
+    const client = await session(port)
+    await client.command('MAIL FROM:<a@example.org>')
+    await client.command('RCPT TO:<b@example.net>')
+    expect(await client.command('BDAT many')).toBe('501 5.5.4 Syntax: BDAT size [LAST]')
+    await client.closed
+  })
+
+  it('answers BDAT LAST once per accepted recipient under LMTP', async () => {
+    const { port } = await start({
+      lmtp: true,
+      async onMessage(tx, data) {
+        await collect(data)
+        return tx.rcptTo.map((r) => reply(250, '2.0.0', r))
+      },
+    })
+    const client = await session(port, 'LHLO client.test')
+    client.send(
+      'MAIL FROM:<a@example.org>\r\nRCPT TO:<1@example.net>\r\nRCPT TO:<2@example.net>\r\nBDAT 1 LAST\r\nx',
+    )
+    expect(await client.take(5)).toEqual([
+      '250 2.1.0 Ok',
+      '250 2.1.5 Ok',
+      '250 2.1.5 Ok',
+      '250 2.0.0 1@example.net',
+      '250 2.0.0 2@example.net',
+    ])
     client.socket.destroy()
   })
 })
