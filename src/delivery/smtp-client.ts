@@ -63,6 +63,12 @@ export type Connected =
 const MAX_LINE_BYTES = 16 * 1024
 const MAX_REPLY_LINES = 200
 const QUIT_TIMEOUT_MS = 5_000
+/**
+ * Messages up to this size go out with BDAT (RFC 3030) when the server offers CHUNKING:
+ * pipelined with MAIL and RCPT, so a delivery is one write and one read instead of two each.
+ * The octets leave before the recipients are answered, so a larger message waits for them (DATA).
+ */
+const CHUNKING_MAX_BYTES = 1024 * 1024
 const LINE_BREAKING = /[\r\n\0]/
 
 /** `host:port`, with IPv6 literals bracketed. */
@@ -168,8 +174,17 @@ export class SmtpClient {
       const rcptLines = tx.rcptTo.map((rcpt) => `RCPT TO:<${rcpt}>`)
       const reset = this.dirty
       this.dirty = true
-      // RFC 2920: the whole group, up to DATA, in one write; the replies come back in order.
-      if (pipelining) this.send([...(reset ? ['RSET'] : []), mailLine, ...rcptLines, 'DATA'])
+      const chunk =
+        pipelining &&
+        this.extensions.has('CHUNKING') &&
+        Buffer.isBuffer(tx.message) &&
+        tx.message.length <= CHUNKING_MAX_BYTES
+          ? tx.message
+          : undefined
+      const opening = [...(reset ? ['RSET'] : []), mailLine, ...rcptLines]
+      // RFC 2920: the whole group, up to DATA (or the BDAT LAST chunk), in one write; the replies come back in order.
+      if (chunk) this.sendChunk(opening, chunk)
+      else if (pipelining) this.send([...opening, 'DATA'])
       const ask = (line: string, stage: string): Promise<Reply> => {
         this.stage = stage
         if (!pipelining) this.send([line])
@@ -193,6 +208,7 @@ export class SmtpClient {
         else replies[i] = reply
       }
       const abort = positive(mail) ? undefined : mail
+      if (chunk) return await this.chunkReplies(replies, accepted, abort)
       if (accepted.length === 0 && !pipelining) return this.report(replies)
       const data = await ask('DATA', 'sending DATA')
       if (accepted.length === 0) {
@@ -273,6 +289,31 @@ export class SmtpClient {
     return abort ? { replies, abort, reusable } : { replies, reusable }
   }
 
+  /**
+   * The replies to a BDAT LAST sent with its message: one for the message (SMTP), one per
+   * accepted recipient (LMTP), or, with no recipient accepted, the one refusing the BDAT.
+   */
+  private async chunkReplies(
+    replies: (Reply | undefined)[],
+    accepted: readonly number[],
+    abort: Reply | undefined,
+  ): Promise<TransactionReport> {
+    this.stage = 'waiting for the reply to BDAT'
+    if (accepted.length === 0) {
+      // The server may still hold the transaction (as after a refused DATA): RSET next time.
+      await this.readReply()
+      return this.report(replies, abort)
+    }
+    if (this.options.lmtp) {
+      for (const i of accepted) replies[i] = await this.readReply()
+    } else {
+      const final = await this.readReply()
+      for (const i of accepted) replies[i] = final
+    }
+    this.dirty = false
+    return this.report(replies)
+  }
+
   /** End the data of a DATA accepted without any recipient accepted. */
   private async endEmptyMessage(): Promise<void> {
     this.stage = 'ending an empty message'
@@ -328,6 +369,16 @@ export class SmtpClient {
   /** Write command lines, all in one write. */
   private send(lines: readonly string[]): void {
     if (!this.failure) this.socket.write(`${lines.join('\r\n')}\r\n`)
+  }
+
+  /** `lines`, then `BDAT <n> LAST` and the message as it is (no dot-stuffing), in one write. */
+  private sendChunk(lines: readonly string[], message: Buffer): void {
+    if (this.failure) return
+    this.stage = 'sending BDAT'
+    this.socket.cork()
+    this.send([...lines, `BDAT ${message.length} LAST`])
+    this.socket.write(message)
+    this.socket.uncork()
   }
 
   private readReply(): Promise<Reply> {

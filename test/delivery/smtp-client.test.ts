@@ -1,18 +1,22 @@
 import net from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { type SendRequest, SmtpTransport } from '../../src/delivery/transport.js'
+import { reply } from '../../src/ingress/smtp-reply.js'
+import { createSmtpServer } from '../../src/ingress/smtp-server.js'
 
 /** A raw next hop that keeps every packet (data event) it receives, per connection. */
 interface RawHop {
   readonly port: number
   /** Per connection, in order, each data event as text. */
   readonly packets: string[][]
-  /** The message data of every DATA, as sent (still dot-stuffed), `''` for an empty one. */
+  /** The message data of every DATA, as sent (still dot-stuffed), `''` for an empty one; or of every BDAT. */
   readonly messages: string[]
 }
 
 interface RawHopOptions {
   readonly pipelining?: boolean
+  /** Offer CHUNKING, and take `BDAT <n> LAST` (the only BDAT the client sends). */
+  readonly chunking?: boolean
   /** The reply to one command line (or to `.` at the end of data); `undefined` for the default. */
   readonly answer?: (line: string, connection: number) => string | undefined
   /** Whether to drop the connection on this packet instead of answering it. */
@@ -46,6 +50,7 @@ async function rawHop(options: RawHopOptions = {}): Promise<RawHop> {
     socket.write('220 raw ESMTP\r\n')
     let buffered = ''
     let inData = false
+    let chunkSize: number | undefined
     let accepted = 0
     socket.on('data', (chunk: Buffer) => {
       const packet = chunk.toString()
@@ -58,7 +63,13 @@ async function rawHop(options: RawHopOptions = {}): Promise<RawHop> {
       let out = ''
       for (;;) {
         let line: string
-        if (inData) {
+        if (chunkSize !== undefined) {
+          if (buffered.length < chunkSize) break
+          messages.push(buffered.slice(0, chunkSize))
+          buffered = buffered.slice(chunkSize)
+          chunkSize = undefined
+          line = '.'
+        } else if (inData) {
           const end = `\r\n${buffered}`.indexOf('\r\n.\r\n')
           if (end === -1) break
           messages.push(buffered.slice(0, end))
@@ -72,10 +83,16 @@ async function rawHop(options: RawHopOptions = {}): Promise<RawHop> {
           buffered = buffered.slice(eol + 2)
         }
         const verb = line.split(/[ :]/)[0] ?? ''
+        if (verb === 'BDAT') {
+          chunkSize = Number(line.split(' ')[1])
+          continue
+        }
         let reply = options.answer?.(line, connection)
         if (verb === 'EHLO')
-          reply ??= `250-raw\r\n${options.pipelining === false ? '' : '250-PIPELINING\r\n'}250 8BITMIME`
+          reply ??= `250-raw\r\n${options.pipelining === false ? '' : '250-PIPELINING\r\n'}${options.chunking ? '250-CHUNKING\r\n' : ''}250 8BITMIME`
         if (verb === 'DATA') reply ??= accepted > 0 ? '354 Go ahead' : '554 5.5.1 Error: no valid recipients'
+        // The end of a BDAT chunk, like the end of data, when nobody was accepted.
+        if (verb === '.' && accepted === 0) reply ??= '554 5.5.1 Error: no valid recipients'
         reply ??= DEFAULTS[verb] ?? '500 5.5.2 unknown command'
         if (verb === 'MAIL') accepted = 0
         if (verb === 'RCPT' && reply.startsWith('2')) accepted++
@@ -242,6 +259,150 @@ describe('SmtpClient with PIPELINING', () => {
     expect(recipients[0]).toMatchObject({ status: 'delivered', reply: '250 2.0.0 Ok: queued' })
     expect(hop.packets).toHaveLength(2)
     expect(hop.messages).toEqual([STUFFED, STUFFED])
+  })
+})
+
+describe('SmtpClient with CHUNKING (RFC 3030)', () => {
+  const RAW = MESSAGE.toString()
+  const BDAT = `BDAT ${MESSAGE.length} LAST\r\n${RAW}`
+
+  it('sends MAIL, every RCPT and BDAT LAST with the unstuffed message in one packet', async () => {
+    const hop = await rawHop({ chunking: true })
+    const t = transport(hop.port)
+    for (let i = 0; i < 2; i++) {
+      const { recipients } = await t.send(request(['bob@example.org', 'carol@example.org']))
+      expect(recipients.map((r) => [r.status, r.reply])).toEqual([
+        ['delivered', '250 2.0.0 Ok: queued'],
+        ['delivered', '250 2.0.0 Ok: queued'],
+      ])
+    }
+    expect(hop.packets).toEqual([['EHLO filter.test\r\n', `${ENVELOPE}${BDAT}`, `${ENVELOPE}${BDAT}`]])
+    expect(hop.messages).toEqual([RAW, RAW])
+  })
+
+  it('keeps a refused recipient its own reply and delivers to the accepted one', async () => {
+    const hop = await rawHop({
+      chunking: true,
+      answer: (line) => (line === 'RCPT TO:<bob@example.org>' ? '550 5.1.1 no such user' : undefined),
+    })
+    const { recipients } = await transport(hop.port).send(request(['bob@example.org', 'carol@example.org']))
+    expect(recipients.map((r) => [r.status, r.reply])).toEqual([
+      ['failed', '550 5.1.1 no such user'],
+      ['delivered', '250 2.0.0 Ok: queued'],
+    ])
+  })
+
+  it('reads the refusal of the BDAT when every recipient is refused, and RSETs in the next group', async () => {
+    let refuse = true
+    const hop = await rawHop({
+      chunking: true,
+      answer: (line) => (refuse && line.startsWith('RCPT') ? '450 4.2.0 try later' : undefined),
+    })
+    const t = transport(hop.port)
+    const { recipients } = await t.send(request(['bob@example.org', 'carol@example.org']))
+    expect(recipients.map((r) => [r.status, r.reply])).toEqual([
+      ['deferred', '450 4.2.0 try later'],
+      ['deferred', '450 4.2.0 try later'],
+    ])
+    refuse = false
+    const next = await t.send(request(['bob@example.org']))
+    expect(next.recipients[0]).toMatchObject({ status: 'delivered', reply: '250 2.0.0 Ok: queued' })
+    // The same session; the next group starts with RSET, as the server may still hold the transaction.
+    expect(hop.packets).toHaveLength(1)
+    expect(hop.packets[0]?.[2]).toBe(
+      `RSET\r\nMAIL FROM:<alice@example.net>\r\nRCPT TO:<bob@example.org>\r\nBDAT ${MESSAGE.length} LAST\r\n${RAW}`,
+    )
+  })
+
+  it('settles every recipient by a refused MAIL', async () => {
+    const hop = await rawHop({
+      chunking: true,
+      answer: (line) => {
+        if (line.startsWith('MAIL')) return '452 4.3.1 Insufficient system storage'
+        if (line.startsWith('RCPT') || line === '.') return '503 5.5.1 Error: need MAIL command'
+        return undefined
+      },
+    })
+    const t = transport(hop.port)
+    const { recipients } = await t.send(request(['bob@example.org', 'carol@example.org']))
+    expect(recipients.map((r) => r.reply)).toEqual([
+      '452 4.3.1 Insufficient system storage',
+      '452 4.3.1 Insufficient system storage',
+    ])
+    expect((await t.send(request(['bob@example.org']))).recipients[0]?.status).toBe('deferred')
+    expect(hop.packets).toHaveLength(1)
+  })
+
+  it('delivers over LMTP to our own listener: one reply per recipient, the bytes as they are', async () => {
+    const seen: Buffer[] = []
+    const server = createSmtpServer({
+      hostname: 'lmtp.test',
+      lmtp: true,
+      maxSize: 1_000_000,
+      async onMessage(tx, data) {
+        const chunks: Buffer[] = []
+        for await (const chunk of data) chunks.push(chunk as Buffer)
+        seen.push(Buffer.concat(chunks))
+        return tx.rcptTo.map((r) =>
+          r.startsWith('full') ? reply(452, '4.2.2', 'Mailbox full') : reply(250, '2.0.0', `${r} delivered`),
+        )
+      },
+    })
+    const { port } = await server.listen('127.0.0.1', 0)
+    cleanup.push(() => server.close())
+    const t = new SmtpTransport({
+      hop: { host: '127.0.0.1', port, lmtp: true },
+      hostname: 'filter.test',
+      maxConnections: 1,
+    })
+    cleanup.push(() => t.close())
+    for (let i = 0; i < 2; i++) {
+      const { recipients } = await t.send(request(['bob@example.org', 'full@example.org']))
+      expect(recipients.map((r) => [r.status, r.reply])).toEqual([
+        ['delivered', '250 2.0.0 bob@example.org delivered'],
+        ['deferred', '452 4.2.2 Mailbox full'],
+      ])
+    }
+    expect(seen).toEqual([MESSAGE, MESSAGE])
+  })
+
+  it('goes on over the same session after our listener refused every recipient', async () => {
+    let refuse = true
+    const seen: Buffer[] = []
+    const server = createSmtpServer({
+      hostname: 'mx.test',
+      maxSize: 1_000_000,
+      onRecipient: () => (refuse ? reply(451, '4.2.1', 'come back later') : undefined),
+      async onMessage(_tx, data) {
+        const chunks: Buffer[] = []
+        for await (const chunk of data) chunks.push(chunk as Buffer)
+        seen.push(Buffer.concat(chunks))
+        return reply(250, '2.0.0', 'Ok: queued')
+      },
+    })
+    const { port } = await server.listen('127.0.0.1', 0)
+    cleanup.push(() => server.close())
+    const t = transport(port)
+    const first = await t.send(request(['bob@example.org']))
+    expect(first.recipients[0]).toMatchObject({ status: 'deferred', reply: '451 4.2.1 come back later' })
+    refuse = false
+    const second = await t.send(request(['bob@example.org']))
+    expect(second.recipients[0]).toMatchObject({ status: 'delivered', reply: '250 2.0.0 Ok: queued' })
+    expect(seen).toEqual([MESSAGE])
+  })
+
+  it('sends a message over 1 MiB with DATA, once the recipients are answered', async () => {
+    const hop = await rawHop({ chunking: true })
+    const big = Buffer.from(`Subject: big\r\n\r\n${'x'.repeat(1000)}\r\n`.repeat(1100))
+    const { recipients } = await transport(hop.port).send({
+      mailFrom: 'alice@example.net',
+      rcptTo: ['bob@example.org'],
+      message: big,
+      size: big.length,
+    })
+    expect(recipients[0]?.status).toBe('delivered')
+    expect(hop.packets[0]?.[1]).toBe('MAIL FROM:<alice@example.net>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n')
+    expect(hop.messages).toEqual([big.toString()])
   })
 })
 
