@@ -223,14 +223,7 @@ export class SmtpClient {
         throw new Error(`unexpected reply to DATA from ${this.hop}: ${printable(data.text)}`)
       await this.writeBody(tx.message)
       this.stage = 'waiting for the end of data reply'
-      if (this.options.lmtp) {
-        for (const i of accepted) replies[i] = await this.readReply()
-      } else {
-        const final = await this.readReply()
-        for (const i of accepted) replies[i] = final
-      }
-      this.dirty = false
-      return this.report(replies)
+      return await this.messageReplies(replies, accepted)
     } catch (err) {
       // The session may be mid-DATA: only closing it keeps a truncated message from being delivered.
       const failure = this.fail(err as Error)
@@ -304,6 +297,14 @@ export class SmtpClient {
       await this.readReply()
       return this.report(replies, abort)
     }
+    return this.messageReplies(replies, accepted)
+  }
+
+  /** The replies that end a message: one per accepted recipient (LMTP), or one for them all. */
+  private async messageReplies(
+    replies: (Reply | undefined)[],
+    accepted: readonly number[],
+  ): Promise<TransactionReport> {
     if (this.options.lmtp) {
       for (const i of accepted) replies[i] = await this.readReply()
     } else {
