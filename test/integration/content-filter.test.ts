@@ -5,7 +5,7 @@
  *          → Postfix re-injection smtpd → relayhost → sink
  *
  * 200 distinct messages (some 8-bit UTF-8, some large, many with lines that start with a dot)
- * must arrive exactly once, scanned, with their bodies byte for byte; mailscreen must report the
+ * must arrive exactly once (mailscreen hands them back to Postfix as BDAT), scanned, with their bodies byte for byte; mailscreen must report the
  * original client as Postfix forwarded it; both queues must end empty. And a peer outside
  * `smtp.trusted` is refused with 554.
  */
@@ -16,6 +16,7 @@ import { type Sink, type SinkMessage, startSink } from '../../src/bench/sink.js'
 import { cleanup, type LogLine, type MailscreenProcess, startMailscreen } from '../support/mailscreen.js'
 import { freePort } from '../support/ports.js'
 import { type PostfixInstance, startPostfix } from '../support/postfix.js'
+import { RawSmtpClient } from '../support/raw-smtp.js'
 
 const MESSAGES = 200
 const CONNECTIONS = 8
@@ -316,6 +317,17 @@ describe('mailscreen behind a real Postfix (after-queue content_filter)', () => 
     const delivered = ms.logs.filter((l): l is LogLine & { relay: string } => l.msg === 'delivered')
     expect(delivered).toHaveLength(MESSAGES)
     for (const line of delivered) expect(line.relay).toContain(String(reinjectPort))
+    // Postfix's re-injection smtpd offers PIPELINING and CHUNKING, so mailscreen delivered these
+    // as BDAT LAST (src/delivery/smtp-client.ts): the bodies checked below went that way.
+    const ehlo = await RawSmtpClient.open(reinjectPort)
+    try {
+      expect(await ehlo.next()).toMatch(/^220 /)
+      const capabilities = await ehlo.command('EHLO probe.test')
+      expect(capabilities).toMatch(/^250-PIPELINING$/m)
+      expect(capabilities).toMatch(/^250[- ]CHUNKING$/m)
+    } finally {
+      ehlo.socket.destroy()
+    }
 
     for (const [tag, [msg]] of seen) {
       const sent = byTag.get(tag) as TestMessage
