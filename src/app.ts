@@ -25,7 +25,9 @@ import { loadPlugins, scoreTable, toRef } from './pipeline/registry.js'
 import type { ScanSettings } from './pipeline/scan.js'
 import { ScanScheduler } from './pipeline/scheduler.js'
 import { applyScoresFile } from './pipeline/scores.js'
+import { takeAdminActions } from './queue/admin-journal.js'
 import { minFreeBytes, type SpaceEvent, SpoolSpace } from './queue/free-space.js'
+import { FreshRun } from './queue/fresh-run.js'
 import { removePidFile, spoolOwner, writePidFile } from './queue/pid-file.js'
 import { SPOOL_STATES, Spool } from './queue/spool.js'
 import { emptyRoutingMaps, loadRoutingMaps, MAP_FILES, type RoutingMaps } from './routing/maps.js'
@@ -40,6 +42,8 @@ export interface App {
   stop(): Promise<void>
   /** Retry everything deferred now. */
   flush(): Promise<void>
+  /** Log what the CLI did to queued mail (the spool's admin journal), and forget it. */
+  logAdminActions(): Promise<void>
   /**
    * Apply a new configuration's routing maps (keeping the last good ones when the new files
    * have new problems), routing settings, plugins and policy: new workers are set up and take
@@ -259,12 +263,30 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       )
   }
 
+  const adminLog = log.child({ component: 'admin' })
+  // One reading at a time, so that two signals in a row never log an action twice.
+  const adminJournal = new FreshRun(async () => {
+    const { actions, unreadable } = await takeAdminActions(config.spool.dir)
+    for (const { action, qid, was, detail, user, cliPid, at } of actions)
+      adminLog.info(
+        { qid, was, ...detail, user, cliPid, at: new Date(at).toISOString() },
+        `${action} by administrator`,
+      )
+    for (const file of unreadable) adminLog.warn({ file }, 'admin journal: unreadable entry dropped')
+  })
+
   return {
     async start() {
       await spool.init()
       await space?.start()
       await claimSpool(config.spool.dir)
       ownsSpool = true
+      // Actions taken while mailscreen was stopped; a journal it cannot read must not stop the mail.
+      await adminJournal
+        .request()
+        .catch((err: unknown) =>
+          adminLog.error({ err: toErrorInfo(err) }, 'admin journal: could not be read'),
+        )
       const requeued = await spool.recover()
       if (requeued.length > 0)
         log.warn({ count: requeued.length, ids: requeued.slice(0, 20) }, 'recovered from processing')
@@ -368,5 +390,6 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       log.info('flush: retrying deferred mail now')
       await delivery?.flush()
     },
+    logAdminActions: () => adminJournal.request(),
   }
 }

@@ -4,7 +4,7 @@ import { createMessageView, headerEnd } from '../mail/message.js'
 import { newQueueId, parseQueueId, type QueueId } from '../queue/ids.js'
 import { isMissing, Spool } from '../queue/spool.js'
 import { configOrExit, fail, withConfig } from './common.js'
-import { signalFlush } from './queue.js'
+import { journal, signalFlush } from './queue.js'
 
 /** One row of `quarantine list`. */
 export interface QuarantineRow {
@@ -174,6 +174,12 @@ export function registerQuarantine(program: Command): void {
       try {
         const spool = new Spool(config.spool.dir)
         const released = await releaseFromQuarantine(spool, text, options.to)
+        await journal(config.spool.dir, {
+          action: 'released',
+          qid: text,
+          was: ['quarantine'],
+          detail: { as: released, ...(options.to ? { to: options.to } : {}) },
+        })
         let how: string
         try {
           const pid = await signalFlush(config.spool.dir)
@@ -195,6 +201,7 @@ export function registerQuarantine(program: Command): void {
         const spool = new Spool(config.spool.dir)
         const { id } = await quarantined(spool, text)
         await spool.discard('quarantine', id)
+        await journal(config.spool.dir, { action: 'deleted', qid: id, was: ['quarantine'] })
         process.stdout.write(`${id} deleted from quarantine\n`)
       } catch (err) {
         fail(err)

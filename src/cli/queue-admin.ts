@@ -5,7 +5,7 @@ import type { QueueId } from '../queue/ids.js'
 import { spoolOwner } from '../queue/pid-file.js'
 import { Spool, type SpoolState } from '../queue/spool.js'
 import { configOrExit, fail, withConfig } from './common.js'
-import { age, queueRow, signalFlush } from './queue.js'
+import { age, journal, queueRow, signalFlush } from './queue.js'
 
 /** `--all STATE` of delete: mail nobody is working on. */
 const DELETABLE_ALL: readonly SpoolState[] = ['deferred', 'failed']
@@ -110,6 +110,7 @@ export function registerQueueAdmin(queue: Command): void {
         const owner = await spoolOwner(config.spool.dir)
         failures = await forEachId(await targets(command, spool, ids, all), async (id) => {
           const states = await deleteQueued(spool, id, owner)
+          await journal(config.spool.dir, { action: 'deleted', qid: id, was: states })
           return `${id} deleted (was ${states.join(' and ')})`
         })
       } catch (err) {
@@ -131,6 +132,7 @@ export function registerQueueAdmin(queue: Command): void {
         const named = await targets(command, spool, ids, options.all ? 'failed' : undefined)
         failures = await forEachId(named, async (id) => {
           await requeueFailed(spool, id)
+          await journal(config.spool.dir, { action: 'requeued', qid: id, was: ['failed'] })
           return `${id} requeued for a new scan`
         })
         if (failures < named.length) {

@@ -2,6 +2,7 @@ import type { Command } from 'commander'
 import { MailscreenError } from '../errors.js'
 import { createMessageView } from '../mail/message.js'
 import { QUEUE_STATES } from '../queue/admin.js'
+import { recordAdminAction } from '../queue/admin-journal.js'
 import { PID_FILE, recordedPid } from '../queue/pid-file.js'
 import { isMissing, Spool, type SpoolEntry, type SpoolState } from '../queue/spool.js'
 import type { RetryState } from '../queue/spool-file.js'
@@ -96,8 +97,8 @@ export function formatQueue(rows: readonly QueueRow[]): string {
   return `${lines.join('\n')}\n`
 }
 
-/** Ask the running mailscreen (by its PID file) to retry its deferred mail now. */
-export async function signalFlush(spoolDir: string): Promise<number> {
+/** Send `signal` to the running mailscreen (by its PID file); resolves with its PID. */
+async function signalDaemon(spoolDir: string, signal: NodeJS.Signals): Promise<number> {
   const pid = await recordedPid(spoolDir)
   if (pid === undefined)
     throw new MailscreenError(
@@ -105,7 +106,7 @@ export async function signalFlush(spoolDir: string): Promise<number> {
       `mailscreen is not running for spool ${spoolDir} (no ${PID_FILE})`,
     )
   try {
-    process.kill(pid, 'SIGUSR1')
+    process.kill(pid, signal)
   } catch {
     throw new MailscreenError(
       'MSC_NOT_RUNNING',
@@ -113,6 +114,23 @@ export async function signalFlush(spoolDir: string): Promise<number> {
     )
   }
   return pid
+}
+
+/** Ask the running mailscreen to retry its deferred mail now. */
+export function signalFlush(spoolDir: string): Promise<number> {
+  return signalDaemon(spoolDir, 'SIGUSR1')
+}
+
+/**
+ * Leave `action` in the spool's admin journal and ask the running mailscreen to log it
+ * (SIGUSR2); one that is not running logs it when it starts.
+ */
+export async function journal(
+  spoolDir: string,
+  action: Parameters<typeof recordAdminAction>[1],
+): Promise<void> {
+  await recordAdminAction(spoolDir, action)
+  await signalDaemon(spoolDir, 'SIGUSR2').catch(() => undefined)
 }
 
 /** `mailscreen queue list|flush`; returns the `queue` command for the rest (queue-admin.ts). */

@@ -10,7 +10,7 @@ import { configOrExit, fail, withConfig } from './common.js'
 export function registerStart(program: Command): void {
   withConfig(program.command('start'))
     .description(
-      'run the filter in the foreground: the SMTP listener, and the milter when milter: is configured (SIGTERM/SIGINT stop it, SIGUSR1 flushes the deferred queue, SIGHUP reloads plugins, policy and routing maps)',
+      'run the filter in the foreground: the SMTP listener, and the milter when milter: is configured (SIGTERM/SIGINT stop it, SIGUSR1 flushes the deferred queue, SIGUSR2 logs what the CLI did to queued mail, SIGHUP reloads plugins, policy and routing maps)',
     )
     .action(async (options: { config?: string }) => {
       const loaded = configOrExit(options)
@@ -36,6 +36,11 @@ export function registerStart(program: Command): void {
       process.on('SIGTERM', () => void stop('SIGTERM'))
       process.on('SIGINT', () => void stop('SIGINT'))
       process.on('SIGUSR1', () => void app.flush())
+      process.on('SIGUSR2', () => {
+        app
+          .logAdminActions()
+          .catch((err: unknown) => log.error({ err: toErrorInfo(err) }, 'admin journal: could not be read'))
+      })
       process.on('SIGHUP', () => {
         // Keep the last good config: a file that fails validation changes nothing.
         let next: ReturnType<typeof loadConfig>

@@ -1,4 +1,5 @@
-import { readFile, writeFile } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises'
+import { tmpdir, userInfo } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { parse, stringify } from 'yaml'
@@ -6,6 +7,7 @@ import { BenchClient } from '../../src/bench/client.js'
 import { type Sink, startSink } from '../../src/bench/sink.js'
 import { reply } from '../../src/ingress/smtp-reply.js'
 import { packageRoot } from '../../src/package-root.js'
+import { recordAdminAction } from '../../src/queue/admin-journal.js'
 import { sleep } from '../support/mail.js'
 import { type MailscreenProcess, startMailscreen, stopAll } from '../support/mailscreen.js'
 import { freePort } from '../support/ports.js'
@@ -73,6 +75,10 @@ describe('mailscreen queue show|delete|requeue', () => {
     expect(deleted.code, deleted.stderr).toBe(0)
     expect(deleted.stdout).toBe(`${doomed} deleted (was deferred)\n`)
     expect((await queued(ms)).map((r) => r.id)).toEqual([kept])
+    // The running mailscreen logs it, with the message's queue ID, like its own events.
+    const audit = await ms.waitForLog((l) => l.qid === doomed && l.msg === 'deleted by administrator')
+    expect(audit).toMatchObject({ component: 'admin', was: ['deferred'], user: userInfo().username })
+    expect(audit.cliPid).toEqual(expect.any(Number))
     const again = await ms.cli(['queue', 'delete', doomed, 'not-an-id'])
     expect(again.code).toBe(1)
     expect(again.stderr).toContain(`MSC_NOT_FOUND: ${doomed} is not queued`)
@@ -119,10 +125,29 @@ describe('mailscreen queue show|delete|requeue', () => {
     expect(requeue.code, requeue.stderr).toBe(0)
     expect(requeue.stdout).toContain(`${bad} requeued for a new scan\n`)
     expect(requeue.stdout).toMatch(/scan requested from mailscreen \(pid \d+\)/)
+    await ms.waitForLog(
+      (l) => l.qid === bad && l.msg === 'requeued by administrator' && l.component === 'admin',
+    )
     await sink.waitFor(1, 20_000)
     expect(subjects(sink)).toEqual(['please crash me'])
     expect(sink.messages[0]?.data.toString()).toContain(`(id ${bad})`)
     expect(await queued(ms)).toEqual([])
+  })
+
+  it('logs at start what the CLI did while mailscreen was stopped', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mailscreen-it-'))
+    await recordAdminAction(join(dir, 'spool'), {
+      action: 'deleted',
+      qid: 'VcvgcMA0006FooIZ',
+      was: ['failed'],
+    })
+    sink = await startSink()
+    ms = await startMailscreen(await freePort(), { delivery: { relay: `127.0.0.1:${sink.port}` } }, dir)
+    const audit = await ms.waitForLog((l) => l.msg === 'deleted by administrator')
+    expect(audit).toMatchObject({ qid: 'VcvgcMA0006FooIZ', was: ['failed'], component: 'admin' })
+    const started = ms.logs.findIndex((l) => l.msg === 'started')
+    expect(ms.logs.indexOf(audit)).toBeLessThan(started)
+    expect(await readdir(join(dir, 'spool', 'admin'))).toEqual([])
   })
 
   it('delete --all takes only deferred or failed', async () => {

@@ -161,6 +161,8 @@ describe('quarantine: list, show, release, delete against a running mailscreen',
     await sink.waitFor(2, 15_000)
     const delivered = await ms.waitForLog((l) => l.msg === 'delivered' && l.qid === releasedId)
     expect(delivered.to).toBe('other@example.net')
+    const audit = await ms.waitForLog((l) => l.msg === 'released by administrator' && l.qid === first)
+    expect(audit).toMatchObject({ was: ['quarantine'], as: releasedId, to: ['other@example.net'] })
     const copies = byTag(sink, 'virus-one')
     expect(copies).toHaveLength(1)
     const copy = copies[0] as SinkMessage
@@ -183,6 +185,7 @@ describe('quarantine: list, show, release, delete against a running mailscreen',
     const deleted = await ms.cli(['quarantine', 'delete', second])
     expect(deleted.code, deleted.stderr).toBe(0)
     expect(deleted.stdout).toContain(`${second} deleted from quarantine`)
+    await ms.waitForLog((l) => l.msg === 'deleted by administrator' && l.qid === second)
     expect(await cliJson(ms, ['quarantine', 'list'])).toEqual([])
     expect(await readdir(join(ms.spoolDir, 'quarantine'))).toEqual([])
     const empty = await ms.cli(['quarantine', 'list'])

@@ -1,0 +1,96 @@
+import { mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises'
+import { userInfo } from 'node:os'
+import { join } from 'node:path'
+
+/**
+ * What the CLI did to queued mail, left in the spool for the running mailscreen to log: the
+ * administrator's `queue delete` belongs in the same log as the message's `received`, as
+ * postsuper's does in Postfix's. One file per action under `admin/`, written aside and renamed
+ * in, so the daemon never reads half of one and no two CLI processes write the same file.
+ */
+export const JOURNAL_DIR = 'admin'
+
+export type AdminVerb = 'deleted' | 'requeued' | 'released'
+
+/** One change to a queued message made from the CLI. */
+export interface AdminAction {
+  readonly action: AdminVerb
+  readonly qid: string
+  /** The states the message was in. */
+  readonly was: readonly string[]
+  /** What else there is to say (e.g. the ID of a released copy). */
+  readonly detail?: Readonly<Record<string, string | readonly string[]>>
+  /** Who ran the command, and as which process. */
+  readonly user: string
+  readonly cliPid: number
+  /** When (ms since the epoch). */
+  readonly at: number
+}
+
+let recorded = 0
+
+/** Leave `action` for the running mailscreen (or the next one to start) to log. */
+export async function recordAdminAction(
+  spoolDir: string,
+  action: Pick<AdminAction, 'action' | 'qid' | 'was' | 'detail'>,
+): Promise<void> {
+  const dir = join(spoolDir, JOURNAL_DIR)
+  await mkdir(dir, { recursive: true })
+  const entry: AdminAction = { ...action, user: currentUser(), cliPid: process.pid, at: Date.now() }
+  // The time first, zero-padded: names sort in the order the actions were taken.
+  const name = `${String(entry.at).padStart(15, '0')}-${process.pid}-${++recorded}`
+  await writeFile(join(dir, `.${name}`), `${JSON.stringify(entry)}\n`)
+  await rename(join(dir, `.${name}`), join(dir, `${name}.json`))
+}
+
+/** Every recorded action, oldest first, each removed once read; files that do not parse are named. */
+export async function takeAdminActions(
+  spoolDir: string,
+): Promise<{ actions: AdminAction[]; unreadable: string[] }> {
+  const dir = join(spoolDir, JOURNAL_DIR)
+  let names: string[]
+  try {
+    names = (await readdir(dir)).filter((name) => name.endsWith('.json')).sort()
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { actions: [], unreadable: [] }
+    throw err
+  }
+  const actions: AdminAction[] = []
+  const unreadable: string[] = []
+  for (const name of names) {
+    const path = join(dir, name)
+    let text: string
+    try {
+      text = await readFile(path, 'utf8')
+    } catch (err) {
+      // Taken by another reader meanwhile (a second mailscreen refused to start, say).
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue
+      throw err
+    }
+    const action = parseAction(text)
+    if (action) actions.push(action)
+    else unreadable.push(name)
+    await unlink(path).catch(() => undefined)
+  }
+  return { actions, unreadable }
+}
+
+function parseAction(text: string): AdminAction | undefined {
+  try {
+    const value = JSON.parse(text) as Partial<AdminAction>
+    const verbs: readonly string[] = ['deleted', 'requeued', 'released']
+    if (typeof value.action !== 'string' || !verbs.includes(value.action)) return undefined
+    if (typeof value.qid !== 'string' || !Array.isArray(value.was)) return undefined
+    return value as AdminAction
+  } catch {
+    return undefined
+  }
+}
+
+function currentUser(): string {
+  try {
+    return userInfo().username
+  } catch {
+    return `uid ${process.getuid?.() ?? 'unknown'}`
+  }
+}
