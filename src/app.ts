@@ -21,7 +21,7 @@ import { Metrics } from './metrics/metrics.js'
 import { createMetricsServer } from './metrics/server.js'
 import { loadPolicy } from './pipeline/policy.js'
 import { createScanPool, type ScanPool } from './pipeline/pool.js'
-import { loadPlugins, scoreTable, toRef } from './pipeline/registry.js'
+import { type LoadedPlugin, loadPlugins, scoreTable, toRef } from './pipeline/registry.js'
 import type { ScanSettings } from './pipeline/scan.js'
 import { ScanScheduler } from './pipeline/scheduler.js'
 import { applyScoresFile } from './pipeline/scores.js'
@@ -52,10 +52,16 @@ export interface App {
   reload(next: LoadedConfig): Promise<void>
 }
 
-/** Scan settings for workers (and for `mailscreen scan`), from the config and loaded plugins. */
-export async function scanSettings(loaded: LoadedConfig): Promise<ScanSettings> {
+/**
+ * Scan settings for workers (and for `mailscreen scan`), from the config and its plugins,
+ * loaded here unless the caller has them already (check-config prints them too).
+ */
+export async function scanSettings(
+  loaded: LoadedConfig,
+  plugins?: readonly LoadedPlugin[],
+): Promise<ScanSettings> {
   const { config, baseDir, file } = loaded
-  const plugins = await loadPlugins(config.plugins, baseDir, file)
+  plugins ??= await loadPlugins(config.plugins, baseDir, file)
   const declared = scoreTable(plugins)
   const { scores } = config.policy
   const symbols = scores === undefined ? declared : applyScoresFile(declared, resolve(baseDir, scores))

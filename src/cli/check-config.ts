@@ -37,7 +37,7 @@ export function registerCheckConfig(program: Command): void {
       try {
         const plugins = await loadPlugins(loaded.config.plugins, loaded.baseDir, loaded.file)
         // The same loading `start` does: rulesets and the scores file are checked too.
-        const settings = await scanSettings(loaded)
+        const settings = await scanSettings(loaded, plugins)
         const table = Object.fromEntries(settings.symbols.map(([symbol, info]) => [symbol, info.weight]))
         const actions = Object.fromEntries(
           Object.entries(settings.policy.actions).map(([category, ruleset]) => [category, describe(ruleset)]),
