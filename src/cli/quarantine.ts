@@ -5,6 +5,7 @@ import { newQueueId, parseQueueId, type QueueId } from '../queue/ids.js'
 import { isMissing, Spool } from '../queue/spool.js'
 import { configOrExit, fail, withConfig } from './common.js'
 import { journal, signalFlush } from './queue.js'
+import { actAsSpoolOwner } from './spool-owner.js'
 
 /** One row of `quarantine list`. */
 export interface QuarantineRow {
@@ -172,6 +173,7 @@ export function registerQuarantine(program: Command): void {
     .action(async (text: string, options: { config?: string; to?: string[] }) => {
       const { config } = configOrExit(options)
       try {
+        actAsSpoolOwner(config.spool.dir)
         const spool = new Spool(config.spool.dir)
         const released = await releaseFromQuarantine(spool, text, options.to)
         await journal(config.spool.dir, {
@@ -198,6 +200,7 @@ export function registerQuarantine(program: Command): void {
     .action(async (text: string, options: { config?: string }) => {
       const { config } = configOrExit(options)
       try {
+        actAsSpoolOwner(config.spool.dir)
         const spool = new Spool(config.spool.dir)
         const { id } = await quarantined(spool, text)
         await spool.discard('quarantine', id)

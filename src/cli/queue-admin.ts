@@ -6,6 +6,7 @@ import { spoolOwner } from '../queue/pid-file.js'
 import { Spool, type SpoolState } from '../queue/spool.js'
 import { configOrExit, fail, withConfig } from './common.js'
 import { age, journal, queueRow, signalFlush } from './queue.js'
+import { actAsSpoolOwner } from './spool-owner.js'
 
 /** `--all STATE` of delete: mail nobody is working on. */
 const DELETABLE_ALL: readonly SpoolState[] = ['deferred', 'failed']
@@ -106,6 +107,7 @@ export function registerQueueAdmin(queue: Command): void {
         command.error(`error: --all takes ${DELETABLE_ALL.join(' or ')}, not ${JSON.stringify(all)}`)
       let failures = 0
       try {
+        actAsSpoolOwner(config.spool.dir)
         const spool = new Spool(config.spool.dir)
         const owner = await spoolOwner(config.spool.dir)
         failures = await forEachId(await targets(command, spool, ids, all), async (id) => {
@@ -128,6 +130,7 @@ export function registerQueueAdmin(queue: Command): void {
       const { config } = configOrExit(options)
       let failures = 0
       try {
+        actAsSpoolOwner(config.spool.dir)
         const spool = new Spool(config.spool.dir)
         const named = await targets(command, spool, ids, options.all ? 'failed' : undefined)
         failures = await forEachId(named, async (id) => {
