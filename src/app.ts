@@ -42,7 +42,7 @@ export interface App {
   stop(): Promise<void>
   /** Retry everything deferred now. */
   flush(): Promise<void>
-  /** Log what the CLI did to queued mail (the spool's admin journal), and forget it. */
+  /** Log what the CLI did to queued mail (the spool's admin journal), and forget it; never rejects. */
   logAdminActions(): Promise<void>
   /**
    * Apply a new configuration's routing maps (keeping the last good ones when the new files
@@ -280,6 +280,11 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       )
     for (const file of unreadable) adminLog.warn({ file }, 'admin journal: unreadable entry dropped')
   })
+  // A journal that cannot be read is logged; it never stops the mail.
+  const logAdminActions = (): Promise<void> =>
+    adminJournal
+      .request()
+      .catch((err: unknown) => adminLog.error({ err: toErrorInfo(err) }, 'admin journal: could not be read'))
 
   return {
     async start() {
@@ -287,12 +292,8 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       await space?.start()
       await claimSpool(config.spool.dir)
       ownsSpool = true
-      // Actions taken while mailscreen was stopped; a journal it cannot read must not stop the mail.
-      await adminJournal
-        .request()
-        .catch((err: unknown) =>
-          adminLog.error({ err: toErrorInfo(err) }, 'admin journal: could not be read'),
-        )
+      // Actions taken while mailscreen was stopped.
+      await logAdminActions()
       const requeued = await spool.recover()
       if (requeued.length > 0)
         log.warn({ count: requeued.length, ids: requeued.slice(0, 20) }, 'recovered from processing')
@@ -396,6 +397,6 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       log.info('flush: retrying deferred mail now')
       await delivery?.flush()
     },
-    logAdminActions: () => adminJournal.request(),
+    logAdminActions,
   }
 }

@@ -1,10 +1,11 @@
 import type { Command } from 'commander'
 import { MailscreenError } from '../errors.js'
 import { createMessageView, headerEnd } from '../mail/message.js'
+import { recordAdminAction } from '../queue/admin-journal.js'
 import { newQueueId, parseQueueId, type QueueId } from '../queue/ids.js'
 import { isMissing, Spool } from '../queue/spool.js'
 import { configOrExit, fail, withConfig } from './common.js'
-import { journal, signalFlush } from './queue.js'
+import { announceAdminActions, signalFlush } from './queue.js'
 import { actAsSpoolOwner } from './spool-owner.js'
 
 /** One row of `quarantine list`. */
@@ -176,12 +177,13 @@ export function registerQuarantine(program: Command): void {
         actAsSpoolOwner(config.spool.dir)
         const spool = new Spool(config.spool.dir)
         const released = await releaseFromQuarantine(spool, text, options.to)
-        await journal(config.spool.dir, {
+        await recordAdminAction(config.spool.dir, {
           action: 'released',
           qid: text,
           was: ['quarantine'],
           detail: { as: released, ...(options.to ? { to: options.to } : {}) },
         })
+        await announceAdminActions(config.spool.dir)
         let how: string
         try {
           const pid = await signalFlush(config.spool.dir)
@@ -204,7 +206,8 @@ export function registerQuarantine(program: Command): void {
         const spool = new Spool(config.spool.dir)
         const { id } = await quarantined(spool, text)
         await spool.discard('quarantine', id)
-        await journal(config.spool.dir, { action: 'deleted', qid: id, was: ['quarantine'] })
+        await recordAdminAction(config.spool.dir, { action: 'deleted', qid: id, was: ['quarantine'] })
+        await announceAdminActions(config.spool.dir)
         process.stdout.write(`${id} deleted from quarantine\n`)
       } catch (err) {
         fail(err)

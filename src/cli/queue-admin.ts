@@ -1,11 +1,12 @@
 import type { Command } from 'commander'
 import { headerEnd } from '../mail/message.js'
 import { deleteQueued, queueIdArgument, readQueued, requeueFailed } from '../queue/admin.js'
+import { recordAdminAction } from '../queue/admin-journal.js'
 import type { QueueId } from '../queue/ids.js'
 import { spoolOwner } from '../queue/pid-file.js'
 import { Spool, type SpoolState } from '../queue/spool.js'
 import { configOrExit, fail, withConfig } from './common.js'
-import { age, journal, queueRow, signalFlush } from './queue.js'
+import { age, announceAdminActions, queueRow, signalFlush } from './queue.js'
 import { actAsSpoolOwner } from './spool-owner.js'
 
 /** `--all STATE` of delete: mail nobody is working on. */
@@ -110,11 +111,13 @@ export function registerQueueAdmin(queue: Command): void {
         actAsSpoolOwner(config.spool.dir)
         const spool = new Spool(config.spool.dir)
         const owner = await spoolOwner(config.spool.dir)
-        failures = await forEachId(await targets(command, spool, ids, all), async (id) => {
+        const named = await targets(command, spool, ids, all)
+        failures = await forEachId(named, async (id) => {
           const states = await deleteQueued(spool, id, owner)
-          await journal(config.spool.dir, { action: 'deleted', qid: id, was: states })
+          await recordAdminAction(config.spool.dir, { action: 'deleted', qid: id, was: states })
           return `${id} deleted (was ${states.join(' and ')})`
         })
+        if (failures < named.length) await announceAdminActions(config.spool.dir)
       } catch (err) {
         fail(err)
       }
@@ -135,10 +138,11 @@ export function registerQueueAdmin(queue: Command): void {
         const named = await targets(command, spool, ids, options.all ? 'failed' : undefined)
         failures = await forEachId(named, async (id) => {
           await requeueFailed(spool, id)
-          await journal(config.spool.dir, { action: 'requeued', qid: id, was: ['failed'] })
+          await recordAdminAction(config.spool.dir, { action: 'requeued', qid: id, was: ['failed'] })
           return `${id} requeued for a new scan`
         })
         if (failures < named.length) {
+          await announceAdminActions(config.spool.dir)
           const how = await signalFlush(config.spool.dir).then(
             (pid) => `scan requested from mailscreen (pid ${pid})`,
             () => 'mailscreen is not running: requeued mail is scanned when it starts',

@@ -2,7 +2,6 @@ import type { Command } from 'commander'
 import { MailscreenError } from '../errors.js'
 import { createMessageView } from '../mail/message.js'
 import { QUEUE_STATES } from '../queue/admin.js'
-import { recordAdminAction } from '../queue/admin-journal.js'
 import { PID_FILE, recordedPid } from '../queue/pid-file.js'
 import { isMissing, Spool, type SpoolEntry, type SpoolState } from '../queue/spool.js'
 import type { RetryState } from '../queue/spool-file.js'
@@ -122,14 +121,10 @@ export function signalFlush(spoolDir: string): Promise<number> {
 }
 
 /**
- * Leave `action` in the spool's admin journal and ask the running mailscreen to log it
- * (SIGUSR2); one that is not running logs it when it starts.
+ * Ask the running mailscreen to log what was left in the spool's admin journal (SIGUSR2), once
+ * per command however many messages it changed; one that is not running logs it when it starts.
  */
-export async function journal(
-  spoolDir: string,
-  action: Parameters<typeof recordAdminAction>[1],
-): Promise<void> {
-  await recordAdminAction(spoolDir, action)
+export async function announceAdminActions(spoolDir: string): Promise<void> {
   await signalDaemon(spoolDir, 'SIGUSR2').catch(() => undefined)
 }
 

@@ -36,11 +36,7 @@ export function registerStart(program: Command): void {
       process.on('SIGTERM', () => void stop('SIGTERM'))
       process.on('SIGINT', () => void stop('SIGINT'))
       process.on('SIGUSR1', () => void app.flush())
-      process.on('SIGUSR2', () => {
-        app
-          .logAdminActions()
-          .catch((err: unknown) => log.error({ err: toErrorInfo(err) }, 'admin journal: could not be read'))
-      })
+      process.on('SIGUSR2', () => void app.logAdminActions())
       process.on('SIGHUP', () => {
         // Keep the last good config: a file that fails validation changes nothing.
         let next: ReturnType<typeof loadConfig>

@@ -648,8 +648,8 @@ class Session {
     else if (!inbound.tooBig)
       this.write(formatReply(reply(250, '2.0.0', `Ok: ${inbound.bytes} octets received`)))
     else {
+      // resetTransaction drops the inbound message (its stream is already destroyed).
       this.write(R.tooBig)
-      this.inbound = undefined
       this.resetTransaction()
     }
   }
