@@ -20,6 +20,7 @@ interface BenchCliOptions {
   concurrency: number
   size: number
   reuse?: boolean
+  rate?: number
   json?: boolean
   timeout: number
   warmup: number
@@ -38,6 +39,11 @@ export function registerBench(program: Command): void {
     .option(
       '--reuse',
       'send all of a client’s messages over one connection (default: one message per connection)',
+    )
+    .option(
+      '--rate <msgs/s>',
+      'open loop: start a message every 1/N s whether or not earlier ones were answered (at most --concurrency at once), and count latencies from when each was due (default: a closed loop, each client sending its next message once the last was answered)',
+      positiveInt,
     )
     .option(
       '--warmup <n>',
@@ -64,6 +70,7 @@ export function registerBench(program: Command): void {
           concurrency: options.concurrency,
           size: options.size,
           reuse: options.reuse === true,
+          ...(options.rate !== undefined ? { rate: options.rate } : {}),
           config,
           cli: join(packageRoot, 'dist', 'src', 'cli', 'main.js'),
           timeoutMs: options.timeout * 1000,

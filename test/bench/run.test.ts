@@ -38,4 +38,28 @@ describe('mailscreen bench', () => {
     expect(result.ceiling.cpuMsPerMessage).toBeDefined()
     expect(result.ceiling.cpuMsPerMessage?.server).toBeUndefined()
   })
+
+  it('offers a fixed rate with --rate and says so, without comparing rates', async () => {
+    const out = await runCli([
+      'bench',
+      '--messages',
+      '40',
+      '--concurrency',
+      '4',
+      '--warmup',
+      '10',
+      '--rate',
+      '200',
+    ])
+    expect(out.code, out.stderr).toBe(0)
+    expect(out.stdout).toContain('offered 200 msgs/s (open loop), at most 4 connections')
+    expect(out.stdout).toContain('accept = when the message was due')
+    // Every run goes at the offered rate if it can: a ratio of their rates would mean nothing.
+    expect(out.stdout).not.toContain('ceiling / mailscreen')
+    const row = out.stdout.split('\n').find((line) => line.startsWith('via mailscreen'))
+    const [accepted, delivered] = (row ?? '').split(/\s+/).slice(2, 4).map(Number)
+    // 40 messages due over 195 ms: no faster than offered (one message's latency of slack).
+    expect(accepted).toBeLessThanOrEqual(250)
+    expect(delivered).toBeGreaterThan(0)
+  })
 })
