@@ -19,15 +19,9 @@ const DOT_CR = 4 // the line began with ".\r", both held back
  */
 export class DotDecoder {
   private state = LINE_START
-  private count = 0
   private finished = false
 
   constructor(private readonly onData: (data: Buffer) => void) {}
-
-  /** Decoded bytes so far (what RFC 1870 SIZE measures). */
-  get bytes(): number {
-    return this.count
-  }
 
   /** Whether the end-of-data line has been seen. */
   get done(): boolean {
@@ -98,7 +92,6 @@ export class DotDecoder {
 
   private emit(chunk: Buffer, from: number, to: number): void {
     if (to <= from) return
-    this.count += to - from
     this.onData(chunk.subarray(from, to))
   }
 }
