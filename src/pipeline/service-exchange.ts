@@ -1,4 +1,5 @@
 import net from 'node:net'
+import { drainedOrClosed } from '../socket-drain.js'
 
 /** Where a network service listens: TCP host and port, or a unix socket path. */
 export type ServiceAddress = { readonly host: string; readonly port: number } | { readonly socket: string }
@@ -48,17 +49,7 @@ export function serviceError(
 async function writeAll(socket: net.Socket, parts: readonly Buffer[], halfClose: boolean): Promise<void> {
   for (const part of parts) {
     if (socket.destroyed) return
-    if (!socket.write(part)) {
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          socket.off('drain', done)
-          socket.off('close', done)
-          resolve()
-        }
-        socket.on('drain', done)
-        socket.on('close', done)
-      })
-    }
+    if (!socket.write(part)) await drainedOrClosed(socket)
   }
   if (halfClose && !socket.destroyed) socket.end()
 }

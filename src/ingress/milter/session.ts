@@ -11,6 +11,7 @@ import { type FileHandle, open, readFile, rm } from 'node:fs/promises'
 import path from 'node:path'
 import { Readable } from 'node:stream'
 import type { Logger } from 'pino'
+import { drainedOrClosed } from '../../socket-drain.js'
 import type { ClientInfo, Envelope } from '../envelope.js'
 import { normalizeIp } from '../smtp-command.js'
 import type { SmtpReply } from '../smtp-reply.js'
@@ -852,15 +853,7 @@ export function serveMilterConnection(socket: MilterSocket, options: MilterSessi
     write(data) {
       if (socket.destroyed || !socket.writable) return Promise.resolve()
       if (socket.write(data)) return Promise.resolve()
-      return new Promise<void>((resolve) => {
-        const settle = (): void => {
-          socket.removeListener('drain', settle)
-          socket.removeListener('close', settle)
-          resolve()
-        }
-        socket.once('drain', settle)
-        socket.once('close', settle)
-      })
+      return drainedOrClosed(socket)
     },
   }
   const session = new MilterSession(options, output)
