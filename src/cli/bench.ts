@@ -42,7 +42,7 @@ export function registerBench(program: Command): void {
     )
     .option(
       '--rate <msgs/s>',
-      'open loop: start a message every 1/N s whether or not earlier ones were answered (at most --concurrency at once), and count latencies from when each was due (default: a closed loop, each client sending its next message once the last was answered)',
+      'open loop: offer this many messages a second, each sent when due whether or not earlier ones were answered (at most --concurrency at once), latencies counted from when it was due (default: a closed loop, each client sending its next message once its last was answered)',
       positiveInt,
     )
     .option(
