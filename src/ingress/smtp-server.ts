@@ -113,6 +113,7 @@ const R = {
   tooBig: formatReply(TOO_BIG),
   bdatSyntax: formatReply(reply(501, '5.5.4', 'Syntax: BDAT size [LAST]')),
   dataAfterBdat: formatReply(reply(503, '5.5.1', 'Error: DATA in a BDAT transaction')),
+  rcptAfterBdat: formatReply(reply(503, '5.5.1', 'Error: RCPT in a BDAT transaction')),
   ok: formatReply(reply(250, '2.0.0', 'Ok')),
   mailOk: formatReply(reply(250, '2.1.0', 'Ok')),
   rcptOk: formatReply(reply(250, '2.1.5', 'Ok')),
@@ -278,12 +279,14 @@ interface Inbound {
 }
 
 /** The BDAT chunk being read: octets still to come, and whether it ends the message. */
-interface Chunk {
+type Chunk = {
   remaining: number
   readonly last: boolean
-  /** Where the octets go; none when the BDAT was refused (they are read and dropped). */
-  readonly inbound: Inbound | undefined
-}
+} & (
+  | { readonly inbound: Inbound; readonly refusal?: undefined }
+  /** A refused BDAT: its octets are read and dropped, then `refusal` answers it. */
+  | { readonly inbound?: undefined; readonly refusal: string }
+)
 
 /** One connection: reads commands strictly in order, runs the handlers, writes the replies. */
 class Session {
@@ -327,10 +330,13 @@ class Session {
     socket.write(shared.greeting)
   }
 
-  /** Server shutdown: say 421 now if idle, else once the current transaction is answered. */
+  /**
+   * Server shutdown: say 421 now if idle, else once the current transaction is answered (a
+   * BDAT transaction between chunks is not idle: its next chunk may be the last).
+   */
   drain(): void {
     this.draining = true
-    if (this.phase === COMMAND) this.hangUp(this.shared.shutdownReply, 'ECONNABORTED')
+    if (this.phase === COMMAND && !this.inbound) this.hangUp(this.shared.shutdownReply, 'ECONNABORTED')
   }
 
   destroy(): void {
@@ -514,6 +520,8 @@ class Session {
   private rcpt(arg: string): string | undefined {
     const tx = this.tx
     if (!tx) return R.needMail
+    // The message's envelope went to its handler with the first chunk.
+    if (this.inbound) return R.rcptAfterBdat
     const parsed = parsePath(arg, 'TO')
     if (!parsed.ok) return formatReply(parsed.reply)
     const address = parsed.value.path
@@ -573,8 +581,8 @@ class Session {
     const last = parsed[2] !== undefined
     const refusal = this.inbound ? undefined : this.transactionRefusal()
     if (refusal) {
-      this.readChunk({ remaining: size, last, inbound: undefined })
-      return refusal
+      this.readChunk({ remaining: size, last, refusal })
+      return undefined
     }
     this.inbound ??= this.openInbound(this.tx as MutableTransaction, false)
     this.readChunk({ remaining: size, last, inbound: this.inbound })
@@ -635,15 +643,19 @@ class Session {
   }
 
   /**
-   * A chunk is complete. A refused one was answered already. After the last, the message
-   * ends and its handler's outcome is the reply; other chunks are acknowledged at once, unless
-   * the message has grown too big: then it is refused now and the transaction is over.
+   * A chunk is complete. A refused one is answered now that its octets are read. After the
+   * last, the message ends and its handler's outcome is the reply; other chunks are
+   * acknowledged at once, unless the message has grown too big: then it is refused now and
+   * the transaction is over.
    */
   private endChunk(chunk: Chunk): void {
     this.chunk = undefined
     this.phase = COMMAND
     const inbound = chunk.inbound
-    if (!inbound) return
+    if (!inbound) {
+      this.write(chunk.refusal)
+      return
+    }
     if (chunk.last) this.endMessage(inbound)
     else if (!inbound.tooBig)
       this.write(formatReply(reply(250, '2.0.0', `Ok: ${inbound.bytes} octets received`)))
@@ -666,17 +678,27 @@ class Session {
     }
   }
 
-  private onStreamRead(): void {
-    // Not while a handler works (WAIT): that pause is the session's own.
+  /**
+   * Read from the socket again after a full message stream paused it. Not while a handler
+   * works (WAIT): that pause is the session's own.
+   */
+  private readOn(): void {
     if (this.phase === DATA || this.phase === CHUNK || this.phase === COMMAND) this.socket.resume()
   }
 
-  /** Decoded bytes no longer go anywhere; keep reading to find the end of data. */
+  private onStreamRead(): void {
+    this.readOn()
+  }
+
+  /**
+   * Decoded bytes no longer go anywhere; keep reading, to find the end of data (or, between
+   * BDAT chunks, the next command).
+   */
   private stopFeeding(inbound: Inbound): void {
     if (!inbound.feeding) return
     inbound.feeding = false
     inbound.stream.destroy()
-    if ((this.phase === DATA || this.phase === CHUNK) && this.inbound === inbound) this.socket.resume()
+    if (this.inbound === inbound) this.readOn()
   }
 
   private feedData(inbound: Inbound, chunk: Buffer): void {
@@ -769,10 +791,12 @@ class Session {
   }
 
   private resetTransaction(): void {
-    // RSET (or a new EHLO) between BDAT chunks abandons the message taken so far.
+    // RSET (or a new EHLO) between BDAT chunks abandons the message taken so far, and
+    // reads on if its full stream had paused the socket.
     if (this.inbound && this.phase === COMMAND) {
       this.abortInbound('ECONNABORTED')
       this.inbound = undefined
+      this.readOn()
     }
     this.tx = undefined
     this.xforward = undefined

@@ -637,6 +637,48 @@ describe('XFORWARD and XCLIENT', () => {
 })
 
 describe('BDAT (RFC 3030 CHUNKING)', () => {
+  it('refuses RCPT once the first chunk is in: the message keeps the recipients it went out with', async () => {
+    const { port, received } = await start()
+    const client = await session(port)
+    client.send('MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nBDAT 4\r\none\n')
+    expect(await client.take(3)).toEqual(['250 2.1.0 Ok', '250 2.1.5 Ok', '250 2.0.0 Ok: 4 octets received'])
+    expect(await client.command('RCPT TO:<late@example.net>')).toBe(
+      '503 5.5.1 Error: RCPT in a BDAT transaction',
+    )
+    client.send('BDAT 4 LAST\r\ntwo\n')
+    expect(await client.next()).toBe('250 2.0.0 Ok: queued as TEST')
+    expect(received.map((r) => [r.tx.rcptTo, r.data])).toEqual([[['b@example.net'], 'one\ntwo\n']])
+    client.socket.destroy()
+  })
+
+  it('answers a refused BDAT only once its octets are in', async () => {
+    const { port } = await start()
+    const client = await session(port)
+    client.send('BDAT 10 LAST\r\n01234')
+    await expect(client.next(300)).rejects.toThrow(/no reply/)
+    client.send('56789')
+    expect(await client.next()).toBe('503 5.5.1 Error: need MAIL command')
+    expect(await client.command('NOOP')).toBe('250 2.0.0 Ok')
+    client.socket.destroy()
+  })
+
+  it('reads on after RSET drops a message whose full stream had paused the socket', async () => {
+    // A consumer that reads nothing: the chunks fill the message stream (64 KiB) and pause the socket.
+    const { port } = await start({ onMessage: () => new Promise(() => undefined) })
+    const client = await session(port)
+    client.send(`MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nBDAT 60000\r\n${'x'.repeat(60_000)}`)
+    expect(await client.take(3)).toEqual([
+      '250 2.1.0 Ok',
+      '250 2.1.5 Ok',
+      '250 2.0.0 Ok: 60000 octets received',
+    ])
+    // The chunk that crosses 64 KiB and the RSET arrive together.
+    client.send(`BDAT 10000\r\n${'y'.repeat(10_000)}RSET\r\n`)
+    expect(await client.take(2)).toEqual(['250 2.0.0 Ok: 70000 octets received', '250 2.0.0 Ok'])
+    expect(await client.command('NOOP')).toBe('250 2.0.0 Ok')
+    client.socket.destroy()
+  })
+
   it('takes a message in chunks, byte for byte, with no dot-unstuffing', async () => {
     const { port, received } = await start()
     const client = await session(port)
@@ -857,6 +899,23 @@ describe('close', () => {
     ])
     await closing
     expect(server.connections).toBe(0)
+  })
+})
+
+describe('close between BDAT chunks', () => {
+  it('lets the BDAT transaction finish before saying 421 4.3.2', async () => {
+    const { server, port, received } = await start()
+    const client = await session(port)
+    client.send('MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nBDAT 4\r\none\n')
+    expect(await client.take(3)).toEqual(['250 2.1.0 Ok', '250 2.1.5 Ok', '250 2.0.0 Ok: 4 octets received'])
+    const closing = server.close()
+    client.send('BDAT 4 LAST\r\ntwo\n')
+    expect(await client.take(2)).toEqual([
+      '250 2.0.0 Ok: queued as TEST',
+      '421 4.3.2 mx.test Service shutting down, closing channel',
+    ])
+    await closing
+    expect(received.map((r) => r.data)).toEqual(['one\ntwo\n'])
   })
 })
 
