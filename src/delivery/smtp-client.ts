@@ -223,7 +223,7 @@ export class SmtpClient {
         throw new Error(`unexpected reply to DATA from ${this.hop}: ${printable(data.text)}`)
       await this.writeBody(tx.message)
       this.stage = 'waiting for the end of data reply'
-      return await this.messageReplies(replies, accepted)
+      return await this.messageReplies(replies, accepted, 'DATA')
     } catch (err) {
       // The session may be mid-DATA: only closing it keeps a truncated message from being delivered.
       const failure = this.fail(err as Error)
@@ -297,13 +297,18 @@ export class SmtpClient {
       await this.readReply()
       return this.report(replies, abort)
     }
-    return this.messageReplies(replies, accepted)
+    return this.messageReplies(replies, accepted, 'BDAT')
   }
 
-  /** The replies that end a message: one per accepted recipient (LMTP), or one for them all. */
+  /**
+   * The replies that end a message: one per accepted recipient (LMTP), or one for them all.
+   * After DATA's they end the transaction, whatever they say; after a BDAT refused, the server
+   * may still hold it (RFC 3030 leaves its state open), so the next transaction starts with RSET.
+   */
   private async messageReplies(
     replies: (Reply | undefined)[],
     accepted: readonly number[],
+    verb: 'DATA' | 'BDAT',
   ): Promise<TransactionReport> {
     if (this.options.lmtp) {
       for (const i of accepted) replies[i] = await this.readReply()
@@ -311,7 +316,7 @@ export class SmtpClient {
       const final = await this.readReply()
       for (const i of accepted) replies[i] = final
     }
-    this.dirty = false
+    if (verb === 'DATA' || accepted.every((i) => positive(replies[i] as Reply))) this.dirty = false
     return this.report(replies)
   }
 
@@ -327,12 +332,12 @@ export class SmtpClient {
 
   private async writeBody(message: Buffer | (() => Readable)): Promise<void> {
     this.stage = 'sending message body'
-    const stuffer = new DotStuffer()
     // A message already in memory goes out in one write, terminator included.
     if (Buffer.isBuffer(message)) {
-      this.socket.write(stuffer.push(message, true))
+      this.socket.write(wireForm('DATA', message))
       return
     }
+    const stuffer = new WireForm('DATA')
     try {
       for await (const chunk of message()) {
         if (this.failure) throw this.failure
@@ -372,13 +377,14 @@ export class SmtpClient {
     if (!this.failure) this.socket.write(`${lines.join('\r\n')}\r\n`)
   }
 
-  /** `lines`, then `BDAT <n> LAST` and the message as it is (no dot-stuffing), in one write. */
+  /** `lines`, then `BDAT <n> LAST` and the message (CRLF line ends, no dot-stuffing), in one write. */
   private sendChunk(lines: readonly string[], message: Buffer): void {
     if (this.failure) return
     this.stage = 'sending BDAT'
+    const chunk = inWireForm(message) ? message : wireForm('BDAT', message)
     this.socket.cork()
-    this.send([...lines, `BDAT ${message.length} LAST`])
-    this.socket.write(message)
+    this.send([...lines, `BDAT ${chunk.length} LAST`])
+    this.socket.write(chunk)
     this.socket.uncork()
   }
 
@@ -474,20 +480,40 @@ const CRLF = Buffer.from('\r\n')
 const LF = 0x0a
 const CR = 0x0d
 
+/** A whole message in its wire form for `verb` (for DATA, terminator included). */
+function wireForm(verb: 'DATA' | 'BDAT', message: Buffer): Buffer {
+  const wire = new WireForm(verb)
+  return Buffer.concat([wire.push(message), wire.end()])
+}
+
+/** Whether every LF of `message` follows a CR and it ends with one (or is empty): nothing for {@link WireForm} to do. */
+function inWireForm(message: Buffer): boolean {
+  if (message.length === 0) return true
+  if (message[message.length - 1] !== LF) return false
+  for (let lf = message.indexOf(LF); lf !== -1; lf = message.indexOf(LF, lf + 1)) {
+    if (message[lf - 1] !== CR) return false
+  }
+  return true
+}
+
 /**
- * Turns message bytes into DATA content across chunk boundaries: bare LF becomes CRLF, a
- * leading dot is doubled (RFC 5321 4.5.2), and {@link DotStuffer.end} adds the terminator.
+ * Puts message bytes into their wire form across chunk boundaries: bare LF becomes CRLF and,
+ * for DATA, a leading dot is doubled (RFC 5321 4.5.2); {@link WireForm.end} adds a missing final
+ * line break and, for DATA, the terminator. BDAT carries the same lines without the dots, so a
+ * message goes out alike whichever verb the next hop gets it with.
  */
-class DotStuffer {
+class WireForm {
   private atLineStart = true
   private previous = -1
 
-  /** The wire bytes for the next chunk of the message; with `last`, the terminator too. */
-  push(chunk: Buffer, last = false): Buffer {
+  constructor(private readonly verb: 'DATA' | 'BDAT') {}
+
+  /** The wire bytes for the next chunk of the message. */
+  push(chunk: Buffer): Buffer {
     const parts: Buffer[] = []
     let pos = 0
     while (pos < chunk.length) {
-      if (this.atLineStart && chunk[pos] === DOT[0]) parts.push(DOT)
+      if (this.verb === 'DATA' && this.atLineStart && chunk[pos] === DOT[0]) parts.push(DOT)
       const lf = chunk.indexOf(LF, pos)
       if (lf === -1) {
         parts.push(chunk.subarray(pos))
@@ -502,12 +528,12 @@ class DotStuffer {
       this.atLineStart = true
       this.previous = LF
     }
-    if (last) parts.push(this.end())
     return Buffer.concat(parts)
   }
 
-  /** The end-of-data terminator, preceded by a line break if the message lacked a final one. */
+  /** A line break if the message lacked a final one, then (DATA) the end-of-data line. */
   end(): Buffer {
-    return Buffer.from(this.atLineStart ? '.\r\n' : '\r\n.\r\n')
+    const lineBreak = this.atLineStart ? '' : '\r\n'
+    return Buffer.from(this.verb === 'DATA' ? `${lineBreak}.\r\n` : lineBreak)
   }
 }

@@ -314,6 +314,35 @@ describe('SmtpClient with CHUNKING (RFC 3030)', () => {
     )
   })
 
+  it('sends bare LFs as CRLF and ends an unterminated last line, as it would with DATA', async () => {
+    const message = Buffer.from('Subject: bare\n\nline one\nline two')
+    const send = { mailFrom: 'alice@example.net', rcptTo: ['bob@example.org'], message, size: message.length }
+    const chunked = await rawHop({ chunking: true })
+    const dotted = await rawHop()
+    for (const hop of [chunked, dotted]) {
+      expect((await transport(hop.port).send(send)).recipients[0]?.status).toBe('delivered')
+    }
+    const wire = 'Subject: bare\r\n\r\nline one\r\nline two\r\n'
+    expect(chunked.messages).toEqual([wire])
+    expect(chunked.packets[0]?.[1]).toContain(`BDAT ${wire.length} LAST\r\n`)
+    expect(dotted.messages).toEqual([wire])
+  })
+
+  it('RSETs before the next group after the server refused the BDAT LAST', async () => {
+    let refuse = true
+    const hop = await rawHop({
+      chunking: true,
+      answer: (line) => (refuse && line === '.' ? '554 5.6.0 message refused' : undefined),
+    })
+    const t = transport(hop.port)
+    const { recipients } = await t.send(request(['bob@example.org']))
+    expect(recipients[0]).toMatchObject({ status: 'failed', reply: '554 5.6.0 message refused' })
+    refuse = false
+    expect((await t.send(request(['bob@example.org']))).recipients[0]?.status).toBe('delivered')
+    expect(hop.packets).toHaveLength(1)
+    expect(hop.packets[0]?.[2]).toMatch(/^RSET\r\nMAIL FROM:/)
+  })
+
   it('settles every recipient by a refused MAIL', async () => {
     const hop = await rawHop({
       chunking: true,
