@@ -278,7 +278,8 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
         { qid, was, ...detail, user, cliPid, at: new Date(at).toISOString() },
         `${action} by administrator`,
       )
-    for (const file of unreadable) adminLog.warn({ file }, 'admin journal: unreadable entry dropped')
+    for (const { file, reason } of unreadable)
+      adminLog.warn({ file, reason }, 'admin journal: unreadable entry dropped')
   })
   // A journal that cannot be read is logged; it never stops the mail.
   const logAdminActions = (): Promise<void> =>

@@ -37,16 +37,26 @@ export async function recordAdminAction(
   const dir = join(spoolDir, JOURNAL_DIR)
   await mkdir(dir, { recursive: true })
   const entry: AdminAction = { ...action, user: currentUser(), cliPid: process.pid, at: Date.now() }
-  // The time first, zero-padded: names sort in the order the actions were taken.
-  const name = `${String(entry.at).padStart(15, '0')}-${process.pid}-${++recorded}`
+  // The time first, zero-padded (and the counter): names sort in the order the actions were taken.
+  const name = `${String(entry.at).padStart(15, '0')}-${process.pid}-${String(++recorded).padStart(6, '0')}`
   await writeFile(join(dir, `.${name}`), `${JSON.stringify(entry)}\n`)
   await rename(join(dir, `.${name}`), join(dir, `${name}.json`))
 }
 
-/** Every recorded action, oldest first, each removed once read; files that do not parse are named. */
+/** A journal file that could not be taken as an action, and why. */
+export interface UnreadableEntry {
+  readonly file: string
+  readonly reason: string
+}
+
+/**
+ * Every recorded action, oldest first, each removed once read. A file that cannot be read or
+ * does not parse is named (and removed, if it can be) and the others are still taken: one bad
+ * entry must not hold back the ones after it.
+ */
 export async function takeAdminActions(
   spoolDir: string,
-): Promise<{ actions: AdminAction[]; unreadable: string[] }> {
+): Promise<{ actions: AdminAction[]; unreadable: UnreadableEntry[] }> {
   const dir = join(spoolDir, JOURNAL_DIR)
   let names: string[]
   try {
@@ -56,7 +66,7 @@ export async function takeAdminActions(
     throw err
   }
   const actions: AdminAction[] = []
-  const unreadable: string[] = []
+  const unreadable: UnreadableEntry[] = []
   for (const name of names) {
     const path = join(dir, name)
     let text: string
@@ -65,11 +75,13 @@ export async function takeAdminActions(
     } catch (err) {
       // Taken by another reader meanwhile (a second mailscreen refused to start, say).
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue
-      throw err
+      unreadable.push({ file: name, reason: (err as Error).message })
+      await unlink(path).catch(() => undefined)
+      continue
     }
     const action = parseAction(text)
     if (action) actions.push(action)
-    else unreadable.push(name)
+    else unreadable.push({ file: name, reason: 'not a journal entry' })
     await unlink(path).catch(() => undefined)
   }
   return { actions, unreadable }

@@ -1,7 +1,7 @@
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir, userInfo } from 'node:os'
 import { join } from 'node:path'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { JOURNAL_DIR, recordAdminAction, takeAdminActions } from '../../src/queue/admin-journal.js'
 
 let dir: string
@@ -54,7 +54,33 @@ describe('the admin journal', () => {
     await recordAdminAction(dir, { action: 'deleted', qid: 'Q9', was: ['failed'] })
     const { actions, unreadable } = await takeAdminActions(dir)
     expect(actions.map((a) => a.qid)).toEqual(['Q9'])
-    expect(unreadable).toEqual(['000000000000001-1-1.json', '000000000000002-1-2.json'])
+    expect(unreadable).toEqual([
+      { file: '000000000000001-1-1.json', reason: 'not a journal entry' },
+      { file: '000000000000002-1-2.json', reason: 'not a journal entry' },
+    ])
     expect(await readdir(join(dir, JOURNAL_DIR))).toEqual(['.000000000000003-1-3'])
+  })
+
+  it('names an entry it cannot read and still takes the ones before and after it', async () => {
+    await mkdir(join(dir, JOURNAL_DIR, '000000000000002-1-2.json'), { recursive: true })
+    const entry = { action: 'deleted', qid: 'Q1', was: ['deferred'], user: 'root', cliPid: 1, at: 1 }
+    await writeFile(join(dir, JOURNAL_DIR, '000000000000001-1-1.json'), JSON.stringify(entry))
+    await recordAdminAction(dir, { action: 'requeued', qid: 'Q9', was: ['failed'] })
+    const { actions, unreadable } = await takeAdminActions(dir)
+    expect(actions.map((a) => a.qid)).toEqual(['Q1', 'Q9'])
+    expect(unreadable).toEqual([
+      { file: '000000000000002-1-2.json', reason: expect.stringMatching(/EISDIR/) },
+    ])
+  })
+
+  it('keeps the order of actions recorded within one millisecond', async () => {
+    const now = vi.spyOn(Date, 'now').mockReturnValue(1_800_000_000_000)
+    try {
+      const qids = Array.from({ length: 25 }, (_, i) => `Q${i}`)
+      for (const qid of qids) await recordAdminAction(dir, { action: 'deleted', qid, was: ['deferred'] })
+      expect((await takeAdminActions(dir)).actions.map((a) => a.qid)).toEqual(qids)
+    } finally {
+      now.mockRestore()
+    }
   })
 })
