@@ -6,6 +6,10 @@ import { createLogger } from '../log.js'
 import { BatchedDestination } from '../log-destination.js'
 import { configOrExit, fail, withConfig } from './common.js'
 
+/** The signals that steer a running mailscreen (see the command's description). */
+const CONTROL_SIGNALS = ['SIGUSR1', 'SIGUSR2', 'SIGHUP'] as const
+type ControlSignal = (typeof CONTROL_SIGNALS)[number]
+
 /** `mailscreen start`: run the filter in the foreground until SIGTERM/SIGINT. */
 export function registerStart(program: Command): void {
   withConfig(program.command('start'))
@@ -16,6 +20,12 @@ export function registerStart(program: Command): void {
       const loaded = configOrExit(options)
       const log = createLogger({ level: loaded.config.log.level }, new BatchedDestination())
       const app = buildApp(loaded, log)
+      // The CLI signals the PID in the spool, which start-up writes before it has recovered the
+      // spool and started the workers. Until then a control signal is remembered and acted on
+      // once started: unhandled, SIGUSR1, SIGUSR2 and SIGHUP would end the process.
+      const early = new Set<ControlSignal>()
+      const remember = (signal: ControlSignal) => early.add(signal)
+      for (const signal of CONTROL_SIGNALS) process.on(signal, remember)
       try {
         await app.start()
       } catch (err) {
@@ -35,25 +45,32 @@ export function registerStart(program: Command): void {
       }
       process.on('SIGTERM', () => void stop('SIGTERM'))
       process.on('SIGINT', () => void stop('SIGINT'))
-      process.on('SIGUSR1', () => void app.flush())
-      process.on('SIGUSR2', () => void app.logAdminActions())
-      process.on('SIGHUP', () => {
-        // Keep the last good config: a file that fails validation changes nothing.
-        let next: ReturnType<typeof loadConfig>
-        try {
-          next = loadConfig(options.config)
-        } catch (err) {
-          log.error(
-            { err: toErrorInfo(err) },
-            'SIGHUP: configuration invalid; running configuration unchanged',
-          )
-          return
-        }
-        app
-          .reload(next)
-          .catch((err) =>
-            log.error({ err: toErrorInfo(err) }, 'SIGHUP: reload failed; running configuration unchanged'),
-          )
-      })
+      const handlers: Record<ControlSignal, () => void> = {
+        SIGUSR1: () => void app.flush(),
+        SIGUSR2: () => void app.logAdminActions(),
+        SIGHUP: () => {
+          // Keep the last good config: a file that fails validation changes nothing.
+          let next: ReturnType<typeof loadConfig>
+          try {
+            next = loadConfig(options.config)
+          } catch (err) {
+            log.error(
+              { err: toErrorInfo(err) },
+              'SIGHUP: configuration invalid; running configuration unchanged',
+            )
+            return
+          }
+          app
+            .reload(next)
+            .catch((err) =>
+              log.error({ err: toErrorInfo(err) }, 'SIGHUP: reload failed; running configuration unchanged'),
+            )
+        },
+      }
+      for (const signal of CONTROL_SIGNALS) {
+        process.off(signal, remember)
+        process.on(signal, handlers[signal])
+      }
+      for (const signal of early) handlers[signal]()
     })
 }
