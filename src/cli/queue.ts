@@ -2,7 +2,7 @@ import type { Command } from 'commander'
 import { MailscreenError } from '../errors.js'
 import { createMessageView } from '../mail/message.js'
 import { QUEUE_STATES } from '../queue/admin.js'
-import { PID_FILE, recordedPid } from '../queue/pid-file.js'
+import { PID_FILE, recordedOwner, stillRuns } from '../queue/pid-file.js'
 import { isMissing, Spool, type SpoolEntry, type SpoolState } from '../queue/spool.js'
 import type { RetryState } from '../queue/spool-file.js'
 import { configOrExit, fail, withConfig } from './common.js'
@@ -98,21 +98,25 @@ export function formatQueue(rows: readonly QueueRow[]): string {
 
 /** Send `signal` to the running mailscreen (by its PID file); resolves with its PID. */
 async function signalDaemon(spoolDir: string, signal: NodeJS.Signals): Promise<number> {
-  const pid = await recordedPid(spoolDir)
-  if (pid === undefined)
+  const owner = await recordedOwner(spoolDir)
+  if (owner === undefined)
     throw new MailscreenError(
       'MSC_NOT_RUNNING',
       `mailscreen is not running for spool ${spoolDir} (no ${PID_FILE})`,
     )
-  try {
-    process.kill(pid, signal)
-  } catch {
-    throw new MailscreenError(
+  const stale = () =>
+    new MailscreenError(
       'MSC_NOT_RUNNING',
-      `mailscreen is not running for spool ${spoolDir} (stale ${PID_FILE}: pid ${pid})`,
+      `mailscreen is not running for spool ${spoolDir} (stale ${PID_FILE}: pid ${owner.pid})`,
     )
+  // A stale PID may belong to another process now: never signal that one.
+  if (!stillRuns(owner)) throw stale()
+  try {
+    process.kill(owner.pid, signal)
+  } catch {
+    throw stale()
   }
-  return pid
+  return owner.pid
 }
 
 /** Ask the running mailscreen to retry its deferred mail now. */

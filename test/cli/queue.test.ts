@@ -1,9 +1,12 @@
-import { mkdtemp, writeFile } from 'node:fs/promises'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { stringify } from 'yaml'
 import { newQueueId, type QueueId } from '../../src/queue/ids.js'
+import { PID_FILE, processStartTime } from '../../src/queue/pid-file.js'
 import { Spool } from '../../src/queue/spool.js'
 import { cleanup, runCli } from '../support/mailscreen.js'
 
@@ -141,5 +144,32 @@ describe('mailscreen queue list', () => {
     expect(out.code).not.toBe(0)
     expect(out.code).not.toBeNull()
     expect(out.stderr).toContain('MSC_NOT_RUNNING')
+  })
+
+  it('queue flush never signals a process that got a crashed mailscreen’s PID', async () => {
+    const other = spawn('sleep', ['30'], { stdio: 'ignore' })
+    await once(other, 'spawn')
+    const pid = other.pid as number
+    try {
+      // The PID of a crashed mailscreen, now another process's: its start time tells them apart.
+      await writeFile(
+        join(dir, 'spool', PID_FILE),
+        `${pid}
+${Number(processStartTime(pid)) - 1}
+`,
+      )
+      const out = await runCli(['queue', 'flush', '--config', configFile], dir)
+      expect(out.code).not.toBe(0)
+      expect(out.stderr).toContain(`stale ${PID_FILE}: pid ${pid}`)
+      // SIGUSR1 would have ended it.
+      const ended = await Promise.race([
+        once(other, 'exit').then(() => true),
+        new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 500)),
+      ])
+      expect(ended).toBe(false)
+    } finally {
+      other.kill('SIGKILL')
+      await rm(join(dir, 'spool', PID_FILE), { force: true })
+    }
   })
 })
