@@ -112,13 +112,13 @@ export class Spool {
         await writeAll(file, batch)
         await file.seal(this.fsync)
         file.close()
-        await this.commit(slot, 'incoming', header.id)
+        await this.commitReceived(slot, header.id)
         return { size }
       }
       // The whole message fit in one batch: written in one go, and handed on from memory so
       // the scan need not read it back.
       await SlotFile.write(tmp, batch, this.fsync)
-      await this.commit(slot, 'incoming', header.id)
+      await this.commitReceived(slot, header.id)
       return { size, entry: { header, message: Buffer.concat(batch.slice(1), size) } }
     } catch (err) {
       try {
@@ -193,6 +193,27 @@ export class Spool {
       throw new MailscreenError('MSC_SPOOL_WRITE_FAILED', `spool write failed: ${(err as Error).message}`, {
         cause: err,
       })
+    }
+  }
+
+  /**
+   * Commit a received message into `incoming/`. Its ID is new, so no file is replaced, and a
+   * rename whose directory fsync fails can be taken back: `incoming/` then never holds a
+   * message whose client was told (451) that it was not stored, and will send it again.
+   */
+  private async commitReceived(slot: string, id: QueueId): Promise<void> {
+    const staged = join(this.dir, TMP, slot)
+    const target = this.path('incoming', id)
+    renameSync(staged, target)
+    try {
+      await this.syncDir('incoming')
+    } catch (err) {
+      try {
+        renameSync(target, staged)
+      } catch {
+        // The fsync's failure is the one to report.
+      }
+      throw err
     }
   }
 

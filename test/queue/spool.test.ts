@@ -114,6 +114,25 @@ describe('Spool.receive', () => {
     expect(await spool.find(h.id)).toBeUndefined()
   })
 
+  it('takes a message back out of incoming/ when the directory fsync fails, and rejects', async () => {
+    const h = header()
+    const syncing = spool as unknown as { syncDir: (state: string) => Promise<void> }
+    const syncDir = syncing.syncDir
+    syncing.syncDir = () => Promise.reject(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }))
+    await expect(spool.receive(h, Readable.from([MESSAGE]))).rejects.toMatchObject({
+      code: 'MSC_SPOOL_WRITE_FAILED',
+    })
+    // The client is told 451 and sends it again: nothing of this attempt may be delivered.
+    expect(await readdir(join(dir, 'incoming'))).toEqual([])
+    expect(await spool.find(h.id)).toBeUndefined()
+    syncing.syncDir = syncDir
+    const again = header()
+    await spool.receive(again, Readable.from([MESSAGE]))
+    expect((await spool.read('incoming', again.id)).message).toEqual(MESSAGE)
+    // The slot went back to tmp/ and was used again, not lost.
+    expect(await readdir(join(dir, 'tmp'))).toEqual([])
+  })
+
   it('passes through a stream error that carries an SMTP responseCode', async () => {
     const h = header()
     const tooBig = new SmtpReplyError('MSC_SPOOL_WRITE_FAILED', 552, '5.3.4', 'message too big')
