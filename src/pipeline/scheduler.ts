@@ -51,12 +51,14 @@ export class ScanScheduler {
   private readonly lastChance = new Set<QueueId>()
   /** Just-received messages waiting for their scan. */
   private readonly received = new HeldEntries(RECEIVED_BUDGET)
+  /** Scans to try again after a failure (see {@link scanFailed}). */
+  private readonly retries = new Set<NodeJS.Timeout>()
 
   constructor(private readonly opts: ScanSchedulerOptions) {
     this.queue = new WorkQueue(
       opts.maxInFlight,
       (id) => this.scan(id),
-      (id, err) => opts.log.error({ qid: id, err: toErrorInfo(err) }, 'scan error'),
+      (id, err) => void this.scanFailed(id, err),
     )
   }
 
@@ -88,6 +90,8 @@ export class ScanScheduler {
   }
 
   async stop(): Promise<void> {
+    for (const timer of this.retries) clearTimeout(timer)
+    this.retries.clear()
     await this.queue.stop()
     this.received.clear()
   }
@@ -198,6 +202,35 @@ export class ScanScheduler {
       },
       'scan deferred',
     )
+  }
+
+  /**
+   * A scan that failed half-way (a spool write, a bounce that could not be written): its
+   * message must not sit in `processing/` until the next start. It goes back to `incoming/`
+   * (unless its scanned copy is already safe, as at start-up) and is scanned again after the
+   * first retry delay.
+   */
+  private async scanFailed(id: QueueId, err: unknown): Promise<void> {
+    const { spool, log } = this.opts
+    const retryMs = retryDelay(this.opts.retry, 1)
+    try {
+      const outcome = await spool.reclaim(id)
+      log.error(
+        { qid: id, err: toErrorInfo(err), outcome, ...(outcome === 'requeued' ? { retryMs } : {}) },
+        'scan error',
+      )
+      if (outcome !== 'requeued') return
+      const timer = setTimeout(() => {
+        this.retries.delete(timer)
+        this.queue.push(id)
+      }, retryMs)
+      this.retries.add(timer)
+    } catch (reclaimErr) {
+      log.error(
+        { qid: id, err: toErrorInfo(err), reclaim: toErrorInfo(reclaimErr) },
+        'scan error: message left in processing/ until the next start',
+      )
+    }
   }
 
   private async scanCrashed(id: QueueId, err: unknown): Promise<void> {

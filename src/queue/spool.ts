@@ -358,6 +358,35 @@ export class Spool {
   }
 
   /**
+   * A message left in `processing/` (by a crash, or a scan that failed half-way): back to
+   * `incoming/` to be scanned again, unless its scanned copy already reached `outgoing/`,
+   * `deferred/` or `failed/`, in which case the original is retired. `gone` when it is no
+   * longer in `processing/`.
+   */
+  async reclaim(id: QueueId): Promise<'requeued' | 'retired' | 'gone'> {
+    const done = await Promise.all(
+      // Not quarantine: a scan that keeps the original there may still owe a delivered copy.
+      (['outgoing', 'deferred', 'failed'] as const).map((s) =>
+        stat(this.path(s, id)).then(
+          () => true,
+          () => false,
+        ),
+      ),
+    )
+    try {
+      if (done.some(Boolean)) {
+        await this.retire(this.path('processing', id))
+        return 'retired'
+      }
+      await this.move(id, 'processing', 'incoming')
+      return 'requeued'
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'gone'
+      throw err
+    }
+  }
+
+  /**
    * Crash recovery, run before anything else starts: scans left in `processing/` go back to
    * `incoming/` (at-least-once), unless a finished copy already reached a later state; files
    * in `tmp/` (never acknowledged) become reusable slots. Returns the IDs put back.
@@ -365,20 +394,7 @@ export class Spool {
   async recover(): Promise<QueueId[]> {
     const requeued: QueueId[] = []
     for (const id of await this.list('processing')) {
-      const done = await Promise.all(
-        // Not quarantine: a scan that keeps the original there may still owe a delivered copy.
-        (['outgoing', 'deferred', 'failed'] as const).map((s) =>
-          stat(this.path(s, id)).then(
-            () => true,
-            () => false,
-          ),
-        ),
-      )
-      if (done.some(Boolean)) await this.retire(this.path('processing', id))
-      else {
-        await this.move(id, 'processing', 'incoming')
-        requeued.push(id)
-      }
+      if ((await this.reclaim(id)) === 'requeued') requeued.push(id)
     }
     // Nothing in tmp/ was ever acknowledged: every file there is a spent slot.
     this.slots.length = 0
