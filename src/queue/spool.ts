@@ -336,16 +336,18 @@ export class Spool {
 
   /** Save the retry state of a deferred message (atomic replace). */
   async writeRetry(id: QueueId, state: RetryState): Promise<void> {
-    const tmp = join(this.dir, TMP, `${id}${RETRY_SUFFIX}`)
-    // fsynced like a message: a retry state lost in a crash would hide which recipients are done.
-    const handle = await open(tmp, 'w')
+    // Written through a slot, like a message: a name of its own (a fixed tmp/<ID>.retry left by a
+    // crash is adopted as a slot at start-up and may hold another file when the ID comes back),
+    // and durable: a retry state lost in a crash would hide which recipients are done.
+    const slot = this.takeSlot()
+    const tmp = join(this.dir, TMP, slot)
     try {
-      await handle.writeFile(JSON.stringify(state))
-      if (this.fsync) await handle.sync()
-    } finally {
-      await handle.close()
+      await SlotFile.write(tmp, [Buffer.from(JSON.stringify(state))], this.fsync)
+      await rename(tmp, this.retryPath(id))
+    } catch (err) {
+      this.returnSlot(slot)
+      throw err
     }
-    await rename(tmp, this.retryPath(id))
   }
 
   /** The retry state of a deferred message; undefined if none was saved (retry everything now). */

@@ -318,6 +318,20 @@ describe('Spool.writeRetry and readRetry', () => {
     expect((await spool.readRetry(id))?.attempts).toBe(2)
   })
 
+  it('writes a retry state through a slot of its own, never over a file left in tmp/ under its name', async () => {
+    const id = newQueueId()
+    // A crash left tmp/<ID>.retry; start-up adopts it as a slot, and it goes to hold a new file.
+    await writeFile(join(dir, 'tmp', `${id}.retry`), 'old')
+    await spool.recover()
+    let slot = spool.takeSlot()
+    while (slot !== `${id}.retry`) slot = spool.takeSlot()
+    await writeFile(join(dir, 'tmp', slot), 'a message being staged')
+    const state: RetryState = { phase: 'deliver', attempts: 1, nextAttemptAt: 1, pending: ['a@example.net'] }
+    await spool.writeRetry(id, state)
+    expect(await readFile(join(dir, 'tmp', slot), 'utf8')).toBe('a message being staged')
+    expect(await spool.readRetry(id)).toEqual(state)
+  })
+
   it('returns undefined when no retry state was saved', async () => {
     expect(await spool.readRetry(newQueueId())).toBeUndefined()
   })
