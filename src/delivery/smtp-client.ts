@@ -381,7 +381,7 @@ export class SmtpClient {
   private sendChunk(lines: readonly string[], message: Buffer): void {
     if (this.failure) return
     this.stage = 'sending BDAT'
-    const chunk = inWireForm(message) ? message : wireForm('BDAT', message)
+    const chunk = wireForm('BDAT', message)
     this.socket.cork()
     this.send([...lines, `BDAT ${chunk.length} LAST`])
     this.socket.write(chunk)
@@ -480,8 +480,12 @@ const CRLF = Buffer.from('\r\n')
 const LF = 0x0a
 const CR = 0x0d
 
-/** A whole message in its wire form for `verb` (for DATA, terminator included). */
+/**
+ * A whole message in its wire form for `verb` (for DATA, terminator included). A message
+ * already in CRLF form goes out with BDAT as it is, without a copy.
+ */
 function wireForm(verb: 'DATA' | 'BDAT', message: Buffer): Buffer {
+  if (verb === 'BDAT' && inWireForm(message)) return message
   const wire = new WireForm(verb)
   return Buffer.concat([wire.push(message), wire.end()])
 }

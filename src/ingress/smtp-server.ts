@@ -599,7 +599,7 @@ class Session {
 
   /** Hand the message stream to onMessage; with `dotted`, the end of data is the final dot. */
   private openInbound(tx: MutableTransaction, dotted: boolean): Inbound {
-    const stream = new Readable({ highWaterMark: 65_536, read: () => this.onStreamRead() })
+    const stream = new Readable({ highWaterMark: 65_536, read: () => this.readOn() })
     // The consumer sees errors through its own listeners; this one keeps an unhandled
     // 'error' (a consumer that never listened) from taking the process down.
     stream.on('error', ignore)
@@ -684,10 +684,6 @@ class Session {
    */
   private readOn(): void {
     if (this.phase === DATA || this.phase === CHUNK || this.phase === COMMAND) this.socket.resume()
-  }
-
-  private onStreamRead(): void {
-    this.readOn()
   }
 
   /**

@@ -1,5 +1,5 @@
 import { renameSync } from 'node:fs'
-import { mkdir, open, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { MailscreenError } from '../errors.js'
@@ -343,7 +343,7 @@ export class Spool {
     const tmp = join(this.dir, TMP, slot)
     try {
       await SlotFile.write(tmp, [Buffer.from(JSON.stringify(state))], this.fsync)
-      await rename(tmp, this.retryPath(id))
+      renameSync(tmp, this.retryPath(id))
     } catch (err) {
       this.returnSlot(slot)
       throw err
