@@ -167,7 +167,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
   let pool: ScanPool | undefined
   // The scheduler runs tasks through this, so a reload can swap the pool underneath it.
   const currentPool: ScanPool = {
-    run: (task, signal) => (pool as ScanPool).run(task, signal),
+    run: (task, options) => (pool as ScanPool).run(task, options),
     close: (options) => (pool as ScanPool).close(options),
   }
   const startPool = (settings: ScanSettings, from: LoadedConfig): ScanPool =>
@@ -184,6 +184,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
           1,
           Math.ceil(from.config.pool.maxInFlight / from.config.pool.workers),
         ),
+        taskTimeoutMs: from.config.pool.taskTimeout,
       },
     )
   let ownsSpool = false
@@ -325,7 +326,6 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
         log: log.child({ component: 'scan' }),
         maxInFlight: config.pool.maxInFlight,
         maxAttempts: config.pool.maxAttempts,
-        taskTimeoutMs: config.pool.taskTimeout,
         retry: config.delivery.retry,
         metrics,
         deliverNow: (id, entry) => deliveryQueue.deliverNow(id, entry),

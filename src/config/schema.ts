@@ -51,9 +51,16 @@ const spool = z
 const pool = z
   .object({
     workers: z.number().int().min(1).max(64).default(2),
-    /** A scan that takes longer than this is treated as a hung worker: the worker is replaced. */
+    /**
+     * A scan that takes longer than this, from when its worker began it, hung the worker: the
+     * worker thread is replaced, and the scans it was running are retried, each alone.
+     */
     taskTimeout: duration.prefault(120),
-    /** Scans of one message that crashed or hung a worker before it goes to `failed`. */
+    /**
+     * Scans of one message that crashed or hung a worker before it goes to `failed`; the last
+     * of them had a worker to itself, so a message that only shared a worker with the culprit
+     * never goes there.
+     */
     maxAttempts: z.number().int().min(1).default(3),
     /** Messages in flight through the pool at once. */
     maxInFlight: z.number().int().min(1).default(64),

@@ -17,9 +17,11 @@ export interface ScanSchedulerOptions {
   readonly pool: ScanPool
   readonly log: Logger
   readonly maxInFlight: number
-  /** Scans that crash or hang a worker before the message goes to `failed/`. */
+  /**
+   * Scans that crash or hang a worker before the message goes to `failed/`; the last of
+   * them had the worker to itself.
+   */
   readonly maxAttempts: number
-  readonly taskTimeoutMs: number
   /** Backoff for messages whose scan tempfailed. */
   readonly retry: readonly number[]
   /**
@@ -39,11 +41,14 @@ export interface ScanSchedulerOptions {
  * Moves messages from `incoming/` through the worker pool: claim by rename into
  * `processing/`, scan, then hand the scanned copy to delivery (or, when delivery has no free
  * place, write it into `outgoing/` and retire the original). A tempfail verdict
- * parks the message in `deferred/` for a later scan; a worker crash or hang is retried
- * `maxAttempts` times, then the message goes to `failed/`. Nothing is ever deleted here.
+ * parks the message in `deferred/` for a later scan. A worker crash or hang is retried on a
+ * worker of its own (so that it cannot take other mail down with it, and so that a crash
+ * there is surely its own); after `maxAttempts` crashes the message goes to `failed/`.
+ * Nothing is ever deleted here.
  */
 export class ScanScheduler {
   private readonly queue: WorkQueue<QueueId>
+  /** Crashes so far, of messages whose scan crashed or hung its worker: they are scanned alone. */
   private readonly attempts = new Map<QueueId, number>()
   /** Tempfail counts of messages sent back from `deferred/`, for their backoff. */
   private readonly tempfails = new Map<QueueId, number>()
@@ -108,6 +113,7 @@ export class ScanScheduler {
       throw err
     }
     const slot = spool.takeSlot()
+    const alone = this.attempts.has(id)
     let result: Awaited<ReturnType<ScanPool['run']>>
     try {
       result = await pool.run(
@@ -117,11 +123,11 @@ export class ScanScheduler {
           ...(entry ? { entry } : {}),
           ...(this.lastChance.has(id) ? { lastChance: true } : {}),
         },
-        AbortSignal.timeout(this.opts.taskTimeoutMs),
+        alone ? { alone } : undefined,
       )
     } catch (err) {
       spool.returnSlot(slot)
-      await this.scanCrashed(id, err)
+      await this.scanCrashed(id, err, alone)
       return
     }
     this.attempts.delete(id)
@@ -233,14 +239,17 @@ export class ScanScheduler {
     }
   }
 
-  private async scanCrashed(id: QueueId, err: unknown): Promise<void> {
+  /**
+   * The scan's worker died under it (`alone`: it had the worker to itself). Only a crash alone
+   * is surely this message's doing, so only such a crash can send it to `failed/`.
+   */
+  private async scanCrashed(id: QueueId, err: unknown, alone: boolean): Promise<void> {
     const { spool, log } = this.opts
     const attempts = (this.attempts.get(id) ?? 0) + 1
-    const info = toErrorInfo(err)
-    const timedOut = info.code === 'AbortError' || info.code === 'TimeoutError'
-    const reason = timedOut ? `scan did not finish within ${this.opts.taskTimeoutMs} ms` : info.message
-    this.opts.metrics?.scanCrashed(attempts >= this.opts.maxAttempts)
-    if (attempts >= this.opts.maxAttempts) {
+    const reason = toErrorInfo(err).message
+    const final = alone && attempts >= this.opts.maxAttempts
+    this.opts.metrics?.scanCrashed(final)
+    if (final) {
       this.attempts.delete(id)
       await spool.move(id, 'processing', 'failed')
       log.error({ qid: id, attempts, reason }, 'scan failed: moved to failed')
@@ -248,7 +257,7 @@ export class ScanScheduler {
     }
     this.attempts.set(id, attempts)
     await spool.move(id, 'processing', 'incoming')
-    log.warn({ qid: id, attempts, reason }, 'scan crashed: retrying')
+    log.warn({ qid: id, attempts, reason, alone }, 'scan crashed: retrying')
     this.queue.push(id)
   }
 }

@@ -4,7 +4,7 @@
  * task when the main thread still holds it (else it is read from `processing/` here), and
  * the scanned copy goes back with the result.
  */
-import { threadId, workerData } from 'node:worker_threads'
+import { parentPort, threadId, workerData } from 'node:worker_threads'
 import { pino } from 'pino'
 import { createLogger, lazyChild } from '../log.js'
 import type { QueueId } from '../queue/ids.js'
@@ -12,6 +12,7 @@ import { Spool } from '../queue/spool.js'
 import type { ScanSummary, SpoolHeader } from '../queue/spool-file.js'
 import { createScanner, type Scanner, type ScanReport, type ScanSettings, setupPlugins } from './scan.js'
 import { nameThisThread, SCAN_THREAD_NAME } from './thread-name.js'
+import { type BoardMessage, TaskBoard } from './watchdog.js'
 
 /** What the pool hands every worker at start. */
 export interface WorkerSettings {
@@ -19,6 +20,12 @@ export interface WorkerSettings {
   readonly spoolDir: string
   readonly fsync: boolean
   readonly logLevel: string
+}
+
+/** What piscina carries: a task and its number, for the watchdog. */
+export interface WatchedTask {
+  readonly seq: number
+  readonly task: ScanTask
 }
 
 /** One task: scan the message `queueId` that sits in `processing/`. */
@@ -62,7 +69,10 @@ export interface ScannedOutput {
 }
 
 nameThisThread(SCAN_THREAD_NAME)
-const settings = workerData as WorkerSettings
+const settings = workerData as WorkerSettings & { readonly boardCapacity: number }
+// The main thread's watchdog reads this board to find scans that overran (see watchdog.ts).
+const board = new TaskBoard(settings.boardCapacity)
+parentPort?.postMessage({ threadId, board: board.buffer } satisfies BoardMessage)
 // Sync destination: a worker's async log buffer can be lost when the thread is terminated.
 const log = createLogger({ level: settings.logLevel }, pino.destination({ dest: 1, sync: true })).child({
   component: 'worker',
@@ -71,7 +81,16 @@ const log = createLogger({ level: settings.logLevel }, pino.destination({ dest: 
 const spool = new Spool(settings.spoolDir, settings.fsync)
 let scanner: Promise<Scanner> | undefined
 
-export default async function scanTask(task: ScanTask): Promise<ScanResult> {
+export default async function runWatched({ seq, task }: WatchedTask): Promise<ScanResult> {
+  const slot = board.begin(seq)
+  try {
+    return await scanTask(task)
+  } finally {
+    board.end(slot)
+  }
+}
+
+async function scanTask(task: ScanTask): Promise<ScanResult> {
   scanner ??= setupPlugins(settings.scan.plugins, log).then((ready) => createScanner(ready, settings.scan))
   const ready = await scanner
   const { header, message } = task.entry

@@ -60,4 +60,22 @@ describe('a message that crashes or hangs a worker', () => {
       expect(listed).toEqual([expect.objectContaining({ id: bad, state: 'failed' })])
     })
   }
+  it('the messages that shared a worker with a hanging scan are delivered, even with maxAttempts 1', async () => {
+    sink = await startSink()
+    ms = await startMailscreen(await freePort(), {
+      delivery: { relay: `127.0.0.1:${sink.port}` },
+      pool: { workers: 1, maxAttempts: 1, taskTimeout: '2s' },
+      plugins: [{ use: join(packageRoot, 'test/fixtures/plugins/spins') }],
+    })
+    // One thread: every ordinary message is sent while the spinning scan blocks it.
+    const bad = await send(ms.port, 'please spin me')
+    const good = await Promise.all(
+      Array.from({ length: 5 }, (_, i) => send(ms?.port as number, `ordinary ${i}`)),
+    )
+    await ms.waitForLog((l) => l.msg === 'scan failed: moved to failed' && l.qid === bad, 60_000)
+    await sink.waitFor(5, 60_000)
+    const delivered = sink.messages.map((m) => /\(id (\w+)\)/.exec(m.data.toString())?.[1])
+    expect(delivered.sort()).toEqual([...good].sort())
+    expect(await readdir(join(ms.spoolDir, 'failed'))).toEqual([bad])
+  })
 })

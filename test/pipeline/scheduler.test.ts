@@ -62,6 +62,31 @@ function clean(task: ScanTask, entry: SpoolHeader): ScanResult {
   return { report, deliver: { header: entry, message: MESSAGE } }
 }
 
+/** A scheduler over `pool` that logs into `logs` and notes each message it hands on in `scanned`. */
+function schedule(pool: ScanPool, options: { maxAttempts: number }) {
+  const logs: Array<Record<string, unknown>> = []
+  const log = pino({ level: 'info' }, { write: (line: string) => logs.push(JSON.parse(line)) })
+  const scanned: QueueId[] = []
+  const scheduler = new ScanScheduler({
+    spool,
+    pool,
+    log,
+    maxInFlight: 4,
+    maxAttempts: options.maxAttempts,
+    retry: [50],
+    deliverNow: () => false,
+    onScanned: (scannedId: QueueId, _entry: SpoolEntry) => scanned.push(scannedId),
+    onBounce: async () => undefined,
+  })
+  return { scheduler, logs, scanned }
+}
+
+/** Wait (at most 5 s) until `done()`. */
+async function until(done: () => boolean): Promise<void> {
+  const deadline = Date.now() + 5_000
+  while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+}
+
 describe('ScanScheduler', () => {
   it('sends a message whose scan failed half-way back to incoming/ and scans it again', async () => {
     const id = newQueueId()
@@ -82,25 +107,10 @@ describe('ScanScheduler', () => {
         throw Object.assign(new Error('ENOSPC: no space left'), { code: 'ENOSPC' })
       return write(state, ...rest)
     }
-    const logs: Array<Record<string, unknown>> = []
-    const log = pino({ level: 'info' }, { write: (line: string) => logs.push(JSON.parse(line)) })
-    const scanned: QueueId[] = []
-    const scheduler = new ScanScheduler({
-      spool,
-      pool,
-      log,
-      maxInFlight: 4,
-      maxAttempts: 3,
-      taskTimeoutMs: 5_000,
-      retry: [50],
-      deliverNow: () => false,
-      onScanned: (scannedId: QueueId, _entry: SpoolEntry) => scanned.push(scannedId),
-      onBounce: async () => undefined,
-    })
+    const { scheduler, logs, scanned } = schedule(pool, { maxAttempts: 3 })
     try {
       scheduler.enqueue(id)
-      const deadline = Date.now() + 5_000
-      while (scanned.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+      await until(() => scanned.length > 0)
       expect(scanned).toEqual([id])
       expect(tasks).toEqual([id, id])
       expect(logs.find((line) => line.msg === 'scan error')).toMatchObject({
@@ -111,6 +121,64 @@ describe('ScanScheduler', () => {
       expect(await readdir(join(dir, 'outgoing'))).toEqual([id])
       expect(await readdir(join(dir, 'processing'))).toEqual([])
       expect(await readdir(join(dir, 'incoming'))).toEqual([])
+    } finally {
+      await scheduler.stop()
+    }
+  })
+  it('retries a scan whose worker died alone; one that only shared the worker never goes to failed/', async () => {
+    const id = newQueueId()
+    await spool.write('incoming', header(id), MESSAGE)
+    const runs: Array<boolean | undefined> = []
+    const pool: ScanPool = {
+      run: async (task, options) => {
+        runs.push(options?.alone)
+        // The first scan shares a worker that dies; alone, the message scans fine.
+        if (!options?.alone) throw new Error('worker exited with code: 1')
+        return clean(task, header(task.queueId))
+      },
+      close: async () => undefined,
+    }
+    // maxAttempts 1: the crash would send the message to failed/, had it been alone.
+    const { scheduler, logs, scanned } = schedule(pool, { maxAttempts: 1 })
+    try {
+      scheduler.enqueue(id)
+      await until(() => scanned.length > 0)
+      expect(scanned).toEqual([id])
+      expect(runs).toEqual([undefined, true])
+      expect(logs.find((line) => line.msg === 'scan crashed: retrying')).toMatchObject({
+        qid: id,
+        attempts: 1,
+        alone: false,
+        reason: 'worker exited with code: 1',
+      })
+      expect(await readdir(join(dir, 'failed'))).toEqual([])
+    } finally {
+      await scheduler.stop()
+    }
+  })
+
+  it('moves a message to failed/ once its scan crashed maxAttempts times, the last one alone', async () => {
+    const id = newQueueId()
+    await spool.write('incoming', header(id), MESSAGE)
+    const runs: Array<boolean | undefined> = []
+    const pool: ScanPool = {
+      run: async (_task, options) => {
+        runs.push(options?.alone)
+        throw new Error('scan did not finish within 1000 ms')
+      },
+      close: async () => undefined,
+    }
+    const { scheduler, logs } = schedule(pool, { maxAttempts: 3 })
+    try {
+      scheduler.enqueue(id)
+      await until(() => logs.some((line) => line.msg === 'scan failed: moved to failed'))
+      expect(runs).toEqual([undefined, true, true])
+      expect(logs.find((line) => line.msg === 'scan failed: moved to failed')).toMatchObject({
+        qid: id,
+        attempts: 3,
+        reason: 'scan did not finish within 1000 ms',
+      })
+      expect(await readdir(join(dir, 'failed'))).toEqual([id])
     } finally {
       await scheduler.stop()
     }

@@ -1,0 +1,148 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { scanSettings } from '../../src/app.js'
+import { loadConfig } from '../../src/config/load.js'
+import { MailscreenError } from '../../src/errors.js'
+import { packageRoot } from '../../src/package-root.js'
+import { createScanPool, type ScanPool } from '../../src/pipeline/pool.js'
+import type { ScanResult } from '../../src/pipeline/worker.js'
+import { newQueueId } from '../../src/queue/ids.js'
+import { SPOOL_FORMAT } from '../../src/queue/spool-file.js'
+
+// The real piscina pool with the real worker module, running test plugins: `spins` blocks its
+// thread for good on "spin me", `sleeps` waits on "sleep N".
+let dir: string
+let pool: ScanPool | undefined
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'mailscreen-pool-'))
+})
+
+afterEach(async () => {
+  await pool?.close()
+  pool = undefined
+  await rm(dir, { recursive: true, force: true })
+})
+
+async function startPool(options: {
+  concurrentTasksPerWorker: number
+  taskTimeoutMs: number
+}): Promise<ScanPool> {
+  const file = join(dir, 'mailscreen.yaml')
+  const plugins = ['spins', 'sleeps'].map(
+    (name) => `  - use: ${join(packageRoot, 'test/fixtures/plugins', name)}`,
+  )
+  await writeFile(file, `spool: { dir: ${join(dir, 'spool')} }\nplugins:\n${plugins.join('\n')}\n`)
+  const scan = await scanSettings(loadConfig(file))
+  pool = createScanPool(
+    { scan, spoolDir: join(dir, 'spool'), fsync: false, logLevel: 'silent' },
+    { workers: 1, ...options },
+  )
+  return pool
+}
+
+/** Scan a message with this subject the milter way: nothing touches the spool. */
+function scan(target: ScanPool, subject: string, options?: { alone?: boolean }): Promise<ScanResult> {
+  const queueId = newQueueId()
+  const client = { address: '127.0.0.1' }
+  return target.run(
+    {
+      queueId,
+      slot: '',
+      front: 'milter',
+      entry: {
+        header: {
+          v: SPOOL_FORMAT,
+          id: queueId,
+          envelope: {
+            mailFrom: 'a@example.org',
+            rcptTo: ['b@example.net'],
+            client,
+            peer: client,
+            receivedAt: 0,
+          },
+        },
+        message: Buffer.from(`Subject: ${subject}\r\n\r\nhello\r\n`),
+      },
+    },
+    options,
+  )
+}
+
+/** How `promise` settles: the verdict's category, or the error's code and message. */
+async function outcome(promise: Promise<ScanResult>): Promise<string | { code: string; message: string }> {
+  try {
+    return (await promise).report.verdict.category
+  } catch (err) {
+    expect(err).toBeInstanceOf(MailscreenError)
+    return { code: (err as MailscreenError).code, message: (err as Error).message }
+  }
+}
+
+describe('the scan pool', () => {
+  it('counts the task timeout from when a worker begins a scan, not from when it was queued', async () => {
+    // One thread, one scan at a time: the third scan waits 1.2 s, more than the timeout.
+    const target = await startPool({ concurrentTasksPerWorker: 1, taskTimeoutMs: 1_000 })
+    const results = await Promise.all(
+      ['sleep 600', 'sleep 600', 'sleep 600'].map((s) => outcome(scan(target, s))),
+    )
+    expect(results).toEqual(['clean', 'clean', 'clean'])
+  })
+
+  it('runs many scans on one thread at once', async () => {
+    // Each scan waits until all eight wait together: they finish only if they run at once.
+    const target = await startPool({ concurrentTasksPerWorker: 8, taskTimeoutMs: 10_000 })
+    const results = await Promise.all(Array.from({ length: 8 }, () => scan(target, 'meet 8')))
+    expect(results.map((r) => r.report.failedChecks)).toEqual(Array.from({ length: 8 }, () => []))
+  })
+
+  it('replaces a thread whose scan hangs; the scans beside it fail with their own reason, and the pool goes on', async () => {
+    const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 1_000 })
+    const beside = scan(target, 'sleep 5000')
+    // The spinning scan blocks the thread, so the one beside it cannot finish either: both
+    // are past the limit when the watchdog looks.
+    const spinning = scan(target, 'spin me')
+    const [spun, slept] = await Promise.all([outcome(spinning), outcome(beside)])
+    expect(spun).toEqual({ code: 'MSC_SCAN_FAILED', message: 'scan did not finish within 1000 ms' })
+    expect(slept).toEqual({ code: 'MSC_SCAN_FAILED', message: 'scan did not finish within 1000 ms' })
+    expect(await outcome(scan(target, 'after the trouble'))).toBe('clean')
+  })
+
+  it('names a scan that only shared the thread of one that overran', async () => {
+    const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 1_000 })
+    const overrunning = scan(target, 'sleep 5000')
+    await new Promise((r) => setTimeout(r, 500))
+    const beside = scan(target, 'sleep 5000')
+    expect(await outcome(overrunning)).toEqual({
+      code: 'MSC_SCAN_FAILED',
+      message: 'scan did not finish within 1000 ms',
+    })
+    expect(await outcome(beside)).toEqual({
+      code: 'MSC_SCAN_FAILED',
+      message: 'its worker thread was replaced: another scan on it ran past 1000 ms',
+    })
+  })
+
+  it('gives a scan run alone a thread of its own: what it hangs takes nothing else down', async () => {
+    const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 1_000 })
+    const spinning = scan(target, 'spin me', { alone: true })
+    // Sent while the only thread spins: it must wait for the replacement thread.
+    const other = scan(target, 'an ordinary message')
+    expect(await outcome(spinning)).toEqual({
+      code: 'MSC_SCAN_FAILED',
+      message: 'scan did not finish within 1000 ms',
+    })
+    expect(await outcome(other)).toBe('clean')
+  })
+
+  it('without alone, a scan sent beside a hanging one goes down with it', async () => {
+    // The counterpart of the test above: what `alone` changes.
+    const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 1_000 })
+    const spinning = scan(target, 'spin me')
+    const other = scan(target, 'an ordinary message')
+    expect(await outcome(spinning)).toMatchObject({ code: 'MSC_SCAN_FAILED' })
+    expect(await outcome(other)).toMatchObject({ code: 'MSC_SCAN_FAILED' })
+  })
+})
