@@ -90,6 +90,13 @@ export class DeliveryQueue {
    * the sweep, which otherwise looks only at `deferred/`, tries them again.
    */
   private readonly failed = new Set<QueueId>()
+  /**
+   * Messages whose attempt got final answers but could not be filed afterwards (a DSN or a
+   * retry state that could not be written: a full disk). What they still owe is kept here, so
+   * that their next attempt does not deliver again to the recipients already done. A restart
+   * forgets it: those may then get the message once more (at least once, never lost).
+   */
+  private readonly unfiled = new Map<QueueId, DeliveryRetry>()
 
   constructor(private readonly opts: DeliveryQueueOptions) {
     this.queue = new WorkQueue(
@@ -270,7 +277,10 @@ export class DeliveryQueue {
 
   private async deliverFrom(state: Source, id: QueueId): Promise<void> {
     const loaded = await this.load(state, id)
-    if (!loaded) return
+    if (!loaded) {
+      this.unfiled.delete(id)
+      return
+    }
     try {
       await this.deliverEntry(state, id, loaded.entry)
     } finally {
@@ -280,10 +290,42 @@ export class DeliveryQueue {
 
   /** One delivery attempt, then each recipient's outcome logged and the message filed by it. */
   private async deliverEntry(state: Source, id: QueueId, entry: SpoolEntry): Promise<void> {
+    const { spool } = this.opts
+    const retry = this.unfiled.get(id) ?? (state === 'deferred' ? await spool.readRetry(id) : undefined)
+    const outcomes = await this.attempt(entry, retry)
+    // Recipients without a final answer on disk yet; the rest must not be sent to again.
+    let owed = outcomes.filter((r) => r.status !== 'delivered')
+    try {
+      await this.file(state, id, entry, retry, outcomes, (bounced) => {
+        owed = owed.filter((r) => !bounced.includes(r))
+      })
+      this.unfiled.delete(id)
+    } catch (err) {
+      this.unfiled.set(id, {
+        phase: 'deliver',
+        attempts: retry?.attempts ?? 0,
+        nextAttemptAt: 0,
+        pending: owed.map((r) => r.recipient),
+        routed: owed.map((r) => r.routed),
+      })
+      throw err
+    }
+  }
+
+  /**
+   * Log each recipient's outcome and file the message by them: DSNs for the failed ones
+   * (`bounced` is told once they are written), then removed, or deferred for the others.
+   */
+  private async file(
+    state: Source,
+    id: QueueId,
+    entry: SpoolEntry,
+    retry: RetryState | undefined,
+    outcomes: readonly Outcome[],
+    bounced: (outcomes: readonly Outcome[]) => void,
+  ): Promise<void> {
     const { spool, log } = this.opts
     const { envelope } = entry.header
-    const retry = state === 'deferred' ? await spool.readRetry(id) : undefined
-    const outcomes = await this.attempt(entry, retry)
     const expired = Date.now() - envelope.receivedAt > this.opts.queueLifetimeMs
     const delivered = outcomes.filter((r) => r.status === 'delivered')
     const failed = outcomes.filter((r) => r.status === 'failed')
@@ -305,8 +347,11 @@ export class DeliveryQueue {
         'delivered',
       )
     }
-    const bounced = expired ? [...failed, ...deferred] : failed
-    if (bounced.length > 0) await this.bounceOutcomes(id, entry, bounced, expired ? 'expired' : 'failed')
+    const bouncing = expired ? [...failed, ...deferred] : failed
+    if (bouncing.length > 0) {
+      await this.bounceOutcomes(id, entry, bouncing, expired ? 'expired' : 'failed')
+      bounced(bouncing)
+    }
     const still = expired ? [] : deferred
     if (still.length === 0) {
       await spool.remove(state, id)

@@ -180,6 +180,40 @@ describe('DeliveryQueue sweep', () => {
     expect(await spool.find(stuck.id)).toBeUndefined()
   })
 
+  it('a DSN that cannot be written does not make the next attempt deliver again to the recipient already done', async () => {
+    const mixed = header(['kept@example.net', 'gone@example.net'], true)
+    await spool.write('outgoing', mixed, testMessage('mixed'))
+    // The DSN for gone@ cannot be written the first time (a full disk, say).
+    const write = spool.write.bind(spool)
+    let failures = 1
+    spool.write = async (state, header, ...rest) => {
+      if (header.dsnFor !== undefined && failures-- > 0)
+        throw Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' })
+      return write(state, header, ...rest)
+    }
+    queue.enqueue(mixed.id)
+    await until(
+      () => queue.pending === 0 && failures === 0 && delivered('mixed').length === 1,
+      'the attempt over',
+    )
+    expect(await spool.find(mixed.id)).toBe('outgoing')
+    // Two sweeps: the first retries and writes the DSN, the second finds nothing left.
+    await queue.flush()
+    await until(
+      () => queue.pending === 0 && sink.messages.some((m) => m.mailFrom === ''),
+      'the DSN delivered',
+    )
+    await queue.flush()
+    await until(() => queue.pending === 0, 'the queue idle')
+    // (The DSN quotes the message's headers: it is told apart by its null sender.)
+    const copies = delivered('mixed').filter((m) => m.mailFrom !== '')
+    expect(copies.map((m) => m.rcptTo)).toEqual([['kept@example.net']])
+    const dsns = sink.messages.filter((m) => m.mailFrom === '')
+    expect(dsns).toHaveLength(1)
+    expect(dsns[0]?.data.toString()).toContain('Final-Recipient: rfc822; gone@example.net')
+    expect(await spool.find(mixed.id)).toBeUndefined()
+  })
+
   it('a deferred message deleted (queue delete) while its retry runs is not retried, and leaves no retry state', async () => {
     const doomed = await deferredDelivery('later@example.net', 'doomed')
     let release = (): void => {}
