@@ -389,6 +389,24 @@ export class Spool {
   }
 
   /**
+   * Retry states are written before their message moves into `deferred/`; a crash between
+   * leaves one alone there. A delivery's, beside a message still in `outgoing/`, holds that
+   * attempt's outcome (which recipients are done): the move is finished. Any other (a scan
+   * tempfail whose message went back to the scan) is stale, and removed.
+   */
+  private async settleRetryStates(): Promise<void> {
+    for (const name of await readdir(join(this.dir, 'deferred'))) {
+      const id = name.endsWith(RETRY_SUFFIX) ? parseQueueId(name.slice(0, -RETRY_SUFFIX.length)) : undefined
+      if (id === undefined || (await this.holds('deferred', id))) continue
+      if ((await this.readRetry(id))?.phase === 'deliver' && (await this.holds('outgoing', id))) {
+        await this.move(id, 'outgoing', 'deferred')
+      } else {
+        await unlinkIfExists(this.retryPath(id))
+      }
+    }
+  }
+
+  /**
    * Crash recovery, run before anything else starts: scans left in `processing/` go back to
    * `incoming/` (at-least-once), unless a finished copy already reached a later state; files
    * in `tmp/` (never acknowledged) become reusable slots. Returns the IDs put back.
@@ -398,6 +416,7 @@ export class Spool {
     for (const id of await this.list('processing')) {
       if ((await this.reclaim(id)) === 'requeued') requeued.push(id)
     }
+    await this.settleRetryStates()
     // Nothing in tmp/ was ever acknowledged: every file there is a spent slot.
     this.slots.length = 0
     for (const name of await readdir(join(this.dir, TMP))) {

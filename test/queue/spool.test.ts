@@ -455,6 +455,32 @@ describe('Spool.recover', () => {
     expect((await spool.read('incoming', h.id)).message).toEqual(MESSAGE)
   })
 
+  it('finishes moving into deferred/ a message whose delivery retry state was written before a crash', async () => {
+    const h = header()
+    await spool.write('outgoing', h, MESSAGE)
+    const state = { phase: 'deliver', attempts: 1, nextAttemptAt: 0, pending: ['b@example.net'] } as const
+    await spool.writeRetry(h.id, state)
+    expect(await spool.recover()).toEqual([])
+    expect(await spool.find(h.id)).toBe('deferred')
+    expect(await spool.readRetry(h.id)).toEqual(state)
+  })
+
+  it('removes a retry state left alone in deferred/ whose message went elsewhere', async () => {
+    // A scan tempfail cut short: the retry state was written, the message is back in the scan.
+    const scanned = header()
+    await spool.write('processing', scanned, MESSAGE)
+    await spool.writeRetry(scanned.id, { phase: 'scan', attempts: 1, nextAttemptAt: 0, pending: [] })
+    // And one whose message is gone (delivered, or deleted by the administrator).
+    const gone = newQueueId()
+    await spool.writeRetry(gone, { phase: 'deliver', attempts: 1, nextAttemptAt: 0, pending: [] })
+    // A deferred message keeps its own.
+    const kept = header()
+    await spool.write('deferred', kept, MESSAGE)
+    await spool.writeRetry(kept.id, { phase: 'deliver', attempts: 2, nextAttemptAt: 0, pending: [] })
+    expect(await spool.recover()).toEqual([scanned.id])
+    expect((await readdir(join(dir, 'deferred'))).sort()).toEqual([kept.id, `${kept.id}.retry`])
+  })
+
   it('does nothing to a clean spool', async () => {
     const h = header()
     await spool.write('incoming', h, MESSAGE)
