@@ -113,7 +113,13 @@ export async function releaseFromQuarantine(
   await spool.writeRetry(releasedId, { phase: 'deliver', attempts: 0, nextAttemptAt: 0, pending: rcptTo })
   await spool.write(
     'deferred',
-    { ...header, id: releasedId, envelope: { ...header.envelope, rcptTo }, releasedFrom: id },
+    {
+      ...header,
+      id: releasedId,
+      envelope: { ...header.envelope, rcptTo },
+      releasedFrom: id,
+      lifetimeFrom: Date.now(),
+    },
     entry.message,
   )
   await spool.discard('quarantine', id)

@@ -176,7 +176,10 @@ const delivery = z
     backoffMax: duration.prefault('10m'),
     /** Waits between delivery attempts; the last one repeats. */
     retry: z.array(duration).min(1).prefault(['1m', '5m', '15m', '1h']),
-    /** Mail still undelivered after this long is bounced to its sender. */
+    /**
+     * Mail still undelivered after this long is bounced to its sender. Counted from arrival,
+     * or from `queue requeue` / `quarantine release`, which start it again.
+     */
     queueLifetime: duration.prefault('5d'),
     /** How often the deferred queue is scanned for mail that is due. */
     queueRunInterval: duration.prefault('10s'),

@@ -9,7 +9,7 @@ import { retryDelay } from '../queue/backoff.js'
 import { HeldEntries } from '../queue/held-entries.js'
 import { newQueueId, type QueueId } from '../queue/ids.js'
 import { isMissing, type Spool, type SpoolEntry } from '../queue/spool.js'
-import type { RetryState, SpoolHeader } from '../queue/spool-file.js'
+import { type RetryState, type SpoolHeader, timeInQueue } from '../queue/spool-file.js'
 import { WorkQueue } from '../queue/work-queue.js'
 import { ByteBudget } from './byte-budget.js'
 import { countReceived, type Dispatcher, type Outcome, type RoutedRecipient } from './dispatch.js'
@@ -255,7 +255,7 @@ export class DeliveryQueue {
     const { spool } = this.opts
     const { header } = await spool.peek('deferred', id)
     // Past its lifetime the message gets one more scan; failing that, it is unscannable.
-    const lastChance = Date.now() - header.envelope.receivedAt > this.opts.queueLifetimeMs
+    const lastChance = timeInQueue(header) > this.opts.queueLifetimeMs
     await spool.move(id, 'deferred', 'incoming')
     await spool.remove('deferred', id)
     this.opts.onRescan(id, attempts, lastChance)
@@ -326,7 +326,7 @@ export class DeliveryQueue {
   ): Promise<void> {
     const { spool, log } = this.opts
     const { envelope } = entry.header
-    const expired = Date.now() - envelope.receivedAt > this.opts.queueLifetimeMs
+    const expired = timeInQueue(entry.header) > this.opts.queueLifetimeMs
     const delivered = outcomes.filter((r) => r.status === 'delivered')
     const failed = outcomes.filter((r) => r.status === 'failed')
     const deferred = outcomes.filter((r) => r.status === 'deferred')

@@ -87,7 +87,8 @@ export async function deleteQueued(
 
 /**
  * Scan a message of `failed/` again (after the administrator fixed what made it crash the
- * workers): it goes to `deferred/` with a retry state "scan, due now", which the running
+ * workers), with its queue lifetime started again: it goes to `deferred/` with a retry state
+ * "scan, due now", which the running
  * mailscreen's next queue run (or a flush) takes back to the scan, as for a tempfailed check.
  */
 export async function requeueFailed(spool: Spool, id: QueueId): Promise<void> {
@@ -98,12 +99,13 @@ export async function requeueFailed(spool: Spool, id: QueueId): Promise<void> {
       `${id} is in ${state}/, not failed/: only mail that crashed the scan is requeued (deferred mail: mailscreen queue flush)`,
     )
   const gone = (): MailscreenError => new MailscreenError('MSC_NOT_FOUND', `${id} left failed/ meanwhile`)
-  let header: SpoolEntry['header']
+  let entry: SpoolEntry
   try {
-    header = (await spool.peek('failed', id)).header
+    entry = await spool.read('failed', id)
   } catch (err) {
     throw isMissing(err) ? gone() : err
   }
+  const { header } = entry
   // The retry state goes first, so that a sweep never sees the message without it.
   await spool.writeRetry(id, {
     phase: 'scan',
@@ -112,6 +114,8 @@ export async function requeueFailed(spool: Spool, id: QueueId): Promise<void> {
     pending: header.envelope.rcptTo,
   })
   try {
+    // Its queue lifetime starts again, like `postsuper -r`: rewritten in place, then moved.
+    await spool.write('failed', { ...header, lifetimeFrom: Date.now() }, entry.message)
     await spool.move(id, 'failed', 'deferred')
   } catch (err) {
     await spool.remove('deferred', id)

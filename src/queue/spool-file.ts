@@ -19,6 +19,17 @@ export interface SpoolHeader {
   readonly dsnFor?: QueueId
   /** Set on a message released from quarantine: the quarantined message's ID. */
   readonly releasedFrom?: QueueId
+  /**
+   * Epoch ms the queue lifetime counts from, when not the arrival: a release from quarantine
+   * or a requeue from `failed/` starts it again (like `postsuper -r`), so that mail the
+   * administrator sent on is not bounced at its first 4xx for having waited on them.
+   */
+  readonly lifetimeFrom?: number
+}
+
+/** Milliseconds of the queue lifetime `header`'s message has used at `now`. */
+export function timeInQueue(header: SpoolHeader, now = Date.now()): number {
+  return now - (header.lifetimeFrom ?? header.envelope.receivedAt)
 }
 
 /** What the scan decided, kept with the message for listings and quarantine. */

@@ -214,6 +214,43 @@ describe('DeliveryQueue sweep', () => {
     expect(await spool.find(mixed.id)).toBeUndefined()
   })
 
+  it('counts the queue lifetime from a release or requeue, when the header says so, not from the arrival', async () => {
+    // Both arrived two days ago (the lifetime is one); one was sent on by the administrator now.
+    const old = Date.now() - 2 * 86_400_000
+    for (const [tag, lifetimeFrom] of [
+      ['expired', undefined],
+      ['released', Date.now()],
+    ] as const) {
+      const h = header(['later@example.net'], true)
+      const aged = {
+        ...h,
+        envelope: { ...h.envelope, receivedAt: old },
+        ...(lifetimeFrom ? { lifetimeFrom } : {}),
+      }
+      await spool.write('deferred', aged, testMessage(tag))
+      await spool.writeRetry(h.id, {
+        phase: 'deliver',
+        attempts: 1,
+        nextAttemptAt: 0,
+        pending: ['later@example.net'],
+      })
+    }
+    await queue.flush()
+    await until(
+      () => queue.pending === 0 && sink.messages.some((m) => m.mailFrom === ''),
+      'the DSN delivered',
+    )
+    const dsns = sink.messages.filter((m) => m.mailFrom === '').map((m) => m.data.toString())
+    // The relay still answers 451: the expired message is bounced, the released one waits.
+    expect(dsns).toHaveLength(1)
+    expect(dsns[0]).toContain('<expired@sender.example>')
+    expect(await spool.list('deferred')).toHaveLength(1)
+    const [waiting] = await spool.list('deferred')
+    expect((await spool.read('deferred', waiting as QueueId)).message.toString()).toContain(
+      '<released@sender.example>',
+    )
+  })
+
   it('a deferred message deleted (queue delete) while its retry runs is not retried, and leaves no retry state', async () => {
     const doomed = await deferredDelivery('later@example.net', 'doomed')
     let release = (): void => {}

@@ -102,4 +102,15 @@ describe('queue administration', () => {
     expect(await codeOf(requeueFailed(spool, id))).toBe('MSC_NOT_FAILED')
     expect(await codeOf(requeueFailed(spool, await queue('outgoing')))).toBe('MSC_NOT_FAILED')
   })
+
+  it('starts the queue lifetime of requeued mail again, and leaves its bytes and arrival alone', async () => {
+    const id = await queue('failed')
+    const before = await spool.read('failed', id)
+    const requeuedAt = Date.now()
+    await requeueFailed(spool, id)
+    const after = await spool.read('deferred', id)
+    expect(after.message).toEqual(before.message)
+    expect(after.header.envelope).toEqual(before.header.envelope)
+    expect(after.header.lifetimeFrom).toBeGreaterThanOrEqual(requeuedAt)
+  })
 })
