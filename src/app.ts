@@ -185,6 +185,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
           Math.ceil(from.config.pool.maxInFlight / from.config.pool.workers),
         ),
         taskTimeoutMs: from.config.pool.taskTimeout,
+        log: log.child({ component: 'pool' }),
       },
     )
   let ownsSpool = false

@@ -225,7 +225,11 @@ export class DeliveryQueue {
       this.failed.delete(id)
       this.queue.push(id)
     }
-    for (const id of await spool.list('deferred')) {
+    const listed = await spool.list('deferred')
+    // Deleted by the administrator meanwhile: nothing will ask for what they owed.
+    const present = new Set(listed)
+    for (const id of this.unfiled.keys()) if (!present.has(id) && !this.queue.has(id)) this.unfiled.delete(id)
+    for (const id of listed) {
       if (this.queue.has(id)) continue
       try {
         await this.sweepOne(id, force, now)
@@ -314,7 +318,7 @@ export class DeliveryQueue {
 
   /**
    * Log each recipient's outcome and file the message by them: DSNs for the failed ones
-   * (`bounced` is told once they are written), then removed, or deferred for the others.
+   * (`bounced` is told as each is written), then removed, or deferred for the others.
    */
   private async file(
     state: Source,
@@ -348,10 +352,8 @@ export class DeliveryQueue {
       )
     }
     const bouncing = expired ? [...failed, ...deferred] : failed
-    if (bouncing.length > 0) {
-      await this.bounceOutcomes(id, entry, bouncing, expired ? 'expired' : 'failed')
-      bounced(bouncing)
-    }
+    if (bouncing.length > 0)
+      await this.bounceOutcomes(id, entry, bouncing, expired ? 'expired' : 'failed', bounced)
     const still = expired ? [] : deferred
     if (still.length === 0) {
       await spool.remove(state, id)
@@ -421,12 +423,16 @@ export class DeliveryQueue {
     return [...refused, ...sent]
   }
 
-  /** Bounce failed outcomes: one DSN per envelope sender they were sent with. */
+  /**
+   * Bounce failed outcomes: one DSN per envelope sender they were sent with (`bounced` is told
+   * of each group once its DSN is written).
+   */
   private async bounceOutcomes(
     id: QueueId,
     entry: SpoolEntry,
     outcomes: readonly Outcome[],
     reason: 'failed' | 'expired',
+    bounced: (outcomes: readonly Outcome[]) => void,
   ): Promise<void> {
     const bySender = new Map<string, Outcome[]>()
     for (const o of outcomes) bySender.set(o.routed.from, [...(bySender.get(o.routed.from) ?? []), o])
@@ -436,6 +442,7 @@ export class DeliveryQueue {
           ? entry.header
           : { ...entry.header, envelope: { ...entry.header.envelope, mailFrom: from } }
       await this.bounce(id, header, entry.message, list, reason, undefined, (o) => (o as Outcome).hop)
+      bounced(list)
     }
   }
 

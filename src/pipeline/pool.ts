@@ -1,5 +1,7 @@
 import { fileURLToPath } from 'node:url'
+import type { Logger } from 'pino'
 import { Piscina } from 'piscina'
+import { Semaphore } from '../delivery/limit.js'
 import { MailscreenError, toErrorInfo } from '../errors.js'
 import { builtPath } from '../package-root.js'
 import { isBoardMessage, nextSeq, Watchdog } from './watchdog.js'
@@ -12,6 +14,17 @@ export interface PoolOptions {
   readonly concurrentTasksPerWorker: number
   /** A scan running longer than this (from when its worker began it) hung its worker. */
   readonly taskTimeoutMs: number
+  readonly log: Logger
+}
+
+export interface RunOptions {
+  /**
+   * Scan on a thread of its own (one kept for suspects, one scan at a time), so that if the
+   * thread dies, this message is surely the cause, and no other scan dies with it.
+   */
+  readonly alone?: boolean
+  /** The answer is no longer wanted: a scan still waiting for a place is dropped (AbortError). */
+  readonly signal?: AbortSignal
 }
 
 /** The worker-thread pool that runs scans. */
@@ -19,10 +32,9 @@ export interface ScanPool {
   /**
    * Scan one message. Rejects with `MSC_SCAN_FAILED` when its worker thread died under it:
    * the thread crashed, or this scan or another one on the same thread overran the task
-   * timeout and the thread was replaced. `alone`: give the scan a thread of its own, so that
-   * if the thread dies, this message is surely the cause.
+   * timeout and the thread was replaced.
    */
-  run(task: ScanTask, options?: { readonly alone?: boolean }): Promise<ScanResult>
+  run(task: ScanTask, options?: RunOptions): Promise<ScanResult>
   /** Stop the workers; without `force`, tasks already running finish first. */
   close(options?: { force?: boolean }): Promise<void>
 }
@@ -30,67 +42,152 @@ export interface ScanPool {
 /** The compiled worker module (also when the caller runs from TypeScript sources, as in tests). */
 const WORKER_FILE = builtPath(fileURLToPath(new URL('./worker.js', import.meta.url)))
 
-/** Start the pool; each worker sets its plugins up once, on its first task. */
+/** How often a scan waiting for a place looks whether its caller gave up. */
+const GIVE_UP_POLL_MS = 250
+
+type Balancer = NonNullable<NonNullable<ConstructorParameters<typeof Piscina>[0]>['loadBalancer']>
+
+/**
+ * Start the pool: `workers` threads that share the scans, and one for suspects. Each thread
+ * sets its plugins up once, on its first task.
+ */
 export function createScanPool(settings: WorkerSettings, options: PoolOptions): ScanPool {
-  const piscina = new Piscina<WatchedTask, ScanResult>({
-    filename: WORKER_FILE,
-    workerData: { ...settings, boardCapacity: options.concurrentTasksPerWorker },
-    minThreads: options.workers,
-    maxThreads: options.workers,
-    concurrentTasksPerWorker: options.concurrentTasksPerWorker,
-    idleTimeout: Number.POSITIVE_INFINITY,
-    // Checks do network I/O inside workers; with atomics the idle workers would freeze their sockets.
-    atomics: 'disabled',
-    // A message that makes a worker balloon kills that worker, not the whole process.
-    resourceLimits: { maxOldGenerationSizeMb: 2048 },
-  })
   const limitMs = options.taskTimeoutMs
   const watchdog = new Watchdog(limitMs)
-  piscina.on('message', (message: unknown) => {
-    if (isBoardMessage(message)) watchdog.watch(message.threadId, message.board)
+  /** Threads being terminated: they get no new task (terminate() takes a while). */
+  const dying = new Set<number>()
+  /** Threads the watchdog terminates, until they have exited. */
+  const exits = new Set<Promise<number>>()
+  /** Rejects a running task's promise, by task number: the watchdog settles them at once. */
+  const lose = new Map<number, (err: Error) => void>()
+
+  const start = (sizing: {
+    minThreads: number
+    maxThreads: number
+    perThread: number
+    idleTimeout: number
+  }): Piscina<WatchedTask, ScanResult> => {
+    const { perThread, ...threads } = sizing
+    const piscina = new Piscina<WatchedTask, ScanResult>({
+      ...threads,
+      filename: WORKER_FILE,
+      workerData: { ...settings, boardCapacity: perThread },
+      concurrentTasksPerWorker: perThread,
+      loadBalancer: leastBusy(perThread, dying),
+      // Checks do network I/O inside workers; with atomics the idle workers would freeze their sockets.
+      atomics: 'disabled',
+      // A message that makes a worker balloon kills that worker, not the whole process.
+      resourceLimits: { maxOldGenerationSizeMb: 2048 },
+    })
+    // A thread that fails between tasks (a plugin's stray throw): piscina replaces it, and
+    // without a listener this event would end the whole process.
+    piscina.on('error', (err: unknown) =>
+      options.log.error({ err: toErrorInfo(err) }, 'worker thread failed between scans: replaced'),
+    )
+    piscina.on('message', (message: unknown) => {
+      if (isBoardMessage(message)) watchdog.watch(message.threadId, message.board)
+    })
+    piscina.on('workerDestroy', (worker: { id: number }) => {
+      watchdog.forget(worker.id)
+      dying.delete(worker.id)
+    })
+    return piscina
+  }
+  const shared = start({
+    minThreads: options.workers,
+    maxThreads: options.workers,
+    perThread: options.concurrentTasksPerWorker,
+    idleTimeout: Number.POSITIVE_INFINITY,
   })
-  piscina.on('workerDestroy', (worker: { id: number }) => watchdog.forget(worker.id))
-  /** Why a task's thread was replaced, by task number, for the rejection that follows. */
-  const replaced = new Map<number, string>()
+  // Kept up even when idle: piscina replaces a lost thread only down to minThreads, and
+  // tasks queued for a pool with no thread would wait for the next submission.
+  const suspects = start({
+    minThreads: 1,
+    maxThreads: 1,
+    perThread: 1,
+    idleTimeout: Number.POSITIVE_INFINITY,
+  })
+  // Scans beyond what the shared threads take at once wait here rather than in piscina, where
+  // a scan nobody waits for any more (a milter client gone) would still be run.
+  const places = new Semaphore(options.workers * options.concurrentTasksPerWorker)
+
   const watch = setInterval(
     () => {
       for (const { threadId, overran, others } of watchdog.overruns()) {
         watchdog.forget(threadId)
-        for (const seq of overran) replaced.set(seq, `scan did not finish within ${limitMs} ms`)
+        dying.add(threadId)
+        for (const seq of overran) lose.get(seq)?.(lost(`scan did not finish within ${limitMs} ms`))
         for (const seq of others) {
-          replaced.set(seq, `its worker thread was replaced: another scan on it ran past ${limitMs} ms`)
+          lose.get(seq)?.(lost(`its worker thread was replaced: another scan on it ran past ${limitMs} ms`))
         }
-        // piscina rejects the thread's tasks and starts a new thread in its place.
-        void piscina.threads.find((thread) => thread.threadId === threadId)?.terminate()
+        // piscina starts a new thread in its place once this one has exited.
+        const thread = [...shared.threads, ...suspects.threads].find((t) => t.threadId === threadId)
+        if (thread === undefined) continue
+        const exited = thread
+          .terminate()
+          .catch(() => -1)
+          .finally(() => exits.delete(exited))
+        exits.add(exited)
       }
     },
     Math.min(1_000, Math.max(25, limitMs / 4)),
   )
   watch.unref()
+
   let seq = 0
+  const submit = (piscina: Piscina<WatchedTask, ScanResult>, task: ScanTask): Promise<ScanResult> => {
+    seq = nextSeq(seq)
+    const mine = seq
+    return new Promise<ScanResult>((resolve, reject) => {
+      lose.set(mine, reject)
+      piscina
+        .run({ seq: mine, task })
+        .then(resolve, (err: unknown) =>
+          reject(new MailscreenError('MSC_SCAN_FAILED', toErrorInfo(err).message, { cause: err })),
+        )
+    }).finally(() => lose.delete(mine))
+  }
+
   return {
     run: async (task, runOptions) => {
-      seq = nextSeq(seq)
-      const mine = seq
+      if (runOptions?.alone) return submit(suspects, task)
+      const signal = runOptions?.signal
+      const placed = await places.acquire(signal && { ms: GIVE_UP_POLL_MS, giveUp: () => signal.aborted })
+      if (!placed) throw new DOMException('the answer is no longer wanted', 'AbortError')
       try {
-        // piscina puts a task that has an AbortSignal only on an idle thread, and nothing else
-        // beside it until it ends (LeastBusyBalancer, isRunningAbortableTask). The signal never
-        // fires: the watchdog, not piscina, ends a thread that hangs.
-        return await piscina.run(
-          { seq: mine, task },
-          runOptions?.alone ? { signal: new AbortController().signal } : {},
-        )
-      } catch (err) {
-        throw new MailscreenError('MSC_SCAN_FAILED', replaced.get(mine) ?? toErrorInfo(err).message, {
-          cause: err,
-        })
+        return await submit(shared, task)
       } finally {
-        replaced.delete(mine)
+        places.release()
       }
     },
     close: async (closeOptions) => {
+      const force = closeOptions?.force ?? true
+      places.cancelWaiting()
+      // piscina's close waits for the tasks of a thread still being terminated, and never
+      // hears of them again: let those threads finish exiting first.
+      await Promise.all(exits)
+      // The watchdog stays on until the threads are gone: a hung scan must not hold the close.
+      await Promise.all([shared.close({ force }), suspects.close({ force })])
       clearInterval(watch)
-      await piscina.close({ force: closeOptions?.force ?? true })
     },
+  }
+}
+
+function lost(reason: string): MailscreenError {
+  return new MailscreenError('MSC_SCAN_FAILED', reason)
+}
+
+/**
+ * piscina's own balancer, less the threads being terminated: the least busy thread with room,
+ * or none (the task waits in piscina's queue).
+ */
+function leastBusy(perThread: number, dying: ReadonlySet<number>): Balancer {
+  return (_task, workers) => {
+    let best: (typeof workers)[number] | null = null
+    for (const worker of workers) {
+      if (dying.has(worker.id) || worker.currentUsage >= perThread) continue
+      if (best === null || worker.currentUsage < best.currentUsage) best = worker
+    }
+    return best
   }
 }

@@ -118,7 +118,9 @@ export async function requeueFailed(spool: Spool, id: QueueId): Promise<void> {
     await spool.write('failed', { ...header, lifetimeFrom: Date.now() }, entry.message)
     await spool.move(id, 'failed', 'deferred')
   } catch (err) {
-    await spool.remove('deferred', id)
+    // Only the retry state goes: when it is the directory fsync that failed, the message is
+    // in deferred/ already, and removing it there would lose it.
+    if (!(await spool.holds('deferred', id))) await spool.removeRetry(id)
     throw isMissing(err) ? gone() : err
   }
 }

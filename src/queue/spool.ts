@@ -350,6 +350,11 @@ export class Spool {
     }
   }
 
+  /** Remove a retry state whose message did not reach `deferred/`. */
+  async removeRetry(id: QueueId): Promise<void> {
+    await unlinkIfExists(this.retryPath(id))
+  }
+
   /** The retry state of a deferred message; undefined if none was saved (retry everything now). */
   async readRetry(id: QueueId): Promise<RetryState | undefined> {
     try {
@@ -401,7 +406,7 @@ export class Spool {
       if ((await this.readRetry(id))?.phase === 'deliver' && (await this.holds('outgoing', id))) {
         await this.move(id, 'outgoing', 'deferred')
       } else {
-        await unlinkIfExists(this.retryPath(id))
+        await this.removeRetry(id)
       }
     }
   }

@@ -1,12 +1,13 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { pino } from 'pino'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { scanSettings } from '../../src/app.js'
 import { loadConfig } from '../../src/config/load.js'
-import { MailscreenError } from '../../src/errors.js'
+import { toErrorInfo } from '../../src/errors.js'
 import { packageRoot } from '../../src/package-root.js'
-import { createScanPool, type ScanPool } from '../../src/pipeline/pool.js'
+import { createScanPool, type RunOptions, type ScanPool } from '../../src/pipeline/pool.js'
 import type { ScanResult } from '../../src/pipeline/worker.js'
 import { newQueueId } from '../../src/queue/ids.js'
 import { SPOOL_FORMAT } from '../../src/queue/spool-file.js'
@@ -15,9 +16,12 @@ import { SPOOL_FORMAT } from '../../src/queue/spool-file.js'
 // thread for good on "spin me", `sleeps` waits on "sleep N".
 let dir: string
 let pool: ScanPool | undefined
+let logs: Array<Record<string, unknown>>
+const log = pino({ level: 'info' }, { write: (line: string) => logs.push(JSON.parse(line)) })
 
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'mailscreen-pool-'))
+  logs = []
 })
 
 afterEach(async () => {
@@ -31,20 +35,20 @@ async function startPool(options: {
   taskTimeoutMs: number
 }): Promise<ScanPool> {
   const file = join(dir, 'mailscreen.yaml')
-  const plugins = ['spins', 'sleeps'].map(
+  const plugins = ['spins', 'sleeps', 'stray-throw'].map(
     (name) => `  - use: ${join(packageRoot, 'test/fixtures/plugins', name)}`,
   )
   await writeFile(file, `spool: { dir: ${join(dir, 'spool')} }\nplugins:\n${plugins.join('\n')}\n`)
   const scan = await scanSettings(loadConfig(file))
   pool = createScanPool(
     { scan, spoolDir: join(dir, 'spool'), fsync: false, logLevel: 'silent' },
-    { workers: 1, ...options },
+    { workers: 1, ...options, log },
   )
   return pool
 }
 
 /** Scan a message with this subject the milter way: nothing touches the spool. */
-function scan(target: ScanPool, subject: string, options?: { alone?: boolean }): Promise<ScanResult> {
+function scan(target: ScanPool, subject: string, options?: RunOptions): Promise<ScanResult> {
   const queueId = newQueueId()
   const client = { address: '127.0.0.1' }
   return target.run(
@@ -76,17 +80,18 @@ async function outcome(promise: Promise<ScanResult>): Promise<string | { code: s
   try {
     return (await promise).report.verdict.category
   } catch (err) {
-    expect(err).toBeInstanceOf(MailscreenError)
-    return { code: (err as MailscreenError).code, message: (err as Error).message }
+    expect(err).toBeInstanceOf(Error)
+    return toErrorInfo(err)
   }
 }
 
 describe('the scan pool', () => {
   it('counts the task timeout from when a worker begins a scan, not from when it was queued', async () => {
-    // One thread, one scan at a time: the third scan waits 1.2 s, more than the timeout.
+    // One thread, one scan at a time: the third scan waits 0.9 s and ends 1.35 s after it was
+    // sent, more than the timeout.
     const target = await startPool({ concurrentTasksPerWorker: 1, taskTimeoutMs: 1_000 })
     const results = await Promise.all(
-      ['sleep 600', 'sleep 600', 'sleep 600'].map((s) => outcome(scan(target, s))),
+      ['sleep 450', 'sleep 450', 'sleep 450'].map((s) => outcome(scan(target, s))),
     )
     expect(results).toEqual(['clean', 'clean', 'clean'])
   })
@@ -128,13 +133,30 @@ describe('the scan pool', () => {
   it('gives a scan run alone a thread of its own: what it hangs takes nothing else down', async () => {
     const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 1_000 })
     const spinning = scan(target, 'spin me', { alone: true })
-    // Sent while the only thread spins: it must wait for the replacement thread.
+    // Sent while the suspect's thread spins.
+    await new Promise((r) => setTimeout(r, 300))
     const other = scan(target, 'an ordinary message')
     expect(await outcome(spinning)).toEqual({
       code: 'MSC_SCAN_FAILED',
       message: 'scan did not finish within 1000 ms',
     })
     expect(await outcome(other)).toBe('clean')
+  })
+
+  it('runs the suspects queued behind one that hung, once their thread is replaced', async () => {
+    const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 1_000 })
+    const spinning = scan(target, 'spin me', { alone: true })
+    const next = scan(target, 'an ordinary message', { alone: true })
+    expect(await outcome(spinning)).toMatchObject({ code: 'MSC_SCAN_FAILED' })
+    expect(await outcome(next)).toBe('clean')
+  })
+
+  it('runs a scan sent alone at once, even while every shared thread is busy', async () => {
+    const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 10_000 })
+    const busy = scan(target, 'sleep 3000').then(() => 'the shared thread went idle')
+    const alone = scan(target, 'an ordinary message', { alone: true }).then((r) => r.report.verdict.category)
+    expect(await Promise.race([alone, busy])).toBe('clean')
+    await busy
   })
 
   it('without alone, a scan sent beside a hanging one goes down with it', async () => {
@@ -144,5 +166,31 @@ describe('the scan pool', () => {
     const other = scan(target, 'an ordinary message')
     expect(await outcome(spinning)).toMatchObject({ code: 'MSC_SCAN_FAILED' })
     expect(await outcome(other)).toMatchObject({ code: 'MSC_SCAN_FAILED' })
+  })
+  it('drops a scan still waiting for a place once its caller gave up; the scan before it runs', async () => {
+    const target = await startPool({ concurrentTasksPerWorker: 1, taskTimeoutMs: 10_000 })
+    const first = scan(target, 'sleep 1500')
+    const controller = new AbortController()
+    const waiting = scan(target, 'sleep 1500', { signal: controller.signal })
+    controller.abort()
+    // Dropped while the first still runs (it holds the only place).
+    expect(await Promise.race([outcome(waiting), first.then(() => 'first finished')])).toEqual({
+      code: 'AbortError',
+      message: 'the answer is no longer wanted',
+    })
+    expect(await outcome(first)).toBe('clean')
+  })
+  it('replaces a thread that fails between scans, and logs it; the process and the pool go on', async () => {
+    const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 10_000 })
+    expect(await outcome(scan(target, 'throw later'))).toBe('clean')
+    const deadline = Date.now() + 5_000
+    while (!logs.some((l) => l.level === 50) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    expect(logs.find((l) => l.level === 50)).toMatchObject({
+      msg: 'worker thread failed between scans: replaced',
+      err: { message: 'a stray throw from a plugin timer' },
+    })
+    expect(await outcome(scan(target, 'after the trouble'))).toBe('clean')
   })
 })

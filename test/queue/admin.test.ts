@@ -103,6 +103,30 @@ describe('queue administration', () => {
     expect(await codeOf(requeueFailed(spool, await queue('outgoing')))).toBe('MSC_NOT_FAILED')
   })
 
+  it('keeps requeued mail whose move into deferred/ was made but not fsynced, and reports the error', async () => {
+    const id = await queue('failed')
+    const syncing = spool as unknown as { syncDir: (state: string) => Promise<void> }
+    const syncDir = syncing.syncDir.bind(spool)
+    syncing.syncDir = (state) =>
+      state === 'deferred'
+        ? Promise.reject(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }))
+        : syncDir(state)
+    await expect(requeueFailed(spool, id)).rejects.toMatchObject({ code: 'EIO' })
+    syncing.syncDir = syncDir
+    expect(await spool.find(id)).toBe('deferred')
+    expect((await spool.read('deferred', id)).message).toEqual(MESSAGE)
+  })
+
+  it('leaves failed mail and no retry state behind when the requeue cannot write', async () => {
+    const id = await queue('failed')
+    const write = spool.write.bind(spool)
+    spool.write = () => Promise.reject(Object.assign(new Error('ENOSPC: no space left'), { code: 'ENOSPC' }))
+    await expect(requeueFailed(spool, id)).rejects.toMatchObject({ code: 'ENOSPC' })
+    spool.write = write
+    expect(await spool.find(id)).toBe('failed')
+    expect(await readdir(join(dir, 'deferred'))).toEqual([])
+  })
+
   it('starts the queue lifetime of requeued mail again, and leaves its bytes and arrival alone', async () => {
     const id = await queue('failed')
     const before = await spool.read('failed', id)

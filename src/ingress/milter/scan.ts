@@ -14,18 +14,21 @@ import type { MilterMessageHandler } from './session.js'
 
 /** A {@link MilterMessageHandler} that scans with `pool`. */
 export function milterScanHandler(pool: ScanPool, log: Logger, metrics?: Metrics): MilterMessageHandler {
-  // The session's signal is not passed on: a scan nobody waits for any more still finishes
-  // (its answer is dropped), rather than take down its worker and the scans beside it.
-  return async (message) => {
+  // The session's signal drops a scan still waiting for a place; one already running
+  // finishes (its answer is dropped) rather than take down its thread and the scans beside it.
+  return async (message, signal) => {
     const queueId = newQueueId()
     const started = performance.now()
     const raw = message.content.data ?? (await readFile(message.content.path as string))
-    const result = await pool.run({
-      queueId,
-      slot: '',
-      front: 'milter',
-      entry: { header: { v: 1, id: queueId, envelope: message.envelope }, message: raw },
-    })
+    const result = await pool.run(
+      {
+        queueId,
+        slot: '',
+        front: 'milter',
+        entry: { header: { v: 1, id: queueId, envelope: message.envelope }, message: raw },
+      },
+      { signal },
+    )
     const { report } = result
     const stripped = result.stripped
       ? Buffer.from(result.stripped.buffer, result.stripped.byteOffset, result.stripped.byteLength)
