@@ -14,6 +14,7 @@ export const ERROR_CODES = {
   MSC_SPOOL_WRITE_FAILED: 'the spool could not store a message durably',
   MSC_SPOOL_CORRUPT: 'a spool file could not be read back',
   MSC_SCAN_FAILED: 'the worker pool could not scan a message',
+  MSC_POOL_CLOSED: 'the worker pool closed (reload or stop) before the scan was done; it is scanned again',
   MSC_DELIVERY_DEFERRED: 'the next hop did not take the message; it will be retried',
   MSC_DELIVERY_FAILED: 'the next hop refused the message permanently',
   MSC_NOT_FOUND: 'no such message (wrong ID, or not in that queue)',

@@ -32,7 +32,8 @@ export interface ScanPool {
   /**
    * Scan one message. Rejects with `MSC_SCAN_FAILED` when its worker thread died under it:
    * the thread crashed, or this scan or another one on the same thread overran the task
-   * timeout and the thread was replaced.
+   * timeout and the thread was replaced; with `MSC_POOL_CLOSED` when the pool was closed
+   * (a reload, a stop) before the scan was done, which says nothing about the message.
    */
   run(task: ScanTask, options?: RunOptions): Promise<ScanResult>
   /** Stop the workers; without `force`, tasks already running finish first. */
@@ -135,6 +136,9 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
   watch.unref()
 
   let seq = 0
+  let closing = false
+  const closed = (cause?: unknown): MailscreenError =>
+    new MailscreenError('MSC_POOL_CLOSED', 'the scan pool closed before the scan was done', { cause })
   const submit = (piscina: Piscina<WatchedTask, ScanResult>, task: ScanTask): Promise<ScanResult> => {
     seq = nextSeq(seq)
     const mine = seq
@@ -143,17 +147,25 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
       piscina
         .run({ seq: mine, task })
         .then(resolve, (err: unknown) =>
-          reject(new MailscreenError('MSC_SCAN_FAILED', toErrorInfo(err).message, { cause: err })),
+          reject(
+            closing
+              ? closed(err)
+              : new MailscreenError('MSC_SCAN_FAILED', toErrorInfo(err).message, { cause: err }),
+          ),
         )
     }).finally(() => lose.delete(mine))
   }
 
   return {
     run: async (task, runOptions) => {
+      if (closing) throw closed()
       if (runOptions?.alone) return submit(suspects, task)
       const signal = runOptions?.signal
       const placed = await places.acquire(signal && { ms: GIVE_UP_POLL_MS, giveUp: () => signal.aborted })
-      if (!placed) throw new DOMException('the answer is no longer wanted', 'AbortError')
+      if (!placed) {
+        if (closing) throw closed()
+        throw new DOMException('the answer is no longer wanted', 'AbortError')
+      }
       try {
         return await submit(shared, task)
       } finally {
@@ -162,6 +174,7 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
     },
     close: async (closeOptions) => {
       const force = closeOptions?.force ?? true
+      closing = true
       places.cancelWaiting()
       // piscina's close waits for the tasks of a thread still being terminated, and never
       // hears of them again: let those threads finish exiting first.

@@ -127,7 +127,8 @@ export class ScanScheduler {
       )
     } catch (err) {
       spool.returnSlot(slot)
-      await this.scanCrashed(id, err, alone)
+      if ((err as { code?: unknown }).code === 'MSC_POOL_CLOSED') await this.scanInterrupted(id)
+      else await this.scanCrashed(id, err, alone)
       return
     }
     this.attempts.delete(id)
@@ -237,6 +238,13 @@ export class ScanScheduler {
         'scan error: message left in processing/ until the next start',
       )
     }
+  }
+
+  /** The pool closed under the scan (a reload swaps it): scanned again, nothing counted. */
+  private async scanInterrupted(id: QueueId): Promise<void> {
+    await this.opts.spool.move(id, 'processing', 'incoming')
+    this.opts.log.info({ qid: id }, 'scan interrupted by a pool restart: queued again')
+    this.queue.push(id)
   }
 
   /**

@@ -56,6 +56,10 @@ describe('a slow destination', () => {
     }
     // Five for the slow host fill the delivery stage; the one for the fast host comes last.
     const slow = await Promise.all([1, 2, 3, 4, 5].map((i) => send(`u${i}@slow.example`, `slow-${i}`)))
+    // Scans run side by side and may finish in any order: the fast one is sent once the slow
+    // ones are through theirs (a verdict is logged once delivery has the message).
+    const scanned = (id: string): boolean => logs().some((l) => l.qid === id && l.msg === 'verdict')
+    await until(() => slow.every(scanned), 'the slow messages scanned', 10_000)
     const fast = await send('u@fast.example', 'fast')
 
     await until(() => deliveredAt(fast) >= 0, 'the fast message delivered', 10_000)

@@ -116,17 +116,18 @@ describe('the scan pool', () => {
   })
 
   it('names a scan that only shared the thread of one that overran', async () => {
-    const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 1_000 })
-    const overrunning = scan(target, 'sleep 5000')
-    await new Promise((r) => setTimeout(r, 500))
-    const beside = scan(target, 'sleep 5000')
+    // The watchdog looks every 500 ms: the second scan is well inside the limit when it does.
+    const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 2_000 })
+    const overrunning = scan(target, 'sleep 8000')
+    await new Promise((r) => setTimeout(r, 1_000))
+    const beside = scan(target, 'sleep 8000')
     expect(await outcome(overrunning)).toEqual({
       code: 'MSC_SCAN_FAILED',
-      message: 'scan did not finish within 1000 ms',
+      message: 'scan did not finish within 2000 ms',
     })
     expect(await outcome(beside)).toEqual({
       code: 'MSC_SCAN_FAILED',
-      message: 'its worker thread was replaced: another scan on it ran past 1000 ms',
+      message: 'its worker thread was replaced: another scan on it ran past 2000 ms',
     })
   })
 
@@ -192,5 +193,16 @@ describe('the scan pool', () => {
       err: { message: 'a stray throw from a plugin timer' },
     })
     expect(await outcome(scan(target, 'after the trouble'))).toBe('clean')
+  })
+  it('closing lets running scans finish and turns the waiting ones away as MSC_POOL_CLOSED', async () => {
+    const target = await startPool({ concurrentTasksPerWorker: 1, taskTimeoutMs: 10_000 })
+    const running = scan(target, 'sleep 500')
+    const waiting = scan(target, 'an ordinary message')
+    pool = undefined
+    const closing = target.close({ force: false })
+    expect(await outcome(waiting)).toMatchObject({ code: 'MSC_POOL_CLOSED' })
+    expect(await outcome(running)).toBe('clean')
+    await closing
+    expect(await outcome(scan(target, 'too late'))).toMatchObject({ code: 'MSC_POOL_CLOSED' })
   })
 })

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pino } from 'pino'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { MailscreenError } from '../../src/errors.js'
 import type { ScanPool } from '../../src/pipeline/pool.js'
 import type { ScanReport } from '../../src/pipeline/scan.js'
 import { ScanScheduler } from '../../src/pipeline/scheduler.js'
@@ -179,6 +180,35 @@ describe('ScanScheduler', () => {
         reason: 'scan did not finish within 1000 ms',
       })
       expect(await readdir(join(dir, 'failed'))).toEqual([id])
+    } finally {
+      await scheduler.stop()
+    }
+  })
+  it('scans again, with nothing counted, a message whose scan the pool closed under (a reload)', async () => {
+    const id = newQueueId()
+    await spool.write('incoming', header(id), MESSAGE)
+    const runs: Array<boolean | undefined> = []
+    const pool: ScanPool = {
+      run: async (task, options) => {
+        runs.push(options?.alone)
+        if (runs.length === 1) throw new MailscreenError('MSC_POOL_CLOSED', 'the scan pool closed')
+        return clean(task, header(task.queueId))
+      },
+      close: async () => undefined,
+    }
+    const { scheduler, logs, scanned } = schedule(pool, { maxAttempts: 1 })
+    try {
+      scheduler.enqueue(id)
+      await until(() => scanned.length > 0)
+      expect(scanned).toEqual([id])
+      // Not a crash: the second scan shares a thread like any other.
+      expect(runs).toEqual([undefined, undefined])
+      expect(logs.some((line) => line.msg === 'scan crashed: retrying')).toBe(false)
+      expect(
+        logs.find((line) => line.msg === 'scan interrupted by a pool restart: queued again'),
+      ).toMatchObject({
+        qid: id,
+      })
     } finally {
       await scheduler.stop()
     }
