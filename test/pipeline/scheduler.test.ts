@@ -88,6 +88,35 @@ async function until(done: () => boolean): Promise<void> {
   while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
 }
 
+/**
+ * One message through a scheduler whose pool answers each scan with `answer` (given the task,
+ * the scan's number from 1, and whether it was sent alone), until the message is handed on
+ * or moved to failed/. Returns what the pool was asked (`alone` of each scan) and the logs.
+ */
+async function scanOne(
+  options: { maxAttempts: number },
+  answer: (task: ScanTask, n: number, alone: boolean | undefined) => ScanResult,
+) {
+  const id = newQueueId()
+  await spool.write('incoming', header(id), MESSAGE)
+  const runs: Array<boolean | undefined> = []
+  const pool: ScanPool = {
+    run: async (task, runOptions) => {
+      runs.push(runOptions?.alone)
+      return answer(task, runs.length, runOptions?.alone)
+    },
+    close: async () => undefined,
+  }
+  const { scheduler, logs, scanned } = schedule(pool, options)
+  try {
+    scheduler.enqueue(id)
+    await until(() => scanned.length > 0 || logs.some((line) => line.msg === 'scan failed: moved to failed'))
+  } finally {
+    await scheduler.stop()
+  }
+  return { id, runs, logs, scanned }
+}
+
 describe('ScanScheduler', () => {
   it('sends a message whose scan failed half-way back to incoming/ and scans it again', async () => {
     const id = newQueueId()
@@ -126,91 +155,48 @@ describe('ScanScheduler', () => {
       await scheduler.stop()
     }
   })
+
   it('retries a scan whose worker died alone; one that only shared the worker never goes to failed/', async () => {
-    const id = newQueueId()
-    await spool.write('incoming', header(id), MESSAGE)
-    const runs: Array<boolean | undefined> = []
-    const pool: ScanPool = {
-      run: async (task, options) => {
-        runs.push(options?.alone)
-        // The first scan shares a worker that dies; alone, the message scans fine.
-        if (!options?.alone) throw new Error('worker exited with code: 1')
-        return clean(task, header(task.queueId))
-      },
-      close: async () => undefined,
-    }
-    // maxAttempts 1: the crash would send the message to failed/, had it been alone.
-    const { scheduler, logs, scanned } = schedule(pool, { maxAttempts: 1 })
-    try {
-      scheduler.enqueue(id)
-      await until(() => scanned.length > 0)
-      expect(scanned).toEqual([id])
-      expect(runs).toEqual([undefined, true])
-      expect(logs.find((line) => line.msg === 'scan crashed: retrying')).toMatchObject({
-        qid: id,
-        attempts: 1,
-        alone: false,
-        reason: 'worker exited with code: 1',
-      })
-      expect(await readdir(join(dir, 'failed'))).toEqual([])
-    } finally {
-      await scheduler.stop()
-    }
+    // The first scan shares a worker that dies; alone, the message scans fine. maxAttempts 1:
+    // the crash would send the message to failed/, had it been alone.
+    const { id, runs, logs, scanned } = await scanOne({ maxAttempts: 1 }, (task, _n, alone) => {
+      if (!alone) throw new Error('worker exited with code: 1')
+      return clean(task, header(task.queueId))
+    })
+    expect(scanned).toEqual([id])
+    expect(runs).toEqual([undefined, true])
+    expect(logs.find((line) => line.msg === 'scan crashed: retrying')).toMatchObject({
+      qid: id,
+      attempts: 1,
+      alone: false,
+      reason: 'worker exited with code: 1',
+    })
+    expect(await readdir(join(dir, 'failed'))).toEqual([])
   })
 
   it('moves a message to failed/ once its scan crashed maxAttempts times, the last one alone', async () => {
-    const id = newQueueId()
-    await spool.write('incoming', header(id), MESSAGE)
-    const runs: Array<boolean | undefined> = []
-    const pool: ScanPool = {
-      run: async (_task, options) => {
-        runs.push(options?.alone)
-        throw new Error('scan did not finish within 1000 ms')
-      },
-      close: async () => undefined,
-    }
-    const { scheduler, logs } = schedule(pool, { maxAttempts: 3 })
-    try {
-      scheduler.enqueue(id)
-      await until(() => logs.some((line) => line.msg === 'scan failed: moved to failed'))
-      expect(runs).toEqual([undefined, true, true])
-      expect(logs.find((line) => line.msg === 'scan failed: moved to failed')).toMatchObject({
-        qid: id,
-        attempts: 3,
-        reason: 'scan did not finish within 1000 ms',
-      })
-      expect(await readdir(join(dir, 'failed'))).toEqual([id])
-    } finally {
-      await scheduler.stop()
-    }
+    const { id, runs, logs } = await scanOne({ maxAttempts: 3 }, () => {
+      throw new Error('scan did not finish within 1000 ms')
+    })
+    expect(runs).toEqual([undefined, true, true])
+    expect(logs.find((line) => line.msg === 'scan failed: moved to failed')).toMatchObject({
+      qid: id,
+      attempts: 3,
+      reason: 'scan did not finish within 1000 ms',
+    })
+    expect(await readdir(join(dir, 'failed'))).toEqual([id])
   })
+
   it('scans again, with nothing counted, a message whose scan the pool closed under (a reload)', async () => {
-    const id = newQueueId()
-    await spool.write('incoming', header(id), MESSAGE)
-    const runs: Array<boolean | undefined> = []
-    const pool: ScanPool = {
-      run: async (task, options) => {
-        runs.push(options?.alone)
-        if (runs.length === 1) throw new MailscreenError('MSC_POOL_CLOSED', 'the scan pool closed')
-        return clean(task, header(task.queueId))
-      },
-      close: async () => undefined,
-    }
-    const { scheduler, logs, scanned } = schedule(pool, { maxAttempts: 1 })
-    try {
-      scheduler.enqueue(id)
-      await until(() => scanned.length > 0)
-      expect(scanned).toEqual([id])
-      // Not a crash: the second scan shares a thread like any other.
-      expect(runs).toEqual([undefined, undefined])
-      expect(logs.some((line) => line.msg === 'scan crashed: retrying')).toBe(false)
-      expect(
-        logs.find((line) => line.msg === 'scan interrupted by a pool restart: queued again'),
-      ).toMatchObject({
-        qid: id,
-      })
-    } finally {
-      await scheduler.stop()
-    }
+    const { id, runs, logs, scanned } = await scanOne({ maxAttempts: 1 }, (task, n) => {
+      if (n === 1) throw new MailscreenError('MSC_POOL_CLOSED', 'the scan pool closed')
+      return clean(task, header(task.queueId))
+    })
+    expect(scanned).toEqual([id])
+    // Not a crash: the second scan shares a thread like any other.
+    expect(runs).toEqual([undefined, undefined])
+    expect(logs.some((line) => line.msg === 'scan crashed: retrying')).toBe(false)
+    const interrupted = logs.find((line) => line.msg === 'scan interrupted by a pool restart: queued again')
+    expect(interrupted).toMatchObject({ qid: id })
   })
 })
