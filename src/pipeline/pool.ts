@@ -117,6 +117,10 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
       for (const { threadId, overran, others } of watchdog.overruns()) {
         watchdog.forget(threadId)
         dying.add(threadId)
+        options.log.warn(
+          { thread: threadId, overran: overran.length, beside: others.length, timeoutMs: limitMs },
+          'worker thread terminated: a scan ran past pool.taskTimeout',
+        )
         for (const seq of overran) lose.get(seq)?.(lost(`scan did not finish within ${limitMs} ms`))
         for (const seq of others) {
           lose.get(seq)?.(lost(`its worker thread was replaced: another scan on it ran past ${limitMs} ms`))

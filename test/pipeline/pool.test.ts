@@ -103,7 +103,7 @@ describe('the scan pool', () => {
     expect(results.map((r) => r.report.failedChecks)).toEqual(Array.from({ length: 8 }, () => []))
   })
 
-  it('replaces a thread whose scan hangs; the scans beside it fail with their own reason, and the pool goes on', async () => {
+  it('replaces a thread whose scan hangs, says so in the log, and goes on', async () => {
     const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 1_000 })
     const beside = scan(target, 'sleep 5000')
     // The spinning scan blocks the thread, so the one beside it cannot finish either: both
@@ -112,6 +112,12 @@ describe('the scan pool', () => {
     const [spun, slept] = await Promise.all([outcome(spinning), outcome(beside)])
     expect(spun).toEqual({ code: 'MSC_SCAN_FAILED', message: 'scan did not finish within 1000 ms' })
     expect(slept).toEqual({ code: 'MSC_SCAN_FAILED', message: 'scan did not finish within 1000 ms' })
+    expect(logs.find((l) => l.level === 40)).toMatchObject({
+      msg: 'worker thread terminated: a scan ran past pool.taskTimeout',
+      overran: 2,
+      beside: 0,
+      timeoutMs: 1_000,
+    })
     expect(await outcome(scan(target, 'after the trouble'))).toBe('clean')
   })
 
