@@ -168,7 +168,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
   // The scheduler runs tasks through this, so a reload can swap the pool underneath it.
   const currentPool: ScanPool = {
     run: (task, options) => (pool as ScanPool).run(task, options),
-    close: (options) => (pool as ScanPool).close(options),
+    close: () => (pool as ScanPool).close(),
   }
   const startPool = (settings: ScanSettings, from: LoadedConfig): ScanPool =>
     createScanPool(
@@ -392,7 +392,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
         log.warn({ key: 'milter' }, 'reload: this section changed; restart to apply it')
       const old = pool
       pool = startPool(settings, next)
-      await old?.close({ force: false })
+      await old?.close()
       log.info({ plugins: next.config.plugins.map((p) => p.use) }, 'reloaded')
     },
     async flush() {

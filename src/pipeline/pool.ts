@@ -1,4 +1,5 @@
 import { fileURLToPath } from 'node:url'
+import type { Worker } from 'node:worker_threads'
 import type { Logger } from 'pino'
 import { Piscina } from 'piscina'
 import { Semaphore } from '../delivery/limit.js'
@@ -36,8 +37,11 @@ export interface ScanPool {
    * (a reload, a stop) before the scan was done, which says nothing about the message.
    */
   run(task: ScanTask, options?: RunOptions): Promise<ScanResult>
-  /** Stop the workers; without `force`, tasks already running finish first. */
-  close(options?: { force?: boolean }): Promise<void>
+  /**
+   * Stop the threads. Scans already running finish (or the watchdog ends them); those still
+   * waiting for a thread are turned away with `MSC_POOL_CLOSED`.
+   */
+  close(): Promise<void>
 }
 
 /** The compiled worker module (also when the caller runs from TypeScript sources, as in tests). */
@@ -45,6 +49,9 @@ const WORKER_FILE = builtPath(fileURLToPath(new URL('./worker.js', import.meta.u
 
 /** How often a scan waiting for a place looks whether its caller gave up. */
 const GIVE_UP_POLL_MS = 250
+
+/** How long close() waits for terminated threads to exit. */
+const EXIT_WAIT_MS = 10_000
 
 type Balancer = NonNullable<NonNullable<ConstructorParameters<typeof Piscina>[0]>['loadBalancer']>
 
@@ -57,8 +64,13 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
   const watchdog = new Watchdog(limitMs)
   /** Threads being terminated: they get no new task (terminate() takes a while). */
   const dying = new Set<number>()
-  /** Threads the watchdog terminates, until they have exited. */
-  const exits = new Set<Promise<number>>()
+  /** Threads the watchdog terminated that have not exited yet. */
+  const exiting = new Set<number>()
+  /** Called when the watchdog terminates a thread (close() listens while it waits). */
+  let onTerminate: (() => void) | undefined
+  let closing = false
+  /** close() gave up on piscina's own close (which then times out, harmlessly) and destroyed. */
+  let destroyed = false
   /** Rejects a running task's promise, by task number: the watchdog settles them at once. */
   const lose = new Map<number, (err: Error) => void>()
 
@@ -82,18 +94,28 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
     })
     // A thread that fails between tasks (a plugin's stray throw): piscina replaces it, and
     // without a listener this event would end the whole process.
-    piscina.on('error', (err: unknown) =>
-      options.log.error({ err: toErrorInfo(err) }, 'worker thread failed between scans: replaced'),
-    )
-    piscina.on('message', (message: unknown) => {
-      if (isBoardMessage(message)) watchdog.watch(message.threadId, message.board)
+    piscina.on('error', (err: unknown) => {
+      if (destroyed) return
+      if (closing) options.log.warn({ err: toErrorInfo(err) }, 'scan pool: error while closing')
+      else options.log.error({ err: toErrorInfo(err) }, 'worker thread failed between scans: replaced')
     })
-    piscina.on('workerDestroy', (worker: { id: number }) => {
-      watchdog.forget(worker.id)
-      dying.delete(worker.id)
+    piscina.on('message', (message: unknown) => {
+      if (!isBoardMessage(message)) return
+      const { threadId, board } = message
+      const thread = threadOf(threadId)
+      if (thread === undefined) return
+      watchdog.watch(threadId, board)
+      // Keyed by the ID read now: once a thread has exited, its threadId reads -1.
+      thread.once('exit', () => {
+        watchdog.forget(threadId)
+        dying.delete(threadId)
+        exiting.delete(threadId)
+      })
     })
     return piscina
   }
+  const threadOf = (threadId: number): Worker | undefined =>
+    [...shared.threads, ...suspects.threads].find((thread) => thread.threadId === threadId)
   const shared = start({
     minThreads: options.workers,
     maxThreads: options.workers,
@@ -126,13 +148,9 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
           lose.get(seq)?.(lost(`its worker thread was replaced: another scan on it ran past ${limitMs} ms`))
         }
         // piscina starts a new thread in its place once this one has exited.
-        const thread = [...shared.threads, ...suspects.threads].find((t) => t.threadId === threadId)
-        if (thread === undefined) continue
-        const exited = thread
-          .terminate()
-          .catch(() => -1)
-          .finally(() => exits.delete(exited))
-        exits.add(exited)
+        exiting.add(threadId)
+        void threadOf(threadId)?.terminate()
+        onTerminate?.()
       }
     },
     Math.min(1_000, Math.max(25, limitMs / 4)),
@@ -140,7 +158,6 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
   watch.unref()
 
   let seq = 0
-  let closing = false
   const closed = (cause?: unknown): MailscreenError =>
     new MailscreenError('MSC_POOL_CLOSED', 'the scan pool closed before the scan was done', { cause })
   const submit = (piscina: Piscina<WatchedTask, ScanResult>, task: ScanTask): Promise<ScanResult> => {
@@ -176,18 +193,41 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
         places.release()
       }
     },
-    close: async (closeOptions) => {
-      const force = closeOptions?.force ?? true
+    close: async () => {
       closing = true
       places.cancelWaiting()
-      // piscina's close waits for the tasks of a thread still being terminated, and never
-      // hears of them again: let those threads finish exiting first.
-      await Promise.all(exits)
-      // The watchdog stays on until the threads are gone: a hung scan must not hold the close.
-      await Promise.all([shared.close({ force }), suspects.close({ force })])
+      // piscina's close waits for the tasks of a thread the watchdog terminated and never hears
+      // of them again (it would wait out its closeTimeout): when there is one, destroy instead.
+      const terminated = new Promise<void>((resolve) => {
+        onTerminate = resolve
+        if (exiting.size > 0) resolve()
+      })
+      // force: scans not yet on a thread are turned away; running ones finish. The watchdog
+      // stays on meanwhile, so a hung scan cannot hold the close.
+      const flushed = Promise.all([shared.close({ force: true }), suspects.close({ force: true })])
+      const closedCleanly = await Promise.race([flushed.then(() => true), terminated.then(() => false)])
+      if (!closedCleanly) {
+        destroyed = true
+        // A thread stuck in native code does not stop for terminate(): leave it behind.
+        await settledWithin(Promise.all([shared.destroy(), suspects.destroy()]), EXIT_WAIT_MS)
+      }
       clearInterval(watch)
     },
   }
+}
+
+/** Resolves when `promise` settles, or after `ms`, whichever comes first. */
+function settledWithin(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  return Promise.race([
+    promise.then(
+      () => undefined,
+      () => undefined,
+    ),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ms)
+    }),
+  ]).finally(() => clearTimeout(timer))
 }
 
 function lost(reason: string): MailscreenError {

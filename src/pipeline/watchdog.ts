@@ -16,6 +16,15 @@ export function nextSeq(seq: number): number {
   return (seq % MAX_SEQ) + 1
 }
 
+/**
+ * Milliseconds on the process's monotonic clock, which every thread shares and which a step
+ * of the wall clock (NTP, a VM resumed) does not move: such a step must not look like a hang.
+ */
+export function monotonicMs(): number {
+  const [seconds, nanoseconds] = process.hrtime()
+  return seconds * 1_000 + nanoseconds / 1_000_000
+}
+
 /** Worker side: notes each task as it begins and ends. */
 export class TaskBoard {
   readonly buffer: SharedArrayBuffer
@@ -32,7 +41,7 @@ export class TaskBoard {
   }
 
   /** Task `seq` begins now; returns its slot, for {@link end}. */
-  begin(seq: number, now = Date.now()): number {
+  begin(seq: number, now = monotonicMs()): number {
     const slot = this.seqs.indexOf(0)
     if (slot < 0) throw new Error(`a worker was given more than ${this.seqs.length} tasks at once`)
     this.starts[slot] = now
@@ -73,7 +82,7 @@ export class Watchdog {
   }
 
   /** Workers running a task that began more than the limit before `now`. */
-  overruns(now = Date.now()): Overrun[] {
+  overruns(now = monotonicMs()): Overrun[] {
     const found: Overrun[] = []
     for (const [threadId, { seqs, starts }] of this.boards) {
       const overran: number[] = []

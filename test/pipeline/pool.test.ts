@@ -35,7 +35,7 @@ async function startPool(options: {
   taskTimeoutMs: number
 }): Promise<ScanPool> {
   const file = join(dir, 'mailscreen.yaml')
-  const plugins = ['spins', 'sleeps', 'stray-throw'].map(
+  const plugins = ['spins', 'sleeps', 'stray-throw', 'kills-worker'].map(
     (name) => `  - use: ${join(packageRoot, 'test/fixtures/plugins', name)}`,
   )
   await writeFile(file, `spool: { dir: ${join(dir, 'spool')} }\nplugins:\n${plugins.join('\n')}\n`)
@@ -159,7 +159,8 @@ describe('the scan pool', () => {
   })
 
   it('runs a scan sent alone at once, even while every shared thread is busy', async () => {
-    const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 10_000 })
+    // One scan per shared thread: had the alone scan gone there, it would wait for the first.
+    const target = await startPool({ concurrentTasksPerWorker: 1, taskTimeoutMs: 10_000 })
     const busy = scan(target, 'sleep 3000').then(() => 'the shared thread went idle')
     const alone = scan(target, 'an ordinary message', { alone: true }).then((r) => r.report.verdict.category)
     expect(await Promise.race([alone, busy])).toBe('clean')
@@ -202,13 +203,50 @@ describe('the scan pool', () => {
   })
   it('closing lets running scans finish and turns the waiting ones away as MSC_POOL_CLOSED', async () => {
     const target = await startPool({ concurrentTasksPerWorker: 1, taskTimeoutMs: 10_000 })
+    // The thread up and its plugins set up, so that the next scan starts at once.
+    expect(await outcome(scan(target, 'warm up'))).toBe('clean')
     const running = scan(target, 'sleep 500')
     const waiting = scan(target, 'an ordinary message')
+    await new Promise((r) => setTimeout(r, 100))
     pool = undefined
-    const closing = target.close({ force: false })
+    const closing = target.close()
     expect(await outcome(waiting)).toMatchObject({ code: 'MSC_POOL_CLOSED' })
     expect(await outcome(running)).toBe('clean')
     await closing
     expect(await outcome(scan(target, 'too late'))).toMatchObject({ code: 'MSC_POOL_CLOSED' })
+  })
+  it('does not wait out a scan that hangs while it closes: the watchdog ends it', async () => {
+    const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 1_000 })
+    const spinning = scan(target, 'spin me')
+    await new Promise((r) => setTimeout(r, 100))
+    pool = undefined
+    // piscina's own close would wait 30 s (its closeTimeout) for the terminated thread's task.
+    const closed = target.close().then(() => 'closed')
+    const late = new Promise((r) => setTimeout(() => r('still closing after 15 s'), 15_000))
+    expect(await Promise.race([closed, late])).toBe('closed')
+    expect(await outcome(spinning)).toEqual({
+      code: 'MSC_SCAN_FAILED',
+      message: 'scan did not finish within 1000 ms',
+    })
+    expect(
+      logs.some(
+        (l) =>
+          (l.level as number) >= 40 && l.msg !== 'worker thread terminated: a scan ran past pool.taskTimeout',
+      ),
+    ).toBe(false)
+  })
+
+  it('forgets a thread that exits in the middle of a scan: no overrun is reported for it later', async () => {
+    const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 1_000 })
+    expect(await outcome(scan(target, 'crash me'))).toEqual({
+      code: 'MSC_SCAN_FAILED',
+      message: 'worker exited with code: 1',
+    })
+    // Past the timeout and a few watchdog rounds.
+    await new Promise((r) => setTimeout(r, 2_000))
+    expect(
+      logs.filter((l) => l.msg === 'worker thread terminated: a scan ran past pool.taskTimeout'),
+    ).toEqual([])
+    expect(await outcome(scan(target, 'after the trouble'))).toBe('clean')
   })
 })
