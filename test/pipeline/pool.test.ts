@@ -105,11 +105,11 @@ describe('the scan pool', () => {
 
   it('replaces a thread whose scan hangs, says so in the log, and goes on', async () => {
     const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 1_000 })
-    const beside = scan(target, 'sleep 5000')
+    const beside = outcome(scan(target, 'sleep 5000'))
     // The spinning scan blocks the thread, so the one beside it cannot finish either: both
     // are past the limit when the watchdog looks.
-    const spinning = scan(target, 'spin me')
-    const [spun, slept] = await Promise.all([outcome(spinning), outcome(beside)])
+    const spinning = outcome(scan(target, 'spin me'))
+    const [spun, slept] = await Promise.all([spinning, beside])
     expect(spun).toEqual({ code: 'MSC_SCAN_FAILED', message: 'scan did not finish within 1000 ms' })
     expect(slept).toEqual({ code: 'MSC_SCAN_FAILED', message: 'scan did not finish within 1000 ms' })
     expect(logs.find((l) => l.level === 40)).toMatchObject({
@@ -124,14 +124,14 @@ describe('the scan pool', () => {
   it('names a scan that only shared the thread of one that overran', async () => {
     // The watchdog looks every 500 ms: the second scan is well inside the limit when it does.
     const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 2_000 })
-    const overrunning = scan(target, 'sleep 8000')
+    const overrunning = outcome(scan(target, 'sleep 8000'))
     await new Promise((r) => setTimeout(r, 1_000))
-    const beside = scan(target, 'sleep 8000')
-    expect(await outcome(overrunning)).toEqual({
+    const beside = outcome(scan(target, 'sleep 8000'))
+    expect(await overrunning).toEqual({
       code: 'MSC_SCAN_FAILED',
       message: 'scan did not finish within 2000 ms',
     })
-    expect(await outcome(beside)).toEqual({
+    expect(await beside).toEqual({
       code: 'MSC_SCAN_FAILED',
       message: 'its worker thread was replaced: another scan on it ran past 2000 ms',
     })
@@ -139,23 +139,23 @@ describe('the scan pool', () => {
 
   it('gives a scan run alone a thread of its own: what it hangs takes nothing else down', async () => {
     const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 1_000 })
-    const spinning = scan(target, 'spin me', { alone: true })
+    const spinning = outcome(scan(target, 'spin me', { alone: true }))
     // Sent while the suspect's thread spins.
     await new Promise((r) => setTimeout(r, 300))
-    const other = scan(target, 'an ordinary message')
-    expect(await outcome(spinning)).toEqual({
+    const other = outcome(scan(target, 'an ordinary message'))
+    expect(await spinning).toEqual({
       code: 'MSC_SCAN_FAILED',
       message: 'scan did not finish within 1000 ms',
     })
-    expect(await outcome(other)).toBe('clean')
+    expect(await other).toBe('clean')
   })
 
   it('runs the suspects queued behind one that hung, once their thread is replaced', async () => {
     const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 1_000 })
-    const spinning = scan(target, 'spin me', { alone: true })
-    const next = scan(target, 'an ordinary message', { alone: true })
-    expect(await outcome(spinning)).toMatchObject({ code: 'MSC_SCAN_FAILED' })
-    expect(await outcome(next)).toBe('clean')
+    const spinning = outcome(scan(target, 'spin me', { alone: true }))
+    const next = outcome(scan(target, 'an ordinary message', { alone: true }))
+    expect(await spinning).toMatchObject({ code: 'MSC_SCAN_FAILED' })
+    expect(await next).toBe('clean')
   })
 
   it('runs a scan sent alone at once, even while every shared thread is busy', async () => {
@@ -170,24 +170,26 @@ describe('the scan pool', () => {
   it('without alone, a scan sent beside a hanging one goes down with it', async () => {
     // The counterpart of the test above: what `alone` changes.
     const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 1_000 })
-    const spinning = scan(target, 'spin me')
-    const other = scan(target, 'an ordinary message')
-    expect(await outcome(spinning)).toMatchObject({ code: 'MSC_SCAN_FAILED' })
-    expect(await outcome(other)).toMatchObject({ code: 'MSC_SCAN_FAILED' })
+    const spinning = outcome(scan(target, 'spin me'))
+    const other = outcome(scan(target, 'an ordinary message'))
+    expect(await spinning).toMatchObject({ code: 'MSC_SCAN_FAILED' })
+    expect(await other).toMatchObject({ code: 'MSC_SCAN_FAILED' })
   })
+
   it('drops a scan still waiting for a place once its caller gave up; the scan before it runs', async () => {
     const target = await startPool({ concurrentTasksPerWorker: 1, taskTimeoutMs: 10_000 })
-    const first = scan(target, 'sleep 1500')
+    const first = outcome(scan(target, 'sleep 1500'))
     const controller = new AbortController()
-    const waiting = scan(target, 'sleep 1500', { signal: controller.signal })
+    const waiting = outcome(scan(target, 'sleep 1500', { signal: controller.signal }))
     controller.abort()
     // Dropped while the first still runs (it holds the only place).
-    expect(await Promise.race([outcome(waiting), first.then(() => 'first finished')])).toEqual({
+    expect(await Promise.race([waiting, first.then(() => 'first finished')])).toEqual({
       code: 'AbortError',
       message: 'the answer is no longer wanted',
     })
-    expect(await outcome(first)).toBe('clean')
+    expect(await first).toBe('clean')
   })
+
   it('replaces a thread that fails between scans, and logs it; the process and the pool go on', async () => {
     const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 10_000 })
     expect(await outcome(scan(target, 'throw later'))).toBe('clean')
@@ -201,30 +203,32 @@ describe('the scan pool', () => {
     })
     expect(await outcome(scan(target, 'after the trouble'))).toBe('clean')
   })
+
   it('closing lets running scans finish and turns the waiting ones away as MSC_POOL_CLOSED', async () => {
     const target = await startPool({ concurrentTasksPerWorker: 1, taskTimeoutMs: 10_000 })
     // The thread up and its plugins set up, so that the next scan starts at once.
     expect(await outcome(scan(target, 'warm up'))).toBe('clean')
-    const running = scan(target, 'sleep 500')
-    const waiting = scan(target, 'an ordinary message')
+    const running = outcome(scan(target, 'sleep 500'))
+    const waiting = outcome(scan(target, 'an ordinary message'))
     await new Promise((r) => setTimeout(r, 100))
     pool = undefined
     const closing = target.close()
-    expect(await outcome(waiting)).toMatchObject({ code: 'MSC_POOL_CLOSED' })
-    expect(await outcome(running)).toBe('clean')
+    expect(await waiting).toMatchObject({ code: 'MSC_POOL_CLOSED' })
+    expect(await running).toBe('clean')
     await closing
     expect(await outcome(scan(target, 'too late'))).toMatchObject({ code: 'MSC_POOL_CLOSED' })
   })
+
   it('does not wait out a scan that hangs while it closes: the watchdog ends it', async () => {
     const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 1_000 })
-    const spinning = scan(target, 'spin me')
+    const spinning = outcome(scan(target, 'spin me'))
     await new Promise((r) => setTimeout(r, 100))
     pool = undefined
     // piscina's own close would wait 30 s (its closeTimeout) for the terminated thread's task.
     const closed = target.close().then(() => 'closed')
     const late = new Promise((r) => setTimeout(() => r('still closing after 15 s'), 15_000))
     expect(await Promise.race([closed, late])).toBe('closed')
-    expect(await outcome(spinning)).toEqual({
+    expect(await spinning).toEqual({
       code: 'MSC_SCAN_FAILED',
       message: 'scan did not finish within 1000 ms',
     })
