@@ -10,7 +10,8 @@ import { join } from 'node:path'
  */
 export const JOURNAL_DIR = 'admin'
 
-export type AdminVerb = 'deleted' | 'requeued' | 'released'
+const ADMIN_VERBS = ['deleted', 'requeued', 'released'] as const
+export type AdminVerb = (typeof ADMIN_VERBS)[number]
 
 /** One change to a queued message made from the CLI. */
 export interface AdminAction {
@@ -90,8 +91,7 @@ export async function takeAdminActions(
 function parseAction(text: string): AdminAction | undefined {
   try {
     const value = JSON.parse(text) as Partial<AdminAction>
-    const verbs: readonly string[] = ['deleted', 'requeued', 'released']
-    if (typeof value.action !== 'string' || !verbs.includes(value.action)) return undefined
+    if (!(ADMIN_VERBS as readonly unknown[]).includes(value.action)) return undefined
     if (typeof value.qid !== 'string' || !Array.isArray(value.was)) return undefined
     return value as AdminAction
   } catch {

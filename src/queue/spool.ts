@@ -279,7 +279,7 @@ export class Spool {
   /** Remove a message (and its retry state). Only after the next hop took it, or on purpose. */
   async remove(state: SpoolState, id: QueueId): Promise<void> {
     await this.retire(this.path(state, id))
-    if (state === 'deferred') await unlinkIfExists(this.retryPath(id))
+    if (state === 'deferred') await this.removeRetry(id)
   }
 
   /**
@@ -293,7 +293,7 @@ export class Spool {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false
       throw err
     }
-    if (state === 'deferred') await unlinkIfExists(this.retryPath(id))
+    if (state === 'deferred') await this.removeRetry(id)
     await this.syncDir(state)
     return true
   }
@@ -350,7 +350,7 @@ export class Spool {
     }
   }
 
-  /** Remove a retry state whose message did not reach `deferred/`. */
+  /** Remove a message's retry state (kept beside it in `deferred/`), if there is one. */
   async removeRetry(id: QueueId): Promise<void> {
     await unlinkIfExists(this.retryPath(id))
   }
@@ -373,12 +373,7 @@ export class Spool {
   async reclaim(id: QueueId): Promise<'requeued' | 'retired' | 'gone'> {
     const done = await Promise.all(
       // Not quarantine: a scan that keeps the original there may still owe a delivered copy.
-      (['outgoing', 'deferred', 'failed'] as const).map((s) =>
-        stat(this.path(s, id)).then(
-          () => true,
-          () => false,
-        ),
-      ),
+      (['outgoing', 'deferred', 'failed'] as const).map((state) => this.holds(state, id)),
     )
     try {
       if (done.some(Boolean)) {
