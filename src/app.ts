@@ -33,6 +33,7 @@ import { SPOOL_STATES, Spool } from './queue/spool.js'
 import { emptyRoutingMaps, loadRoutingMaps, MAP_FILES, type RoutingMaps } from './routing/maps.js'
 import { reloadRoutingMaps } from './routing/reload.js'
 import { type MapProblem, where } from './routing/text.js'
+import { HelperScheduling } from './thread-scheduling.js'
 
 /** The running filter. */
 export interface App {
@@ -186,8 +187,12 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
         ),
         taskTimeoutMs: from.config.pool.taskTimeout,
         log: log.child({ component: 'pool' }),
+        onThreadStart: () => void scheduling.refresh(),
       },
     )
+  const scheduling = new HelperScheduling((failure) =>
+    log.warn({ component: 'pool', failure }, 'helper threads: scheduling policy not changed'),
+  )
   let ownsSpool = false
   const space = spoolSpace(config, log.child({ component: 'spool' }))
   const metrics = new Metrics({
@@ -307,6 +312,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
         routingLog.warn({ dir: maps.dir, problem }, 'routing map problem')
       const settings = await scanSettings(loaded)
       pool = startPool(settings, loaded)
+      await scheduling.use(config.pool.helperScheduling)
       const deliveryQueue = new DeliveryQueue({
         spool,
         dispatcher,
@@ -392,6 +398,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
         log.warn({ key: 'milter' }, 'reload: this section changed; restart to apply it')
       const old = pool
       pool = startPool(settings, next)
+      await scheduling.use(next.config.pool.helperScheduling)
       await old?.close()
       log.info({ plugins: next.config.plugins.map((p) => p.use) }, 'reloaded')
     },

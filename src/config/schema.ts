@@ -64,6 +64,12 @@ const pool = z
     maxAttempts: z.number().int().min(1).default(3),
     /** Messages in flight through the pool at once. */
     maxInFlight: z.number().int().min(1).default(64),
+    /**
+     * `batch`: every thread but the main one (scan workers, the file-system threadpool, V8's
+     * helpers) runs under Linux's SCHED_BATCH, so that their wake-ups do not preempt the
+     * thread that answers SMTP; they keep their share of the CPU. `normal`: left as started.
+     */
+    helperScheduling: z.enum(['batch', 'normal']).default('batch'),
   })
   .strict()
 

@@ -16,6 +16,8 @@ export interface PoolOptions {
   /** A scan running longer than this (from when its worker began it) hung its worker. */
   readonly taskTimeoutMs: number
   readonly log: Logger
+  /** A worker thread started (at first, or to replace one): see thread-scheduling.ts. */
+  readonly onThreadStart?: () => void
 }
 
 export interface RunOptions {
@@ -105,6 +107,7 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
       const thread = threadOf(threadId)
       if (thread === undefined) return
       watchdog.watch(threadId, board)
+      options.onThreadStart?.()
       // Keyed by the ID read now: once a thread has exited, its threadId reads -1.
       thread.once('exit', () => {
         watchdog.forget(threadId)

@@ -1,12 +1,21 @@
 import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
-import { mkdtemp, writeFile } from 'node:fs/promises'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { stringify } from 'yaml'
 import { packageRoot } from '../../src/package-root.js'
-import { CLI, cleanup, type LogLine } from '../support/mailscreen.js'
+import { SCAN_THREAD_NAME } from '../../src/pipeline/thread-name.js'
+import { SCHED_BATCH, SCHED_OTHER, threadPolicy } from '../../src/thread-scheduling.js'
+import {
+  CLI,
+  cleanup,
+  type LogLine,
+  type MailscreenProcess,
+  startMailscreen,
+  stopAll,
+} from '../support/mailscreen.js'
 import { freePort } from '../support/ports.js'
 
 const dirs: string[] = []
@@ -80,5 +89,59 @@ describe('mailscreen start', () => {
       child.kill('SIGTERM')
     }
     expect(await exited).toBe(0)
+  })
+})
+
+describe('mailscreen start: thread scheduling', () => {
+  let ms: MailscreenProcess | undefined
+  afterEach(() => stopAll(ms, undefined))
+
+  /** Each thread of the daemon: its name and scheduling policy. */
+  function threads(pid: number): Array<{ tid: number; name: string; policy: number }> {
+    const found = []
+    for (const entry of readdirSync(`/proc/${pid}/task`)) {
+      const tid = Number(entry)
+      try {
+        const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim()
+        found.push({ tid, name, policy: threadPolicy(tid, pid) })
+      } catch {
+        // The thread exited between the listing and the read.
+      }
+    }
+    return found
+  }
+
+  async function eventually(check: () => void, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      try {
+        check()
+        return
+      } catch (err) {
+        if (Date.now() > deadline) throw err
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+    }
+  }
+
+  it('runs every thread but the main one under SCHED_BATCH, scan workers included; a reload to normal undoes it', async () => {
+    ms = await startMailscreen(await freePort(), {})
+    await ms.waitForLog((l) => l.msg === 'started')
+    const pid = ms.child.pid as number
+    await eventually(() => {
+      const all = threads(pid)
+      expect(all.filter((t) => t.name === SCAN_THREAD_NAME).length).toBeGreaterThanOrEqual(2)
+      expect(all.filter((t) => t.tid === pid).map((t) => t.policy)).toEqual([SCHED_OTHER])
+      expect(new Set(all.filter((t) => t.tid !== pid).map((t) => t.policy))).toEqual(new Set([SCHED_BATCH]))
+    })
+
+    await writeFile(
+      ms.configFile,
+      `${await readFile(ms.configFile, 'utf8')}pool:\n  helperScheduling: normal\n`,
+    )
+    ms.child.kill('SIGHUP')
+    await ms.waitForLog((l) => l.msg === 'reloaded')
+    await eventually(() => expect(new Set(threads(pid).map((t) => t.policy))).toEqual(new Set([SCHED_OTHER])))
+    expect(ms.logs.filter((l) => l.msg === 'helper threads: scheduling policy not changed')).toEqual([])
   })
 })

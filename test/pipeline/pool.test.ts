@@ -33,6 +33,7 @@ afterEach(async () => {
 async function startPool(options: {
   concurrentTasksPerWorker: number
   taskTimeoutMs: number
+  onThreadStart?: () => void
 }): Promise<ScanPool> {
   const file = join(dir, 'mailscreen.yaml')
   const plugins = ['spins', 'sleeps', 'stray-throw', 'kills-worker'].map(
@@ -119,6 +120,21 @@ describe('the scan pool', () => {
       timeoutMs: 1_000,
     })
     expect(await outcome(scan(target, 'after the trouble'))).toBe('clean')
+  })
+
+  it('says when a worker thread starts, a replacement too (for thread-scheduling.ts)', async () => {
+    let started = 0
+    const target = await startPool({
+      concurrentTasksPerWorker: 4,
+      taskTimeoutMs: 1_000,
+      onThreadStart: () => started++,
+    })
+    expect(await outcome(scan(target, 'first'))).toBe('clean')
+    const first = started
+    expect(first).toBeGreaterThanOrEqual(1)
+    expect(await outcome(scan(target, 'spin me'))).toMatchObject({ code: 'MSC_SCAN_FAILED' })
+    expect(await outcome(scan(target, 'after the trouble'))).toBe('clean')
+    expect(started).toBeGreaterThan(first)
   })
 
   it('names a scan that only shared the thread of one that overran', async () => {
