@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the real services the integration tests start on loopback:
-#   Postfix (the MTA in front), clamd + clamdscan, spamd + spamc, rbldnsd, swaks, miltertest.
+#   Postfix (the MTA in front), clamd + clamdscan, spamd + spamc, rbldnsd, swaks, miltertest;
+#   and chrt (util-linux), which mailscreen itself runs (pool.helperScheduling).
 #
 # Idempotent. When every binary is already present it does nothing (fast path) and says so.
 # Otherwise, as root (or through sudo), it runs `apt-get update` once and installs the
@@ -26,13 +27,14 @@ PACKAGES=(
   miltertest
   netbase
   procps
+  util-linux
 )
 BINARIES=(
   postfix postconf postqueue postlog
   clamd clamdscan clamscan
   spamd spamc spamassassin
   rbldnsd swaks miltertest
-  ps
+  ps chrt
 )
 
 # INSTALL_DEPS_FORCE=1 skips the fast path (to exercise the apt path on a machine that has everything).
