@@ -70,6 +70,8 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
   const exiting = new Set<number>()
   /** Called when the watchdog terminates a thread (close() listens while it waits). */
   let onTerminate: (() => void) | undefined
+  /** Called when a scan settles (close() listens while it waits). */
+  let onSettled: (() => void) | undefined
   let closing = false
   /** close() gave up on piscina's own close (which then times out, harmlessly) and destroyed. */
   let destroyed = false
@@ -177,7 +179,10 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
               : new MailscreenError('MSC_SCAN_FAILED', toErrorInfo(err).message, { cause: err }),
           ),
         )
-    }).finally(() => lose.delete(mine))
+    }).finally(() => {
+      lose.delete(mine)
+      onSettled?.()
+    })
   }
 
   return {
@@ -205,10 +210,24 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
         onTerminate = resolve
         if (exiting.size > 0) resolve()
       })
+      // Nor does it hear of a thread that exits by itself (a crash) once it began closing. Once
+      // every scan sent has settled, there is nothing left to wait for either way.
+      let settledAll = (): void => undefined
+      const drained = new Promise<void>((resolve) => {
+        settledAll = () => {
+          if (lose.size === 0) resolve()
+        }
+      })
+      onSettled = settledAll
       // force: scans not yet on a thread are turned away; running ones finish. The watchdog
       // stays on meanwhile, so a hung scan cannot hold the close.
       const flushed = Promise.all([shared.close({ force: true }), suspects.close({ force: true })])
-      const closedCleanly = await Promise.race([flushed.then(() => true), terminated.then(() => false)])
+      settledAll()
+      const closedCleanly = await Promise.race([
+        flushed.then(() => true),
+        terminated.then(() => false),
+        drained.then(() => false),
+      ])
       if (!closedCleanly) {
         destroyed = true
         // A thread stuck in native code does not stop for terminate(): leave it behind.
