@@ -1,5 +1,8 @@
 import { execFileSync } from 'node:child_process'
 import { readdirSync } from 'node:fs'
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { afterEach, describe, expect, it } from 'vitest'
 import { HelperScheduling, SCHED_BATCH, SCHED_OTHER, threadPolicy } from '../src/thread-scheduling.js'
@@ -7,10 +10,12 @@ import { HelperScheduling, SCHED_BATCH, SCHED_OTHER, threadPolicy } from '../src
 // These change the scheduling of this test process's own threads (vitest runs each file in a
 // process of its own) with the real chrt(1), and read them back from /proc.
 const workers: Worker[] = []
+const dirs: string[] = []
 let failures: string[] = []
 
 afterEach(async () => {
   await Promise.all(workers.splice(0).map((w) => w.terminate()))
+  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })))
   execFileSync('chrt', ['--all-tasks', '--other', '--pid', '0', String(process.pid)])
   failures = []
 })
@@ -43,6 +48,16 @@ async function startWorker(): Promise<number> {
   return fresh[0] as number
 }
 
+/** A chrt stand-in: `body` runs first (it may exit), then the real chrt. */
+async function fakeChrt(body: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'mailscreen-chrt-'))
+  dirs.push(dir)
+  const file = join(dir, 'chrt')
+  await writeFile(file, `#!/bin/sh\n${body}\nexec chrt "$@"\n`)
+  await chmod(file, 0o755)
+  return file
+}
+
 const scheduling = (chrt?: string) => new HelperScheduling((reason) => failures.push(reason), chrt)
 
 describe('helper thread scheduling', () => {
@@ -70,17 +85,56 @@ describe('helper thread scheduling', () => {
     expect(threadPolicy(process.pid)).toBe(SCHED_OTHER)
   })
 
-  it('normal, never having batched, touches nothing', async () => {
-    execFileSync('chrt', ['--batch', '--pid', '0', String(await startWorker())])
+  it('normal gives back only the threads it batched', async () => {
+    const theirs = await startWorker()
+    execFileSync('chrt', ['--batch', '--pid', '0', String(theirs)])
     await scheduling().use('normal')
-    expect(others()).toContain(SCHED_BATCH)
+    expect(threadPolicy(theirs)).toBe(SCHED_BATCH)
+
+    const helpers = scheduling()
+    await helpers.use('batch')
+    await helpers.use('normal')
+    expect(threadPolicy(theirs)).toBe(SCHED_BATCH)
+    expect(others().filter((policy) => policy === SCHED_BATCH)).toHaveLength(1)
   })
 
-  it('says why when chrt cannot be run, and mail goes on: the promise still resolves', async () => {
-    await scheduling('/nonexistent/chrt').use('batch')
-    expect(failures).toHaveLength(1)
-    expect(failures[0]).toContain('ENOENT')
+  it('normal asked for while a batch run is under way undoes it once that run ends', async () => {
+    await startWorker()
+    const helpers = scheduling(await fakeChrt('sleep 0.02'))
+    const batching = helpers.use('batch')
+    const back = helpers.use('normal')
+    await Promise.all([batching, back])
+    expect(failures).toEqual([])
+    expect(new Set(policies().values())).toEqual(new Set([SCHED_OTHER]))
+  })
+
+  it('a thread chrt cannot change is reported; the others are changed all the same', async () => {
+    const stubborn = await startWorker()
+    const willing = await startWorker()
+    const chrt = await fakeChrt(
+      `[ "$4" = "${stubborn}" ] && { echo "chrt: failed to set pid $4's policy: Operation not permitted" >&2; exit 1; }`,
+    )
+    await scheduling(chrt).use('batch')
+    expect(threadPolicy(stubborn)).toBe(SCHED_OTHER)
+    expect(threadPolicy(willing)).toBe(SCHED_BATCH)
     expect(threadPolicy(process.pid)).toBe(SCHED_OTHER)
+    expect(failures).toHaveLength(1)
+    expect(failures[0]).toMatch(
+      new RegExp(
+        `^1 of \\d+ threads left as they were: chrt: failed to set pid ${stubborn}'s policy: Operation not permitted$`,
+      ),
+    )
+  })
+
+  it('says why when chrt cannot be run, once however often it is tried; the promise still resolves', async () => {
+    await startWorker()
+    const helpers = scheduling('/nonexistent/chrt')
+    await helpers.use('batch')
+    await helpers.refresh()
+    await helpers.refresh()
+    expect(failures).toHaveLength(1)
+    expect(failures[0]).toMatch(/threads left as they were: .*\/nonexistent\/chrt: not found/)
+    expect(new Set(policies().values())).toEqual(new Set([SCHED_OTHER]))
   })
 
   it("leaves every thread alone when the main thread was started under a policy of the administrator's", async () => {
@@ -88,7 +142,7 @@ describe('helper thread scheduling', () => {
     execFileSync('chrt', ['--batch', '--pid', '0', String(process.pid)])
     await scheduling().use('batch')
     expect(failures).toEqual([
-      'the main thread runs under a scheduling policy of its own: threads left as they are',
+      'the main thread runs under a scheduling policy of its own: helper threads left as they are',
     ])
     expect(threadPolicy(worker)).toBe(SCHED_OTHER)
     expect(threadPolicy(process.pid)).toBe(SCHED_BATCH)

@@ -12,7 +12,7 @@ if (port === undefined || dir === undefined || nextHopPort === undefined) {
 }
 const relay = createDurableRelay({ dir, nextHop: { host: '127.0.0.1', port: Number(nextHopPort) } })
 await relay.server.listen('127.0.0.1', Number(port))
-// Scheduled as mailscreen's threads are, so that the two compare like with like.
+// Scheduled as mailscreen's threads are by default, so that the two compare like with like.
 await new HelperScheduling((reason) => process.stderr.write(`durable relay: ${reason}\n`)).use('batch')
 process.once('SIGTERM', () => {
   void relay.close().then(() => {

@@ -67,7 +67,9 @@ const pool = z
     /**
      * `batch`: every thread but the main one (scan workers, the file-system threadpool, V8's
      * helpers) runs under Linux's SCHED_BATCH, so that their wake-ups do not preempt the
-     * thread that answers SMTP; they keep their share of the CPU. `normal`: left as started.
+     * thread that answers SMTP; they keep their share of the CPU. Processes a plugin spawns
+     * inherit it. `normal`: threads run as started (a reload to it gives back the threads
+     * mailscreen had changed). Needs chrt(1) from util-linux; without it, a warning and no change.
      */
     helperScheduling: z.enum(['batch', 'normal']).default('batch'),
   })

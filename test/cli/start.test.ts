@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { stringify } from 'yaml'
+import { BenchClient } from '../../src/bench/client.js'
 import { packageRoot } from '../../src/package-root.js'
 import { SCAN_THREAD_NAME } from '../../src/pipeline/thread-name.js'
 import { SCHED_BATCH, SCHED_OTHER, threadPolicy } from '../../src/thread-scheduling.js'
@@ -124,16 +125,33 @@ describe('mailscreen start: thread scheduling', () => {
     }
   }
 
-  it('runs every thread but the main one under SCHED_BATCH, scan workers included; a reload to normal undoes it', async () => {
-    ms = await startMailscreen(await freePort(), {})
+  it('runs every thread but the main one under SCHED_BATCH, replaced scan workers too; a reload to normal undoes it', async () => {
+    ms = await startMailscreen(await freePort(), {
+      plugins: [{ use: join(packageRoot, 'test/fixtures/plugins/kills-worker') }],
+    })
     await ms.waitForLog((l) => l.msg === 'started')
     const pid = ms.child.pid as number
-    await eventually(() => {
+    const batched = () => {
       const all = threads(pid)
-      expect(all.filter((t) => t.name === SCAN_THREAD_NAME).length).toBeGreaterThanOrEqual(2)
       expect(all.filter((t) => t.tid === pid).map((t) => t.policy)).toEqual([SCHED_OTHER])
       expect(new Set(all.filter((t) => t.tid !== pid).map((t) => t.policy))).toEqual(new Set([SCHED_BATCH]))
-    })
+      return all.filter((t) => t.name === SCAN_THREAD_NAME).map((t) => t.tid)
+    }
+    await eventually(() => expect(batched().length).toBeGreaterThanOrEqual(2))
+    const first = new Set(batched())
+
+    // A scan that ends its thread: piscina starts another, created (and so scheduled) as the
+    // main thread is, until mailscreen hears it started.
+    const client = await BenchClient.open('127.0.0.1', ms.port)
+    await client.send(
+      'a@example.org',
+      ['b@example.net'],
+      Buffer.from('Subject: please crash me\r\n\r\nhi\r\n'),
+    )
+    await client.close()
+    await eventually(() =>
+      expect(batched().filter((tid) => !first.has(tid)).length).toBeGreaterThanOrEqual(1),
+    )
 
     await writeFile(
       ms.configFile,
