@@ -66,10 +66,6 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
   const watchdog = new Watchdog(limitMs)
   /** Threads being terminated: they get no new task (terminate() takes a while). */
   const dying = new Set<number>()
-  /** Threads the watchdog terminated that have not exited yet. */
-  const exiting = new Set<number>()
-  /** Called when the watchdog terminates a thread (close() listens while it waits). */
-  let onTerminate: (() => void) | undefined
   /** Called when a scan settles (close() listens while it waits). */
   let onSettled: (() => void) | undefined
   let closing = false
@@ -114,7 +110,6 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
       thread.once('exit', () => {
         watchdog.forget(threadId)
         dying.delete(threadId)
-        exiting.delete(threadId)
       })
     })
     return piscina
@@ -153,9 +148,7 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
           lose.get(seq)?.(lost(`its worker thread was replaced: another scan on it ran past ${limitMs} ms`))
         }
         // piscina starts a new thread in its place once this one has exited.
-        exiting.add(threadId)
         void threadOf(threadId)?.terminate()
-        onTerminate?.()
       }
     },
     Math.min(1_000, Math.max(25, limitMs / 4)),
@@ -204,14 +197,10 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
     close: async () => {
       closing = true
       places.cancelWaiting()
-      // piscina's close waits for the tasks of a thread the watchdog terminated and never hears
-      // of them again (it would wait out its closeTimeout): when there is one, destroy instead.
-      const terminated = new Promise<void>((resolve) => {
-        onTerminate = resolve
-        if (exiting.size > 0) resolve()
-      })
-      // Nor does it hear of a thread that exits by itself (a crash) once it began closing. Once
-      // every scan sent has settled, there is nothing left to wait for either way.
+      // piscina's close counts its threads when it begins and waits for each to say it is idle.
+      // A thread the watchdog terminated, or one that exits by itself (a crash), never does, and
+      // the close would wait out piscina's closeTimeout. Once every scan sent has settled (the
+      // watchdog settles a hung one at once), there is nothing left to wait for: destroy then.
       let settledAll = (): void => undefined
       const drained = new Promise<void>((resolve) => {
         settledAll = () => {
@@ -223,11 +212,7 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
       // stays on meanwhile, so a hung scan cannot hold the close.
       const flushed = Promise.all([shared.close({ force: true }), suspects.close({ force: true })])
       settledAll()
-      const closedCleanly = await Promise.race([
-        flushed.then(() => true),
-        terminated.then(() => false),
-        drained.then(() => false),
-      ])
+      const closedCleanly = await Promise.race([flushed.then(() => true), drained.then(() => false)])
       if (!closedCleanly) {
         destroyed = true
         // A thread stuck in native code does not stop for terminate(): leave it behind.
