@@ -53,7 +53,8 @@ const pool = z
     workers: z.number().int().min(1).max(64).default(2),
     /**
      * A scan that takes longer than this, from when its worker began it, hung the worker: the
-     * worker thread is replaced, and the scans it was running are retried, each alone.
+     * worker thread is replaced, and the scans it was running are retried, each alone. So is a
+     * thread whose event loop is stuck this long outside any scan (a plugin's timer).
      */
     taskTimeout: duration.prefault(120),
     /**

@@ -6,7 +6,7 @@ import { Semaphore } from '../delivery/limit.js'
 import { MailscreenError, toErrorInfo } from '../errors.js'
 import { builtPath } from '../package-root.js'
 import { isBoardMessage, nextSeq, Watchdog } from './watchdog.js'
-import type { ScanResult, ScanTask, WatchedTask, WorkerSettings } from './worker.js'
+import type { ScanResult, ScanTask, WatchedTask, WorkerData, WorkerSettings } from './worker.js'
 
 /** Pool sizing. */
 export interface PoolOptions {
@@ -64,6 +64,8 @@ type Balancer = NonNullable<NonNullable<ConstructorParameters<typeof Piscina>[0]
 export function createScanPool(settings: WorkerSettings, options: PoolOptions): ScanPool {
   const limitMs = options.taskTimeoutMs
   const watchdog = new Watchdog(limitMs)
+  // How often the watchdog reads the boards, and how often each worker's heartbeat beats.
+  const periodMs = Math.min(1_000, Math.max(25, limitMs / 4))
   /** Threads being terminated: they get no new task (terminate() takes a while). */
   const dying = new Set<number>()
   /** Called when a scan settles (close() listens while it waits). */
@@ -84,7 +86,7 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
     const piscina = new Piscina<WatchedTask, ScanResult>({
       ...threads,
       filename: WORKER_FILE,
-      workerData: { ...settings, boardCapacity: perThread },
+      workerData: { ...settings, boardCapacity: perThread, beatMs: periodMs } satisfies WorkerData,
       concurrentTasksPerWorker: perThread,
       loadBalancer: leastBusy(perThread, dying),
       // Checks do network I/O inside workers; with atomics the idle workers would freeze their sockets.
@@ -134,25 +136,30 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
   // a scan nobody waits for any more (a milter client gone) would still be run.
   const places = new Semaphore(options.workers * options.concurrentTasksPerWorker)
 
-  const watch = setInterval(
-    () => {
-      for (const { threadId, overran, others } of watchdog.overruns()) {
-        watchdog.forget(threadId)
-        dying.add(threadId)
+  const watch = setInterval(() => {
+    for (const { threadId, overran, others, stuckMs } of watchdog.overruns()) {
+      watchdog.forget(threadId)
+      dying.add(threadId)
+      if (stuckMs === undefined) {
         options.log.warn(
           { thread: threadId, overran: overran.length, beside: others.length, timeoutMs: limitMs },
           'worker thread terminated: a scan ran past pool.taskTimeout',
         )
-        for (const seq of overran) lose.get(seq)?.(lost(`scan did not finish within ${limitMs} ms`))
-        for (const seq of others) {
-          lose.get(seq)?.(lost(`its worker thread was replaced: another scan on it ran past ${limitMs} ms`))
-        }
-        // piscina starts a new thread in its place once this one has exited.
-        void threadOf(threadId)?.terminate()
+      } else {
+        // The scans sent to it never began; piscina fails them when the thread exits.
+        options.log.warn(
+          { thread: threadId, stuckMs: Math.round(stuckMs), timeoutMs: limitMs },
+          'worker thread terminated: stuck outside any scan for longer than pool.taskTimeout',
+        )
       }
-    },
-    Math.min(1_000, Math.max(25, limitMs / 4)),
-  )
+      for (const seq of overran) lose.get(seq)?.(lost(`scan did not finish within ${limitMs} ms`))
+      for (const seq of others) {
+        lose.get(seq)?.(lost(`its worker thread was replaced: another scan on it ran past ${limitMs} ms`))
+      }
+      // piscina starts a new thread in its place once this one has exited.
+      void threadOf(threadId)?.terminate()
+    }
+  }, periodMs)
   watch.unref()
 
   let seq = 0

@@ -22,6 +22,14 @@ export interface WorkerSettings {
   readonly logLevel: string
 }
 
+/** A worker's `workerData`: the settings, and what its board needs (see watchdog.ts). */
+export interface WorkerData extends WorkerSettings {
+  /** The most scans it runs at once. */
+  readonly boardCapacity: number
+  /** How often its heartbeat beats. */
+  readonly beatMs: number
+}
+
 /** What piscina carries: a task and its number, for the watchdog. */
 export interface WatchedTask {
   readonly seq: number
@@ -69,9 +77,11 @@ export interface ScannedOutput {
 }
 
 nameThisThread(SCAN_THREAD_NAME)
-const settings = workerData as WorkerSettings & { readonly boardCapacity: number }
-// The main thread's watchdog reads this board to find scans that overran (see watchdog.ts).
+const settings = workerData as WorkerData
+// The main thread's watchdog reads this board to find scans that overran, and this thread
+// stuck outside any scan (see watchdog.ts). The timer must not keep a closing thread up.
 const board = new TaskBoard(settings.boardCapacity)
+setInterval(() => board.beat(), settings.beatMs).unref()
 parentPort?.postMessage({ threadId, board: board.buffer } satisfies BoardMessage)
 // Sync destination: a worker's async log buffer can be lost when the thread is terminated.
 const log = createLogger({ level: settings.logLevel }, pino.destination({ dest: 1, sync: true })).child({

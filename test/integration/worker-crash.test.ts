@@ -78,4 +78,29 @@ describe('a message that crashes or hangs a worker', () => {
     expect(delivered.sort()).toEqual([...good].sort())
     expect(await readdir(join(ms.spoolDir, 'failed'))).toEqual([bad])
   })
+  it('a thread a plugin blocks outside any scan is replaced, and the mail sent to it is delivered', async () => {
+    sink = await startSink()
+    ms = await startMailscreen(await freePort(), {
+      delivery: { relay: `127.0.0.1:${sink.port}` },
+      pool: { workers: 1, maxAttempts: 1, taskTimeout: '2s' },
+      plugins: [{ use: join(packageRoot, 'test/fixtures/plugins/spins') }],
+    })
+    // Scanned and delivered; 200 ms later a timer of the plugin blocks the only shared thread.
+    const first = await send(ms.port, 'spin later')
+    await sink.waitFor(1, 30_000)
+    await new Promise((r) => setTimeout(r, 500))
+    const after = await Promise.all(
+      Array.from({ length: 3 }, (_, i) => send(ms?.port as number, `ordinary ${i}`)),
+    )
+    const stuck = await ms.waitForLog(
+      (l) => l.msg === 'worker thread terminated: stuck outside any scan for longer than pool.taskTimeout',
+      30_000,
+    )
+    expect(stuck.level).toBe(40)
+    await sink.waitFor(4, 60_000)
+    const delivered = sink.messages.map((m) => /\(id (\w+)\)/.exec(m.data.toString())?.[1])
+    expect(delivered.sort()).toEqual([first, ...after].sort())
+    // Not the messages' fault: none is counted against them.
+    expect(await readdir(join(ms.spoolDir, 'failed'))).toEqual([])
+  })
 })

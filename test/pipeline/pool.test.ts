@@ -138,6 +138,33 @@ describe('the scan pool', () => {
     expect(started).toBe(3)
   })
 
+  it('replaces a thread stuck outside any scan: the scans sent to it since fail, and the pool goes on', async () => {
+    const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 1_000 })
+    // The check answers, then a timer of the plugin blocks the thread 200 ms later.
+    expect(await outcome(scan(target, 'spin later'))).toBe('clean')
+    await new Promise((r) => setTimeout(r, 400))
+    // Sent to the stuck thread: it never begins, so no task on the board can overrun.
+    const stuck = outcome(scan(target, 'an ordinary message'))
+    const late = new Promise((r) => setTimeout(() => r('still waiting after 8 s'), 8_000))
+    expect(await Promise.race([stuck, late])).toMatchObject({ code: 'MSC_SCAN_FAILED' })
+    const warning = logs.find((l) => l.level === 40)
+    expect(warning).toMatchObject({
+      msg: 'worker thread terminated: stuck outside any scan for longer than pool.taskTimeout',
+      timeoutMs: 1_000,
+    })
+    expect(warning?.stuckMs).toBeGreaterThan(1_000)
+    expect(await outcome(scan(target, 'after the trouble'))).toBe('clean')
+  })
+
+  it('leaves idle threads alone: their heartbeat goes on between scans', async () => {
+    const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 1_000 })
+    expect(await outcome(scan(target, 'warm up'))).toBe('clean')
+    // Three times the timeout with nothing to do.
+    await new Promise((r) => setTimeout(r, 3_000))
+    expect(logs.filter((l) => (l.level as number) >= 40)).toEqual([])
+    expect(await outcome(scan(target, 'still the same thread'))).toBe('clean')
+  })
+
   it('names a scan that only shared the thread of one that overran', async () => {
     // The watchdog looks every 500 ms: the second scan is well inside the limit when it does.
     const target = await startPool({ concurrentTasksPerWorker: 4, taskTimeoutMs: 2_000 })
