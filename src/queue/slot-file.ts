@@ -62,9 +62,9 @@ export class SlotFile {
    * resolves. The content is known up front, so the file is cut to its final length first and
    * written with O_DSYNC: the write returns once the data and the metadata needed to read it
    * back (the new length among them) are on disk, as write(2) then fdatasync(2) would, but in
-   * one threadpool job instead of two (PostgreSQL's `open_datasync`). Returns the length.
+   * one threadpool job instead of two (PostgreSQL's `open_datasync`).
    */
-  static async write(path: string, buffers: readonly Buffer[], durable: boolean): Promise<number> {
+  static async write(path: string, buffers: readonly Buffer[], durable: boolean): Promise<void> {
     const length = buffers.reduce((sum, b) => sum + b.length, 0)
     const file = SlotFile.open(path, durable ? constants.O_DSYNC : 0)
     try {
@@ -73,7 +73,6 @@ export class SlotFile {
     } finally {
       file.close()
     }
-    return length
   }
 
   /** writev(2) at the current position; may write only part (see writeAll). */

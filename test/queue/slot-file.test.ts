@@ -77,9 +77,9 @@ function openFlags(path: string): number | undefined {
 }
 
 describe('SlotFile.write', () => {
-  it('creates a slot with the whole content and returns its length', async () => {
+  it('creates a slot with the whole content', async () => {
     const path = join(dir, 'new')
-    await expect(SlotFile.write(path, [Buffer.from('head\n'), Buffer.from('body')], true)).resolves.toBe(9)
+    await SlotFile.write(path, [Buffer.from('head\n'), Buffer.from('body')], true)
     expect(await readFile(path, 'latin1')).toBe('head\nbody')
   })
 
