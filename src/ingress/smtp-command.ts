@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer'
 import { isIP } from 'node:net'
 import { reply, type SmtpReply } from './smtp-reply.js'
 
@@ -137,18 +138,21 @@ function validPath(path: string): boolean {
   return !quoted
 }
 
+/**
+ * RFC 3461 xtext: `+XX` is one byte. Postfix encodes every byte of a UTF-8 name that way, so
+ * the bytes are gathered, then read as UTF-8; undefined when malformed or not UTF-8.
+ */
 function decodeXtext(text: string): string | undefined {
   if (!text.includes('+')) return text
-  let out = ''
-  for (let i = 0; i < text.length; i++) {
-    if (text[i] !== '+') {
-      out += text[i]
-      continue
-    }
-    const hex = text.slice(i + 1, i + 3)
-    if (hex.length !== 2 || !/^[0-9A-Fa-f]{2}$/.test(hex)) return undefined
-    out += String.fromCharCode(Number.parseInt(hex, 16))
-    i += 2
+  const parts: Buffer[] = []
+  let start = 0
+  for (let plus = text.indexOf('+'); plus !== -1; plus = text.indexOf('+', start)) {
+    const hex = text.slice(plus + 1, plus + 3)
+    if (!/^[0-9A-Fa-f]{2}$/.test(hex)) return undefined
+    parts.push(Buffer.from(text.slice(start, plus), 'utf8'), Buffer.of(Number.parseInt(hex, 16)))
+    start = plus + 3
   }
-  return out
+  parts.push(Buffer.from(text.slice(start), 'utf8'))
+  const bytes = Buffer.concat(parts)
+  return isUtf8(bytes) ? bytes.toString('utf8') : undefined
 }

@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer'
 import { createServer, type Server, type Socket } from 'node:net'
 import { Readable } from 'node:stream'
 import { SmtpReplyError } from '../errors.js'
@@ -103,6 +104,11 @@ export function createSmtpServer(options: SmtpServerOptions): SmtpServer {
 const LF = 0x0a
 const CR = 0x0d
 const MAX_LINE = 2048
+/**
+ * Replies gathered before they are written even while commands keep coming: a client that
+ * pipelines without reading then fills the socket's buffer, and reading stops (see pump).
+ */
+const MAX_UNSENT = 16_384
 const XCLIENT_ATTRS: ReadonlySet<string> = new Set(['NAME', 'ADDR', 'PROTO', 'HELO'])
 const XFORWARD_ATTRS: ReadonlySet<string> = new Set(['NAME', 'ADDR', 'PROTO', 'HELO', 'SOURCE', 'IDENT'])
 
@@ -130,6 +136,9 @@ const R = {
   needMail: formatReply(reply(503, '5.5.1', 'Error: need MAIL command')),
   needRcpt: formatReply(reply(503, '5.5.1', 'Error: need RCPT command')),
   noValidRcpt: formatReply(reply(554, '5.5.1', 'Error: no valid recipients')),
+  // RFC 2033 4.2: under LMTP, DATA after every RCPT failed is answered 503.
+  noValidRcptLmtp: formatReply(reply(503, '5.5.1', 'Error: no valid recipients')),
+  notUtf8: formatReply(reply(500, '5.5.2', 'Error: command line is not valid UTF-8')),
   inTransaction: formatReply(reply(503, '5.5.1', 'Error: MAIL transaction in progress')),
   dataSyntax: formatReply(reply(501, '5.5.4', 'Syntax: DATA')),
   tooManyRcpts: formatReply(reply(452, '4.5.3', 'Error: too many recipients')),
@@ -295,6 +304,8 @@ class Session {
   private pending: Buffer | undefined
   private skippingLongLine = false
   private inputEnded = false
+  /** Replies fill the socket's buffer: no command is read until the client has read them. */
+  private awaitingDrain = false
   private draining = false
   private readonly forwarding: boolean
   private helo: string | undefined
@@ -352,7 +363,16 @@ class Session {
 
   private onSocketEnd(): void {
     this.inputEnded = true
-    // A partial command line or message is never completed now; anything whole was handled.
+    this.endIfInputDone()
+  }
+
+  /**
+   * After the client's end of input, once every whole command has been handled: a partial
+   * command line or message is never completed now. While a handler works (WAIT), it decides
+   * when; the input it left is handled after it.
+   */
+  private endIfInputDone(): void {
+    if (!this.inputEnded || this.awaitingDrain) return
     if (this.phase === DATA || this.phase === CHUNK || this.phase === COMMAND)
       this.hangUp(undefined, 'ECONNRESET')
   }
@@ -364,6 +384,11 @@ class Session {
   }
 
   private onTimeout(): void {
+    // Our last reply was not read (see hangUp): the client is gone or will not read.
+    if (this.phase === CLOSED) {
+      this.socket.destroy()
+      return
+    }
     // Only the client's silence counts, not our own handlers or a slow message consumer.
     if (this.phase === WAIT || (this.phase !== COMMAND && this.socket.isPaused())) return
     this.hangUp(this.shared.timeoutReply, 'ETIMEDOUT')
@@ -381,10 +406,27 @@ class Session {
       else if (this.phase !== COMMAND) {
         if (this.phase === WAIT) this.socket.pause()
         break
+      } else if (this.socket.writableNeedDrain) {
+        this.awaitDrain()
+        break
       } else if (!this.nextLine(this.pending)) break
+      else if (this.out.length > MAX_UNSENT) this.flush()
     }
     this.flush()
-    if (this.inputEnded && this.phase === COMMAND) this.hangUp(undefined, 'ECONNRESET')
+    this.endIfInputDone()
+  }
+
+  /** Stop reading commands until the client has read the replies that fill the socket's buffer. */
+  private awaitDrain(): void {
+    this.socket.pause()
+    if (this.awaitingDrain) return
+    this.awaitingDrain = true
+    this.socket.once('drain', () => {
+      this.awaitingDrain = false
+      if (this.phase !== COMMAND) return
+      this.socket.resume()
+      this.pump()
+    })
   }
 
   /** Take one command line off `buf`; false when no full line is there yet. */
@@ -404,9 +446,19 @@ class Session {
       return true
     }
     const end = lf > 0 && buf[lf - 1] === CR ? lf - 1 : lf
-    const answer = end > MAX_LINE ? R.lineTooLong : this.command(buf.toString('utf8', 0, end))
+    const answer = end > MAX_LINE ? R.lineTooLong : this.commandLine(buf, end)
     if (answer !== undefined) this.write(answer)
     return true
+  }
+
+  /**
+   * The command in the first `end` bytes of `buf`, refused when they are not UTF-8: decoded
+   * leniently, a malformed byte would become U+FFFD, and a mailbox another one.
+   */
+  private commandLine(buf: Buffer, end: number): string | undefined {
+    const line = buf.toString('utf8', 0, end)
+    if (line.includes('\uFFFD') && !isUtf8(buf.subarray(0, end))) return R.notUtf8
+    return this.command(line)
   }
 
   /** Run one command; returns its reply, or `undefined` when a handler will answer later. */
@@ -593,7 +645,10 @@ class Session {
   private transactionRefusal(): string | undefined {
     const tx = this.tx
     if (!tx) return R.needMail
-    if (tx.rcptTo.length === 0) return this.rcptAttempts === 0 ? R.needRcpt : R.noValidRcpt
+    if (tx.rcptTo.length === 0) {
+      if (this.rcptAttempts === 0) return R.needRcpt
+      return this.shared.lmtp ? R.noValidRcptLmtp : R.noValidRcpt
+    }
     return undefined
   }
 
@@ -831,6 +886,9 @@ class Session {
     this.pending = undefined
     this.abortInbound(reason)
     this.socket.end(() => this.socket.destroy())
+    // A client that does not read the last reply is dropped after one more idle timeout
+    // (a timeout that already fired is not armed again by itself).
+    this.socket.setTimeout(this.shared.options.idleTimeoutMs ?? 300_000)
   }
 
   private abortInbound(reason: string): void {

@@ -1,4 +1,5 @@
-import { Socket } from 'node:net'
+import { once } from 'node:events'
+import { connect, Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import SMTPConnection from 'nodemailer/lib/smtp-connection'
 import { afterEach, describe, expect, it, vi } from 'vitest'
@@ -410,6 +411,23 @@ describe('command errors', () => {
     client.socket.destroy()
   })
 
+  it('refuses a command line that is not UTF-8 instead of taking another mailbox than the one sent', async () => {
+    const { port, received } = await start()
+    const client = await session(port)
+    expect(await client.command('MAIL FROM:<a@example.org> SMTPUTF8')).toBe('250 2.1.0 Ok')
+    // m\xFCller in Latin-1: leniently decoded it would be m\uFFFDller.
+    client.socket.write(
+      Buffer.concat([Buffer.from('RCPT TO:<m'), Buffer.of(0xfc), Buffer.from('ller@example.org>\r\n')]),
+    )
+    expect(await client.next()).toBe('500 5.5.2 Error: command line is not valid UTF-8')
+    expect(await client.command('RCPT TO:<müller@example.org>')).toBe('250 2.1.5 Ok')
+    await client.command('DATA')
+    client.send('x\r\n.\r\n')
+    await client.next()
+    expect(received[0]?.tx.rcptTo).toEqual(['müller@example.org'])
+    client.socket.destroy()
+  })
+
   it('refuses recipients past the limit with 452 4.5.3', async () => {
     const { port } = await start({ maxRecipients: 2 })
     const client = await session(port)
@@ -555,6 +573,79 @@ describe('onMessage failures', () => {
   })
 })
 
+describe('clients that stop reading or stop sending', () => {
+  it('ends the session when the input ends inside a chunk that a slow handler left it in', async () => {
+    let streamError: unknown
+    const { port, server } = await start({
+      idleTimeoutMs: 10_000,
+      onRecipient: () => new Promise((resolve) => setTimeout(() => resolve(undefined), 200)),
+      async onMessage(_tx, data) {
+        try {
+          await collect(data)
+        } catch (err) {
+          streamError = err
+        }
+        return reply(250, '2.0.0', 'Ok')
+      },
+    })
+    const client = await session(port)
+    client.send('MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nBDAT 100 LAST\r\nonly-part')
+    await new Promise((r) => setTimeout(r, 50))
+    client.socket.end()
+    const late = new Promise((r) => setTimeout(() => r('still open after 3 s'), 3_000))
+    expect(await Promise.race([client.closed.then(() => 'closed'), late])).toBe('closed')
+    expect((streamError as { code?: string }).code).toBe('ECONNRESET')
+    for (let waited = 0; server.connections > 0 && waited < 1_000; waited += 10)
+      await new Promise((r) => setTimeout(r, 10))
+    expect(server.connections).toBe(0)
+  })
+
+  it('stops reading commands while its replies are not read, and answers every one once they are', async () => {
+    let mails = 0
+    const { port } = await start({
+      onMail: () => {
+        mails++
+        return undefined
+      },
+    })
+    const socket = connect(port, '127.0.0.1')
+    await once(socket, 'connect')
+    // About 160 bytes of replies for 25 bytes of commands: 40 MB of replies if all were answered.
+    const pairs = 250_000
+    socket.write(Buffer.from('EHLO client.test\r\nMAIL FROM:<a@b.test>\r\n'.repeat(pairs)))
+    await new Promise((r) => setTimeout(r, 1_500))
+    // The kernel's socket buffers hold some 10 MB of replies: the rest waits, unread.
+    expect(mails).toBeLessThan(pairs / 2)
+    let text = ''
+    let replies = 0
+    socket.setEncoding('latin1')
+    socket.on('data', (chunk: string) => {
+      text += chunk
+      const lines = text.split('\r\n')
+      text = lines.pop() as string
+      replies += lines.filter((line) => line === '250 2.1.0 Ok').length
+    })
+    for (let waited = 0; replies < pairs && waited < 60_000; waited += 50)
+      await new Promise((r) => setTimeout(r, 50))
+    expect(replies).toBe(pairs)
+    expect(mails).toBe(pairs)
+    socket.destroy()
+  })
+
+  it('drops a session whose client neither reads nor sends, also after its last reply', async () => {
+    const { port, server } = await start({ idleTimeoutMs: 300 })
+    const socket = connect(port, '127.0.0.1')
+    socket.on('error', () => undefined)
+    await once(socket, 'connect')
+    // More replies than the socket buffers hold, then QUIT; never read.
+    socket.write(Buffer.from(`${'EHLO client.test\r\n'.repeat(150_000)}QUIT\r\n`))
+    for (let waited = 0; server.connections > 0 && waited < 10_000; waited += 50)
+      await new Promise((r) => setTimeout(r, 50))
+    expect(server.connections).toBe(0)
+    socket.destroy()
+  })
+})
+
 describe('XFORWARD and XCLIENT', () => {
   it('takes XFORWARD attributes from a trusted peer for one transaction', async () => {
     const { port, received } = await start({ allowForwarding: () => true })
@@ -589,6 +680,22 @@ describe('XFORWARD and XCLIENT', () => {
     ])
     expect(received[0]?.tx).toMatchObject({ ident: '4ABC', source: 'REMOTE', peer: { address: '127.0.0.1' } })
     expect(received[1]?.tx.ident).toBeUndefined()
+    client.socket.destroy()
+  })
+
+  it('reads xtext as UTF-8 bytes, as Postfix encodes a non-ASCII name, and refuses bytes that are not UTF-8', async () => {
+    const { port, received } = await start({ allowForwarding: () => true })
+    const client = await session(port, 'EHLO mta.test')
+    expect(await client.command('XFORWARD HELO=m+FCnchen.example')).toBe(
+      '501 5.5.4 Bad XFORWARD attribute value for HELO',
+    )
+    expect(await client.command('XFORWARD ADDR=192.0.2.7 HELO=m+C3+BCnchen.example')).toBe('250 2.0.0 Ok')
+    await client.command('MAIL FROM:<a@example.org>')
+    await client.command('RCPT TO:<b@example.net>')
+    await client.command('DATA')
+    client.send('x\r\n.\r\n')
+    await client.next()
+    expect(received[0]?.tx.client).toEqual({ address: '192.0.2.7', helo: 'münchen.example' })
     client.socket.destroy()
   })
 
@@ -855,6 +962,16 @@ describe('LMTP', () => {
     ])
     client.send('x\r\n.\r\n')
     expect(await client.take(2)).toEqual(['250 2.0.0 one@example.net', '452 4.2.2 Mailbox full'])
+    client.socket.destroy()
+  })
+
+  it('answers DATA and BDAT with 503 when every recipient was refused (RFC 2033 4.2)', async () => {
+    const { port } = await start({ lmtp: true, onRecipient: () => reply(550, '5.1.1', 'No such user') })
+    const client = await session(port, 'LHLO client.test')
+    await client.command('MAIL FROM:<a@example.org>')
+    expect(await client.command('RCPT TO:<b@example.net>')).toBe('550 5.1.1 No such user')
+    expect(await client.command('DATA')).toBe('503 5.5.1 Error: no valid recipients')
+    expect(await client.command('BDAT 3 LAST\r\nabc')).toBe('503 5.5.1 Error: no valid recipients')
     client.socket.destroy()
   })
 
