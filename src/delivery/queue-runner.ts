@@ -226,9 +226,12 @@ export class DeliveryQueue {
       this.queue.push(id)
     }
     const listed = await spool.list('deferred')
-    // Deleted by the administrator meanwhile: nothing will ask for what they owed.
+    // Deleted by the administrator meanwhile: nothing will ask for what they owed. Not those
+    // out of deferred/ (in outgoing/ or processing/) whose attempt failed again during the
+    // listing: their retry is in `failed`, and would send to everyone.
     const present = new Set(listed)
-    for (const id of this.unfiled.keys()) if (!present.has(id) && !this.queue.has(id)) this.unfiled.delete(id)
+    for (const id of this.unfiled.keys())
+      if (!present.has(id) && !this.queue.has(id) && !this.failed.has(id)) this.unfiled.delete(id)
     for (const id of listed) {
       if (this.queue.has(id)) continue
       try {

@@ -214,6 +214,36 @@ describe('DeliveryQueue sweep', () => {
     expect(await spool.find(mixed.id)).toBeUndefined()
   })
 
+  it('remembers the recipients already done when the retry fails again while a sweep lists deferred/', async () => {
+    const mixed = header(['kept@example.net', 'gone@example.net'], true)
+    await spool.write('outgoing', mixed, testMessage('mixed'))
+    // The DSN for gone@ cannot be written twice running (a full disk, say), and the listing of
+    // deferred/ is slow (a big directory, a busy threadpool): the retry fails inside it.
+    const write = spool.write.bind(spool)
+    let failures = 2
+    spool.write = async (state, header, ...rest) => {
+      if (header.dsnFor !== undefined && failures-- > 0)
+        throw Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' })
+      return write(state, header, ...rest)
+    }
+    const list = spool.list.bind(spool)
+    spool.list = async (state) => {
+      const listed = await list(state)
+      if (state === 'deferred') await new Promise((r) => setTimeout(r, 300))
+      return listed
+    }
+    queue.enqueue(mixed.id)
+    await until(() => queue.pending === 0 && failures === 1, 'the first attempt over')
+    for (let sweep = 0; sweep < 3; sweep++) {
+      await queue.flush()
+      await until(() => queue.pending === 0, 'the queue idle')
+    }
+    const copies = delivered('mixed').filter((m) => m.mailFrom !== '')
+    expect(copies.map((m) => m.rcptTo)).toEqual([['kept@example.net']])
+    expect(sink.messages.filter((m) => m.mailFrom === '')).toHaveLength(1)
+    expect(await spool.find(mixed.id)).toBeUndefined()
+  })
+
   it('counts the queue lifetime from a release or requeue, when the header says so, not from the arrival', async () => {
     // Both arrived two days ago (the lifetime is one); one was sent on by the administrator now.
     const old = Date.now() - 2 * 86_400_000
