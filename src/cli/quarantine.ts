@@ -111,7 +111,7 @@ export async function releaseFromQuarantine(
   // Straight to deferred/, due now: the running mailscreen's next sweep (or the flush we
   // ask for) delivers it; the retry state goes first so the sweep never sees it without.
   await spool.writeRetry(releasedId, { phase: 'deliver', attempts: 0, nextAttemptAt: 0, pending: rcptTo })
-  await spool.write(
+  await spool.create(
     'deferred',
     {
       ...header,

@@ -383,7 +383,7 @@ export class DeliveryQueue {
     if (state === 'outgoing') await spool.move(id, 'outgoing', 'deferred')
     else if (state === 'processing') {
       // The first time this scanned copy touches the disk; recovery then retires the original.
-      await spool.write('deferred', entry.header, entry.message)
+      await spool.create('deferred', entry.header, entry.message)
       await spool.remove('processing', id)
     }
     // Logged (and counted) once the message is where the log line says it is.
@@ -517,7 +517,7 @@ export class DeliveryQueue {
       // A sender with a UTF-8 local part gets its DSN only over SMTPUTF8 (RFC 6531).
       ...(dsn.rcptTo.some(isNonAscii) ? { smtpUtf8: true } : {}),
     }
-    await spool.write('outgoing', { v: 1, id: dsnId, envelope, dsnFor: id }, dsn.message)
+    await spool.create('outgoing', { v: 1, id: dsnId, envelope, dsnFor: id }, dsn.message)
     log.info({ qid: dsnId, dsnFor: id, to: dsn.rcptTo }, 'dsn queued')
     this.enqueue(dsnId)
   }

@@ -163,7 +163,7 @@ export class ScanScheduler {
     // Straight on when delivery has room: no second file. Delivery retires the original.
     const handedOn = output !== undefined && this.opts.deliverNow(id, output)
     if (!handedOn) {
-      if (output) await spool.write('outgoing', output.header, output.message)
+      if (output) await spool.create('outgoing', output.header, output.message)
       await spool.remove('processing', id)
     }
     this.tempfails.delete(id)

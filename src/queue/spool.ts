@@ -112,13 +112,13 @@ export class Spool {
         await writeAll(file, batch)
         await file.seal(this.fsync)
         file.close()
-        await this.commitReceived(slot, header.id)
+        await this.commitNew(slot, 'incoming', header.id)
         return { size }
       }
       // The whole message fit in one batch: written in one go, and handed on from memory so
       // the scan need not read it back.
       await SlotFile.write(tmp, batch, this.fsync)
-      await this.commitReceived(slot, header.id)
+      await this.commitNew(slot, 'incoming', header.id)
       return { size, entry: { header, message: Buffer.concat(batch.slice(1), size) } }
     } catch (err) {
       try {
@@ -168,6 +168,22 @@ export class Spool {
     this.slots.push(slot)
   }
 
+  /**
+   * Write a file for an ID that `state` does not hold (a scanned copy, a DSN, a release): as
+   * {@link write}, but a failure leaves nothing in `state` (see {@link commitNew}), so that
+   * what the caller does about it (scan again, write another DSN) makes no second copy.
+   */
+  async create(state: SpoolState, header: SpoolHeader, message: Buffer | readonly Buffer[]): Promise<void> {
+    const slot = this.takeSlot()
+    try {
+      await this.stage(slot, header, message)
+      await this.commitNew(slot, state, header.id)
+    } catch (err) {
+      this.returnSlot(slot)
+      throw err
+    }
+  }
+
   /** Write a complete file into a state (via tmp, durably); replaces an older one of the same ID. */
   async write(state: SpoolState, header: SpoolHeader, message: Buffer | readonly Buffer[]): Promise<void> {
     const slot = this.takeSlot()
@@ -197,16 +213,17 @@ export class Spool {
   }
 
   /**
-   * Commit a received message into `incoming/`. Its ID is new, so no file is replaced, and a
-   * rename whose directory fsync fails can be taken back: `incoming/` then never holds a
-   * message whose client was told (451) that it was not stored, and will send it again.
+   * Commit a staged slot as message `id`, new in `state`. No file is replaced, so a rename
+   * whose directory fsync fails can be taken back: `incoming/` then never holds a message whose
+   * client was told (451) that it was not stored and will send it again, and `outgoing/` no
+   * copy that its writer will write again.
    */
-  private async commitReceived(slot: string, id: QueueId): Promise<void> {
+  private async commitNew(slot: string, state: SpoolState, id: QueueId): Promise<void> {
     const staged = join(this.dir, TMP, slot)
-    const target = this.path('incoming', id)
+    const target = this.path(state, id)
     renameSync(staged, target)
     try {
-      await this.syncDir('incoming')
+      await this.syncDir(state)
     } catch (err) {
       try {
         renameSync(target, staged)

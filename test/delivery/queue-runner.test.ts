@@ -184,12 +184,12 @@ describe('DeliveryQueue sweep', () => {
     const mixed = header(['kept@example.net', 'gone@example.net'], true)
     await spool.write('outgoing', mixed, testMessage('mixed'))
     // The DSN for gone@ cannot be written the first time (a full disk, say).
-    const write = spool.write.bind(spool)
+    const create = spool.create.bind(spool)
     let failures = 1
-    spool.write = async (state, header, ...rest) => {
+    spool.create = async (state, header, ...rest) => {
       if (header.dsnFor !== undefined && failures-- > 0)
         throw Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' })
-      return write(state, header, ...rest)
+      return create(state, header, ...rest)
     }
     queue.enqueue(mixed.id)
     await until(
@@ -214,17 +214,49 @@ describe('DeliveryQueue sweep', () => {
     expect(await spool.find(mixed.id)).toBeUndefined()
   })
 
+  it('sends one DSN when the first one written could not be fsynced into outgoing/', async () => {
+    const mixed = header(['kept@example.net', 'gone@example.net'], true)
+    await spool.write('outgoing', mixed, testMessage('mixed'))
+    const syncing = spool as unknown as { syncDir: (state: string) => Promise<void> }
+    const syncDir = syncing.syncDir.bind(spool)
+    let failures = 1
+    let dsnWritten = false
+    const create = spool.create.bind(spool)
+    spool.create = async (state, header, ...rest) => {
+      dsnWritten ||= header.dsnFor !== undefined
+      return create(state, header, ...rest)
+    }
+    syncing.syncDir = (state) =>
+      state === 'outgoing' && dsnWritten && failures-- > 0
+        ? Promise.reject(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }))
+        : syncDir(state)
+    queue.enqueue(mixed.id)
+    await until(() => queue.pending === 0 && failures === 0, 'the first attempt over')
+    // That DSN is not left in outgoing/ beside the one the next attempt writes.
+    expect(await spool.list('outgoing')).toEqual([mixed.id])
+    await queue.flush()
+    await until(
+      () => queue.pending === 0 && sink.messages.some((m) => m.mailFrom === ''),
+      'the DSN delivered',
+    )
+    await queue.flush()
+    await until(() => queue.pending === 0, 'the queue idle')
+    expect(sink.messages.filter((m) => m.mailFrom === '')).toHaveLength(1)
+    expect(delivered('mixed').filter((m) => m.mailFrom !== '')).toHaveLength(1)
+    expect(await spool.list('outgoing')).toEqual([])
+  })
+
   it('remembers the recipients already done when the retry fails again while a sweep lists deferred/', async () => {
     const mixed = header(['kept@example.net', 'gone@example.net'], true)
     await spool.write('outgoing', mixed, testMessage('mixed'))
     // The DSN for gone@ cannot be written twice running (a full disk, say), and the listing of
     // deferred/ is slow (a big directory, a busy threadpool): the retry fails inside it.
-    const write = spool.write.bind(spool)
+    const create = spool.create.bind(spool)
     let failures = 2
-    spool.write = async (state, header, ...rest) => {
+    spool.create = async (state, header, ...rest) => {
       if (header.dsnFor !== undefined && failures-- > 0)
         throw Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' })
-      return write(state, header, ...rest)
+      return create(state, header, ...rest)
     }
     const list = spool.list.bind(spool)
     spool.list = async (state) => {

@@ -130,12 +130,12 @@ describe('ScanScheduler', () => {
       close: async () => undefined,
     }
     // The scanned copy's first write into outgoing/ fails (a full disk, say).
-    const write = spool.write.bind(spool)
+    const create = spool.create.bind(spool)
     let failures = 1
-    spool.write = async (state, ...rest) => {
+    spool.create = async (state, ...rest) => {
       if (state === 'outgoing' && failures-- > 0)
         throw Object.assign(new Error('ENOSPC: no space left'), { code: 'ENOSPC' })
-      return write(state, ...rest)
+      return create(state, ...rest)
     }
     const { scheduler, logs, scanned } = schedule(pool, { maxAttempts: 3 })
     try {
@@ -151,6 +151,35 @@ describe('ScanScheduler', () => {
       expect(await readdir(join(dir, 'outgoing'))).toEqual([id])
       expect(await readdir(join(dir, 'processing'))).toEqual([])
       expect(await readdir(join(dir, 'incoming'))).toEqual([])
+    } finally {
+      await scheduler.stop()
+    }
+  })
+
+  it('scans again, and hands on once, a message whose scanned copy could not be fsynced into outgoing/', async () => {
+    const id = newQueueId()
+    await spool.write('incoming', header(id), MESSAGE)
+    const pool: ScanPool = {
+      run: async (task) => clean(task, header(task.queueId)),
+      close: async () => undefined,
+    }
+    // The rename into outgoing/ is done, its directory fsync fails: the copy is not durable.
+    const syncing = spool as unknown as { syncDir: (state: string) => Promise<void> }
+    const syncDir = syncing.syncDir.bind(spool)
+    let failures = 1
+    syncing.syncDir = (state) =>
+      state === 'outgoing' && failures-- > 0
+        ? Promise.reject(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }))
+        : syncDir(state)
+    const { scheduler, logs, scanned } = schedule(pool, { maxAttempts: 3 })
+    try {
+      scheduler.enqueue(id)
+      await until(() => scanned.length > 0)
+      // Handed to delivery: not left in outgoing/ with nobody to deliver it until a restart.
+      expect(scanned).toEqual([id])
+      expect(logs.find((line) => line.msg === 'scan error')).toMatchObject({ qid: id, outcome: 'requeued' })
+      expect(await readdir(join(dir, 'outgoing'))).toEqual([id])
+      expect(await readdir(join(dir, 'processing'))).toEqual([])
     } finally {
       await scheduler.stop()
     }
