@@ -28,6 +28,8 @@ export interface SinkOptions {
 /** One message the sink accepted (for at least one recipient, under LMTP). */
 export interface SinkMessage {
   readonly mailFrom: string
+  /** BODY= of MAIL FROM (`8BITMIME`), when given. */
+  readonly body?: string
   /** The recipients it was accepted for. */
   readonly rcptTo: readonly string[]
   /** The message bytes (also when the sink does not keep messages: listeners get them). */
@@ -98,6 +100,7 @@ class SinkImpl extends EventEmitter implements Sink {
         if (accepted.length > 0) {
           this.record(keep, {
             mailFrom: tx.mailFrom,
+            ...(tx.body === undefined ? {} : { body: tx.body }),
             rcptTo: accepted,
             data: Buffer.concat(chunks, size),
             size,

@@ -29,6 +29,8 @@ export interface Dsn {
   mailFrom: ''
   rcptTo: string[]
   message: Buffer
+  /** `8BITMIME` when it quotes 8-bit headers (or reply text): MAIL FROM must say BODY=8BITMIME. */
+  body?: '8BITMIME'
 }
 
 const FOLD_AT = 78
@@ -63,7 +65,9 @@ export function buildDsn(input: DsnInput): Dsn | undefined {
   const chunks: Buffer[] = [Buffer.from(head)]
   for (const part of parts) chunks.push(Buffer.from(`--${boundary}${CRLF}`), part, Buffer.from(CRLF))
   chunks.push(Buffer.from(`--${boundary}--${CRLF}`))
-  return { mailFrom: '', rcptTo: [sender], message: Buffer.concat(chunks) }
+  const message = Buffer.concat(chunks)
+  const eightBit = message.some((byte) => byte > 0x7f)
+  return { mailFrom: '', rcptTo: [sender], message, ...(eightBit ? { body: '8BITMIME' } : {}) }
 }
 
 /** The RFC 3463 status for a recipient: the reply's enhanced code, else a default by outcome. */

@@ -516,6 +516,8 @@ export class DeliveryQueue {
       receivedAt: Date.now(),
       // A sender with a UTF-8 local part gets its DSN only over SMTPUTF8 (RFC 6531).
       ...(dsn.rcptTo.some(isNonAscii) ? { smtpUtf8: true } : {}),
+      // Quoted 8-bit headers go out as BODY=8BITMIME (RFC 6152), as the original did.
+      ...(dsn.body ? { body: dsn.body } : {}),
     }
     await spool.create('outgoing', { v: 1, id: dsnId, envelope, dsnFor: id }, dsn.message)
     log.info({ qid: dsnId, dsnFor: id, to: dsn.rcptTo }, 'dsn queued')

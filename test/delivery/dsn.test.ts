@@ -209,6 +209,9 @@ describe('buildDsn', () => {
     expect(/^\p{ASCII}*$/u.test(raw.subarray(0, headerEnd).toString('latin1'))).toBe(true)
     expect(raw.includes(original.subarray(0, original.indexOf('\r\n\r\n')))).toBe(true)
     expect(dsn.rcptTo).toEqual(['jörg@example.net'])
+    // Its body is 8-bit: it must go out as BODY=8BITMIME; an ASCII one needs nothing.
+    expect(dsn.body).toBe('8BITMIME')
+    expect(build().body).toBeUndefined()
     const status = part((await parse(raw)).attachments, 'message/delivery-status')
     expect(status).toContain('X-Mailscreen-Sender: utf-8; j\\x{F6}rg@example.net')
   })

@@ -214,6 +214,19 @@ describe('DeliveryQueue sweep', () => {
     expect(await spool.find(mixed.id)).toBeUndefined()
   })
 
+  it('sends a DSN that quotes 8-bit headers as BODY=8BITMIME', async () => {
+    const h = header(['gone@example.net'], true)
+    await spool.write('outgoing', h, testMessage('umlaut', ['X-Note: Grüße aus Köln']))
+    queue.enqueue(h.id)
+    await until(
+      () => queue.pending === 0 && sink.messages.some((m) => m.mailFrom === ''),
+      'the DSN delivered',
+    )
+    const dsn = sink.messages.find((m) => m.mailFrom === '')
+    expect(dsn?.data.includes(Buffer.from('Grüße aus Köln'))).toBe(true)
+    expect(dsn?.body).toBe('8BITMIME')
+  })
+
   it('sends one DSN when the first one written could not be fsynced into outgoing/', async () => {
     const mixed = header(['kept@example.net', 'gone@example.net'], true)
     await spool.write('outgoing', mixed, testMessage('mixed'))
