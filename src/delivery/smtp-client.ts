@@ -228,8 +228,10 @@ export class SmtpClient {
       // The session may be mid-DATA: only closing it keeps a truncated message from being delivered.
       const failure = this.fail(err as Error)
       // A server may answer early (e.g. 552 too big) and hang up while the body is still going out.
+      // Only a refusal is such an answer: a 2xx waiting there answers a pipelined command (MAIL
+      // after a refused RSET) and must not pass for the message being taken.
       const early = this.inbox.shift()
-      const abort = early ?? { code: 0, text: failure.message }
+      const abort = early && early.code >= 400 ? early : { code: 0, text: failure.message }
       return probing ? { replies, abort, reusable: false, stale: true } : { replies, abort, reusable: false }
     } finally {
       this.idle()

@@ -1,5 +1,6 @@
 import net from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
+import { SmtpClient } from '../../src/delivery/smtp-client.js'
 import { type SendRequest, SmtpTransport } from '../../src/delivery/transport.js'
 import { reply } from '../../src/ingress/smtp-reply.js'
 import { createSmtpServer } from '../../src/ingress/smtp-server.js'
@@ -132,6 +133,44 @@ function request(rcptTo: string[]): SendRequest {
 
 const ENVELOPE =
   'MAIL FROM:<alice@example.net>\r\nRCPT TO:<bob@example.org>\r\nRCPT TO:<carol@example.org>\r\n'
+
+describe('SmtpClient after a refused RSET', () => {
+  it('never takes the 2xx queued behind it for the message being taken', async () => {
+    let refuse = true
+    const hop = await rawHop({
+      answer: (line) => {
+        if (refuse && line.startsWith('RCPT')) return '550 5.1.1 unknown'
+        if (line === 'RSET') return '554 5.5.1 no RSET today'
+        return undefined
+      },
+    })
+    const connected = await SmtpClient.connect({
+      host: '127.0.0.1',
+      port: hop.port,
+      lmtp: false,
+      name: 'filter.test',
+      connectTimeoutMs: 2_000,
+      socketTimeoutMs: 2_000,
+    })
+    if (!connected.ok) throw new Error(connected.reply.text)
+    const { client } = connected
+    cleanup.push(async () => client.quit())
+    const tx = {
+      mailFrom: 'alice@example.net',
+      rcptTo: ['bob@example.org'],
+      message: MESSAGE,
+      size: MESSAGE.length,
+    }
+    // Every recipient refused: the server may hold the transaction, so the next group starts with RSET.
+    expect((await client.transaction(tx)).replies[0]?.code).toBe(550)
+    refuse = false
+    const report = await client.transaction(tx)
+    // The RSET's refusal ends the attempt; MAIL's 250, pipelined behind it, says nothing of the message.
+    expect(report.abort?.code).not.toBe(250)
+    expect(report.reusable).toBe(false)
+    expect(hop.messages).toEqual([])
+  })
+})
 
 describe('SmtpClient with PIPELINING', () => {
   it('sends MAIL, every RCPT and DATA in one packet, then the message in one more', async () => {
