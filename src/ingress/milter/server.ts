@@ -12,6 +12,8 @@ import { normalizeIp } from '../smtp-command.js'
 import { DEFAULT_MAX_PACKET } from './codec.js'
 import {
   DEFAULT_HEADER,
+  DEFAULT_MAX_HEADER_FIELDS,
+  DEFAULT_MAX_HEADER_SIZE,
   DEFAULT_SPILL_THRESHOLD,
   type MilterConnection,
   type MilterMessageHandler,
@@ -104,6 +106,12 @@ export const milterSection = z
       .prefault(DEFAULT_HEADER),
     /** Message bytes held in memory before the rest goes to a temp file. */
     spillThreshold: z.number().int().min(0).default(DEFAULT_SPILL_THRESHOLD),
+    /**
+     * Header bytes, and header fields, of one message past which it is refused at its end with
+     * 552 5.3.4: the header is held in memory as fields, not spilled like the body.
+     */
+    maxHeaderSize: z.number().int().min(1024).default(DEFAULT_MAX_HEADER_SIZE),
+    maxHeaderFields: z.number().int().min(100).default(DEFAULT_MAX_HEADER_FIELDS),
     /** Directory for spill files (default: the system temp dir). */
     tmpDir: z.string().min(1).optional(),
     /** Send SMFIR_PROGRESS this often while the chain works (0: never). */
@@ -174,6 +182,8 @@ export function milterServerOptions(
     defaultAction: config.defaultAction,
     defaultHeader: config.defaultHeader,
     spillThreshold: config.spillThreshold,
+    maxHeaderSize: config.maxHeaderSize,
+    maxHeaderFields: config.maxHeaderFields,
     progressIntervalMs: config.progressInterval,
     recipientTimeoutMs: config.recipientTimeout,
     maxPacket: config.maxPacket,
@@ -211,8 +221,9 @@ export function createMilterServer(options: MilterServerOptions): MilterServer {
     socket.setNoDelay(true)
     socket.setTimeout(options.idleTimeoutMs ?? 1_800_000)
     socket.on('timeout', () => {
-      // Silence while we are the ones working (a slow chain) is not the MTA's idleness.
-      if (connection.session.busy) return
+      // Silence while we are the ones working (a slow chain) is not the MTA's idleness. An
+      // answer the MTA does not read is: that write would hold the connection for good.
+      if (connection.session.waitingForHandler) return
       connLog?.info('milter idle timeout')
       socket.destroy()
     })

@@ -161,6 +161,10 @@ export interface MilterSessionOptions {
   readonly defaultHeader?: { readonly name: string; readonly value: string }
   /** Message bytes held in memory before spilling to a temp file (default 1 MiB). */
   readonly spillThreshold?: number
+  /** Header bytes of one message past which it is refused with 552 5.3.4 (default 1 MiB). */
+  readonly maxHeaderSize?: number
+  /** Header fields of one message past which it is refused with 552 5.3.4 (default 10,000). */
+  readonly maxHeaderFields?: number
   /** Directory for spill files. */
   readonly tmpDir: string
   /** Send SMFIR_PROGRESS this often while the handler works (ms; 0 = never; default 10 000). */
@@ -190,6 +194,10 @@ export const DEFAULT_TEMPFAIL_REPLY: SmtpReply = {
 }
 export const DEFAULT_HEADER = { name: 'X-mailscreen-Warning', value: 'not scanned (time budget exceeded)' }
 export const DEFAULT_SPILL_THRESHOLD = 1_048_576
+/** Header bytes and fields held for one message (they are kept in memory, as fields). */
+export const DEFAULT_MAX_HEADER_SIZE = 1_048_576
+export const DEFAULT_MAX_HEADER_FIELDS = 10_000
+const HEADER_TOO_LARGE: SmtpReply = { code: 552, status: '5.3.4', text: 'Message header too large' }
 
 // ---------------------------------------------------------------------------------------------
 // Session
@@ -205,6 +213,10 @@ interface MessageState {
   readonly mailArgs: readonly string[]
   readonly recipients: MilterRecipient[]
   readonly headers: { name: string; value: string; raw: Buffer }[]
+  /** Bytes of the header fields so far, as rendered. */
+  headerBytes: number
+  /** The header went past a limit: the fields after it are not kept, the message is refused. */
+  headerTooLarge: boolean
   readonly macros: Map<string, string>
   readonly content: ContentSink
 }
@@ -226,6 +238,8 @@ export class MilterSession {
   private inflight: AbortController | undefined
   /** From end of message until its final answer is written. */
   private answering = false
+  /** While the handler decides on a message (the MTA waits, silent). */
+  private deciding = false
 
   constructor(
     private readonly options: MilterSessionOptions,
@@ -235,6 +249,11 @@ export class MilterSession {
   /** Whether an end of message is being answered (handler running or answer being written). */
   get busy(): boolean {
     return this.answering
+  }
+
+  /** Whether the handler is deciding on a message: the MTA's silence is expected meanwhile. */
+  get waitingForHandler(): boolean {
+    return this.deciding
   }
 
   /** Process one command; resolves once its reply (if any) is written. */
@@ -269,7 +288,7 @@ export class MilterSession {
         const message = this.needMessage('HEADER')
         if (message.content.started)
           throw new MilterProtocolError('MSC_MILTER_STATE', 'HEADER after the body began')
-        message.headers.push({ name: command.name, value: command.value, raw: command.raw })
+        this.takeHeader(message, command.name, command.value, command.raw)
         return this.reply(SMFIP.NR_HDR)
       }
       case 'eoh':
@@ -360,6 +379,8 @@ export class MilterSession {
       mailArgs: args,
       recipients: [],
       headers: [],
+      headerBytes: 0,
+      headerTooLarge: false,
       macros: new Map(this.mailMacros ?? []),
       content: new ContentSink(this.options.tmpDir, this.options.spillThreshold ?? DEFAULT_SPILL_THRESHOLD),
     }
@@ -423,6 +444,31 @@ export class MilterSession {
     }
   }
 
+  /**
+   * Keep a header field, within the limits: fields are held in memory (the decision's header
+   * edits need them), so a message of many small fields would cost far more than its size.
+   */
+  private takeHeader(message: MessageState, name: string, value: string, raw: Buffer): void {
+    if (message.headerTooLarge) return
+    message.headerBytes += name.length + raw.length + 4
+    const maxSize = this.options.maxHeaderSize ?? DEFAULT_MAX_HEADER_SIZE
+    const maxFields = this.options.maxHeaderFields ?? DEFAULT_MAX_HEADER_FIELDS
+    if (message.headerBytes > maxSize || message.headers.length >= maxFields) {
+      message.headerTooLarge = true
+      this.options.log?.warn(
+        {
+          fields: message.headers.length,
+          bytes: message.headerBytes,
+          maxHeaderSize: maxSize,
+          maxHeaderFields: maxFields,
+        },
+        'milter: message header too large, the message will be refused',
+      )
+      return
+    }
+    message.headers.push({ name, value, raw })
+  }
+
   private async startContent(message: MessageState): Promise<void> {
     if (message.content.started) return
     await message.content.start(renderHeaders(message.headers))
@@ -439,6 +485,12 @@ export class MilterSession {
 
   private async answer(lastChunk: Buffer): Promise<SessionStep> {
     const message = this.needMessage('end of message')
+    if (message.headerTooLarge) {
+      await this.resetMessage()
+      const { packets } = planResponse({ action: 'reject', reply: HEADER_TOO_LARGE }, 0)
+      await this.write(packets.final)
+      return 'continue'
+    }
     await this.startContent(message)
     if (lastChunk.length > 0) await message.content.append(lastChunk)
     const content = await message.content.finish()
@@ -452,10 +504,13 @@ export class MilterSession {
     if (every > 0 && every < this.options.timeoutMs) {
       progress = setInterval(() => void this.write(PROGRESS), every)
     }
+    this.deciding = true
     const outcome = await withTimeout(
       () => this.options.onMessage(input, controller.signal),
       this.options.timeoutMs,
-    )
+    ).finally(() => {
+      this.deciding = false
+    })
     clearInterval(progress)
     controller.abort()
     this.inflight = undefined

@@ -75,6 +75,8 @@ describe('milterSection', () => {
       defaultAction: 'tempfail',
       defaultHeader: { name: 'X-mailscreen-Warning', value: 'not scanned (time budget exceeded)' },
       spillThreshold: 1_048_576,
+      maxHeaderSize: 1_048_576,
+      maxHeaderFields: 10_000,
       progressInterval: 10_000,
       recipientTimeout: 10_000,
       maxPacket: 131_072,
@@ -105,6 +107,8 @@ describe('milterSection', () => {
       { listen: [] },
       { defaultAction: 'reject' },
       { maxPacket: 1000 },
+      { maxHeaderFields: 10 },
+      { maxHeaderSize: '1MB' },
       { timeout: 'soon' },
       { socketMode: '999' },
       { defaultHeader: { name: 'Bad Name', value: 'x' } },
@@ -290,6 +294,25 @@ describe('createMilterServer', () => {
     server = undefined
     await client.closed
     expect(client.responses.at(-1)).toEqual({ type: 'accept' })
+  })
+
+  it('drops a connection whose MTA does not read the answer, after the idle timeout', async () => {
+    server = createMilterServer({
+      ...base,
+      listen: 'inet:127.0.0.1:0',
+      tmpDir: dir,
+      idleTimeoutMs: 500,
+      // More than the socket buffers of both ends hold: the write waits for the MTA to read.
+      onMessage: async () => ({ action: 'accept' as const, body: Buffer.alloc(30 * 1024 * 1024, 0x78) }),
+    })
+    const [bound] = await server.listen()
+    const client = await mtaConnect({ port: (bound as { port: number }).port })
+    client.send(...transaction('never read'))
+    client.socket.pause()
+    for (let waited = 0; server.connections > 0 && waited < 8_000; waited += 50)
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(server.connections).toBe(0)
+    client.socket.destroy()
   })
 
   it('refuses an invalid listen address at creation', () => {

@@ -349,6 +349,44 @@ describe('a full transaction', () => {
   })
 })
 
+describe('a header past the limits', () => {
+  for (const [limit, options, headers] of [
+    [
+      'fields',
+      { maxHeaderFields: 100 },
+      Array.from({ length: 150 }, (_, i): [string, string] => ['X-N', String(i)]),
+    ],
+    [
+      'bytes',
+      { maxHeaderSize: 2_000 },
+      Array.from({ length: 30 }, (): [string, string] => ['X-Long', 'y'.repeat(100)]),
+    ],
+  ] as const) {
+    it(`refuses the message (${limit}) without scanning it, and takes the next one on the connection`, async () => {
+      const seen: MilterMessage[] = []
+      const { mta } = await negotiated({
+        ...options,
+        onMessage: async (msg) => {
+          seen.push(msg)
+          return { action: 'accept' }
+        },
+      })
+      mta.send(...message('a@b.example', ['c@d.example'], headers, ['x\r\n']), EOB)
+      expect(await mta.readUntilFinal()).toEqual([
+        { type: 'replycode', text: '552 5.3.4 Message header too large' },
+      ])
+      expect(seen).toEqual([])
+      mta.send(
+        { type: 'abort' },
+        ...message('a@b.example', ['c@d.example'], [['Subject', 'fine']], ['x\r\n']),
+        EOB,
+      )
+      expect(await mta.readUntilFinal()).toEqual([{ type: 'accept' }])
+      expect(seen.map((m) => m.headers)).toEqual([[{ name: 'Subject', value: 'fine' }]])
+    })
+  }
+})
+
 describe('message state', () => {
   it('forgets an aborted message: the next one on the same connection starts clean', async () => {
     const seen: { rcpt: readonly string[]; headers: number; content: string }[] = []
