@@ -89,9 +89,9 @@ function evidenceOf(hits: readonly ScoredHit[]): string[] {
 
 /**
  * Turn check outcomes into the verdict. Sum weight × factor over all hits with the one
- * effective score table. Then, first that applies wins: a virus, a banned attachment or
- * unscannable content found; a failed check with policy `tempfail` (wait, or unscannable on
- * the last chance); the administrator's lists; the score against the two thresholds.
+ * effective score table. Then, first that applies wins: a virus found; a failed check with
+ * policy `tempfail` (wait, or unscannable on the last chance); a banned attachment or
+ * unscannable content found; the administrator's lists; the score against the two thresholds.
  * Pure and synchronous.
  */
 export function decide(
@@ -112,8 +112,11 @@ export function decide(
     tempfail,
     ...(context.listed ? { listed: context.listed } : {}),
   }
-  // Content findings are final even if another check failed: nothing left to wait for.
+  // A virus found is final even if another check failed: nothing left to wait for. Not a
+  // banned or unscannable part: their actions may deliver the rest (strip), which the failed
+  // check (the virus scanner, say) has not seen.
   for (const category of ['virus', 'banned', 'unscannable'] as const) {
+    if (category !== 'virus' && tempfail.length > 0) break
     const found = hits.filter((h) => h.category === category)
     if (found.length > 0) return { ...base, category, final: true, reasons: evidenceOf(found) }
   }

@@ -219,6 +219,23 @@ describe('decide: content categories', () => {
     expect(verdict.tempfail).toEqual(['spamd: slow'])
   })
 
+  it('waits on a tempfail with a banned or unscannable part found: the rest was not scanned', () => {
+    // A banned part's default action strips it and delivers the rest, which clamd did not see.
+    for (const symbol of ['BANNED_EXE', 'ENCRYPTED_ZIP']) {
+      const verdict = decide(
+        [outcome('files', [{ symbol, evidence: ['x'] }]), tempfailed('clamd', 'down')],
+        table,
+        policy,
+      )
+      expect(verdict.final, symbol).toBe(false)
+      expect(verdict.reasons).toEqual(['clamd: down'])
+      const last = decide([outcome('files', [{ symbol }]), tempfailed('clamd', 'down')], table, policy, {
+        lastChance: true,
+      })
+      expect(last.category).toBe('unscannable')
+    }
+  })
+
   it('lets no administrator list clear a virus or a banned attachment', () => {
     const virus = decide([outcome('clamd', [{ symbol: 'VIRUS_FOUND' }])], table, policy, { listed: notSpam })
     expect(virus.category).toBe('virus')
