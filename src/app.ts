@@ -28,7 +28,7 @@ import { applyScoresFile } from './pipeline/scores.js'
 import { takeAdminActions } from './queue/admin-journal.js'
 import { minFreeBytes, type SpaceEvent, SpoolSpace } from './queue/free-space.js'
 import { FreshRun } from './queue/fresh-run.js'
-import { removePidFile, spoolOwner, writePidFile } from './queue/pid-file.js'
+import { claimPidFile, removePidFile } from './queue/pid-file.js'
 import { SPOOL_STATES, Spool } from './queue/spool.js'
 import { emptyRoutingMaps, loadRoutingMaps, MAP_FILES, type RoutingMaps } from './routing/maps.js'
 import { reloadRoutingMaps } from './routing/reload.js'
@@ -83,10 +83,9 @@ export async function scanSettings(
 
 /** Take the spool for this process, or refuse: another mailscreen runs on it. A PID file left by a crash is taken over. */
 async function claimSpool(spoolDir: string): Promise<void> {
-  const other = await spoolOwner(spoolDir)
+  const other = await claimPidFile(spoolDir)
   if (other !== undefined)
     throw new MailscreenError('MSC_SPOOL_IN_USE', `mailscreen (pid ${other}) already runs on ${spoolDir}`)
-  await writePidFile(spoolDir)
 }
 
 /** `file:line: reason`, for logs. */

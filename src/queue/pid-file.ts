@@ -10,7 +10,7 @@
  * owner, so mailscreen starts, and the CLI never signals it (SIGUSR1 and SIGUSR2 would end it).
  */
 import { readFileSync } from 'node:fs'
-import { readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { link, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 
 /** The PID file's name in the spool directory. */
@@ -59,6 +59,11 @@ export async function recordedOwner(spoolDir: string): Promise<RecordedOwner | u
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     throw err
   }
+  return parseOwner(text)
+}
+
+/** The owner a PID file's text names; undefined when it names none. */
+function parseOwner(text: string): RecordedOwner | undefined {
   const [first, second] = text.split('\n')
   const pid = Number(first?.trim())
   if (!Number.isInteger(pid) || pid <= 0) return undefined
@@ -82,12 +87,58 @@ export async function spoolOwner(spoolDir: string): Promise<number | undefined> 
   return owner !== undefined && owner.pid !== process.pid && stillRuns(owner) ? owner.pid : undefined
 }
 
-/** Record this process as the owner (whole or not at all: a reader never sees it half written). */
-export async function writePidFile(spoolDir: string): Promise<void> {
+/**
+ * Take the spool for this process, or name the mailscreen that has it. Atomic: the PID file
+ * is written whole under a temporary name, then linked to its name, which fails when the name
+ * exists; two processes starting at once cannot both win. A PID file left by a crash is set
+ * aside by rename, and removed only if it is still the file judged stale (else a newcomer's
+ * was taken: it is put back). Returns undefined when the spool is ours, else the owner's PID.
+ */
+export async function claimPidFile(spoolDir: string): Promise<number | undefined> {
+  const path = join(spoolDir, PID_FILE)
   const temp = join(spoolDir, `${PID_FILE}.${process.pid}`)
+  const aside = join(spoolDir, `${PID_FILE}.stale-${process.pid}`)
   const startTime = processStartTime('self')
   await writeFile(temp, `${process.pid}\n${startTime === undefined ? '' : `${startTime}\n`}`)
-  await rename(temp, join(spoolDir, PID_FILE))
+  try {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      try {
+        await link(temp, path)
+        return undefined
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      }
+      const stale = await readText(path)
+      if (stale === undefined) continue
+      const owner = parseOwner(stale)
+      if (owner !== undefined && owner.pid !== process.pid && stillRuns(owner)) return owner.pid
+      try {
+        await rename(path, aside)
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue
+        throw err
+      }
+      const moved = await readText(aside)
+      if (moved !== stale) {
+        // Another process's claim, made since we read: give it back, and look again.
+        await rename(aside, path)
+        continue
+      }
+      await rm(aside, { force: true })
+    }
+    throw new Error(`could not take ${path}: it keeps changing`)
+  } finally {
+    await rm(temp, { force: true })
+  }
+}
+
+async function readText(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw err
+  }
 }
 
 /** Remove the PID file (only the owner does, at stop). */

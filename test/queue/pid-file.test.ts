@@ -1,15 +1,17 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { packageRoot } from '../../src/package-root.js'
 import {
+  claimPidFile,
   PID_FILE,
   processStartTime,
   recordedOwner,
   spoolOwner,
-  writePidFile,
 } from '../../src/queue/pid-file.js'
 
 let dir: string
@@ -29,7 +31,7 @@ afterEach(async () => {
 
 describe('the spool PID file', () => {
   it('records the PID and the start time of the process that writes it', async () => {
-    await writePidFile(dir)
+    expect(await claimPidFile(dir)).toBeUndefined()
     const start = processStartTime('self')
     expect(start).toMatch(/^\d+$/)
     expect(await recordedOwner(dir)).toEqual({ pid: process.pid, startTime: start })
@@ -60,5 +62,51 @@ describe('the spool PID file', () => {
     other.kill('SIGKILL')
     await once(other, 'exit')
     expect(await spoolOwner(dir)).toBeUndefined()
+  })
+  it('is not taken from a live owner, and is taken over from a crashed one', async () => {
+    const pid = other.pid as number
+    const live = `${pid}\n${processStartTime(pid)}\n`
+    await writeFile(join(dir, PID_FILE), live)
+    expect(await claimPidFile(dir)).toBe(pid)
+    expect(await readFile(join(dir, PID_FILE), 'utf8')).toBe(live)
+    other.kill('SIGKILL')
+    await once(other, 'exit')
+    expect(await claimPidFile(dir)).toBeUndefined()
+    expect((await recordedOwner(dir))?.pid).toBe(process.pid)
+    // Nothing of the claim is left beside it.
+    expect((await readdir(dir)).sort()).toEqual([PID_FILE])
+  })
+
+  it('goes to exactly one of several processes that start at the same moment', async () => {
+    // A crashed owner's file too: the takeover must be as exclusive as the first claim.
+    await writeFile(join(dir, PID_FILE), '999999999\n1\n')
+    const claimer = join(dir, 'claim.mjs')
+    const module = pathToFileURL(join(packageRoot, 'dist/src/queue/pid-file.js')).href
+    await writeFile(
+      claimer,
+      `import { claimPidFile } from '${module}'
+const at = Number(process.argv[2])
+while (Date.now() < at);
+const other = await claimPidFile(process.argv[3])
+process.stdout.write(other === undefined ? 'won' : 'lost')
+setTimeout(() => {}, 1500)
+`,
+    )
+    const at = Date.now() + 1_000
+    const outcomes = await Promise.all(
+      Array.from({ length: 6 }, async () => {
+        const child = spawn(process.execPath, [claimer, String(at), dir], {
+          stdio: ['ignore', 'pipe', 'inherit'],
+        })
+        let out = ''
+        child.stdout?.on('data', (chunk: Buffer) => {
+          out += chunk.toString()
+        })
+        await once(child, 'exit')
+        return out
+      }),
+    )
+    expect(outcomes.filter((o) => o === 'won')).toHaveLength(1)
+    expect(outcomes.filter((o) => o === 'lost')).toHaveLength(5)
   })
 })
