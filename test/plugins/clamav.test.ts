@@ -85,7 +85,16 @@ describe('clamav reply parsing', () => {
   })
 })
 
-type Mode = 'ok' | 'found' | 'error-early' | 'never' | 'close' | 'pong'
+type Mode =
+  | 'ok'
+  | 'found'
+  | 'error-early'
+  | 'never'
+  | 'close'
+  | 'pong'
+  /** FOUND for the first stream (the whole message); the part scans after it fail so. */
+  | 'found-then-close'
+  | 'found-then-never'
 
 interface Fake {
   readonly port: number
@@ -121,13 +130,15 @@ async function fakeClamd(
   listen: { port: number } | { path: string } = { port: 0 },
 ): Promise<Fake> {
   const payloads: Buffer[] = []
+  let connections = 0
   const server = net.createServer((socket) => {
     socket.on('error', () => {})
+    const first = connections++ === 0
     let buf = Buffer.alloc(0)
     socket.on('data', (chunk: Buffer) => {
       buf = Buffer.concat([buf, chunk])
-      if (mode === 'never') return
-      if (mode === 'close') {
+      if (mode === 'never' || (mode === 'found-then-never' && !first)) return
+      if (mode === 'close' || (mode === 'found-then-close' && !first)) {
         socket.destroy()
         return
       }
@@ -213,6 +224,18 @@ describe('clamav check against a fake clamd', () => {
       { symbol: 'CLAMAV_VIRUS', evidence: ['Eicar-Test-Signature'], parts: ['1'] },
     ])
     expect(fake.payloads).toHaveLength(2)
+  })
+
+  it('keeps the virus when the scans that locate its part fail or take too long: the hit goes without parts', async () => {
+    for (const mode of ['found-then-close', 'found-then-never'] as const) {
+      const fake = await fakeClamd(mode)
+      const started = Date.now()
+      expect(await runCheck({ port: fake.port }, RAW, AbortSignal.timeout(5_000)), mode).toEqual([
+        { symbol: 'CLAMAV_VIRUS', evidence: ['Eicar-Test-Signature'] },
+      ])
+      // Well inside the plugin's own timeout (here 5 s), which would have lost the finding.
+      expect(Date.now() - started).toBeLessThan(3_000)
+    }
   })
 
   it('throws on an ERROR reply, even one sent while the message is still being written', async () => {
