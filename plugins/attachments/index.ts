@@ -96,6 +96,12 @@ const SYMBOLS = {
     weight: 0,
     category: 'unscannable',
   },
+  ATTACHMENT_MIME_LIMIT: {
+    description:
+      'The MIME structure went past what is walked (2,000 parts, multiparts 20 deep): the parts beyond were not checked',
+    weight: 0,
+    category: 'unscannable',
+  },
   ATTACHMENT_TOO_DEEP: {
     description: 'Attached messages nested deeper than maxMessageDepth: the inner ones were not checked',
     weight: 0,
@@ -302,6 +308,8 @@ function checkParts(
       continue
     }
     const inner = createMessageView(part.content())
+    const incomplete = inner.partsIncomplete()
+    if (incomplete) scan.findings.add('ATTACHMENT_MIME_LIMIT', id, `${name}: ${incomplete}`)
     checkParts(scan, inner.raw, inner.parts(), id, [...within, name])
   }
 }
@@ -330,7 +338,10 @@ export default definePlugin({
         log,
       }
       checkParts(scan, message.raw, message.parts(), undefined, [])
-      return scan.findings.hits()
+      // A name past the walker's limits would go unchecked: the message is unscannable.
+      const incomplete = message.partsIncomplete()
+      const whole: Hit[] = incomplete ? [{ symbol: 'ATTACHMENT_MIME_LIMIT', evidence: [incomplete] }] : []
+      return [...scan.findings.hits(), ...whole]
     }
   },
 })

@@ -1,5 +1,5 @@
 import { type ParsedMail, simpleParser } from 'mailparser'
-import { type MimePart, mimeParts } from './mime-parts.js'
+import { type MimePart, mimeStructure } from './mime-parts.js'
 
 /**
  * A read-only view of one message for checks. The raw bytes are read once; the MIME parse
@@ -16,6 +16,11 @@ export interface MessageView {
   parsed(): Promise<ParsedMail>
   /** Every leaf MIME part with its file name and byte range; walked once, on first call. */
   parts(): readonly MimePart[]
+  /**
+   * Why {@link parts} is not every part, when the walk reached one of its limits (2,000 parts,
+   * multiparts 20 deep); undefined when it is. A check that must see every part says so.
+   */
+  partsIncomplete(): string | undefined
 }
 
 /** Where the header block ends: the index of the first byte of the body (or raw.length). */
@@ -52,7 +57,7 @@ export function parseHeaderBlock(block: string): Array<[string, string]> {
 export function createMessageView(raw: Buffer): MessageView {
   let fields: Array<[string, string]> | undefined
   let parse: Promise<ParsedMail> | undefined
-  let leaves: MimePart[] | undefined
+  let walked: { parts: MimePart[]; incomplete?: string } | undefined
   return {
     size: raw.length,
     raw,
@@ -66,8 +71,12 @@ export function createMessageView(raw: Buffer): MessageView {
       return parse
     },
     parts() {
-      leaves ??= mimeParts(raw)
-      return leaves
+      walked ??= mimeStructure(raw)
+      return walked.parts
+    },
+    partsIncomplete() {
+      walked ??= mimeStructure(raw)
+      return walked.incomplete
     },
   }
 }

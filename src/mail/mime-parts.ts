@@ -139,6 +139,8 @@ interface Walk {
   readonly raw: Buffer
   readonly parts: MimePart[]
   readonly containers: MimeContainer[]
+  /** Why the walk left something out (a limit it reached), if it did. */
+  incomplete?: string
 }
 
 function walkEntity(
@@ -150,13 +152,18 @@ function walkEntity(
   depth: number,
   defaultType: string,
 ): void {
-  if (walk.parts.length >= MAX_PARTS) return
+  if (walk.parts.length >= MAX_PARTS) {
+    walk.incomplete = `more than ${MAX_PARTS} MIME parts`
+    return
+  }
   const { raw } = walk
   const bodyStart = bodyStartOf(raw, start, end)
   const headers = parseHeaderBlock(raw.subarray(start, bodyStart).toString('latin1'))
   const type = libmime.parseHeaderValue(utf8IfValid(header(headers, 'content-type') ?? defaultType))
   const contentType = type.value.trim().toLowerCase() || defaultType
   const boundary = type.params.boundary
+  if (contentType.startsWith('multipart/') && boundary && depth >= MAX_DEPTH)
+    walk.incomplete = `multiparts nested more than ${MAX_DEPTH} deep`
   if (contentType.startsWith('multipart/') && boundary && depth < MAX_DEPTH) {
     if (id !== '') walk.containers.push({ id, cutStart, end })
     // Inside multipart/digest a part without Content-Type is a message (RFC 2046 §5.1.5).
@@ -196,7 +203,8 @@ function walkEntity(
   const disposition = header(headers, 'content-disposition')
   const parsedDisposition =
     disposition === undefined ? undefined : libmime.parseHeaderValue(utf8IfValid(disposition))
-  const rawName = parsedDisposition?.params.filename ?? type.params.name
+  // An empty filename= names nothing: Content-Type's name= still does (as mailparser reads it).
+  const rawName = parsedDisposition?.params.filename || type.params.name
   const encoding = header(headers, 'content-transfer-encoding')
   let decoded: Buffer | undefined
   walk.parts.push({
@@ -224,9 +232,17 @@ export function mimeParts(raw: Buffer): MimePart[] {
   return mimeStructure(raw).parts
 }
 
-/** The leaf parts and the nested multipart containers (not the top level), in order. */
-export function mimeStructure(raw: Buffer): { parts: MimePart[]; containers: MimeContainer[] } {
+/**
+ * The leaf parts and the nested multipart containers (not the top level), in order, and why
+ * the walk left something out, if it reached one of its limits.
+ */
+export function mimeStructure(raw: Buffer): {
+  parts: MimePart[]
+  containers: MimeContainer[]
+  incomplete?: string
+} {
   const walk: Walk = { raw, parts: [], containers: [] }
   walkEntity(walk, '', 0, 0, raw.length, 0, 'text/plain')
-  return { parts: walk.parts, containers: walk.containers }
+  const { parts, containers, incomplete } = walk
+  return incomplete === undefined ? { parts, containers } : { parts, containers, incomplete }
 }

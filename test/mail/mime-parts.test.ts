@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { pathToFileURL } from 'node:url'
 import { describe, expect, it } from 'vitest'
-import { type MimePart, mimeParts } from '../../src/mail/mime-parts.js'
+import { type MimePart, mimeParts, mimeStructure } from '../../src/mail/mime-parts.js'
 import { CORPUS_DIR } from '../support/corpus.js'
 
 const CORPUS = pathToFileURL(`${CORPUS_DIR}/`)
@@ -332,6 +332,7 @@ describe('mimeParts: limits', () => {
     expect(performance.now() - started).toBeLessThan(2000)
     expect(parts).toHaveLength(2000)
     expect(parts[1999]?.content().toString()).toBe('part 1999')
+    expect(mimeStructure(msg(lines)).incomplete).toBe('more than 2000 MIME parts')
   })
 
   it('stops descending after 20 levels of nesting', () => {
@@ -342,6 +343,26 @@ describe('mimeParts: limits', () => {
     expect(parts).toHaveLength(1)
     expect(parts[0]?.id.split('.')).toHaveLength(20)
     expect(parts[0]?.contentType).toBe('multipart/mixed')
+    expect(mimeStructure(msg(lines)).incomplete).toBe('multiparts nested more than 20 deep')
+  })
+
+  it('says nothing is left out when the walk reached no limit', () => {
+    const lines = ['Content-Type: multipart/mixed; boundary=b', '', '--b', '', 'one', '--b--']
+    expect(mimeStructure(msg(lines)).incomplete).toBeUndefined()
+  })
+
+  it("takes Content-Type's name= when filename= is empty", () => {
+    const lines = [
+      'Content-Type: multipart/mixed; boundary=b',
+      '',
+      '--b',
+      'Content-Type: application/octet-stream; name="evil.js"',
+      'Content-Disposition: attachment; filename=""',
+      '',
+      'x',
+      '--b--',
+    ]
+    expect(mimeParts(msg(lines))[0]?.filename).toBe('evil.js')
   })
 
   it('walks the corpus 20000-part message quickly and keeps 2000 parts', () => {

@@ -215,6 +215,7 @@ describe('rules file parsing', () => {
       ATTACHMENT_ENCRYPTED: 'banned',
       ATTACHMENT_ZIP_LIMIT: 'unscannable',
       ATTACHMENT_ZIP_UNREADABLE: 'unscannable',
+      ATTACHMENT_MIME_LIMIT: 'unscannable',
       ATTACHMENT_TOO_DEEP: 'unscannable',
     })
   })
@@ -651,7 +652,8 @@ describe('the corpus', () => {
         const hits = await runCheck(check, read(`${entry.name}/${file}`))
         expect(performance.now() - one, file).toBeLessThan(2000)
         for (const hit of hits) {
-          expect(hit.parts?.length, file).toBe(1)
+          // A structure past the walker's limits is the message's, not a part's.
+          expect(hit.parts?.length, file).toBe(hit.symbol === 'ATTACHMENT_MIME_LIMIT' ? undefined : 1)
           expect(hit.evidence?.length, file).toBeGreaterThan(0)
         }
         if (hits.length > 0) flagged[`${entry.name}/${file}`] = hits.map((h) => h.symbol)
@@ -662,6 +664,8 @@ describe('the corpus', () => {
     expect(performance.now() - started).toBeLessThan(15_000)
     const banned = ['ATTACHMENT_BANNED']
     expect(flagged).toEqual({
+      // 20,000 parts: those past the first 2,000 are not walked, so their names go unchecked.
+      'huge/gen__huge-many-parts-20000.eml': ['ATTACHMENT_MIME_LIMIT'],
       'attachments/rspamd__bad_ext.dotted_file_name.eml': banned,
       'attachments/rspamd__exe_attm.eml': banned,
       // файл.scr.xz: a compressed screen saver.
@@ -683,5 +687,42 @@ describe('the corpus', () => {
       'virus-test/gen__eicar-no-ctype.eml': banned,
       'virus-test/gen__eicar-zipzip.eml': banned,
     })
+  })
+})
+
+describe('a MIME structure past what is walked', () => {
+  function many(count: number): Buffer {
+    const lines = ['From: a@example.org', 'Content-Type: multipart/mixed; boundary=b', '']
+    for (let i = 0; i < count; i++) lines.push('--b', 'Content-Type: text/plain', '', `part ${i}`)
+    lines.push(
+      '--b',
+      'Content-Type: application/octet-stream',
+      'Content-Disposition: attachment; filename="evil.exe"',
+      '',
+    )
+    lines.push(ELF.toString('base64'), '--b--', '')
+    return Buffer.from(lines.join('\r\n'))
+  }
+
+  function deep(levels: number): Buffer {
+    const lines = ['From: a@example.org']
+    for (let i = 0; i < levels; i++)
+      lines.push(`Content-Type: multipart/mixed; boundary=b${i}`, '', `--b${i}`)
+    lines.push(
+      'Content-Type: application/octet-stream',
+      'Content-Disposition: attachment; filename="evil.exe"',
+      '',
+    )
+    lines.push('x', '')
+    return Buffer.from(lines.join('\r\n'))
+  }
+
+  it('is unscannable: a banned name beyond the limits would go unchecked', async () => {
+    const check = await setup()
+    expect(symbols(await runCheck(check, many(1998)))).toEqual(['ATTACHMENT_BANNED'])
+    const past = await runCheck(check, many(2000))
+    expect(past).toEqual([{ symbol: 'ATTACHMENT_MIME_LIMIT', evidence: ['more than 2000 MIME parts'] }])
+    expect(symbols(await runCheck(check, deep(15)))).toEqual(['ATTACHMENT_BANNED'])
+    expect(symbols(await runCheck(check, deep(22)))).toEqual(['ATTACHMENT_MIME_LIMIT'])
   })
 })
