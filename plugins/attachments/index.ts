@@ -279,7 +279,7 @@ function checkAttachment(
   // Zip tools also open a zip behind other bytes (a self-extractor stub); one with no zip
   // structure at all opens nowhere and is not a risk.
   const claimsZip =
-    (part.filename !== undefined && /\.zip$/i.test(part.filename)) || ZIP_TYPES.has(part.contentType)
+    (part.filename !== undefined && /\.zip[.\s]*$/iu.test(part.filename)) || ZIP_TYPES.has(part.contentType)
   if (type === undefined && claimsZip && hasEndRecord(part.content())) checkZip(scan, part, id, display)
 }
 

@@ -302,7 +302,8 @@ function matchOne(rule: Rule, candidate: Candidate, names: Names | undefined): M
     }
     case 'mismatch': {
       const detected = candidate.detect?.()
-      const why = detected && mismatch(detected, candidate.name, candidate.contentType)
+      // The name as Windows saves it (`report.pdf.` is `report.pdf`), as the other rules see it.
+      const why = detected && mismatch(detected, names?.trimmed, candidate.contentType)
       return why ? { rule, detail: why } : undefined
     }
   }

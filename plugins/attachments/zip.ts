@@ -303,8 +303,9 @@ function label(within: readonly string[], name: string): string {
   return [...within, name].join(' > ')
 }
 
+/** Named as a zip, as Windows reads a name: trailing dots and white space are dropped. */
 function isZipName(name: string): boolean {
-  return /\.zip$/i.test(name)
+  return /\.zip[.\s]*$/iu.test(name)
 }
 
 function openNested(

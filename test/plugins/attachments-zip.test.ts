@@ -201,6 +201,18 @@ describe('readCentralDirectory / listZip', () => {
     ])
   })
 
+  it('opens a nested zip whose name ends in dots or spaces, as Windows would', () => {
+    for (const innerName of ['inner.zip.', 'inner.zip ', 'inner.ZIP. ']) {
+      const inner = buildZip([{ name: 'payload.exe', data: pe(0x100) }])
+      const outer = buildZip([{ name: innerName, data: inner, method: 'store' }])
+      const listing = listZip(outer, LIMITS)
+      expect(
+        listing.names.map((n) => n.name),
+        innerName,
+      ).toEqual([innerName, 'payload.exe'])
+    }
+  })
+
   it('does not open zips nested deeper than maxDepth', () => {
     const inner = buildZip([{ name: 'payload.exe', data: pe(0x100) }])
     const middle = buildZip([{ name: 'inner.zip', data: inner }])

@@ -377,6 +377,17 @@ describe('the check', () => {
     )
   })
 
+  it('sees a mismatch behind a name with trailing dots or spaces', async () => {
+    const check = await setup()
+    for (const filename of ['scan.pdf.', 'scan.pdf ', 'scan.pdf. ']) {
+      const hits = await runCheck(check, eml([{ filename, contentType: 'application/pdf', data: PNG }]))
+      expect(
+        hits.map((h) => h.evidence?.[0]),
+        filename,
+      ).toEqual([expect.stringMatching(/named \.pdf but the content is a PNG image/)])
+    }
+  })
+
   it('checks an application/* part without a name by magic only', async () => {
     const check = await setup()
     const raw = eml([
