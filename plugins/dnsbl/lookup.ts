@@ -9,7 +9,7 @@
  * and the servers the administrator configured — by default the system's own resolvers,
  * never a public one.
  */
-import { Resolver } from 'node:dns/promises'
+import { getServers, Resolver } from 'node:dns/promises'
 import { isIP } from 'node:net'
 
 /** One A record of an answer. */
@@ -148,6 +148,9 @@ export function interpretAnswer(addresses: readonly string[]): AnswerMeaning {
 /** Answers that mean "no such record" rather than "could not ask". */
 const NOT_FOUND = new Set(['ENOTFOUND', 'ENODATA'])
 
+/** The least time one server is given, however many share the budget. */
+const MIN_TRY_MS = 100
+
 /**
  * Run one query on a resolver of its own, so that our deadline and the caller's signal can
  * cancel exactly this query. c-ares' own timeout is not a bound on the whole query (it
@@ -160,7 +163,12 @@ async function query<T>(
   ask: (resolver: Resolver) => Promise<T>,
 ): Promise<T | undefined> {
   if (options.signal?.aborted) throw new LookupError('aborted', `${type} ${name}: aborted`)
-  const resolver = new Resolver({ timeout: options.timeoutMs, tries: 1 })
+  // c-ares asks the servers in turn, each for its per-try timeout. Were that the whole budget,
+  // a dead first server would use it all and the others would never be asked: each gets a
+  // share, one share kept back (c-ares' turns are not exact).
+  const servers = options.servers?.length ?? getServers().length
+  const perTry = Math.max(MIN_TRY_MS, Math.floor(options.timeoutMs / (servers + 1)))
+  const resolver = new Resolver({ timeout: perTry, tries: 1 })
   if (options.servers !== undefined) resolver.setServers([...options.servers])
   let timedOut = false
   const timer = setTimeout(() => {

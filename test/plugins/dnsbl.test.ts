@@ -522,6 +522,23 @@ describe('the check against a fake DNS server', () => {
     expect(silent.queries.length).toBeGreaterThanOrEqual(2)
   })
 
+  it('asks the second server in time when the first is dead', async () => {
+    const silent = await startFakeDns(() => 'silent')
+    const good = await startFakeDns(({ name }) =>
+      name.startsWith('2.2.0.192.') ? { a: ['127.0.0.2'] } : { rcode: 'NXDOMAIN' },
+    )
+    extra.push(silent, good)
+    const opts = parse({
+      servers: [silent.server, good.server],
+      timeoutMs: 1_500,
+      zones: [{ zone: ZONE, symbol: 'RBL_EXAMPLE' }],
+    })
+    const check = createCheck(opts, { log: silentLog })
+    expect((await check(context('192.0.2.2'))).map((h) => h.symbol)).toEqual(['RBL_EXAMPLE'])
+    expect(await check(context('192.0.2.3'))).toEqual([])
+    expect(silent.queries.length).toBeGreaterThan(0)
+  })
+
   it("stops a query when the check's signal aborts", async () => {
     const silent = await startFakeDns(() => 'silent')
     extra.push(silent)
