@@ -28,7 +28,15 @@ import { type AliasEntry, type AliasTarget, localKey, lookupAlias } from './alia
 import { lookupMailertable, type MailerRoute } from './mailertable.js'
 import type { MapName, RoutingMaps } from './maps.js'
 import { lookupDomainDefault, lookupRecipient, type RecipientMatch } from './recipient-map.js'
-import { addressKey, formatAddress, type MailAddress, parseAddress, type SourceRef } from './text.js'
+import {
+  addressKey,
+  formatAddress,
+  isDomainLiteral,
+  literalAddress,
+  type MailAddress,
+  parseAddress,
+  type SourceRef,
+} from './text.js'
 import { ALL_USERS, type DirectoryUser, findDirectoryUser } from './users.js'
 
 /** Where a final recipient goes next. */
@@ -489,7 +497,10 @@ function nextHopOf(route: MailerRoute, domain: string): NextHop {
     case 'smtp':
       return { kind: 'smtp', host: route.host, port: route.port, mx: route.mx }
     case 'mx':
-      return { kind: 'mx', domain }
+      // A literal has no MX records: the host it names is the one (as Sendmail does).
+      return isDomainLiteral(domain)
+        ? { kind: 'smtp', host: literalAddress(domain), port: 25, mx: false }
+        : { kind: 'mx', domain }
     case 'error':
       return { kind: 'error', code: route.code, status: route.status, text: route.text }
     case 'local':
@@ -528,8 +539,8 @@ export function finalNextHop(
     }
   // An address literal goes to that host only without a default relay: the relay (the MTA
   // in front) knows whether the literal is itself, and applies its own outbound policy.
-  if (address.domain.startsWith('[') && !defaultRelay) {
-    const host = address.domain.slice(1, -1).replace(/^ipv6:/i, '')
+  if (isDomainLiteral(address.domain) && !defaultRelay) {
+    const host = literalAddress(address.domain)
     return { nextHop: { kind: 'smtp', host, port: 25, mx: false }, why: 'an address literal: that host' }
   }
   if (defaultRelay)

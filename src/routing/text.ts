@@ -3,6 +3,7 @@
  * file and line and the rest of the file still loads), the logical-line reader (comments,
  * blank lines, continuation lines), and address/domain helpers.
  */
+import { isIP } from 'node:net'
 import { domainToASCII } from 'node:url'
 import { isNonAscii } from '../mail/ascii.js'
 
@@ -124,9 +125,18 @@ export function normalizeDomain(domain: string): string {
   return name.includes('%') ? '' : domainToASCII(name)
 }
 
-/** A domain literal `[192.0.2.1]` / `[IPv6:2001:db8::1]`. */
+/**
+ * A domain literal `[192.0.2.1]` / `[IPv6:2001:db8::1]` holding a real address: `[dead.beef]`
+ * is no literal (it would be looked up as a host name, which a sender must not steer).
+ */
 export function isDomainLiteral(domain: string): boolean {
-  return /^\[(?:ipv6:)?[0-9a-f:.]+\]$/i.test(domain)
+  const literal = /^\[(ipv6:)?([^\]]+)\]$/i.exec(domain)
+  return literal !== null && isIP(literal[2] as string) === (literal[1] ? 6 : 4)
+}
+
+/** The address a domain literal holds (`[IPv6:2001:db8::1]` → `2001:db8::1`). */
+export function literalAddress(domain: string): string {
+  return domain.slice(1, -1).replace(/^ipv6:/i, '')
 }
 
 /** A host or domain name (already normalized): dot-separated labels of letters, digits, `-`, `_`. */

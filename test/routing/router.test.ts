@@ -78,6 +78,27 @@ describe('route: domains that are not ours', () => {
     ).toEqual({ kind: 'relay', host: relay.host, port: relay.port })
   })
 
+  it('takes only real addresses for literals: [dead.beef] is not one, and is never looked up', async () => {
+    for (const bad of ['root@[dead.beef]', 'root@[cafe]', 'root@[999.1.1.1]', 'root@[IPv6:192.0.2.1]'])
+      expect((await routeOf(files, bad)).refusal, bad).toMatchObject({ code: 501, status: '5.1.3' })
+    expect((await routeOf(files, 'root@[IPv6:2001:DB8::1]')).recipients[0]?.nextHop).toEqual({
+      kind: 'smtp',
+      host: '2001:db8::1',
+      port: 25,
+      mx: false,
+    })
+  })
+
+  it('sends a literal to its host under a mailertable route with no host (no MX lookup of a literal)', async () => {
+    const hostless = { ...files, mailertable: '. esmtp:' }
+    expect((await routeOf(hostless, 'root@[192.0.2.9]')).recipients[0]?.nextHop).toEqual({
+      kind: 'smtp',
+      host: '192.0.2.9',
+      port: 25,
+      mx: false,
+    })
+  })
+
   it('refuses what is not a fully-qualified address with 501 5.1.3', async () => {
     expect((await routeOf(files, 'root')).refusal).toMatchObject({ code: 501, status: '5.1.3' })
     expect((await routeOf(files, 'a b@example.org')).refusal).toMatchObject({ code: 501, status: '5.1.3' })
