@@ -313,29 +313,41 @@ export function findAliasLoops(map: AliasMap, isLocal: (domain: string) => boole
   const problems: MapProblem[] = []
   const reported = new Set<string>()
   const state = new Map<string, 'open' | 'done'>()
-  const stack: string[] = []
-  const visit = (name: string): void => {
-    state.set(name, 'open')
-    stack.push(name)
-    for (const next of edges.get(name) ?? []) {
+  const report = (cycle: string[]): void => {
+    const id = [...cycle].sort().join(' ')
+    if (reported.has(id)) return
+    reported.add(id)
+    const first = cycle
+      .map((n) => map.entries.get(n) as AliasEntry)
+      .sort((a, b) => a.source.line - b.source.line)[0] as AliasEntry
+    const start = cycle.indexOf(first.name)
+    const ordered = [...cycle.slice(start), ...cycle.slice(0, start), first.name]
+    problems.push({ ...first.source, reason: `alias loop: ${ordered.join(' → ')}` })
+  }
+  // Depth first with a stack of our own, not recursion: a chain of thousands of aliases is a
+  // valid file, and must not overflow the call stack.
+  for (const root of edges.keys()) {
+    if (state.has(root)) continue
+    const path: Array<{ name: string; next: number }> = [{ name: root, next: 0 }]
+    state.set(root, 'open')
+    while (path.length > 0) {
+      const frame = path[path.length - 1] as { name: string; next: number }
+      const targets = edges.get(frame.name) ?? []
+      if (frame.next >= targets.length) {
+        path.pop()
+        state.set(frame.name, 'done')
+        continue
+      }
+      const next = targets[frame.next++] as string
       const seen = state.get(next)
       if (seen === 'open') {
-        const cycle = stack.slice(stack.indexOf(next))
-        const id = [...cycle].sort().join(' ')
-        if (!reported.has(id)) {
-          reported.add(id)
-          const first = cycle
-            .map((n) => map.entries.get(n) as AliasEntry)
-            .sort((a, b) => a.source.line - b.source.line)[0] as AliasEntry
-          const start = cycle.indexOf(first.name)
-          const ordered = [...cycle.slice(start), ...cycle.slice(0, start), first.name]
-          problems.push({ ...first.source, reason: `alias loop: ${ordered.join(' → ')}` })
-        }
-      } else if (seen === undefined) visit(next)
+        const names = path.map((f) => f.name)
+        report(names.slice(names.indexOf(next)))
+      } else if (seen === undefined) {
+        state.set(next, 'open')
+        path.push({ name: next, next: 0 })
+      }
     }
-    stack.pop()
-    state.set(name, 'done')
   }
-  for (const name of edges.keys()) if (!state.has(name)) visit(name)
   return problems
 }

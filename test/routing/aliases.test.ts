@@ -220,6 +220,15 @@ describe('findAliasLoops', () => {
     ])
   })
 
+  it('walks a chain of 20,000 aliases without overflowing the stack, and finds the loop at its end', () => {
+    const lines = Array.from({ length: 20_000 }, (_, i) => `a${i}: a${i + 1}`)
+    expect(findAliasLoops(parseAliases(lines.join('\n'), 'aliases').map, isLocal)).toEqual([])
+    lines.push('a20000: a19999')
+    expect(findAliasLoops(parseAliases(lines.join('\n'), 'aliases').map, isLocal)).toEqual([
+      { file: 'aliases', line: 20_000, reason: 'alias loop: a19999 → a20000 → a19999' },
+    ])
+  })
+
   it('follows :include: lists and ignores foreign domains', () => {
     const { map } = parseAliases('list: :include:/l\nx: y@other.example\ny: x@other.example', 'aliases', {
       readFile: () => 'list@example.edu\n',
