@@ -194,10 +194,15 @@ class Decision {
 
   add(branch: Branch, address: string, nextHop: NextHop, why: string, source?: SourceRef): void {
     const key = address.toLowerCase()
-    if (this.recipients.has(key)) {
+    const earlier = this.recipients.get(key)
+    // A refusal found first (a loop back to it, say) does not hide a route found later: which
+    // came first is only the order of the targets.
+    if (earlier && !(earlier.nextHop.kind === 'error' && nextHop.kind !== 'error')) {
       this.step(branch, address, 'route', 'note', 'already a recipient; duplicate suppressed')
       return
     }
+    if (earlier)
+      this.step(branch, address, 'route', 'note', 'a route after all: the refusal found earlier goes')
     const recipient: RoutedRecipient = {
       address,
       nextHop,

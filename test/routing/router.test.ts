@@ -264,6 +264,17 @@ describe('route: alias loops and empty aliases', () => {
     ])
   })
 
+  it('delivers to an address that a loop reached first and a mailbox target reaches later, in either order', async () => {
+    for (const root of ['root: ops, \\root', 'root: \\root, ops']) {
+      const orderMaps = maps({
+        'local-host-names': 'example.org',
+        aliases: [root, 'ops: root, person@x.example'].join('\n'),
+      })
+      const decision = await route('root@example.org', orderMaps)
+      expect(finals(decision), root).toEqual(['root@example.org local', 'person@x.example mx:x.example'])
+    }
+  })
+
   it('refuses an alias that expands to nothing: unreadable or empty list, or only unsupported targets', async () => {
     for (const name of ['deadlist', 'emptylist', 'progonly']) {
       const decision = await route(`${name}@example.org`, loopMaps)
