@@ -31,7 +31,22 @@ async function row(spool: Spool, id: QueueId): Promise<QuarantineRow | undefined
     entry = await spool.peek('quarantine', id)
   } catch (err) {
     if (isMissing(err)) return undefined
-    throw err
+    // One unreadable file is shown as such; it must not hide the rest of the quarantine.
+    if ((err as { code?: unknown }).code !== 'MSC_SPOOL_CORRUPT') throw err
+    return {
+      id,
+      messageId: null,
+      from: '',
+      to: [],
+      subject: null,
+      verdict: 'unreadable',
+      reason: (err as Error).message,
+      score: null,
+      symbols: [],
+      actions: null,
+      receivedAt: '',
+      size: 0,
+    }
   }
   const { envelope, scan } = entry.header
   const view = createMessageView(entry.message)

@@ -1,7 +1,9 @@
+import { stat } from 'node:fs/promises'
 import type { Command } from 'commander'
 import { MailscreenError } from '../errors.js'
 import { createMessageView } from '../mail/message.js'
 import { QUEUE_STATES } from '../queue/admin.js'
+import type { QueueId } from '../queue/ids.js'
 import { PID_FILE, recordedOwner, stillRuns } from '../queue/pid-file.js'
 import { isMissing, Spool, type SpoolEntry, type SpoolState } from '../queue/spool.js'
 import type { RetryState } from '../queue/spool-file.js'
@@ -21,6 +23,8 @@ export interface QueueRow {
   readonly lastError: string | null
   /** For deferred mail: what is waiting, a new scan (a check tempfailed) or a delivery. */
   readonly phase: 'scan' | 'deliver' | null
+  /** Set when the file cannot be read as a spool file: what is wrong (the other fields are then the file's). */
+  readonly problem?: string
 }
 
 /** A message's row: its spool header and message (the start is enough), its retry state if deferred. */
@@ -58,14 +62,52 @@ export async function listQueue(spool: Spool, now = Date.now()): Promise<QueueRo
       } catch (err) {
         // Gone between listing and reading: it moved on, which is what queues do.
         if (isMissing(err)) continue
-        throw err
+        // One unreadable file is shown as such; it must not hide the rest of the queue.
+        if ((err as { code?: unknown }).code !== 'MSC_SPOOL_CORRUPT') throw err
+        const row = await unreadableRow(spool, state, id, (err as Error).message, now)
+        if (row) rows.push(row)
+        continue
       }
+      // Spent files are reused under new names: one read as it was being reused holds another
+      // message, which has moved on from here. Its own name shows where it is now.
+      if (entry.header.id !== id) continue
       const retry = state === 'deferred' ? await spool.readRetry(id) : undefined
       rows.push(queueRow(state, entry, retry, now))
     }
   }
   // Queue IDs sort by arrival in code-unit order ('Z' < 'd'); localeCompare would not.
   return rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+}
+
+/** The row of a file that is no spool file (empty, truncated, garbage): its name, size and age. */
+async function unreadableRow(
+  spool: Spool,
+  state: SpoolState,
+  id: string,
+  problem: string,
+  now: number,
+): Promise<QueueRow | undefined> {
+  let info: Awaited<ReturnType<typeof stat>>
+  try {
+    info = await stat(spool.path(state, id as QueueId))
+  } catch (err) {
+    if (isMissing(err)) return undefined
+    throw err
+  }
+  return {
+    id,
+    state,
+    ageSeconds: Math.max(0, Math.round((now - info.mtimeMs) / 1000)),
+    size: info.size,
+    from: '',
+    to: [],
+    messageId: null,
+    attempts: 0,
+    nextAttempt: null,
+    lastError: null,
+    phase: null,
+    problem,
+  }
 }
 
 export function age(seconds: number): string {
@@ -85,6 +127,7 @@ export function formatQueue(rows: readonly QueueRow[]): string {
     lines.push(
       `${row.id.padEnd(17)} ${row.state.padEnd(10)} ${age(row.ageSeconds).padStart(5)} ${String(row.size).padStart(9)}  <${row.from}>`,
     )
+    if (row.problem) lines.push(`    (unreadable: ${row.problem})`)
     if (row.lastError)
       lines.push(
         `    (${row.phase === 'scan' ? 'scan' : 'delivery'}: ${row.lastError}; attempts ${row.attempts}, next ${row.nextAttempt})`,

@@ -1,10 +1,12 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { stringify } from 'yaml'
+import { listQuarantine } from '../../src/cli/quarantine.js'
+import { formatQueue, listQueue } from '../../src/cli/queue.js'
 import { newQueueId, type QueueId } from '../../src/queue/ids.js'
 import { PID_FILE, processStartTime } from '../../src/queue/pid-file.js'
 import { Spool } from '../../src/queue/spool.js'
@@ -50,6 +52,47 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await cleanup(dir)
+})
+
+describe('listQueue with files that are not what their names say', () => {
+  it('shows an unreadable file as such and the rest of the queue as usual', async () => {
+    const good = await queue('incoming', 'x@example.org', ['y@example.net'], 'readable')
+    const broken = newQueueId()
+    await writeFile(spool.path('incoming', broken), '')
+    const rows = await listQueue(spool)
+    expect(rows.find((r) => r.id === good)).toMatchObject({ state: 'incoming', from: 'x@example.org' })
+    expect(rows.find((r) => r.id === broken)).toMatchObject({
+      state: 'incoming',
+      size: 0,
+      problem: expect.stringContaining(`incoming/${broken}`),
+    })
+    expect(formatQueue(rows)).toContain(`(unreadable: incoming/${broken}`)
+    await rm(spool.path('incoming', broken))
+    await rm(spool.path('incoming', good))
+  })
+
+  it('shows an unreadable quarantined file as such beside the others', async () => {
+    const held = await queue('incoming', 'x@example.org', ['y@example.net'], 'held')
+    await spool.move(held, 'incoming', 'quarantine')
+    const broken = newQueueId()
+    await writeFile(spool.path('quarantine', broken), 'not a spool file')
+    const rows = await listQuarantine(spool)
+    expect(rows.find((r) => r.id === held)).toMatchObject({ from: 'x@example.org' })
+    expect(rows.find((r) => r.id === broken)).toMatchObject({ verdict: 'unreadable' })
+    await rm(spool.path('quarantine', broken))
+    await rm(spool.path('quarantine', held))
+  })
+
+  it('skips a file that holds another message (a spent file reused as it was read)', async () => {
+    const real = await queue('incoming', 'x@example.org', ['y@example.net'], 'real')
+    const stale = newQueueId()
+    await copyFile(spool.path('incoming', real), spool.path('incoming', stale))
+    const ids = (await listQueue(spool)).map((r) => r.id)
+    expect(ids).toContain(real)
+    expect(ids).not.toContain(stale)
+    await rm(spool.path('incoming', stale))
+    await rm(spool.path('incoming', real))
+  })
 })
 
 describe('mailscreen queue list', () => {
