@@ -99,10 +99,19 @@ function parseAction(text: string): AdminAction | undefined {
   }
 }
 
+/**
+ * Who ran the command. Root's CLI goes on as the spool's owner (cli/spool-owner.ts), which
+ * changes the effective user only: the real one is still root, and sudo says who that was.
+ */
 function currentUser(): string {
+  const real = process.getuid?.()
+  if (real === 0 && process.geteuid?.() !== 0) {
+    const sudo = process.env.SUDO_USER
+    return sudo ? `root (sudo: ${sudo})` : 'root'
+  }
   try {
     return userInfo().username
   } catch {
-    return `uid ${process.getuid?.() ?? 'unknown'}`
+    return `uid ${real ?? 'unknown'}`
   }
 }

@@ -3,6 +3,7 @@ import { mkdir, open, readdir, readFile, stat, unlink, writeFile } from 'node:fs
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { MailscreenError } from '../errors.js'
+import { JOURNAL_DIR } from './admin-journal.js'
 import { DirSync } from './dir-sync.js'
 import { newQueueId, parseQueueId, type QueueId } from './ids.js'
 import { SlotFile, writeAll } from './slot-file.js'
@@ -63,9 +64,13 @@ export class Spool {
     private readonly fsync: boolean = true,
   ) {}
 
-  /** Create the directories; safe to call every start. */
+  /**
+   * Create the directories; safe to call every start. The admin journal's too: created by the
+   * daemon, it is the daemon's user's, also where root keeps the spool directory itself.
+   */
   async init(): Promise<void> {
-    for (const state of [...SPOOL_STATES, TMP]) await mkdir(join(this.dir, state), { recursive: true })
+    for (const state of [...SPOOL_STATES, TMP, JOURNAL_DIR])
+      await mkdir(join(this.dir, state), { recursive: true })
   }
 
   /** Path of a message in a state. */

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process'
-import { chmod, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises'
+import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
@@ -62,6 +62,20 @@ describe('a spool-changing command run as root', () => {
     const entry = await stat(join(spoolDir, 'admin', journal[0] as string))
     expect([entry.uid, entry.gid]).toEqual([NOBODY.uid, NOBODY.gid])
     expect((await stat(join(spoolDir, 'admin'))).uid).toBe(NOBODY.uid)
+    // Who did it is the one who ran it (root), not the account it went on as.
+    const recorded = JSON.parse(await readFile(join(spoolDir, 'admin', journal[0] as string), 'utf8'))
+    expect(recorded.user).toMatch(/^root( \(sudo: .+\))?$/)
+  })
+
+  it("steps down to the daemon's user also when the spool directory itself is root's (Postfix's layout)", async () => {
+    const { spoolDir, id, configFile } = await failedMessage()
+    // Root keeps the top directory; the daemon owns what is inside, where it writes.
+    for (const name of await readdir(spoolDir))
+      execFileSync('chown', ['-R', `${NOBODY.uid}:${NOBODY.gid}`, join(spoolDir, name)])
+    const out = await runCli(['queue', 'requeue', id, '--config', configFile])
+    expect(out.code, out.stderr).toBe(0)
+    expect((await stat(join(spoolDir, 'deferred', `${id}.retry`))).uid).toBe(NOBODY.uid)
+    expect((await stat(join(spoolDir, 'deferred', id))).uid).toBe(NOBODY.uid)
   })
 
   it("stays root in root's own spool", async () => {

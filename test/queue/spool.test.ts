@@ -57,8 +57,8 @@ async function exists(path: string): Promise<boolean> {
 }
 
 describe('Spool.init', () => {
-  it('creates every state directory and tmp/', async () => {
-    expect((await readdir(dir)).sort()).toEqual([...SPOOL_STATES, 'tmp'].sort())
+  it('creates every state directory, tmp/ and the admin journal', async () => {
+    expect((await readdir(dir)).sort()).toEqual([...SPOOL_STATES, 'tmp', 'admin'].sort())
   })
 
   it('can run again on an existing spool without losing messages', async () => {
