@@ -38,6 +38,7 @@ import {
   type Parsed,
   parseAddress,
   type SourceRef,
+  unquoteLocal,
 } from './text.js'
 
 /** One target of an alias. */
@@ -86,11 +87,7 @@ export interface AliasParseOptions {
 
 /** The lookup form of a local part: unquoted, lower case. */
 export function localKey(local: string): string {
-  const unquoted =
-    local.length >= 2 && local.startsWith('"') && local.endsWith('"')
-      ? local.slice(1, -1).replace(/\\(.)/g, '$1')
-      : local
-  return unquoted.toLowerCase()
+  return unquoteLocal(local).toLowerCase()
 }
 
 /** Split a target list at commas outside double quotes and angle brackets. */

@@ -28,6 +28,7 @@ import {
   type Parsed,
   parseAddress,
   type SourceRef,
+  unquoteLocal,
   words,
 } from './text.js'
 
@@ -131,7 +132,7 @@ export function parseRecipientMap(text: string, file: string): Parsed<RecipientM
         problem(`key must be user@domain or @domain: ${JSON.stringify(keyText)}`)
         continue
       }
-      key = `${parsed.local}@${parsed.domain}`.toLowerCase()
+      key = `${unquoteLocal(parsed.local)}@${parsed.domain}`.toLowerCase()
       table = addresses
     }
     const first = table.get(keyDomain ?? key)
@@ -157,9 +158,11 @@ function rewrite(entry: RecipientEntry, local: string, extension: string): MailA
  */
 export function lookupRecipient(map: RecipientMap, address: MailAddress): RecipientMatch | undefined {
   const domain = normalizeDomain(address.domain)
-  const exact = map.addresses.get(`${address.local}@${domain}`.toLowerCase())
+  // "jos"@ and jos@ are one mailbox: keys and lookups use the unquoted form, as Postfix's do.
+  const local = unquoteLocal(address.local)
+  const exact = map.addresses.get(`${local}@${domain}`.toLowerCase())
   if (exact) return { entry: exact, rewritten: rewrite(exact, address.local, '') }
-  for (const { base, extension } of extensionSplits(address.local, RECIPIENT_DELIMITERS)) {
+  for (const { base, extension } of extensionSplits(local, RECIPIENT_DELIMITERS)) {
     const entry = map.addresses.get(`${base}@${domain}`.toLowerCase())
     if (!entry) continue
     return { entry, rewritten: rewrite(entry, address.local, extension), extension }

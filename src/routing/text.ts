@@ -256,3 +256,10 @@ export function parsePort(text: string): number | undefined {
   const port = Number(text)
   return port >= 1 && port <= 65_535 ? port : undefined
 }
+
+/** A quoted local part as the mailbox it names (`"jos"` is `jos`, RFC 5321 4.1.2); case kept. */
+export function unquoteLocal(local: string): string {
+  return local.length >= 2 && local.startsWith('"') && local.endsWith('"')
+    ? local.slice(1, -1).replace(/\\(.)/g, '$1')
+    : local
+}

@@ -73,6 +73,13 @@ describe('lookupRecipient', () => {
     expect(rewrite(map, 'marie@example.org')).toBe('marie@marie.example.org')
   })
 
+  it('takes a quoted local part for the mailbox it names, in lookups and in keys', () => {
+    expect(rewrite(map, '"jos"@example.org')).toBe('jos@jos.example.org')
+    expect(rewrite(map, '"jos+news"@example.org')).toBe('jos+news@jos.example.org')
+    const quoted = parseRecipientMap('"ann"@example.org:ann@ann.example.org', file).map
+    expect(rewrite(quoted, 'ann@example.org')).toBe('ann@ann.example.org')
+  })
+
   it('user-ext and user+ext follow the entry for user, keeping the extension', () => {
     expect(rewrite(map, 'jos-anything@example.org')).toBe('jos-anything@jos.example.org')
     expect(rewrite(map, 'jos+news@example.org')).toBe('jos+news@jos.example.org')
