@@ -35,6 +35,7 @@ import {
   literalAddress,
   type MailAddress,
   parseAddress,
+  quoteLocal,
   type SourceRef,
 } from './text.js'
 import { ALL_USERS, type DirectoryUser, findDirectoryUser } from './users.js'
@@ -399,7 +400,8 @@ async function expandAlias(
   let from = branch.from
   const owner = d.maps.aliases.entries.get(`owner-${entry.name}`)
   if (owner && branch.from !== '') {
-    from = `owner-${entry.name}@${address.domain}`
+    // The alias name unquoted (`help desk`): written back as an address, it needs its quotes.
+    from = `${quoteLocal(`owner-${entry.name}`)}@${address.domain}`
     d.step(
       branch,
       text,

@@ -263,3 +263,12 @@ export function unquoteLocal(local: string): string {
     ? local.slice(1, -1).replace(/\\(.)/g, '$1')
     : local
 }
+
+/** RFC 5321 Dot-string (atext runs joined by dots); UTF-8 counts as atext (RFC 6531). */
+const DOT_STRING =
+  /^[\w!#$%&'*+/=?^`{|}~\u0080-\u{10ffff}-]+(?:\.[\w!#$%&'*+/=?^`{|}~\u0080-\u{10ffff}-]+)*$/u
+
+/** A local part as it must be written in an address: quoted when it is no Dot-string (`"help desk"`). */
+export function quoteLocal(local: string): string {
+  return DOT_STRING.test(local) ? local : `"${local.replace(/["\\]/g, '\\$&')}"`
+}

@@ -208,6 +208,15 @@ describe('route: our own domains', () => {
     expect(other.recipients.map((r) => r.from)).toEqual(['someone@remote.example', 'someone@remote.example'])
   })
 
+  it('quotes an owner- sender whose alias name needs quotes ("help desk")', async () => {
+    const files: Files = {
+      'local-host-names': 'example.org',
+      aliases: ['"help desk": a@x.example', '"owner-help desk": o@x.example'].join('\n'),
+    }
+    const decision = await routeOf(files, '"help desk"@example.org', { from: 'someone@remote.example' })
+    expect(decision.recipients.map((r) => r.from)).toEqual(['"owner-help desk"@example.org'])
+  })
+
   it('postmaster with no map entry goes to the local MTA (RFC 5321), never refused', async () => {
     const files: Files = { 'local-host-names': 'example.org' }
     expect(finals(await routeOf(files, 'PostMaster@example.org'))).toEqual(['PostMaster@example.org local'])

@@ -4,6 +4,7 @@ import {
   logicalLines,
   parseAddress,
   parsePort,
+  quoteLocal,
   stripComment,
   words,
 } from '../../src/routing/text.js'
@@ -116,5 +117,15 @@ describe('parsePort', () => {
     expect(parsePort('0')).toBeUndefined()
     expect(parsePort('65536')).toBeUndefined()
     expect(parsePort('25x')).toBeUndefined()
+  })
+})
+
+describe('quoteLocal', () => {
+  it('quotes only what is no Dot-string, escaping quotes and backslashes', () => {
+    expect(quoteLocal('owner-sales')).toBe('owner-sales')
+    expect(quoteLocal('jörg.x')).toBe('jörg.x')
+    expect(quoteLocal('help desk')).toBe('"help desk"')
+    expect(quoteLocal('a..b')).toBe('"a..b"')
+    expect(quoteLocal('say "hi"\\')).toBe('"say \\"hi\\"\\\\"')
   })
 })
