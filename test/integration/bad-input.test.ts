@@ -410,7 +410,11 @@ describe('bad input through a running mailscreen', () => {
    */
   async function expectSpoolTidy(target: MailscreenProcess, drained: boolean): Promise<void> {
     expect((await readdir(target.dir)).sort()).toEqual(['mailscreen.yaml', 'spool'])
-    expect((await readdir(target.spoolDir)).sort()).toEqual([...STATES, 'mailscreen.pid', 'tmp'].sort())
+    expect((await readdir(target.spoolDir)).sort()).toEqual(
+      [...STATES, 'admin', 'mailscreen.pid', 'tmp'].sort(),
+    )
+    // No administrator's action was taken: the journal is empty.
+    expect(await readdir(join(target.spoolDir, 'admin'))).toEqual([])
     const deadline = Date.now() + 30_000
     for (;;) {
       let left = 0
