@@ -111,6 +111,29 @@ describe('DeliveryQueue sweep', () => {
     await rm(dir, { recursive: true, force: true })
   })
 
+  /** Two sweeps: the first retries and writes the DSN (and it is delivered), the second finds nothing left. */
+  async function sweepTwice(): Promise<void> {
+    await queue.flush()
+    await until(
+      () => queue.pending === 0 && sink.messages.some((m) => m.mailFrom === ''),
+      'the DSN delivered',
+    )
+    await queue.flush()
+    await until(() => queue.pending === 0, 'the queue idle')
+  }
+
+  /** The next `count` DSN writes fail (a full disk, say); returns how many failures are left. */
+  function failDsnWrites(count: number): () => number {
+    const create = spool.create.bind(spool)
+    let failures = count
+    spool.create = async (state, header, ...rest) => {
+      if (header.dsnFor !== undefined && failures-- > 0)
+        throw Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' })
+      return create(state, header, ...rest)
+    }
+    return () => failures
+  }
+
   function header(rcptTo: readonly string[], scanned: boolean, mailFrom = 'sender@example.org'): SpoolHeader {
     const envelope: Envelope = {
       mailFrom,
@@ -184,27 +207,14 @@ describe('DeliveryQueue sweep', () => {
     const mixed = header(['kept@example.net', 'gone@example.net'], true)
     await spool.write('outgoing', mixed, testMessage('mixed'))
     // The DSN for gone@ cannot be written the first time (a full disk, say).
-    const create = spool.create.bind(spool)
-    let failures = 1
-    spool.create = async (state, header, ...rest) => {
-      if (header.dsnFor !== undefined && failures-- > 0)
-        throw Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' })
-      return create(state, header, ...rest)
-    }
+    const failuresLeft = failDsnWrites(1)
     queue.enqueue(mixed.id)
     await until(
-      () => queue.pending === 0 && failures === 0 && delivered('mixed').length === 1,
+      () => queue.pending === 0 && failuresLeft() === 0 && delivered('mixed').length === 1,
       'the attempt over',
     )
     expect(await spool.find(mixed.id)).toBe('outgoing')
-    // Two sweeps: the first retries and writes the DSN, the second finds nothing left.
-    await queue.flush()
-    await until(
-      () => queue.pending === 0 && sink.messages.some((m) => m.mailFrom === ''),
-      'the DSN delivered',
-    )
-    await queue.flush()
-    await until(() => queue.pending === 0, 'the queue idle')
+    await sweepTwice()
     // (The DSN quotes the message's headers: it is told apart by its null sender.)
     const copies = delivered('mixed').filter((m) => m.mailFrom !== '')
     expect(copies.map((m) => m.rcptTo)).toEqual([['kept@example.net']])
@@ -247,13 +257,7 @@ describe('DeliveryQueue sweep', () => {
     await until(() => queue.pending === 0 && failures === 0, 'the first attempt over')
     // That DSN is not left in outgoing/ beside the one the next attempt writes.
     expect(await spool.list('outgoing')).toEqual([mixed.id])
-    await queue.flush()
-    await until(
-      () => queue.pending === 0 && sink.messages.some((m) => m.mailFrom === ''),
-      'the DSN delivered',
-    )
-    await queue.flush()
-    await until(() => queue.pending === 0, 'the queue idle')
+    await sweepTwice()
     expect(sink.messages.filter((m) => m.mailFrom === '')).toHaveLength(1)
     expect(delivered('mixed').filter((m) => m.mailFrom !== '')).toHaveLength(1)
     expect(await spool.list('outgoing')).toEqual([])
@@ -264,13 +268,7 @@ describe('DeliveryQueue sweep', () => {
     await spool.write('outgoing', mixed, testMessage('mixed'))
     // The DSN for gone@ cannot be written twice running (a full disk, say), and the listing of
     // deferred/ is slow (a big directory, a busy threadpool): the retry fails inside it.
-    const create = spool.create.bind(spool)
-    let failures = 2
-    spool.create = async (state, header, ...rest) => {
-      if (header.dsnFor !== undefined && failures-- > 0)
-        throw Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' })
-      return create(state, header, ...rest)
-    }
+    const failuresLeft = failDsnWrites(2)
     const list = spool.list.bind(spool)
     spool.list = async (state) => {
       const listed = await list(state)
@@ -278,7 +276,7 @@ describe('DeliveryQueue sweep', () => {
       return listed
     }
     queue.enqueue(mixed.id)
-    await until(() => queue.pending === 0 && failures === 1, 'the first attempt over')
+    await until(() => queue.pending === 0 && failuresLeft() === 1, 'the first attempt over')
     for (let sweep = 0; sweep < 3; sweep++) {
       await queue.flush()
       await until(() => queue.pending === 0, 'the queue idle')
