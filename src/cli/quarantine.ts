@@ -95,16 +95,16 @@ function idArgument(text: string): QueueId {
   return id
 }
 
+function notQuarantined(id: QueueId): MailscreenError {
+  return new MailscreenError('MSC_NOT_FOUND', `${id} is not in quarantine (see: mailscreen quarantine list)`)
+}
+
 async function quarantined(spool: Spool, text: string) {
   const id = idArgument(text)
   try {
     return { id, entry: await spool.read('quarantine', id) }
   } catch (err) {
-    if (isMissing(err))
-      throw new MailscreenError(
-        'MSC_NOT_FOUND',
-        `${id} is not in quarantine (see: mailscreen quarantine list)`,
-      )
+    if (isMissing(err)) throw notQuarantined(id)
     throw err
   }
 }
@@ -119,25 +119,39 @@ export async function releaseFromQuarantine(
   text: string,
   to?: readonly string[],
 ): Promise<QueueId> {
-  const { id, entry } = await quarantined(spool, text)
+  const id = idArgument(text)
+  // Taken first: of two releases (or a release and a delete) at once, only one gets it.
+  let claim: Awaited<ReturnType<Spool['claimQuarantined']>>
+  try {
+    claim = await spool.claimQuarantined(id)
+  } catch (err) {
+    if (isMissing(err)) throw notQuarantined(id)
+    throw err
+  }
+  const { entry } = claim
   const releasedId = newQueueId()
   const rcptTo = to && to.length > 0 ? [...to] : entry.header.envelope.rcptTo
   const { scan: _scan, ...header } = entry.header
-  // Straight to deferred/, due now: the running mailscreen's next sweep (or the flush we
-  // ask for) delivers it; the retry state goes first so the sweep never sees it without.
-  await spool.writeRetry(releasedId, { phase: 'deliver', attempts: 0, nextAttemptAt: 0, pending: rcptTo })
-  await spool.create(
-    'deferred',
-    {
-      ...header,
-      id: releasedId,
-      envelope: { ...header.envelope, rcptTo },
-      releasedFrom: id,
-      lifetimeFrom: Date.now(),
-    },
-    entry.message,
-  )
-  await spool.discard('quarantine', id)
+  try {
+    // Straight to deferred/, due now: the running mailscreen's next sweep (or the flush we
+    // ask for) delivers it; the retry state goes first so the sweep never sees it without.
+    await spool.writeRetry(releasedId, { phase: 'deliver', attempts: 0, nextAttemptAt: 0, pending: rcptTo })
+    await spool.create(
+      'deferred',
+      {
+        ...header,
+        id: releasedId,
+        envelope: { ...header.envelope, rcptTo },
+        releasedFrom: id,
+        lifetimeFrom: Date.now(),
+      },
+      entry.message,
+    )
+  } catch (err) {
+    claim.undo()
+    throw err
+  }
+  await claim.done()
   return releasedId
 }
 
@@ -225,8 +239,9 @@ export function registerQuarantine(program: Command): void {
       try {
         actAsSpoolOwner(config.spool.dir)
         const spool = new Spool(config.spool.dir)
-        const { id } = await quarantined(spool, text)
-        await spool.discard('quarantine', id)
+        const id = idArgument(text)
+        // Gone since: released or deleted by someone else meanwhile, which must not be told as ours.
+        if (!(await spool.discard('quarantine', id))) throw notQuarantined(id)
         await recordAdminAction(config.spool.dir, { action: 'deleted', qid: id, was: ['quarantine'] })
         await announceAdminActions(config.spool.dir)
         process.stdout.write(`${id} deleted from quarantine\n`)

@@ -26,6 +26,8 @@ const MAX_SLOTS = 1024
 /** Bytes gathered before a write while receiving. */
 const WRITE_BATCH = 256 * 1024
 const RETRY_SUFFIX = '.retry'
+/** A quarantined message taken for a release (see {@link Spool.claimQuarantined}). */
+const CLAIMED_SUFFIX = '.claimed'
 
 /** unlink(2) that treats "already gone" as done (cheaper than rm's lstat + unlink). */
 async function unlinkIfExists(path: string): Promise<void> {
@@ -320,6 +322,34 @@ export class Spool {
     return true
   }
 
+  /**
+   * Take a quarantined message for a release, so that neither a second release nor a delete
+   * can take it too: it is renamed aside in `quarantine/` (`<ID>.claimed`, which nothing lists),
+   * and start-up recovery puts it back should the claimer die. `done()` removes it once its
+   * released copy is safe; `undo()` puts it back. Rejects ENOENT when it is not there (any more).
+   */
+  async claimQuarantined(id: QueueId): Promise<{ entry: SpoolEntry; done(): Promise<void>; undo(): void }> {
+    const path = this.path('quarantine', id)
+    const claimed = `${path}${CLAIMED_SUFFIX}`
+    renameSync(path, claimed)
+    const undo = (): void => renameSync(claimed, path)
+    let entry: SpoolEntry
+    try {
+      entry = decodeSpoolFile(await readFile(claimed))
+    } catch (err) {
+      undo()
+      throw err
+    }
+    return {
+      entry,
+      undo,
+      done: async () => {
+        await unlinkIfExists(claimed)
+        await this.syncDir('quarantine')
+      },
+    }
+  }
+
   /** The IDs in a state, oldest first (IDs sort by creation time). */
   async list(state: SpoolState): Promise<QueueId[]> {
     const names = await readdir(join(this.dir, state))
@@ -411,6 +441,22 @@ export class Spool {
   }
 
   /**
+   * A release that died with its message claimed (see {@link claimQuarantined}): the message
+   * goes back into the quarantine. Its released copy may be on its way already; then a second
+   * release would send it twice, never zero times.
+   */
+  private async unclaimQuarantined(): Promise<void> {
+    for (const name of await readdir(join(this.dir, 'quarantine'))) {
+      if (!name.endsWith(CLAIMED_SUFFIX)) continue
+      const id = parseQueueId(name.slice(0, -CLAIMED_SUFFIX.length))
+      if (id === undefined) continue
+      const claimed = join(this.dir, 'quarantine', name)
+      if (await this.holds('quarantine', id)) await unlinkIfExists(claimed)
+      else renameSync(claimed, this.path('quarantine', id))
+    }
+  }
+
+  /**
    * Retry states are written before their message moves into `deferred/`; a crash between
    * leaves one alone there. A delivery's, beside a message still in `outgoing/`, holds that
    * attempt's outcome (which recipients are done): the move is finished. Any other (a scan
@@ -439,6 +485,7 @@ export class Spool {
       if ((await this.reclaim(id)) === 'requeued') requeued.push(id)
     }
     await this.settleRetryStates()
+    await this.unclaimQuarantined()
     // Nothing in tmp/ was ever acknowledged: every file there is a spent slot.
     this.slots.length = 0
     for (const name of await readdir(join(this.dir, TMP))) {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { stringify } from 'yaml'
-import { listQuarantine } from '../../src/cli/quarantine.js'
+import { listQuarantine, releaseFromQuarantine } from '../../src/cli/quarantine.js'
 import { formatQueue, listQueue } from '../../src/cli/queue.js'
 import { newQueueId, type QueueId } from '../../src/queue/ids.js'
 import { PID_FILE, processStartTime } from '../../src/queue/pid-file.js'
@@ -81,6 +81,38 @@ describe('listQueue with files that are not what their names say', () => {
     expect(rows.find((r) => r.id === broken)).toMatchObject({ verdict: 'unreadable' })
     await rm(spool.path('quarantine', broken))
     await rm(spool.path('quarantine', held))
+  })
+
+  it('releases a quarantined message once when two releases race: the other is told it is gone', async () => {
+    const held = await queue('incoming', 'x@example.org', ['y@example.net'], 'raced')
+    await spool.move(held, 'incoming', 'quarantine')
+    const before = await spool.list('deferred')
+    const outcomes = await Promise.allSettled([
+      releaseFromQuarantine(spool, held),
+      releaseFromQuarantine(spool, held),
+    ])
+    expect(outcomes.map((o) => o.status).sort()).toEqual(['fulfilled', 'rejected'])
+    expect(outcomes.find((o) => o.status === 'rejected')).toMatchObject({
+      reason: { code: 'MSC_NOT_FOUND' },
+    })
+    const released = (await spool.list('deferred')).filter((id) => !before.includes(id))
+    expect(released).toHaveLength(1)
+    expect(await spool.list('quarantine')).not.toContain(held)
+    for (const id of released) await spool.discard('deferred', id)
+  })
+
+  it('puts a message back in quarantine when its release cannot be written', async () => {
+    const held = await queue('incoming', 'x@example.org', ['y@example.net'], 'unwritten')
+    await spool.move(held, 'incoming', 'quarantine')
+    const create = spool.create.bind(spool)
+    spool.create = () => Promise.reject(Object.assign(new Error('ENOSPC: no space left'), { code: 'ENOSPC' }))
+    try {
+      await expect(releaseFromQuarantine(spool, held)).rejects.toThrow(/ENOSPC/)
+    } finally {
+      spool.create = create
+    }
+    expect(await spool.list('quarantine')).toContain(held)
+    await spool.discard('quarantine', held)
   })
 
   it('skips a file that holds another message (a spent file reused as it was read)', async () => {

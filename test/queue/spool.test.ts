@@ -57,6 +57,18 @@ async function exists(path: string): Promise<boolean> {
 }
 
 describe('Spool.init', () => {
+  it('puts a quarantined message a dead release had claimed back into quarantine at start-up', async () => {
+    const h = header()
+    await spool.write('quarantine', h, MESSAGE)
+    const claim = await spool.claimQuarantined(h.id)
+    expect(await spool.list('quarantine')).toEqual([])
+    await expect(spool.claimQuarantined(h.id)).rejects.toMatchObject({ code: 'ENOENT' })
+    // The releasing process dies here.
+    await new Spool(dir, false).recover()
+    expect(await spool.list('quarantine')).toEqual([h.id])
+    expect(claim.entry.header.id).toBe(h.id)
+  })
+
   it('creates every state directory, tmp/ and the admin journal', async () => {
     expect((await readdir(dir)).sort()).toEqual([...SPOOL_STATES, 'tmp', 'admin'].sort())
   })
