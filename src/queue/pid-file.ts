@@ -10,7 +10,7 @@
  * owner, so mailscreen starts, and the CLI never signals it (SIGUSR1 and SIGUSR2 would end it).
  */
 import { readFileSync } from 'node:fs'
-import { link, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { link, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 
 /** The PID file's name in the spool directory. */
@@ -87,48 +87,65 @@ export async function spoolOwner(spoolDir: string): Promise<number | undefined> 
   return owner !== undefined && owner.pid !== process.pid && stillRuns(owner) ? owner.pid : undefined
 }
 
+/** How long a takeover of a crashed owner's PID file may hold its lock before it counts as dead. */
+const TAKEOVER_STALE_MS = 10_000
+
 /**
  * Take the spool for this process, or name the mailscreen that has it. Atomic: the PID file
  * is written whole under a temporary name, then linked to its name, which fails when the name
- * exists; two processes starting at once cannot both win. A PID file left by a crash is set
- * aside by rename, and removed only if it is still the file judged stale (else a newcomer's
- * was taken: it is put back). Returns undefined when the spool is ours, else the owner's PID.
+ * exists; two processes starting at once cannot both win. A PID file left by a crash is removed
+ * only under a takeover lock (itself taken by link), and only while it still says what was
+ * judged stale: nothing else removes the PID file, so what it says cannot change meanwhile.
+ * Returns undefined when the spool is ours, else the owner's PID.
  */
 export async function claimPidFile(spoolDir: string): Promise<number | undefined> {
   const path = join(spoolDir, PID_FILE)
   const temp = join(spoolDir, `${PID_FILE}.${process.pid}`)
-  const aside = join(spoolDir, `${PID_FILE}.stale-${process.pid}`)
+  const lock = join(spoolDir, `${PID_FILE}.takeover`)
   const startTime = processStartTime('self')
   await writeFile(temp, `${process.pid}\n${startTime === undefined ? '' : `${startTime}\n`}`)
   try {
-    for (let attempt = 0; attempt < 5; attempt++) {
-      try {
-        await link(temp, path)
-        return undefined
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-      }
+    for (let attempt = 0; attempt < 200; attempt++) {
+      if (await linked(temp, path)) return undefined
       const stale = await readText(path)
       if (stale === undefined) continue
       const owner = parseOwner(stale)
       if (owner !== undefined && owner.pid !== process.pid && stillRuns(owner)) return owner.pid
-      try {
-        await rename(path, aside)
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue
-        throw err
-      }
-      const moved = await readText(aside)
-      if (moved !== stale) {
-        // Another process's claim, made since we read: give it back, and look again.
-        await rename(aside, path)
+      if (!(await linked(temp, lock))) {
+        // Another process is taking over: let it (or find its lock left by a crash).
+        await clearDeadLock(lock)
+        await new Promise((resolve) => setTimeout(resolve, 10))
         continue
       }
-      await rm(aside, { force: true })
+      try {
+        if ((await readText(path)) === stale) await rm(path, { force: true })
+      } finally {
+        await rm(lock, { force: true })
+      }
     }
     throw new Error(`could not take ${path}: it keeps changing`)
   } finally {
     await rm(temp, { force: true })
+  }
+}
+
+/** link(2), which fails when `to` exists: false then. */
+async function linked(from: string, to: string): Promise<boolean> {
+  try {
+    await link(from, to)
+    return true
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false
+    throw err
+  }
+}
+
+/** Remove a takeover lock whose holder died holding it (held far longer than a takeover takes). */
+async function clearDeadLock(lock: string): Promise<void> {
+  try {
+    if (Date.now() - (await stat(lock)).mtimeMs > TAKEOVER_STALE_MS) await rm(lock, { force: true })
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
   }
 }
 
