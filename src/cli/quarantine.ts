@@ -121,9 +121,9 @@ export async function releaseFromQuarantine(
 ): Promise<QueueId> {
   const id = idArgument(text)
   // Taken first: of two releases (or a release and a delete) at once, only one gets it.
-  let claim: Awaited<ReturnType<Spool['claimQuarantined']>>
+  let claim: Awaited<ReturnType<Spool['claim']>>
   try {
-    claim = await spool.claimQuarantined(id)
+    claim = await spool.claim('quarantine', id)
   } catch (err) {
     if (isMissing(err)) throw notQuarantined(id)
     throw err

@@ -99,28 +99,32 @@ export async function requeueFailed(spool: Spool, id: QueueId): Promise<void> {
       `${id} is in ${state}/, not failed/: only mail that crashed the scan is requeued (deferred mail: mailscreen queue flush)`,
     )
   const gone = (): MailscreenError => new MailscreenError('MSC_NOT_FOUND', `${id} left failed/ meanwhile`)
-  let entry: SpoolEntry
+  // Taken first: of two requeues at once only one gets it, so it is scanned once.
+  let claim: Awaited<ReturnType<Spool['claim']>>
   try {
-    entry = await spool.read('failed', id)
+    claim = await spool.claim('failed', id)
   } catch (err) {
     throw isMissing(err) ? gone() : err
   }
-  const { header } = entry
-  // The retry state goes first, so that a sweep never sees the message without it.
-  await spool.writeRetry(id, {
-    phase: 'scan',
-    attempts: 0,
-    nextAttemptAt: 0,
-    pending: header.envelope.rcptTo,
-  })
+  const { header, message } = claim.entry
   try {
-    // Its queue lifetime starts again, like `postsuper -r`: rewritten in place, then moved.
-    await spool.write('failed', { ...header, lifetimeFrom: Date.now() }, entry.message)
-    await spool.move(id, 'failed', 'deferred')
+    // The retry state goes first, so that a sweep never sees the message without it.
+    await spool.writeRetry(id, {
+      phase: 'scan',
+      attempts: 0,
+      nextAttemptAt: 0,
+      pending: header.envelope.rcptTo,
+    })
+    // Its queue lifetime starts again, like `postsuper -r`.
+    await spool.create('deferred', { ...header, lifetimeFrom: Date.now() }, message)
   } catch (err) {
-    // Only the retry state goes: when it is the directory fsync that failed, the message is
-    // in deferred/ already, and removing it there would lose it.
-    if (!(await spool.holds('deferred', id))) await spool.removeRetry(id)
-    throw isMissing(err) ? gone() : err
+    // create leaves nothing in deferred/ when it fails: the message goes back to failed/.
+    if (await spool.holds('deferred', id)) await claim.done()
+    else {
+      await spool.removeRetry(id)
+      claim.undo()
+    }
+    throw err
   }
+  await claim.done()
 }

@@ -26,8 +26,10 @@ const MAX_SLOTS = 1024
 /** Bytes gathered before a write while receiving. */
 const WRITE_BATCH = 256 * 1024
 const RETRY_SUFFIX = '.retry'
-/** A quarantined message taken for a release (see {@link Spool.claimQuarantined}). */
+/** A message an administrator's command has taken (see {@link Spool.claim}). */
 const CLAIMED_SUFFIX = '.claimed'
+/** The states whose messages an administrator's command takes that way. */
+const CLAIMABLE = ['quarantine', 'failed'] as const
 
 /** unlink(2) that treats "already gone" as done (cheaper than rm's lstat + unlink). */
 async function unlinkIfExists(path: string): Promise<void> {
@@ -323,13 +325,17 @@ export class Spool {
   }
 
   /**
-   * Take a quarantined message for a release, so that neither a second release nor a delete
-   * can take it too: it is renamed aside in `quarantine/` (`<ID>.claimed`, which nothing lists),
-   * and start-up recovery puts it back should the claimer die. `done()` removes it once its
-   * released copy is safe; `undo()` puts it back. Rejects ENOENT when it is not there (any more).
+   * Take a message for an administrator's command (`quarantine release`, `queue requeue`), so
+   * that the same command run twice at once, or a delete, cannot take it too: it is renamed
+   * aside in its directory (`<ID>.claimed`, which nothing lists), and start-up recovery puts it
+   * back should the command die. `done()` removes it once what the command made of it is safe;
+   * `undo()` puts it back. Rejects ENOENT when it is not there (any more).
    */
-  async claimQuarantined(id: QueueId): Promise<{ entry: SpoolEntry; done(): Promise<void>; undo(): void }> {
-    const path = this.path('quarantine', id)
+  async claim(
+    state: (typeof CLAIMABLE)[number],
+    id: QueueId,
+  ): Promise<{ entry: SpoolEntry; done(): Promise<void>; undo(): void }> {
+    const path = this.path(state, id)
     const claimed = `${path}${CLAIMED_SUFFIX}`
     renameSync(path, claimed)
     const undo = (): void => renameSync(claimed, path)
@@ -345,7 +351,7 @@ export class Spool {
       undo,
       done: async () => {
         await unlinkIfExists(claimed)
-        await this.syncDir('quarantine')
+        await this.syncDir(state)
       },
     }
   }
@@ -441,18 +447,21 @@ export class Spool {
   }
 
   /**
-   * A release that died with its message claimed (see {@link claimQuarantined}): the message
-   * goes back into the quarantine. Its released copy may be on its way already; then a second
-   * release would send it twice, never zero times.
+   * A command that died with a message claimed (see {@link claim}): the message goes back
+   * where it was, unless a state holds it under its ID (a requeue got as far as `deferred/`).
+   * A release's copy has a new ID and may be on its way already; then a second release would
+   * send it twice, never zero times.
    */
-  private async unclaimQuarantined(): Promise<void> {
-    for (const name of await readdir(join(this.dir, 'quarantine'))) {
-      if (!name.endsWith(CLAIMED_SUFFIX)) continue
-      const id = parseQueueId(name.slice(0, -CLAIMED_SUFFIX.length))
-      if (id === undefined) continue
-      const claimed = join(this.dir, 'quarantine', name)
-      if (await this.holds('quarantine', id)) await unlinkIfExists(claimed)
-      else renameSync(claimed, this.path('quarantine', id))
+  private async unclaim(): Promise<void> {
+    for (const state of CLAIMABLE) {
+      for (const name of await readdir(join(this.dir, state))) {
+        if (!name.endsWith(CLAIMED_SUFFIX)) continue
+        const id = parseQueueId(name.slice(0, -CLAIMED_SUFFIX.length))
+        if (id === undefined) continue
+        const claimed = join(this.dir, state, name)
+        if ((await this.find(id)) !== undefined) await unlinkIfExists(claimed)
+        else renameSync(claimed, this.path(state, id))
+      }
     }
   }
 
@@ -485,7 +494,7 @@ export class Spool {
       if ((await this.reclaim(id)) === 'requeued') requeued.push(id)
     }
     await this.settleRetryStates()
-    await this.unclaimQuarantined()
+    await this.unclaim()
     // Nothing in tmp/ was ever acknowledged: every file there is a spent slot.
     this.slots.length = 0
     for (const name of await readdir(join(this.dir, TMP))) {

@@ -103,7 +103,7 @@ describe('queue administration', () => {
     expect(await codeOf(requeueFailed(spool, await queue('outgoing')))).toBe('MSC_NOT_FAILED')
   })
 
-  it('keeps requeued mail whose move into deferred/ was made but not fsynced, and reports the error', async () => {
+  it('puts requeued mail back in failed/ when its copy in deferred/ could not be fsynced, and reports the error', async () => {
     const id = await queue('failed')
     const syncing = spool as unknown as { syncDir: (state: string) => Promise<void> }
     const syncDir = syncing.syncDir.bind(spool)
@@ -113,18 +113,28 @@ describe('queue administration', () => {
         : syncDir(state)
     await expect(requeueFailed(spool, id)).rejects.toMatchObject({ code: 'EIO' })
     syncing.syncDir = syncDir
-    expect(await spool.find(id)).toBe('deferred')
-    expect((await spool.read('deferred', id)).message).toEqual(MESSAGE)
+    expect(await spool.find(id)).toBe('failed')
+    expect((await spool.read('failed', id)).message).toEqual(MESSAGE)
+    expect(await readdir(join(dir, 'deferred'))).toEqual([])
   })
 
   it('leaves failed mail and no retry state behind when the requeue cannot write', async () => {
     const id = await queue('failed')
-    const write = spool.write.bind(spool)
-    spool.write = () => Promise.reject(Object.assign(new Error('ENOSPC: no space left'), { code: 'ENOSPC' }))
+    const create = spool.create.bind(spool)
+    spool.create = () => Promise.reject(Object.assign(new Error('ENOSPC: no space left'), { code: 'ENOSPC' }))
     await expect(requeueFailed(spool, id)).rejects.toMatchObject({ code: 'ENOSPC' })
-    spool.write = write
+    spool.create = create
     expect(await spool.find(id)).toBe('failed')
     expect(await readdir(join(dir, 'deferred'))).toEqual([])
+  })
+
+  it('requeues once when two requeues race: the other is told the message left failed/', async () => {
+    const id = await queue('failed')
+    const outcomes = await Promise.allSettled([requeueFailed(spool, id), requeueFailed(spool, id)])
+    expect(outcomes.map((o) => o.status).sort()).toEqual(['fulfilled', 'rejected'])
+    expect(outcomes.find((o) => o.status === 'rejected')).toMatchObject({ reason: { code: 'MSC_NOT_FOUND' } })
+    expect(await spool.find(id)).toBe('deferred')
+    expect((await readdir(join(dir, 'failed'))).filter((name) => name.includes(id))).toEqual([])
   })
 
   it('starts the queue lifetime of requeued mail again, and leaves its bytes and arrival alone', async () => {

@@ -60,9 +60,9 @@ describe('Spool.init', () => {
   it('puts a quarantined message a dead release had claimed back into quarantine at start-up', async () => {
     const h = header()
     await spool.write('quarantine', h, MESSAGE)
-    const claim = await spool.claimQuarantined(h.id)
+    const claim = await spool.claim('quarantine', h.id)
     expect(await spool.list('quarantine')).toEqual([])
-    await expect(spool.claimQuarantined(h.id)).rejects.toMatchObject({ code: 'ENOENT' })
+    await expect(spool.claim('quarantine', h.id)).rejects.toMatchObject({ code: 'ENOENT' })
     // The releasing process dies here.
     await new Spool(dir, false).recover()
     expect(await spool.list('quarantine')).toEqual([h.id])
