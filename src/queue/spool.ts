@@ -1,4 +1,4 @@
-import { renameSync } from 'node:fs'
+import { renameSync, unlinkSync } from 'node:fs'
 import { mkdir, open, readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
@@ -23,6 +23,23 @@ export type SpoolState = (typeof SPOOL_STATES)[number]
 const TMP = 'tmp'
 /** Spent files kept in `tmp/` for reuse. */
 const MAX_SLOTS = 1024
+/**
+ * Errors that may be the slot file's own (permissions, a directory in its place, a bad block):
+ * such a slot is not reused. Not ENOSPC: a full disk fails every file alike.
+ */
+const SLOT_TROUBLE: ReadonlySet<string> = new Set([
+  'EACCES',
+  'EPERM',
+  'EISDIR',
+  'EIO',
+  'EROFS',
+  'ELOOP',
+  'ENOTDIR',
+  'EFBIG',
+  'ETXTBSY',
+  'EINVAL',
+])
+
 /** Bytes gathered before a write while receiving. */
 const WRITE_BATCH = 256 * 1024
 const RETRY_SUFFIX = '.retry'
@@ -135,7 +152,7 @@ export class Spool {
       } catch {
         // The write already failed; that error is the one to report.
       }
-      this.returnSlot(slot)
+      this.returnSlot(slot, err)
       if ((err as { responseCode?: number }).responseCode) throw err
       throw new MailscreenError('MSC_SPOOL_WRITE_FAILED', `spool write failed: ${(err as Error).message}`, {
         cause: err,
@@ -159,8 +176,22 @@ export class Spool {
     return `s${this.slotPrefix}-${++this.slotCounter}`
   }
 
-  /** Give back a slot that was taken but not committed (its content is garbage). */
-  returnSlot(slot: string): void {
+  /**
+   * Give back a slot that was taken but not committed (its content is garbage). After a write
+   * that failed on the file itself (`failure`: EACCES, EIO, ...) the slot is not taken again:
+   * on top of the stack, it would fail every message after it. Its file goes, if it can.
+   */
+  returnSlot(slot: string, failure?: unknown): void {
+    const e = failure as { code?: unknown; cause?: { code?: unknown } } | undefined
+    const code = e?.cause?.code ?? e?.code
+    if (typeof code === 'string' && SLOT_TROUBLE.has(code)) {
+      try {
+        unlinkSync(join(this.dir, TMP, slot))
+      } catch {
+        // Not ours to fix: a new slot name is used instead.
+      }
+      return
+    }
     if (this.slots.length < MAX_SLOTS) this.slots.push(slot)
   }
 
@@ -188,7 +219,7 @@ export class Spool {
       await this.stage(slot, header, message)
       await this.commitNew(slot, state, header.id)
     } catch (err) {
-      this.returnSlot(slot)
+      this.returnSlot(slot, err)
       throw err
     }
   }
@@ -199,7 +230,7 @@ export class Spool {
     try {
       await this.stage(slot, header, message)
     } catch (err) {
-      this.returnSlot(slot)
+      this.returnSlot(slot, err)
       throw err
     }
     await this.commit(slot, state, header.id)
@@ -403,7 +434,7 @@ export class Spool {
       await SlotFile.write(tmp, [Buffer.from(JSON.stringify(state))], this.fsync)
       renameSync(tmp, this.retryPath(id))
     } catch (err) {
-      this.returnSlot(slot)
+      this.returnSlot(slot, err)
       throw err
     }
   }

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
@@ -143,6 +143,19 @@ describe('Spool.receive', () => {
     expect((await spool.read('incoming', again.id)).message).toEqual(MESSAGE)
     // The slot went back to tmp/ and was used again, not lost.
     expect(await readdir(join(dir, 'tmp'))).toEqual([])
+  })
+
+  it('does not take again a slot whose file failed the write itself: the next message is stored', async () => {
+    // A directory where the slot's file should be: opening it fails (EISDIR) every time, also as root.
+    const slot = spool.takeSlot()
+    spool.returnSlot(slot)
+    await mkdir(join(dir, 'tmp', slot))
+    await expect(spool.receive(header(), Readable.from([MESSAGE]))).rejects.toMatchObject({
+      code: 'MSC_SPOOL_WRITE_FAILED',
+    })
+    const next = header()
+    await spool.receive(next, Readable.from([MESSAGE]))
+    expect((await spool.read('incoming', next.id)).message).toEqual(MESSAGE)
   })
 
   it('passes through a stream error that carries an SMTP responseCode', async () => {
