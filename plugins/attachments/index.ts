@@ -21,7 +21,7 @@ import {
 import { contentHead } from './head.js'
 import { detectType, type FileType, HEAD_BYTES } from './magic.js'
 import { firstMatch, loadRules, type Match, type RuleSet, RulesError } from './rules.js'
-import { hasEndRecord, type InflateBudget, listZip, type ZipLimits } from './zip.js'
+import { hasEndRecord, type InflateBudget, isZipName, listZip, type ZipLimits } from './zip.js'
 
 /** The rules shipped with mailscreen. */
 export const DEFAULT_RULES = join(packageRoot, 'rules', 'attachments.rules')
@@ -279,7 +279,7 @@ function checkAttachment(
   // Zip tools also open a zip behind other bytes (a self-extractor stub); one with no zip
   // structure at all opens nowhere and is not a risk.
   const claimsZip =
-    (part.filename !== undefined && /\.zip[.\s]*$/iu.test(part.filename)) || ZIP_TYPES.has(part.contentType)
+    (part.filename !== undefined && isZipName(part.filename)) || ZIP_TYPES.has(part.contentType)
   if (type === undefined && claimsZip && hasEndRecord(part.content())) checkZip(scan, part, id, display)
 }
 

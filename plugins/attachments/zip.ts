@@ -304,7 +304,7 @@ function label(within: readonly string[], name: string): string {
 }
 
 /** Named as a zip, as Windows reads a name: trailing dots and white space are dropped. */
-function isZipName(name: string): boolean {
+export function isZipName(name: string): boolean {
   return /\.zip[.\s]*$/iu.test(name)
 }
 

@@ -1,3 +1,4 @@
+import { isAscii as isAsciiBytes } from 'node:buffer'
 import type { Envelope } from '../ingress/envelope.js'
 import { rfc5322Date } from '../mail/date.js'
 import type { QueueId } from '../queue/ids.js'
@@ -66,8 +67,7 @@ export function buildDsn(input: DsnInput): Dsn | undefined {
   for (const part of parts) chunks.push(Buffer.from(`--${boundary}${CRLF}`), part, Buffer.from(CRLF))
   chunks.push(Buffer.from(`--${boundary}--${CRLF}`))
   const message = Buffer.concat(chunks)
-  const eightBit = message.some((byte) => byte > 0x7f)
-  return { mailFrom: '', rcptTo: [sender], message, ...(eightBit ? { body: '8BITMIME' } : {}) }
+  return { mailFrom: '', rcptTo: [sender], message, ...(isAsciiBytes(message) ? {} : { body: '8BITMIME' }) }
 }
 
 /** The RFC 3463 status for a recipient: the reply's enhanced code, else a default by outcome. */

@@ -384,7 +384,7 @@ class Session {
   }
 
   private onTimeout(): void {
-    // Our last reply was not read (see hangUp): the client is gone or will not read.
+    // Our last reply was not read: the client is gone or will not read.
     if (this.phase === CLOSED) {
       this.socket.destroy()
       return
@@ -392,6 +392,9 @@ class Session {
     // Only the client's silence counts, not our own handlers or a slow message consumer.
     if (this.phase === WAIT || (this.phase !== COMMAND && this.socket.isPaused())) return
     this.hangUp(this.shared.timeoutReply, 'ETIMEDOUT')
+    // A timeout that fired is not armed again by itself: one more, for a client that does not
+    // read this last reply either. (After any other hang-up the timer is still armed.)
+    this.socket.setTimeout(this.shared.options.idleTimeoutMs ?? 300_000)
   }
 
   /**
@@ -886,9 +889,6 @@ class Session {
     this.pending = undefined
     this.abortInbound(reason)
     this.socket.end(() => this.socket.destroy())
-    // A client that does not read the last reply is dropped after one more idle timeout
-    // (a timeout that already fired is not armed again by itself).
-    this.socket.setTimeout(this.shared.options.idleTimeoutMs ?? 300_000)
   }
 
   private abortInbound(reason: string): void {

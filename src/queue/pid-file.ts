@@ -52,14 +52,8 @@ export function processStartTime(pid: number | 'self'): string | undefined {
  * (permissions) is an error, not "no mailscreen": the caller would act on mail in flight.
  */
 export async function recordedOwner(spoolDir: string): Promise<RecordedOwner | undefined> {
-  let text: string
-  try {
-    text = await readFile(join(spoolDir, PID_FILE), 'utf8')
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw err
-  }
-  return parseOwner(text)
+  const text = await readText(join(spoolDir, PID_FILE))
+  return text === undefined ? undefined : parseOwner(text)
 }
 
 /** The owner a PID file's text names; undefined when it names none. */

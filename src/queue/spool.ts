@@ -209,9 +209,10 @@ export class Spool {
   }
 
   /**
-   * Write a file for an ID that `state` does not hold (a scanned copy, a DSN, a release): as
-   * {@link write}, but a failure leaves nothing in `state` (see {@link commitNew}), so that
-   * what the caller does about it (scan again, write another DSN) makes no second copy.
+   * Write a complete file (via tmp, durably) for an ID that `state` does not hold (a scanned
+   * copy, a DSN, a release, a requeue). A failure leaves nothing in `state` (see
+   * {@link commitNew}), so that what the caller does about it (scan again, write another DSN)
+   * makes no second copy.
    */
   async create(state: SpoolState, header: SpoolHeader, message: Buffer | readonly Buffer[]): Promise<void> {
     const slot = this.takeSlot()
@@ -222,18 +223,6 @@ export class Spool {
       this.returnSlot(slot, err)
       throw err
     }
-  }
-
-  /** Write a complete file into a state (via tmp, durably); replaces an older one of the same ID. */
-  async write(state: SpoolState, header: SpoolHeader, message: Buffer | readonly Buffer[]): Promise<void> {
-    const slot = this.takeSlot()
-    try {
-      await this.stage(slot, header, message)
-    } catch (err) {
-      this.returnSlot(slot, err)
-      throw err
-    }
-    await this.commit(slot, state, header.id)
   }
 
   /**

@@ -30,7 +30,7 @@ async function queue(
   id: QueueId = newQueueId(),
 ): Promise<QueueId> {
   const client = { address: '127.0.0.1' }
-  await spool.write(
+  await spool.create(
     state,
     {
       v: 1,

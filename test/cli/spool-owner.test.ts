@@ -38,7 +38,7 @@ async function failedMessage(): Promise<{ spoolDir: string; id: string; configFi
     peer: { address: '127.0.0.1' },
     receivedAt: Date.now(),
   }
-  await spool.write('failed', { v: SPOOL_FORMAT, id, envelope }, Buffer.from('Subject: x\r\n\r\nbody\r\n'))
+  await spool.create('failed', { v: SPOOL_FORMAT, id, envelope }, Buffer.from('Subject: x\r\n\r\nbody\r\n'))
   const configFile = join(dir, 'mailscreen.yaml')
   await writeFile(configFile, stringify({ spool: { dir: spoolDir } }))
   return { spoolDir, id, configFile }

@@ -153,7 +153,7 @@ describe('DeliveryQueue sweep', () => {
   /** A scanned message in `deferred/` after one failed delivery, due at `due`. */
   async function deferredDelivery(rcpt: string, tag: string, due = 0): Promise<SpoolHeader> {
     const waiting = header([rcpt], true)
-    await spool.write('deferred', waiting, testMessage(tag))
+    await spool.create('deferred', waiting, testMessage(tag))
     await spool.writeRetry(waiting.id, { phase: 'deliver', attempts: 1, nextAttemptAt: due, pending: [rcpt] })
     return waiting
   }
@@ -164,7 +164,7 @@ describe('DeliveryQueue sweep', () => {
   it('one message whose header line is long (150 recipients) does not stop the sweep of the others', async () => {
     const many = Array.from({ length: 150 }, (_, i) => `recipient-number-${i}@example.net`)
     const waiting = header(many, false)
-    await spool.write('deferred', waiting, testMessage('many'))
+    await spool.create('deferred', waiting, testMessage('many'))
     await spool.writeRetry(waiting.id, { phase: 'scan', attempts: 2, nextAttemptAt: 0, pending: many })
     await deferredDelivery('b@example.net', 'next')
 
@@ -177,10 +177,10 @@ describe('DeliveryQueue sweep', () => {
 
   it('a message never scanned whose retry state was lost goes back to the scan, never out', async () => {
     const unscanned = header(['c@example.net'], false)
-    await spool.write('deferred', unscanned, testMessage('unscanned'))
+    await spool.create('deferred', unscanned, testMessage('unscanned'))
     // Lost with a crash: no retry file at all.
     const scanned = header(['d@example.net'], true)
-    await spool.write('deferred', scanned, testMessage('scanned'))
+    await spool.create('deferred', scanned, testMessage('scanned'))
 
     await queue.flush()
     expect(rescans.map((r) => r.id)).toEqual([unscanned.id])
@@ -191,7 +191,7 @@ describe('DeliveryQueue sweep', () => {
 
   it('a message whose delivery attempt threw on our side stays in outgoing/ and goes with the next sweep', async () => {
     const stuck = header(['e@example.net'], true)
-    await spool.write('outgoing', stuck, testMessage('stuck'))
+    await spool.create('outgoing', stuck, testMessage('stuck'))
     dispatcher.failNext = true
     queue.enqueue(stuck.id)
     await until(() => queue.pending === 0, 'the failed attempt over')
@@ -205,7 +205,7 @@ describe('DeliveryQueue sweep', () => {
 
   it('a DSN that cannot be written does not make the next attempt deliver again to the recipient already done', async () => {
     const mixed = header(['kept@example.net', 'gone@example.net'], true)
-    await spool.write('outgoing', mixed, testMessage('mixed'))
+    await spool.create('outgoing', mixed, testMessage('mixed'))
     // The DSN for gone@ cannot be written the first time (a full disk, say).
     const failuresLeft = failDsnWrites(1)
     queue.enqueue(mixed.id)
@@ -226,7 +226,7 @@ describe('DeliveryQueue sweep', () => {
 
   it('sends a DSN that quotes 8-bit headers as BODY=8BITMIME', async () => {
     const h = header(['gone@example.net'], true)
-    await spool.write('outgoing', h, testMessage('umlaut', ['X-Note: Grüße aus Köln']))
+    await spool.create('outgoing', h, testMessage('umlaut', ['X-Note: Grüße aus Köln']))
     queue.enqueue(h.id)
     await until(
       () => queue.pending === 0 && sink.messages.some((m) => m.mailFrom === ''),
@@ -239,7 +239,7 @@ describe('DeliveryQueue sweep', () => {
 
   it('sends one DSN when the first one written could not be fsynced into outgoing/', async () => {
     const mixed = header(['kept@example.net', 'gone@example.net'], true)
-    await spool.write('outgoing', mixed, testMessage('mixed'))
+    await spool.create('outgoing', mixed, testMessage('mixed'))
     const syncing = spool as unknown as { syncDir: (state: string) => Promise<void> }
     const syncDir = syncing.syncDir.bind(spool)
     let failures = 1
@@ -265,7 +265,7 @@ describe('DeliveryQueue sweep', () => {
 
   it('remembers the recipients already done when the retry fails again while a sweep lists deferred/', async () => {
     const mixed = header(['kept@example.net', 'gone@example.net'], true)
-    await spool.write('outgoing', mixed, testMessage('mixed'))
+    await spool.create('outgoing', mixed, testMessage('mixed'))
     // The DSN for gone@ cannot be written twice running (a full disk, say), and the listing of
     // deferred/ is slow (a big directory, a busy threadpool): the retry fails inside it.
     const failuresLeft = failDsnWrites(2)
@@ -300,7 +300,7 @@ describe('DeliveryQueue sweep', () => {
         envelope: { ...h.envelope, receivedAt: old },
         ...(lifetimeFrom ? { lifetimeFrom } : {}),
       }
-      await spool.write('deferred', aged, testMessage(tag))
+      await spool.create('deferred', aged, testMessage(tag))
       await spool.writeRetry(h.id, {
         phase: 'deliver',
         attempts: 1,
@@ -356,7 +356,7 @@ describe('DeliveryQueue sweep', () => {
   it('sends the DSN for a sender with a UTF-8 address over SMTPUTF8, so it is not refused', async () => {
     const sender = 'jürgen@bücher.example'
     const refused = header(['gone@example.net'], true, sender)
-    await spool.write('outgoing', refused, testMessage('utf8-dsn'))
+    await spool.create('outgoing', refused, testMessage('utf8-dsn'))
     queue.enqueue(refused.id)
     await until(() => sink.messages.some((m) => m.mailFrom === ''), 'the DSN delivered')
     const dsn = sink.messages.find((m) => m.mailFrom === '')
@@ -367,7 +367,7 @@ describe('DeliveryQueue sweep', () => {
   /** A message as the scan leaves it: the original in processing/, the scanned copy in memory. */
   async function scannedInProcessing(tag: string, rcptTo: readonly string[]) {
     const original = header(rcptTo, false)
-    await spool.write('processing', original, testMessage(tag))
+    await spool.create('processing', original, testMessage(tag))
     const entry = {
       header: { ...original, scan: { verdict: 'clean', score: 0, symbols: [] } },
       message: testMessage(tag, ['X-mailscreen-Scanned: test']),

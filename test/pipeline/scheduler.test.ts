@@ -98,7 +98,7 @@ async function scanOne(
   answer: (task: ScanTask, n: number, alone: boolean | undefined) => ScanResult,
 ) {
   const id = newQueueId()
-  await spool.write('incoming', header(id), MESSAGE)
+  await spool.create('incoming', header(id), MESSAGE)
   const runs: Array<boolean | undefined> = []
   const pool: ScanPool = {
     run: async (task, runOptions) => {
@@ -120,7 +120,7 @@ async function scanOne(
 describe('ScanScheduler', () => {
   it('sends a message whose scan failed half-way back to incoming/ and scans it again', async () => {
     const id = newQueueId()
-    await spool.write('incoming', header(id), MESSAGE)
+    await spool.create('incoming', header(id), MESSAGE)
     const tasks: QueueId[] = []
     const pool: ScanPool = {
       run: async (task) => {
@@ -158,7 +158,7 @@ describe('ScanScheduler', () => {
 
   it('scans again, and hands on once, a message whose scanned copy could not be fsynced into outgoing/', async () => {
     const id = newQueueId()
-    await spool.write('incoming', header(id), MESSAGE)
+    await spool.create('incoming', header(id), MESSAGE)
     const pool: ScanPool = {
       run: async (task) => clean(task, header(task.queueId)),
       close: async () => undefined,

@@ -32,7 +32,7 @@ async function queue(state: SpoolState): Promise<QueueId> {
     peer: { address: '127.0.0.1' },
     receivedAt: Date.now(),
   }
-  await spool.write(state, { v: SPOOL_FORMAT, id, envelope }, MESSAGE)
+  await spool.create(state, { v: SPOOL_FORMAT, id, envelope }, MESSAGE)
   return id
 }
 
@@ -84,7 +84,7 @@ describe('queue administration', () => {
   it('with no mailscreen running, deletes every copy a crash left (original and scanned copy)', async () => {
     const id = await queue('processing')
     const header = (await spool.peek('processing', id)).header
-    await spool.write('outgoing', header, MESSAGE)
+    await spool.create('outgoing', header, MESSAGE)
     expect(await deleteQueued(spool, id, undefined)).toEqual(['processing', 'outgoing'])
     expect(await spool.find(id)).toBeUndefined()
   })

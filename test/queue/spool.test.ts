@@ -59,7 +59,7 @@ async function exists(path: string): Promise<boolean> {
 describe('Spool.init', () => {
   it('puts a quarantined message a dead release had claimed back into quarantine at start-up', async () => {
     const h = header()
-    await spool.write('quarantine', h, MESSAGE)
+    await spool.create('quarantine', h, MESSAGE)
     const claim = await spool.claim('quarantine', h.id)
     expect(await spool.list('quarantine')).toEqual([])
     await expect(spool.claim('quarantine', h.id)).rejects.toMatchObject({ code: 'ENOENT' })
@@ -75,7 +75,7 @@ describe('Spool.init', () => {
 
   it('can run again on an existing spool without losing messages', async () => {
     const h = header()
-    await spool.write('outgoing', h, MESSAGE)
+    await spool.create('outgoing', h, MESSAGE)
     await spool.init()
     expect(await spool.list('outgoing')).toEqual([h.id])
   })
@@ -195,10 +195,10 @@ describe('Spool.receive', () => {
   })
 })
 
-describe('Spool.write', () => {
+describe('Spool.create', () => {
   it('writes a whole file into a state, joining message parts in order', async () => {
     const h = header()
-    await spool.write('outgoing', h, [Buffer.from('X-A: 1\r\n'), MESSAGE])
+    await spool.create('outgoing', h, [Buffer.from('X-A: 1\r\n'), MESSAGE])
     const entry = await spool.read('outgoing', h.id)
     expect(entry.header).toEqual(h)
     expect(entry.message.equals(Buffer.concat([Buffer.from('X-A: 1\r\n'), MESSAGE]))).toBe(true)
@@ -207,8 +207,8 @@ describe('Spool.write', () => {
 
   it('replaces an older file of the same ID', async () => {
     const h = header()
-    await spool.write('outgoing', h, Buffer.from('old'))
-    await spool.write(
+    await spool.create('outgoing', h, Buffer.from('old'))
+    await spool.create(
       'outgoing',
       { ...h, scan: { verdict: 'clean', score: 0, symbols: [] } },
       Buffer.from('new'),
@@ -221,7 +221,7 @@ describe('Spool.write', () => {
   it('fails with MSC_SPOOL_WRITE_FAILED and stores nothing when tmp/ is missing', async () => {
     await rm(join(dir, 'tmp'), { recursive: true })
     const h = header()
-    await expect(spool.write('outgoing', h, MESSAGE)).rejects.toMatchObject({
+    await expect(spool.create('outgoing', h, MESSAGE)).rejects.toMatchObject({
       code: 'MSC_SPOOL_WRITE_FAILED',
     })
     expect(await readdir(join(dir, 'outgoing'))).toEqual([])
@@ -253,10 +253,10 @@ describe('Spool.stage and commit', () => {
 
   it('cuts a reused file to the new content when a whole file is written over a longer one', async () => {
     const long = header()
-    await spool.write('outgoing', long, Buffer.alloc(64 * 1024, 0x61))
+    await spool.create('outgoing', long, Buffer.alloc(64 * 1024, 0x61))
     await spool.remove('outgoing', long.id)
     const short = header()
-    await spool.write('deferred', short, [Buffer.from('Subject: s\r\n\r\n'), Buffer.from('y\r\n')])
+    await spool.create('deferred', short, [Buffer.from('Subject: s\r\n\r\n'), Buffer.from('y\r\n')])
     expect((await spool.read('deferred', short.id)).message.toString()).toBe('Subject: s\r\n\r\ny\r\n')
   })
 })
@@ -281,7 +281,7 @@ describe('Spool.move, read, remove, list and find', () => {
 
   it('lists only queue IDs, oldest first', async () => {
     const ids = [newQueueId(), newQueueId(), newQueueId()]
-    for (const id of [...ids].reverse()) await spool.write('deferred', header(id), MESSAGE)
+    for (const id of [...ids].reverse()) await spool.create('deferred', header(id), MESSAGE)
     await spool.writeRetry(ids[0] as QueueId, {
       phase: 'deliver',
       attempts: 1,
@@ -301,14 +301,14 @@ describe('Spool.move, read, remove, list and find', () => {
 
   it('removes a message', async () => {
     const h = header()
-    await spool.write('outgoing', h, MESSAGE)
+    await spool.create('outgoing', h, MESSAGE)
     await spool.remove('outgoing', h.id)
     expect(await spool.find(h.id)).toBeUndefined()
   })
 
   it('removes a deferred message together with its retry state', async () => {
     const h = header()
-    await spool.write('deferred', h, MESSAGE)
+    await spool.create('deferred', h, MESSAGE)
     await spool.writeRetry(h.id, { phase: 'scan', attempts: 1, nextAttemptAt: 5, pending: [] })
     await spool.remove('deferred', h.id)
     expect(await readdir(join(dir, 'deferred'))).toEqual([])
@@ -323,7 +323,7 @@ describe('Spool.move, read, remove, list and find', () => {
 describe('Spool.writeRetry and readRetry', () => {
   it('round-trips the retry state', async () => {
     const h = header()
-    await spool.write('deferred', h, MESSAGE)
+    await spool.create('deferred', h, MESSAGE)
     const state: RetryState = {
       phase: 'deliver',
       attempts: 3,
@@ -372,7 +372,7 @@ describe('Spool.peek', () => {
   it('reads the header and the start of a large message but reports its full size', async () => {
     const h = header()
     const big = Buffer.concat([Buffer.from('Subject: big\r\n\r\n'), Buffer.alloc(300_000, 0x62)])
-    await spool.write('outgoing', h, big)
+    await spool.create('outgoing', h, big)
     const entry = await spool.peek('outgoing', h.id)
     expect(entry.header).toEqual(h)
     expect(entry.size).toBe(big.length)
@@ -383,7 +383,7 @@ describe('Spool.peek', () => {
 
   it('reads a small message whole', async () => {
     const h = header()
-    await spool.write('incoming', h, MESSAGE)
+    await spool.create('incoming', h, MESSAGE)
     const entry = await spool.peek('incoming', h.id)
     expect(entry.size).toBe(MESSAGE.length)
     expect(entry.message.equals(MESSAGE)).toBe(true)
@@ -391,7 +391,7 @@ describe('Spool.peek', () => {
 
   it('honours a smaller byte budget', async () => {
     const h = header()
-    await spool.write('incoming', h, MESSAGE)
+    await spool.create('incoming', h, MESSAGE)
     const headerLength = JSON.stringify(h).length + 1
     const entry = await spool.peek('incoming', h.id, headerLength + 5)
     expect(entry.message.toString('latin1')).toBe(MESSAGE.subarray(0, 5).toString('latin1'))
@@ -429,8 +429,8 @@ describe('Spool.recover', () => {
   it('moves messages left in processing/ back to incoming/ and returns their IDs', async () => {
     const a = header()
     const b = header()
-    await spool.write('processing', a, MESSAGE)
-    await spool.write('processing', b, MESSAGE)
+    await spool.create('processing', a, MESSAGE)
+    await spool.create('processing', b, MESSAGE)
     expect(await spool.recover()).toEqual([a.id, b.id])
     expect(await spool.list('processing')).toEqual([])
     expect(await spool.list('incoming')).toEqual([a.id, b.id])
@@ -439,8 +439,8 @@ describe('Spool.recover', () => {
 
   it('drops the processing copy when the same ID already sits in outgoing/', async () => {
     const h = header()
-    await spool.write('processing', h, Buffer.from('unscanned'))
-    await spool.write('outgoing', h, Buffer.from('scanned'))
+    await spool.create('processing', h, Buffer.from('unscanned'))
+    await spool.create('outgoing', h, Buffer.from('scanned'))
     expect(await spool.recover()).toEqual([])
     expect(await spool.list('processing')).toEqual([])
     expect(await spool.list('incoming')).toEqual([])
@@ -449,8 +449,8 @@ describe('Spool.recover', () => {
 
   it('scans again a message whose original reached quarantine/ but whose delivered copy did not reach outgoing/', async () => {
     const h = header()
-    await spool.write('processing', h, MESSAGE)
-    await spool.write('quarantine', h, MESSAGE)
+    await spool.create('processing', h, MESSAGE)
+    await spool.create('quarantine', h, MESSAGE)
     expect(await spool.recover()).toEqual([h.id])
     expect(await spool.list('incoming')).toEqual([h.id])
     expect(await spool.list('quarantine')).toEqual([h.id])
@@ -460,8 +460,8 @@ describe('Spool.recover', () => {
     'drops the processing copy when the same ID already sits in %s/',
     async (state) => {
       const h = header()
-      await spool.write('processing', h, MESSAGE)
-      await spool.write(state, h, MESSAGE)
+      await spool.create('processing', h, MESSAGE)
+      await spool.create(state, h, MESSAGE)
       expect(await spool.recover()).toEqual([])
       expect(await spool.find(h.id)).toBe(state)
     },
@@ -482,7 +482,7 @@ describe('Spool.recover', () => {
 
   it('finishes moving into deferred/ a message whose delivery retry state was written before a crash', async () => {
     const h = header()
-    await spool.write('outgoing', h, MESSAGE)
+    await spool.create('outgoing', h, MESSAGE)
     const state = { phase: 'deliver', attempts: 1, nextAttemptAt: 0, pending: ['b@example.net'] } as const
     await spool.writeRetry(h.id, state)
     expect(await spool.recover()).toEqual([])
@@ -493,14 +493,14 @@ describe('Spool.recover', () => {
   it('removes a retry state left alone in deferred/ whose message went elsewhere', async () => {
     // A scan tempfail cut short: the retry state was written, the message is back in the scan.
     const scanned = header()
-    await spool.write('processing', scanned, MESSAGE)
+    await spool.create('processing', scanned, MESSAGE)
     await spool.writeRetry(scanned.id, { phase: 'scan', attempts: 1, nextAttemptAt: 0, pending: [] })
     // And one whose message is gone (delivered, or deleted by the administrator).
     const gone = newQueueId()
     await spool.writeRetry(gone, { phase: 'deliver', attempts: 1, nextAttemptAt: 0, pending: [] })
     // A deferred message keeps its own.
     const kept = header()
-    await spool.write('deferred', kept, MESSAGE)
+    await spool.create('deferred', kept, MESSAGE)
     await spool.writeRetry(kept.id, { phase: 'deliver', attempts: 2, nextAttemptAt: 0, pending: [] })
     expect(await spool.recover()).toEqual([scanned.id])
     expect((await readdir(join(dir, 'deferred'))).sort()).toEqual([kept.id, `${kept.id}.retry`])
@@ -508,7 +508,7 @@ describe('Spool.recover', () => {
 
   it('does nothing to a clean spool', async () => {
     const h = header()
-    await spool.write('incoming', h, MESSAGE)
+    await spool.create('incoming', h, MESSAGE)
     expect(await spool.recover()).toEqual([])
     expect(await spool.list('incoming')).toEqual([h.id])
   })
