@@ -13,6 +13,7 @@ import {
 } from '../../plugins/clamav/instream.js'
 import { declaredSymbols, type Hit, optionsSchema, parseOptions } from '../../src/pipeline/plugin.js'
 import { silentLog as log, runCheck as runWith } from '../support/check.js'
+import { underGarbageCollection } from '../support/gc.js'
 
 const RAW = Buffer.from('Subject: hi\r\nMessage-ID: <1@x>\r\n\r\nhello world\r\n')
 
@@ -236,6 +237,22 @@ describe('clamav check against a fake clamd', () => {
       // Well inside the plugin's own timeout (here 5 s), which would have lost the finding.
       expect(Date.now() - started).toBeLessThan(3_000)
     }
+  })
+
+  it('ends the part scans on their budget even when the garbage collector runs meanwhile', async () => {
+    const fake = await fakeClamd('found-then-never')
+    // The plugin's own timeout, held strongly here, so only the part budget can end it early.
+    const pluginTimeout = new AbortController()
+    const timer = setTimeout(() => pluginTimeout.abort(), 5_000)
+    const started = Date.now()
+    try {
+      expect(await underGarbageCollection(runCheck({ port: fake.port }, RAW, pluginTimeout.signal))).toEqual([
+        { symbol: 'CLAMAV_VIRUS', evidence: ['Eicar-Test-Signature'] },
+      ])
+    } finally {
+      clearTimeout(timer)
+    }
+    expect(Date.now() - started).toBeLessThan(3_000)
   })
 
   it('throws on an ERROR reply, even one sent while the message is still being written', async () => {
