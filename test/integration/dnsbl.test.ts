@@ -172,7 +172,8 @@ describe('dnsbl plugin against a real rbldnsd', () => {
       await expect(check(context(RBL.spam))).rejects.toThrow(/no answer within 250 ms/)
       const elapsed = performance.now() - started
       expect(elapsed).toBeGreaterThanOrEqual(240)
-      expect(elapsed).toBeLessThan(250 + 150)
+      // Generous for a loaded CI machine, and still far below c-ares' own retries (seconds).
+      expect(elapsed).toBeLessThan(1_000)
       expect(silent.queries).toEqual([{ name: `2.2.0.192.${RBL_ZONE}`, type: 'A' }])
     })
 
@@ -193,9 +194,8 @@ describe('dnsbl plugin against a real rbldnsd', () => {
       expect(events('dnsbl zone paused')).toEqual([
         expect.objectContaining({ level: 40, zone: RBL_ZONE, failures: 3, pauseMs: 60_000 }),
       ])
-      const started = performance.now()
+      // Paused means no query at all: the fourth message costs rbldnsd nothing.
       await expect(check(context('192.0.2.34'))).rejects.toThrow(/paused until/)
-      expect(performance.now() - started).toBeLessThan(50)
       expect(silent.queries).toHaveLength(3)
     })
 

@@ -544,12 +544,11 @@ describe('the time budget', () => {
           setTimeout(() => resolve({ action: 'accept' }), 2000)
         }),
     })
-    const started = Date.now()
     mta.send(...message('a@example.com', ['b@example.net'], [['Subject', 's']], ['x\r\n']), EOB)
+    // The 451 comes from the timeout: the handler itself would have accepted after 2 s.
     expect(await mta.readUntilFinal()).toEqual([
       { type: 'replycode', text: '451 4.7.1 Message content could not be scanned in time, try again later' },
     ])
-    expect(Date.now() - started).toBeLessThan(1500)
     expect(aborted).toBe(true)
   })
 
