@@ -18,6 +18,7 @@
  *   per line, `#` comments; read when the maps are loaded; nested includes allowed).
  *   A target equal to the alias itself (`root: root, other`) means the local mailbox, as in
  *   Sendmail and Postfix, not a loop.
+ * - RFC 822 comments in target lists (`bob@example.com (Bob, sales)`) are dropped.
  * - `|command` and `/file` targets are reported and ignored: mailscreen relays mail, it
  *   does not run programs or write mailbox files.
  * - `user+ext` falls back to the alias `user` (the extension is dropped, as Postfix does for
@@ -90,28 +91,51 @@ export function localKey(local: string): string {
   return unquoteLocal(local).toLowerCase()
 }
 
-/** Split a target list at commas outside double quotes and angle brackets. */
-function splitTargets(text: string): string[] {
+/** A target list split into its targets. */
+interface TargetList {
+  readonly targets: string[]
+  /** A `(` comment ran to the end of the line: whatever followed it was taken as comment. */
+  readonly unclosedComment: boolean
+}
+
+/**
+ * Split a target list at commas outside double quotes, angle brackets and RFC 822 comments,
+ * and drop the comments, as Postfix reads aliases: `bob@example.com (Bob Smith, sales)` is
+ * `bob@example.com`. Comments nest, and `\` escapes a character in them and in quotes.
+ */
+function splitTargets(text: string): TargetList {
   // Most lists quote nothing: one split instead of a character loop (files of 100,000s of lines).
-  if (!text.includes('"') && !text.includes('<')) {
-    return text
+  if (!text.includes('"') && !text.includes('<') && !text.includes('(')) {
+    const targets = text
       .split(',')
       .map((t) => t.trim())
       .filter((t) => t !== '')
+    return { targets, unclosedComment: false }
   }
   const out: string[] = []
   let current = ''
   let quoted = false
   let angle = 0
+  let comment = 0
   for (let i = 0; i < text.length; i++) {
     const c = text[i] as string
-    if (c === '\\' && quoted && i + 1 < text.length) {
-      current += c + (text[i + 1] as string)
+    if (c === '\\' && (quoted || comment > 0) && i + 1 < text.length) {
+      if (comment === 0) current += c + (text[i + 1] as string)
       i++
       continue
     }
+    if (comment > 0) {
+      if (c === '(') comment++
+      else if (c === ')') comment--
+      // A comment separates what is on either side of it, as white space does.
+      if (comment === 0) current += ' '
+      continue
+    }
     if (c === '"') quoted = !quoted
-    else if (!quoted && c === '<') angle++
+    else if (!quoted && c === '(') {
+      comment = 1
+      continue
+    } else if (!quoted && c === '<') angle++
     else if (!quoted && c === '>') angle = Math.max(0, angle - 1)
     if (c === ',' && !quoted && angle === 0) {
       out.push(current.trim())
@@ -119,7 +143,14 @@ function splitTargets(text: string): string[] {
     } else current += c
   }
   out.push(current.trim())
-  return out.filter((t) => t !== '')
+  return { targets: out.filter((t) => t !== ''), unclosedComment: comment > 0 }
+}
+
+/** Report a comment left open: the targets after it were read as part of it. */
+function checkComment(list: TargetList, source: SourceRef, ctx: Context): string[] {
+  if (list.unclosedComment)
+    ctx.problems.push({ ...source, reason: 'a "(" comment is not closed: the rest of the line is ignored' })
+  return list.targets
 }
 
 /** The index of the first `:` outside double quotes, or -1. */
@@ -194,7 +225,7 @@ function readInclude(pathText: string, source: SourceRef, ctx: Context): AliasTa
   const targets: AliasTarget[] = []
   // A list file has no continuation lines: each line holds one or more comma-separated targets.
   for (const { line, text: body } of logicalLines(text, false)) {
-    for (const raw of splitTargets(body)) {
+    for (const raw of checkComment(splitTargets(body), { file: path, line }, ctx)) {
       const target = parseTarget(raw, { file: path, line }, ctx)
       if (target) targets.push(target)
     }
@@ -252,7 +283,7 @@ export function parseAliases(text: string, file: string, options: AliasParseOpti
       })
       continue
     }
-    const rawTargets = splitTargets(body.slice(colon + 1))
+    const rawTargets = checkComment(splitTargets(body.slice(colon + 1)), source, ctx)
     if (rawTargets.length === 0) ctx.problems.push({ ...source, reason: `alias ${key} has no targets` })
     const targets: AliasTarget[] = []
     for (const raw of rawTargets) {

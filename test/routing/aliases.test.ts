@@ -164,6 +164,34 @@ describe('parseAliases edge cases', () => {
     expect([...map.entries.keys()]).toEqual(['empty', 'ok'])
   })
 
+  it('drops RFC 822 comments in targets, as Postfix does, also with commas and nesting inside', () => {
+    const { map, problems } = parseAliases(
+      [
+        'bob: bob@example.com (Bob Smith, sales), "ann (not a comment)"@example.com',
+        'root: \\root (the real one (nested)), ops (night shift \\) still comment)',
+        'list: :include:/l/team (the team)',
+      ].join('\n'),
+      'aliases',
+      { readFile: () => 'erin@example.net (Erin), frank (Frank, temp)\n' },
+    )
+    expect(problems).toEqual([])
+    expect(targetsOf(map.entries.get('bob'))).toEqual([
+      'bob@example.com',
+      '"ann (not a comment)"@example.com',
+    ])
+    expect(targetsOf(map.entries.get('root'))).toEqual(['\\root', 'ops'])
+    expect(targetsOf(map.entries.get('list'))).toEqual([':include:/l/team[erin@example.net,frank]'])
+  })
+
+  it('reports a comment left open and keeps the targets before it', () => {
+    const { map, problems } = parseAliases('staff: ann (Ann, bob\nok: x', 'aliases')
+    expect(problems).toEqual([
+      { file: 'aliases', line: 1, reason: 'a "(" comment is not closed: the rest of the line is ignored' },
+    ])
+    expect(targetsOf(map.entries.get('staff'))).toEqual(['ann'])
+    expect(targetsOf(map.entries.get('ok'))).toEqual(['x'])
+  })
+
   it('uses the injected reader for includes and stops at the nesting limit', () => {
     const reads: string[] = []
     const { problems } = parseAliases('deep: :include:/l/0', 'aliases', {
