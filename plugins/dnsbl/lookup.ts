@@ -152,29 +152,25 @@ const NOT_FOUND = new Set(['ENOTFOUND', 'ENODATA'])
 const MIN_TRY_MS = 100
 
 /**
- * Run one query on a resolver of its own, so that our deadline and the caller's signal can
- * cancel exactly this query. c-ares' own timeout is not a bound on the whole query (it
- * grows per retry and per server), hence the timer. NXDOMAIN/NODATA resolve to undefined.
+ * Ask one server (or c-ares' default when `server` is undefined) on a resolver of its own, so
+ * that our timer and the caller's signal cancel exactly this query. NXDOMAIN/NODATA resolve to
+ * undefined.
  */
-async function query<T>(
-  name: string,
-  type: 'A' | 'TXT',
+async function askServer<T>(
+  server: string | undefined,
+  tryMs: number,
+  what: string,
   options: QueryOptions,
   ask: (resolver: Resolver) => Promise<T>,
 ): Promise<T | undefined> {
-  if (options.signal?.aborted) throw new LookupError('aborted', `${type} ${name}: aborted`)
-  // c-ares asks the servers in turn, each for its per-try timeout. Were that the whole budget,
-  // a dead first server would use it all and the others would never be asked: each gets a
-  // share, one share kept back (c-ares' turns are not exact).
-  const servers = options.servers?.length ?? getServers().length
-  const perTry = Math.max(MIN_TRY_MS, Math.floor(options.timeoutMs / (servers + 1)))
-  const resolver = new Resolver({ timeout: perTry, tries: 1 })
-  if (options.servers !== undefined) resolver.setServers([...options.servers])
+  const resolver = new Resolver({ timeout: tryMs, tries: 1 })
+  if (server !== undefined) resolver.setServers([server])
   let timedOut = false
+  // c-ares' timeout is not an exact bound on a try: our own timer is.
   const timer = setTimeout(() => {
     timedOut = true
     resolver.cancel()
-  }, options.timeoutMs)
+  }, tryMs)
   const cancel = () => resolver.cancel()
   options.signal?.addEventListener('abort', cancel, { once: true })
   try {
@@ -183,15 +179,48 @@ async function query<T>(
     const code = (err as NodeJS.ErrnoException).code ?? 'unknown'
     if (NOT_FOUND.has(code)) return undefined
     if (code === 'ETIMEOUT' || timedOut)
-      throw new LookupError('timeout', `${type} ${name}: no answer within ${options.timeoutMs} ms`, {
-        cause: err,
-      })
-    if (code === 'ECANCELLED') throw new LookupError('aborted', `${type} ${name}: aborted`, { cause: err })
-    throw new LookupError('dns', `${type} ${name}: ${code}`, { cause: err })
+      throw new LookupError('timeout', `${what}: no answer within ${options.timeoutMs} ms`, { cause: err })
+    if (code === 'ECANCELLED') throw new LookupError('aborted', `${what}: aborted`, { cause: err })
+    throw new LookupError('dns', `${what}: ${code}${server === undefined ? '' : ` from ${server}`}`, {
+      cause: err,
+    })
   } finally {
     clearTimeout(timer)
     options.signal?.removeEventListener('abort', cancel)
   }
+}
+
+/**
+ * Run one query, asking the servers in turn until one answers. We take the turns ourselves
+ * rather than give c-ares the list: with one try it does not move on after a SERVFAIL or
+ * REFUSED, and it would let a dead first server use the whole budget. Each server gets an
+ * equal share of what is left; a failure of any kind but "aborted" passes to the next.
+ */
+async function query<T>(
+  name: string,
+  type: 'A' | 'TXT',
+  options: QueryOptions,
+  ask: (resolver: Resolver) => Promise<T>,
+): Promise<T | undefined> {
+  const what = `${type} ${name}`
+  if (options.signal?.aborted) throw new LookupError('aborted', `${what}: aborted`)
+  const configured = options.servers ?? getServers()
+  const servers = configured.length > 0 ? configured : [undefined]
+  const deadline = performance.now() + options.timeoutMs
+  let failure: LookupError | undefined
+  for (let turn = 0; turn < servers.length; turn++) {
+    const left = Math.floor(deadline - performance.now())
+    if (left <= 0) break
+    const turnsLeft = servers.length - turn
+    const tryMs = turnsLeft === 1 ? left : Math.max(MIN_TRY_MS, Math.floor(left / turnsLeft))
+    try {
+      return await askServer(servers[turn], tryMs, what, options, ask)
+    } catch (err) {
+      if (!(err instanceof LookupError) || err.kind === 'aborted') throw err
+      failure = err
+    }
+  }
+  throw failure ?? new LookupError('timeout', `${what}: no answer within ${options.timeoutMs} ms`)
 }
 
 /** A records of `name` with TTLs; undefined for NXDOMAIN or no A record. Throws {@link LookupError}. */

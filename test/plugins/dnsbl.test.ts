@@ -517,7 +517,8 @@ describe('the check against a fake DNS server', () => {
       await expect(check(context('192.0.2.1'))).rejects.toThrow(/no answer within 300 ms/)
       const elapsed = performance.now() - started
       expect(elapsed, servers.join()).toBeGreaterThanOrEqual(290)
-      expect(elapsed, servers.join()).toBeLessThan(300 + 150)
+      // Generous for a loaded CI machine, and still far below c-ares' own retries (seconds).
+      expect(elapsed, servers.join()).toBeLessThan(1_000)
     }
     expect(silent.queries.length).toBeGreaterThanOrEqual(2)
   })
@@ -537,6 +538,27 @@ describe('the check against a fake DNS server', () => {
     expect((await check(context('192.0.2.2'))).map((h) => h.symbol)).toEqual(['RBL_EXAMPLE'])
     expect(await check(context('192.0.2.3'))).toEqual([])
     expect(silent.queries.length).toBeGreaterThan(0)
+  })
+
+  it('asks the next server after a SERVFAIL or REFUSED, and fails naming the last when all do', async () => {
+    const servfail = await startFakeDns(() => ({ rcode: 'SERVFAIL' }))
+    const refused = await startFakeDns(() => ({ rcode: 'REFUSED' }))
+    const good = await startFakeDns(({ name }) =>
+      name.startsWith('2.2.0.192.') ? { a: ['127.0.0.2'] } : { rcode: 'NXDOMAIN' },
+    )
+    extra.push(servfail, refused, good)
+    const checkOn = (servers: string[]) =>
+      createCheck(parse({ servers, timeoutMs: 1_500, zones: [{ zone: ZONE, symbol: 'RBL_EXAMPLE' }] }), {
+        log: silentLog,
+      })
+    const check = checkOn([servfail.server, refused.server, good.server])
+    expect((await check(context('192.0.2.2'))).map((h) => h.symbol)).toEqual(['RBL_EXAMPLE'])
+    expect(await check(context('192.0.2.3'))).toEqual([])
+    // A and TXT for the listed client, A for the other: each asked of all three in turn.
+    expect([servfail.queries.length, refused.queries.length, good.queries.length]).toEqual([3, 3, 3])
+    await expect(checkOn([servfail.server, refused.server])(context('192.0.2.2'))).rejects.toThrow(
+      `A 2.2.0.192.${ZONE}: EREFUSED from ${refused.server}`,
+    )
   })
 
   it("stops a query when the check's signal aborts", async () => {
