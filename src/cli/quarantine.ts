@@ -3,7 +3,7 @@ import { MailscreenError } from '../errors.js'
 import { createMessageView, headerEnd } from '../mail/message.js'
 import { recordAdminAction } from '../queue/admin-journal.js'
 import { newQueueId, parseQueueId, type QueueId } from '../queue/ids.js'
-import { isMissing, Spool } from '../queue/spool.js'
+import { type Claim, isMissing, Spool } from '../queue/spool.js'
 import { configOrExit, fail, withConfig } from './common.js'
 import { announceAdminActions, signalFlush } from './queue.js'
 import { actAsSpoolOwner } from './spool-owner.js'
@@ -121,7 +121,7 @@ export async function releaseFromQuarantine(
 ): Promise<QueueId> {
   const id = idArgument(text)
   // Taken first: of two releases (or a release and a delete) at once, only one gets it.
-  let claim: Awaited<ReturnType<Spool['claim']>>
+  let claim: Claim
   try {
     claim = await spool.claim('quarantine', id)
   } catch (err) {
@@ -132,26 +132,24 @@ export async function releaseFromQuarantine(
   const releasedId = newQueueId()
   const rcptTo = to && to.length > 0 ? [...to] : entry.header.envelope.rcptTo
   const { scan: _scan, ...header } = entry.header
+  // Straight to deferred/, due now: the running mailscreen's next sweep (or the flush we ask
+  // for) delivers it; the retry state goes first so the sweep never sees it without.
   try {
-    // Straight to deferred/, due now: the running mailscreen's next sweep (or the flush we
-    // ask for) delivers it; the retry state goes first so the sweep never sees it without.
     await spool.writeRetry(releasedId, { phase: 'deliver', attempts: 0, nextAttemptAt: 0, pending: rcptTo })
-    await spool.create(
-      'deferred',
-      {
-        ...header,
-        id: releasedId,
-        envelope: { ...header.envelope, rcptTo },
-        releasedFrom: id,
-        lifetimeFrom: Date.now(),
-      },
-      entry.message,
-    )
   } catch (err) {
     claim.undo()
     throw err
   }
-  await claim.done()
+  await claim.release(
+    {
+      ...header,
+      id: releasedId,
+      envelope: { ...header.envelope, rcptTo },
+      releasedFrom: id,
+      lifetimeFrom: Date.now(),
+    },
+    entry.message,
+  )
   return releasedId
 }
 

@@ -7,7 +7,7 @@
  */
 import { MailscreenError } from '../errors.js'
 import { parseQueueId, type QueueId } from './ids.js'
-import { isMissing, type Spool, type SpoolEntry, type SpoolState } from './spool.js'
+import { type Claim, isMissing, type Spool, type SpoolEntry, type SpoolState } from './spool.js'
 
 /** States a queued message can be in (quarantine has its own commands). */
 export const QUEUE_STATES: readonly SpoolState[] = [
@@ -100,7 +100,7 @@ export async function requeueFailed(spool: Spool, id: QueueId): Promise<void> {
     )
   const gone = (): MailscreenError => new MailscreenError('MSC_NOT_FOUND', `${id} left failed/ meanwhile`)
   // Taken first: of two requeues at once only one gets it, so it is scanned once.
-  let claim: Awaited<ReturnType<Spool['claim']>>
+  let claim: Claim
   try {
     claim = await spool.claim('failed', id)
   } catch (err) {

@@ -63,6 +63,23 @@ export function isMissing(err: unknown): boolean {
   return e?.code === 'ENOENT' || e?.cause?.code === 'ENOENT'
 }
 
+/** A message taken by an administrator's command (see {@link Spool.claim}). */
+export interface Claim {
+  readonly entry: SpoolEntry
+  /** Remove the claimed message: what the command made of it is safe elsewhere. */
+  done(): Promise<void>
+  /** Put the message back where it was. */
+  undo(): void
+  /**
+   * Replace the claimed message by its release copy (`header.releasedFrom` must be the claimed
+   * ID) and move that into `deferred/`. The copy takes the claim's place before it moves, so a
+   * crash leaves either the message claimed or its copy, never both: released once. The copy's
+   * retry state must be written first. A failure before the copy is in place puts the message
+   * back.
+   */
+  release(header: SpoolHeader, message: Buffer): Promise<void>
+}
+
 /** One message as stored. */
 export interface SpoolEntry {
   readonly header: SpoolHeader
@@ -351,10 +368,7 @@ export class Spool {
    * back should the command die. `done()` removes it once what the command made of it is safe;
    * `undo()` puts it back. Rejects ENOENT when it is not there (any more).
    */
-  async claim(
-    state: (typeof CLAIMABLE)[number],
-    id: QueueId,
-  ): Promise<{ entry: SpoolEntry; done(): Promise<void>; undo(): void }> {
+  async claim(state: (typeof CLAIMABLE)[number], id: QueueId): Promise<Claim> {
     const path = this.path(state, id)
     const claimed = `${path}${CLAIMED_SUFFIX}`
     renameSync(path, claimed)
@@ -372,6 +386,22 @@ export class Spool {
       done: async () => {
         await unlinkIfExists(claimed)
         await this.syncDir(state)
+      },
+      release: async (header, message) => {
+        const slot = this.takeSlot()
+        try {
+          await this.stage(slot, header, message)
+        } catch (err) {
+          this.returnSlot(slot, err)
+          undo()
+          throw err
+        }
+        // The point of no return: the claim now holds the copy, so the quarantined message is
+        // gone and a crash from here on is finished at start-up (see unclaim), never undone.
+        renameSync(join(this.dir, TMP, slot), claimed)
+        await this.syncDir(state)
+        renameSync(claimed, this.path('deferred', header.id))
+        await this.syncDir('deferred')
       },
     }
   }
@@ -467,10 +497,10 @@ export class Spool {
   }
 
   /**
-   * A command that died with a message claimed (see {@link claim}): the message goes back
-   * where it was, unless a state holds it under its ID (a requeue got as far as `deferred/`).
-   * A release's copy has a new ID and may be on its way already; then a second release would
-   * send it twice, never zero times.
+   * A command that died with a message claimed (see {@link claim}). A claim that already holds
+   * its release copy (`releasedFrom` is the claimed ID) goes on to `deferred/`, due now: the
+   * release is finished, once. Any other goes back where it was, unless a state holds it under
+   * its ID (a requeue got as far as `deferred/`).
    */
   private async unclaim(): Promise<void> {
     for (const state of CLAIMABLE) {
@@ -479,7 +509,22 @@ export class Spool {
         const id = parseQueueId(name.slice(0, -CLAIMED_SUFFIX.length))
         if (id === undefined) continue
         const claimed = join(this.dir, state, name)
-        if ((await this.find(id)) !== undefined) await unlinkIfExists(claimed)
+        const header = await readFile(claimed).then(
+          (file) => decodeSpoolFile(file).header,
+          // Unreadable: put back like any claim, for the listings to show as they show such files.
+          () => undefined,
+        )
+        if (header?.releasedFrom === id) {
+          const { rcptTo } = header.envelope
+          await this.writeRetry(header.id, {
+            phase: 'deliver',
+            attempts: 0,
+            nextAttemptAt: 0,
+            pending: rcptTo,
+          })
+          renameSync(claimed, this.path('deferred', header.id))
+          await this.syncDir('deferred')
+        } else if ((await this.find(id)) !== undefined) await unlinkIfExists(claimed)
         else renameSync(claimed, this.path(state, id))
       }
     }

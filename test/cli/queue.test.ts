@@ -104,14 +104,16 @@ describe('listQueue with files that are not what their names say', () => {
   it('puts a message back in quarantine when its release cannot be written', async () => {
     const held = await queue('incoming', 'x@example.org', ['y@example.net'], 'unwritten')
     await spool.move(held, 'incoming', 'quarantine')
-    const create = spool.create.bind(spool)
-    spool.create = () => Promise.reject(Object.assign(new Error('ENOSPC: no space left'), { code: 'ENOSPC' }))
+    const deferredBefore = await spool.list('deferred')
+    const stage = spool.stage.bind(spool)
+    spool.stage = () => Promise.reject(Object.assign(new Error('ENOSPC: no space left'), { code: 'ENOSPC' }))
     try {
       await expect(releaseFromQuarantine(spool, held)).rejects.toThrow(/ENOSPC/)
     } finally {
-      spool.create = create
+      spool.stage = stage
     }
     expect(await spool.list('quarantine')).toContain(held)
+    expect(await spool.list('deferred')).toEqual(deferredBefore)
     await spool.discard('quarantine', held)
   })
 

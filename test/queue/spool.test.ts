@@ -69,6 +69,42 @@ describe('Spool.init', () => {
     expect(claim.entry.header.id).toBe(h.id)
   })
 
+  it('finishes at start-up a release that died once its copy had taken the claim: sent once, not back in quarantine', async () => {
+    const h = header()
+    await spool.create('quarantine', h, MESSAGE)
+    const claim = await spool.claim('quarantine', h.id)
+    const copy = { ...h, id: newQueueId(), releasedFrom: h.id }
+    // No deferred/ for the last step: the release stops where a crash would stop it.
+    await rm(join(dir, 'deferred'), { recursive: true })
+    await expect(claim.release(copy, MESSAGE)).rejects.toMatchObject({ code: 'ENOENT' })
+    await mkdir(join(dir, 'deferred'))
+    await new Spool(dir, false).recover()
+    expect(await spool.list('quarantine')).toEqual([])
+    expect(await readdir(join(dir, 'quarantine'))).toEqual([])
+    expect(await spool.list('deferred')).toEqual([copy.id])
+    expect(await spool.read('deferred', copy.id)).toEqual({ header: copy, message: MESSAGE })
+    expect(await spool.readRetry(copy.id)).toEqual({
+      phase: 'deliver',
+      attempts: 0,
+      nextAttemptAt: 0,
+      pending: envelope.rcptTo,
+    })
+  })
+
+  it('puts the message back when its release copy cannot be written', async () => {
+    const h = header()
+    await spool.create('quarantine', h, MESSAGE)
+    const claim = await spool.claim('quarantine', h.id)
+    await rm(join(dir, 'tmp'), { recursive: true })
+    await expect(
+      claim.release({ ...h, id: newQueueId(), releasedFrom: h.id }, MESSAGE),
+    ).rejects.toMatchObject({
+      code: 'MSC_SPOOL_WRITE_FAILED',
+    })
+    expect(await readdir(join(dir, 'quarantine'))).toEqual([h.id])
+    expect(await spool.list('deferred')).toEqual([])
+  })
+
   it('creates every state directory, tmp/ and the admin journal', async () => {
     expect((await readdir(dir)).sort()).toEqual([...SPOOL_STATES, 'tmp', 'admin'].sort())
   })
