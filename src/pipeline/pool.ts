@@ -6,7 +6,14 @@ import { Semaphore } from '../delivery/limit.js'
 import { MailscreenError, toErrorInfo } from '../errors.js'
 import { builtPath } from '../package-root.js'
 import { isBoardMessage, nextSeq, Watchdog } from './watchdog.js'
-import type { ScanResult, ScanTask, WatchedTask, WorkerData, WorkerSettings } from './worker.js'
+import type {
+  ScanResult,
+  ScanTask,
+  SpoolWriteMark,
+  WatchedTask,
+  WorkerData,
+  WorkerSettings,
+} from './worker.js'
 
 /** Pool sizing. */
 export interface PoolOptions {
@@ -163,6 +170,13 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
   watch.unref()
 
   let seq = 0
+  const scanError = (err: unknown): MailscreenError => {
+    const { message } = toErrorInfo(err)
+    const spoolWrite = (err as { cause?: Partial<SpoolWriteMark> } | undefined)?.cause?.spoolWrite === true
+    return new MailscreenError(spoolWrite ? 'MSC_SPOOL_WRITE_FAILED' : 'MSC_SCAN_FAILED', message, {
+      cause: err,
+    })
+  }
   const closed = (cause?: unknown): MailscreenError =>
     new MailscreenError('MSC_POOL_CLOSED', 'the scan pool closed before the scan was done', { cause })
   const submit = (piscina: Piscina<WatchedTask, ScanResult>, task: ScanTask): Promise<ScanResult> => {
@@ -172,13 +186,7 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
       lose.set(mine, reject)
       piscina
         .run({ seq: mine, task })
-        .then(resolve, (err: unknown) =>
-          reject(
-            closing
-              ? closed(err)
-              : new MailscreenError('MSC_SCAN_FAILED', toErrorInfo(err).message, { cause: err }),
-          ),
-        )
+        .then(resolve, (err: unknown) => reject(closing ? closed(err) : scanError(err)))
     }).finally(() => {
       lose.delete(mine)
       onSettled?.()

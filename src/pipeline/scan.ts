@@ -5,8 +5,7 @@ import { createMessageView } from '../mail/message.js'
 import { stripParts } from '../mail/strip.js'
 import type { QueueId } from '../queue/ids.js'
 import { compilePolicy, type Disposition, type PolicySettings, plan } from './actions.js'
-import { declaredSymbols } from './plugin.js'
-import { importDefinition, type PluginRef, validateOptions } from './registry.js'
+import type { PluginRef } from './registry.js'
 import { type ReadyPlugin, runChecks } from './runner.js'
 import { decide, type SymbolInfo, type Verdict } from './verdict.js'
 
@@ -31,24 +30,6 @@ export interface ScanReport {
   readonly messageId?: string
   /** What happens to the message; absent while the verdict is not final (tempfail). */
   readonly disposition?: Disposition
-}
-
-/** Import every plugin, validate its options and run its `setup` once for this thread. */
-export async function setupPlugins(refs: readonly PluginRef[], log: Logger): Promise<ReadyPlugin[]> {
-  const ready: ReadyPlugin[] = []
-  for (const ref of refs) {
-    const definition = await importDefinition(ref.url)
-    const options = validateOptions(definition, ref.rawOptions, ref.configDir)
-    const check = await definition.setup(options, { log: log.child({ plugin: definition.name }) })
-    ready.push({
-      name: definition.name,
-      check,
-      timeoutMs: ref.timeoutMs,
-      onError: ref.onError,
-      symbols: declaredSymbols(definition, options),
-    })
-  }
-  return ready
 }
 
 /** One message to scan. */

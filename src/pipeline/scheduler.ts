@@ -127,7 +127,10 @@ export class ScanScheduler {
       )
     } catch (err) {
       spool.returnSlot(slot)
-      if ((err as { code?: unknown }).code === 'MSC_POOL_CLOSED') await this.scanInterrupted(id)
+      const { code } = err as { code?: unknown }
+      // The disk's trouble, not the message's: scanned again later, never counted as a crash.
+      if (code === 'MSC_SPOOL_WRITE_FAILED') throw err
+      if (code === 'MSC_POOL_CLOSED') await this.scanInterrupted(id)
       else await this.scanCrashed(id, err, alone)
       return
     }

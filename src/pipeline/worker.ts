@@ -6,11 +6,13 @@
  */
 import { parentPort, threadId, workerData } from 'node:worker_threads'
 import { pino } from 'pino'
+import { toErrorInfo } from '../errors.js'
 import { createLogger, lazyChild } from '../log.js'
 import type { QueueId } from '../queue/ids.js'
 import { Spool } from '../queue/spool.js'
 import type { ScanSummary, SpoolHeader } from '../queue/spool-file.js'
-import { createScanner, type Scanner, type ScanReport, type ScanSettings, setupPlugins } from './scan.js'
+import { createScanner, type Scanner, type ScanReport, type ScanSettings } from './scan.js'
+import { setupPlugins } from './setup.js'
 import { nameThisThread, SCAN_THREAD_NAME } from './thread-name.js'
 import { type BoardMessage, TaskBoard } from './watchdog.js'
 
@@ -69,6 +71,11 @@ export interface ScanResult {
   readonly stripped?: Uint8Array
 }
 
+/** The cause of a scan's error when this thread could not write the spool (a full disk). */
+export interface SpoolWriteMark {
+  readonly spoolWrite: true
+}
+
 /** The scanned message: its spool header (recipients the policy delivers to) and its bytes. */
 export interface ScannedOutput {
   readonly header: SpoolHeader
@@ -101,7 +108,13 @@ export default async function runWatched({ seq, task }: WatchedTask): Promise<Sc
 }
 
 async function scanTask(task: ScanTask): Promise<ScanResult> {
-  scanner ??= setupPlugins(settings.scan.plugins, log).then((ready) => createScanner(ready, settings.scan))
+  // Not kept when it fails: the next scan on this thread tries again.
+  scanner ??= setupPlugins(settings.scan.plugins, log)
+    .then((ready) => createScanner(ready, settings.scan))
+    .catch((err: unknown) => {
+      scanner = undefined
+      throw err
+    })
   const ready = await scanner
   const { header, message } = task.entry
     ? {
@@ -142,7 +155,11 @@ async function scanTask(task: ScanTask): Promise<ScanResult> {
   if (disposition.quarantine) {
     // The original as it arrived: release delivers it untagged.
     quarantine = task.slot
-    await spool.stage(quarantine, { ...header, scan }, message)
+    await spool.stage(quarantine, { ...header, scan }, message).catch((err: unknown) => {
+      // A full disk is not the message's doing. Only an error's cause survives the hop to the
+      // main thread, not its code: the mark goes there, for the pool to tell this from a crash.
+      throw new Error(toErrorInfo(err).message, { cause: { spoolWrite: true } satisfies SpoolWriteMark })
+    })
   }
   if (disposition.deliverTo.length === 0) return { report, ...(quarantine ? { quarantine } : {}) }
   const output = { ...header, envelope: { ...header.envelope, rcptTo: disposition.deliverTo }, scan }

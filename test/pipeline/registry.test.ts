@@ -15,7 +15,7 @@ import {
   toRef,
   validateOptions,
 } from '../../src/pipeline/registry.js'
-import { setupPlugins } from '../../src/pipeline/scan.js'
+import { setupPlugins } from '../../src/pipeline/setup.js'
 import { silentLog } from '../support/check.js'
 
 // These tests import the built plugin: run `npm run build` (tsc) first.
