@@ -35,36 +35,59 @@ export function registerStart(program: Command): void {
         fail(err)
       }
       let stopping = false
+      let reloading: Promise<void> | undefined
+      let reloadAgain = false
       const stop = async (signal: string) => {
         if (stopping) return
         stopping = true
         log.info({ signal }, 'stopping')
+        // A reload under way would start a pool after the stop closed the one it found.
+        await reloading
         await app.stop()
         log.flush()
         process.exitCode = 0
       }
       process.on('SIGTERM', () => void stop('SIGTERM'))
       process.on('SIGINT', () => void stop('SIGINT'))
+      // The file it started from, by name: should it be gone at a reload, that is an error,
+      // not "run on defaults" (an editor or a deployment tool may have it moved aside).
+      const configFile = options.config ?? loaded.file
+      const reload = async (): Promise<void> => {
+        // Keep the last good config: a file that fails validation changes nothing.
+        let next: ReturnType<typeof loadConfig>
+        try {
+          next = loadConfig(configFile)
+        } catch (err) {
+          log.error(
+            { err: toErrorInfo(err) },
+            'SIGHUP: configuration invalid; running configuration unchanged',
+          )
+          return
+        }
+        await app
+          .reload(next)
+          .catch((err) =>
+            log.error({ err: toErrorInfo(err) }, 'SIGHUP: reload failed; running configuration unchanged'),
+          )
+      }
       const handlers: Record<ControlSignal, () => void> = {
         SIGUSR1: () => void app.flush(),
         SIGUSR2: () => void app.logAdminActions(),
         SIGHUP: () => {
-          // Keep the last good config: a file that fails validation changes nothing.
-          let next: ReturnType<typeof loadConfig>
-          try {
-            next = loadConfig(options.config)
-          } catch (err) {
-            log.error(
-              { err: toErrorInfo(err) },
-              'SIGHUP: configuration invalid; running configuration unchanged',
-            )
+          // One reload at a time; signals that come meanwhile make one more, with the file as
+          // it is then.
+          if (reloading) {
+            reloadAgain = true
             return
           }
-          app
-            .reload(next)
-            .catch((err) =>
-              log.error({ err: toErrorInfo(err) }, 'SIGHUP: reload failed; running configuration unchanged'),
-            )
+          reloading = (async () => {
+            do {
+              reloadAgain = false
+              await reload()
+            } while (reloadAgain && !stopping)
+          })().finally(() => {
+            reloading = undefined
+          })
         },
       }
       for (const signal of CONTROL_SIGNALS) {

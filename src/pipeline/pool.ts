@@ -62,11 +62,17 @@ const GIVE_UP_POLL_MS = 250
 /** How long close() waits for terminated threads to exit. */
 const EXIT_WAIT_MS = 10_000
 
+/**
+ * How long close() waits for new threads to load their modules before it terminates them. One
+ * that takes longer is stuck in a module's top level, and goes anyway.
+ */
+const LOAD_WAIT_MS = 10_000
+
 type Balancer = NonNullable<NonNullable<ConstructorParameters<typeof Piscina>[0]>['loadBalancer']>
 
 /**
  * Start the pool: `workers` threads that share the scans, and one for suspects. Each thread
- * sets its plugins up once, on its first task.
+ * loads its plugins at start, and sets them up on its first task.
  */
 export function createScanPool(settings: WorkerSettings, options: PoolOptions): ScanPool {
   const limitMs = options.taskTimeoutMs
@@ -82,6 +88,8 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
   let destroyed = false
   /** Rejects a running task's promise, by task number: the watchdog settles them at once. */
   const lose = new Map<number, (err: Error) => void>()
+  /** Threads that have loaded their modules (their board came): only those may be terminated. */
+  const loaded = new Set<number>()
 
   const start = (sizing: {
     minThreads: number
@@ -114,11 +122,13 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
       const thread = threadOf(threadId)
       if (thread === undefined) return
       watchdog.watch(threadId, board)
+      loaded.add(threadId)
       options.onThreadStart?.()
       // Keyed by the ID read now: once a thread has exited, its threadId reads -1.
       thread.once('exit', () => {
         watchdog.forget(threadId)
         dying.delete(threadId)
+        loaded.delete(threadId)
       })
     })
     return piscina
@@ -212,6 +222,16 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
     close: async () => {
       closing = true
       places.cancelWaiting()
+      // Closing terminates the threads: not while one still loads its modules (see worker.ts),
+      // as one started by a reload a moment ago may.
+      const exited = -1
+      await until(
+        () =>
+          [...shared.threads, ...suspects.threads].every(
+            (t) => t.threadId === exited || loaded.has(t.threadId),
+          ),
+        LOAD_WAIT_MS,
+      )
       // piscina's close counts its threads when it begins and waits for each to say it is idle.
       // A thread the watchdog terminated, or one that exits by itself (a crash), never does, and
       // the close would wait out piscina's closeTimeout. Once every scan sent has settled (the
@@ -236,6 +256,12 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
       clearInterval(watch)
     },
   }
+}
+
+/** Resolves once `done()` holds (looked at every 20 ms), or after `ms`. */
+async function until(done: () => boolean, ms: number): Promise<void> {
+  const deadline = performance.now() + ms
+  while (!done() && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
 }
 
 /** Resolves when `promise` settles, or after `ms`, whichever comes first. */

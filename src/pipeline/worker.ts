@@ -11,6 +11,7 @@ import { createLogger, lazyChild } from '../log.js'
 import type { QueueId } from '../queue/ids.js'
 import { Spool } from '../queue/spool.js'
 import type { ScanSummary, SpoolHeader } from '../queue/spool-file.js'
+import { importDefinition } from './registry.js'
 import { createScanner, type Scanner, type ScanReport, type ScanSettings } from './scan.js'
 import { setupPlugins } from './setup.js'
 import { nameThisThread, SCAN_THREAD_NAME } from './thread-name.js'
@@ -89,7 +90,12 @@ const settings = workerData as WorkerData
 // stuck outside any scan (see watchdog.ts). The timer must not keep a closing thread up.
 const board = new TaskBoard(settings.boardCapacity)
 setInterval(() => board.beat(), settings.beatMs).unref()
-parentPort?.postMessage({ threadId, board: board.buffer } satisfies BoardMessage)
+// The board goes out once every plugin module is loaded (failed imports are the scans'
+// business), because a thread the pool knows is one it may terminate: on Node 20 a thread
+// terminated while it still loads modules takes the whole process down with a V8 fatal error.
+void Promise.allSettled(settings.scan.plugins.map((ref) => importDefinition(ref.url))).then(() =>
+  parentPort?.postMessage({ threadId, board: board.buffer } satisfies BoardMessage),
+)
 // Sync destination: a worker's async log buffer can be lost when the thread is terminated.
 const log = createLogger({ level: settings.logLevel }, pino.destination({ dest: 1, sync: true })).child({
   component: 'worker',

@@ -1,4 +1,4 @@
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile, rename, writeFile } from 'node:fs/promises'
 import { afterEach, describe, expect, it } from 'vitest'
 import { parse, stringify } from 'yaml'
 import { BenchClient } from '../../src/bench/client.js'
@@ -62,6 +62,68 @@ describe('SIGHUP', () => {
     // Still the reloaded options: the broken file changed nothing.
     expect(sink.messages[2]?.data.toString()).toContain('EXAMPLE_SUBJECT_WORD')
     expect(ms.child.exitCode).toBeNull()
+  })
+})
+
+describe('SIGHUP, nasty cases', () => {
+  let ms: MailscreenProcess | undefined
+  let sink: Sink | undefined
+  afterEach(() => stopAll(ms, sink))
+
+  it('refuses a reload while the file it started from is gone, also when it was found without --config', async () => {
+    sink = await startSink()
+    ms = await startMailscreen(
+      await freePort(),
+      {
+        delivery: { relay: `127.0.0.1:${sink.port}` },
+        plugins: [{ use: 'example', options: { subjectWords: ['watches'] } }],
+      },
+      undefined,
+      { implicitConfig: true },
+    )
+    await rename(ms.configFile, `${ms.configFile}.moved`)
+    ms.child.kill('SIGHUP')
+    const refused = await ms.waitForLog((l) => l.msg.startsWith('SIGHUP: configuration invalid'))
+    expect(JSON.stringify(refused)).toContain('ENOENT')
+    // Not the built-in defaults: the running plugins and options go on.
+    await send(ms.port, message('cheap watches one'))
+    await sink.waitFor(1)
+    expect(sink.messages[0]?.data.toString()).toContain('EXAMPLE_SUBJECT_WORD')
+    await rename(`${ms.configFile}.moved`, ms.configFile)
+    ms.child.kill('SIGHUP')
+    await ms.waitForLog((l) => l.msg === 'reloaded')
+  })
+
+  it('takes SIGHUPs in quick succession one reload at a time, and lives on', async () => {
+    sink = await startSink()
+    ms = await startMailscreen(await freePort(), {
+      delivery: { relay: `127.0.0.1:${sink.port}` },
+      plugins: [{ use: 'example', options: { subjectWords: [] } }],
+    })
+    for (let i = 0; i < 10; i++) {
+      // The last file has the word: whatever reloads are merged, that one must apply.
+      if (i === 9)
+        await rewriteConfig(
+          ms,
+          (c) => (c.plugins = [{ use: 'example', options: { subjectWords: ['watches'] } }]),
+        )
+      ms.child.kill('SIGHUP')
+      await new Promise((resolve) => setTimeout(resolve, 30))
+    }
+    await ms.waitForLog((l) => l.msg === 'reloaded')
+    // Settled: no reload logged for a while.
+    let seen = -1
+    while (seen !== ms.logs.length) {
+      seen = ms.logs.length
+      await new Promise((resolve) => setTimeout(resolve, 1_500))
+    }
+    const reloads = ms.logs.filter((l) => l.msg === 'reloaded').length
+    expect(reloads).toBeGreaterThanOrEqual(2)
+    expect(reloads).toBeLessThan(10)
+    expect(ms.child.exitCode).toBeNull()
+    await send(ms.port, message('cheap watches two'))
+    await sink.waitFor(1)
+    expect(sink.messages[0]?.data.toString()).toContain('EXAMPLE_SUBJECT_WORD')
   })
 })
 

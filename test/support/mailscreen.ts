@@ -58,6 +58,8 @@ export async function startMailscreen(
   port: number,
   config: Record<string, unknown>,
   reuseDir?: string,
+  /** Start it in its directory without `--config`, as `npm start` does: it reads ./mailscreen.yaml. */
+  options: { implicitConfig?: boolean } = {},
 ): Promise<MailscreenProcess> {
   const dir = reuseDir ?? (await mkdtemp(join(tmpdir(), 'mailscreen-it-')))
   const spoolDir = join(dir, 'spool')
@@ -71,7 +73,8 @@ export async function startMailscreen(
     delivery: { retry: ['1s'], queueRunInterval: '1s', ...(config.delivery as object) },
   }
   await writeFile(configFile, stringify(full))
-  const child = spawn(process.execPath, [CLI, 'start', '--config', configFile], {
+  const args = options.implicitConfig ? [CLI, 'start'] : [CLI, 'start', '--config', configFile]
+  const child = spawn(process.execPath, args, {
     cwd: dir,
     stdio: ['ignore', 'pipe', 'pipe'],
   })
