@@ -1,3 +1,4 @@
+import { isAscii } from 'node:buffer'
 import { headerEnd } from './message.js'
 
 /** A change to the message's header, decided after the verdict. Checks never make these. */
@@ -7,16 +8,31 @@ export type HeaderEdit =
   /** Remove every field of this name (e.g. a sender's own forged `X-Spam-Flag`). */
   | { readonly op: 'remove'; readonly name: string }
 
-/** Fold a header field at spaces so no line passes ~78 characters (RFC 5322 §2.1.1). */
+/**
+ * Fold a header field so no line passes ~78 characters (RFC 5322 §2.1.1): at spaces, and
+ * inside a longer run of text after its commas (`tests=A,B,...`, as SpamAssassin folds it),
+ * so that no list, however long, makes a line past the hard limit of 998.
+ */
 export function foldHeader(name: string, value: string, eol: string): string {
   const words = value.replace(/[\r\n]+/g, ' ').split(' ')
   let line = `${name}:`
   let out = ''
+  const room = (text: string) => line.length + text.length <= 78 || line.trim() === `${name}:`
   for (const word of words) {
-    if (line.length + 1 + word.length > 78 && line.trim() !== `${name}:`) {
-      out += `${line}${eol}`
-      line = `\t${word}`
-    } else line += ` ${word}`
+    if (room(` ${word}`)) {
+      line += ` ${word}`
+      continue
+    }
+    // Each piece ends after a comma; the first starts the word.
+    const pieces = word.split(/(?<=,)/)
+    pieces.forEach((piece, i) => {
+      const text = i === 0 ? ` ${piece}` : piece
+      if (room(text)) line += text
+      else {
+        out += `${line}${eol}`
+        line = `\t${piece}`
+      }
+    })
   }
   return `${out}${line}${eol}`
 }
@@ -64,11 +80,32 @@ export function taggedSubject(value: string, tag: string, position: 'start' | 'e
   return value === '' ? tag : position === 'start' ? `${tag} ${value}` : `${value} ${tag}`
 }
 
+/**
+ * A tag as header text: as it is when it is ASCII, else as RFC 2047 encoded words (UTF-8,
+ * base64), since the header may be anything from 7-bit to raw 8-bit in another charset.
+ */
+export function asHeaderText(tag: string): string {
+  if (isAscii(Buffer.from(tag, 'utf8'))) return tag
+  const words: string[] = []
+  let chunk = ''
+  // 39 bytes of UTF-8 are 52 of base64: a word of 64 characters, within the 75 of §2, and one
+  // fits on a line after "Subject: " within 78.
+  for (const char of tag) {
+    if (Buffer.byteLength(chunk + char, 'utf8') > 39) {
+      words.push(chunk)
+      chunk = ''
+    }
+    chunk += char
+  }
+  words.push(chunk)
+  return words.map((w) => `=?UTF-8?B?${Buffer.from(w, 'utf8').toString('base64')}?=`).join(' ')
+}
+
 /** Tag the first Subject field (or add one). Already-tagged stays as is. */
 function tagSubject(headerText: string, tag: string, position: 'start' | 'end', eol: string): string {
   const fields = fieldsOf(headerText)
   const at = fields.findIndex((field) => fieldName(field) === 'subject')
-  if (at === -1) return `${headerText}Subject: ${tag}${eol}`
+  if (at === -1) return `${headerText}${foldHeader('Subject', tag, eol)}`
   const field = fields[at] as string
   const ending = field.endsWith('\r\n') ? '\r\n' : field.endsWith('\n') ? '\n' : ''
   const value = field
@@ -82,6 +119,22 @@ function tagSubject(headerText: string, tag: string, position: 'start' | 'end', 
 }
 
 /**
+ * The empty line that ends a header block as {@link headerEnd} found it (CRLF or LF, whatever
+ * the lines before it use), or '' when the block has none.
+ */
+function emptyLineOf(block: string): string {
+  if (block === '\r\n' || block === '\n') return block
+  if (block.endsWith('\r\n\r\n')) return '\r\n'
+  return block.endsWith('\n\n') ? '\n' : ''
+}
+
+/** Lines at the very start that continue no field: what is prepended must not take them in. */
+function dropOrphanLines(block: string): string {
+  const fields = fieldsOf(block)
+  return /^[ \t]/.test(fields[0] ?? '') ? fields.slice(1).join('') : block
+}
+
+/**
  * Apply header edits to raw message bytes. Returns the parts of the new message (so the body
  * is never copied); the body bytes stay exactly as received.
  */
@@ -92,19 +145,22 @@ export function applyEdits(raw: Buffer, edits: readonly HeaderEdit[]): Buffer[] 
     .map((e) => foldHeader(e.name, e.value, eol))
     .join('')
   const rewrites = edits.filter((e) => e.op !== 'prepend')
-  if (rewrites.length === 0) return [Buffer.from(prepended, 'utf8'), raw]
+  // A first line that starts with white space would read as the last prepended field's own.
+  const orphan = prepended !== '' && (raw[0] === 0x20 || raw[0] === 0x09)
+  if (rewrites.length === 0 && !orphan) return [Buffer.from(prepended, 'utf8'), raw]
   const end = headerEnd(raw)
   // Header bytes may hold raw 8-bit text; latin1 maps bytes 1:1 so they survive the round trip.
   let headerText = raw.subarray(0, end).toString('latin1')
   // The empty line that ends the header: kept as it was, never added to a message without one.
-  const separator =
-    end === raw.length ? '' : headerText.endsWith(`${eol}${eol}`) || headerText === eol ? eol : ''
-  if (separator) headerText = headerText.slice(0, -eol.length)
-  else if (end === raw.length && !headerText.endsWith(eol) && headerText !== '') headerText += eol
+  const separator = emptyLineOf(headerText)
+  headerText = headerText.slice(0, headerText.length - separator.length)
+  if (separator === '' && headerText !== '' && !headerText.endsWith('\n')) headerText += eol
+  if (orphan) headerText = dropOrphanLines(headerText)
   const removed = new Set(rewrites.flatMap((e) => (e.op === 'remove' ? [e.name.toLowerCase()] : [])))
   if (removed.size > 0) headerText = removeFields(headerText, removed)
   for (const edit of rewrites)
-    if (edit.op === 'tagSubject') headerText = tagSubject(headerText, edit.tag, edit.position ?? 'start', eol)
+    if (edit.op === 'tagSubject')
+      headerText = tagSubject(headerText, asHeaderText(edit.tag), edit.position ?? 'start', eol)
   return [
     Buffer.from(prepended, 'utf8'),
     Buffer.from(headerText, 'latin1'),

@@ -1,3 +1,4 @@
+import { isAscii } from 'node:buffer'
 import { randomBytes } from 'node:crypto'
 import libqp from 'libqp'
 import { lineEnding, pickFields, removeFields } from './edits.js'
@@ -41,12 +42,15 @@ export function stripParts(raw: Buffer, target: StripTarget, notice: string): Bu
   const noticeBody = libqp.wrap(libqp.encode(Buffer.from(notice.replace(/\r?\n/g, '\r\n'), 'utf8')), 76)
   const other = removeFields(`${headerText}${eol}`, CONTENT_FIELDS).replace(/(\r?\n)$/, '')
   const kept = other === '' ? [] : [other]
+  const body = everything ? [] : cutOut(raw.subarray(end), removed, end)
+  const encoding = outerEncoding(headerText, body)
   const chunks: Buffer[] = [
     Buffer.from(
       [
         ...kept,
         'MIME-Version: 1.0',
         `Content-Type: multipart/mixed; boundary="${boundary}"`,
+        ...(encoding ? [`Content-Transfer-Encoding: ${encoding}`] : []),
         '',
         'This message was changed by a content filter: parts of it were removed.',
         `--${boundary}`,
@@ -64,11 +68,26 @@ export function stripParts(raw: Buffer, target: StripTarget, notice: string): Bu
     // The original body keeps the fields that describe it (MIME-Version belongs to the top).
     const contentFields = pickFields(`${headerText}${eol}`, BODY_FIELDS)
     chunks.push(Buffer.from(`--${boundary}${eol}${contentFields}${eol}`, 'latin1'))
-    chunks.push(...cutOut(raw.subarray(end), removed, end))
+    chunks.push(...body)
     chunks.push(Buffer.from(eol, 'latin1'))
   }
   chunks.push(Buffer.from(`--${boundary}--${eol}`, 'latin1'))
   return Buffer.concat(chunks)
+}
+
+/**
+ * The new top level's Content-Transfer-Encoding: a multipart holding 8-bit octets must say
+ * 8bit or binary (RFC 2045 §6.4), else a next hop takes it for 7-bit. The original's own, when
+ * it said one of those; 8bit when the kept body has 8-bit octets; none (7bit) otherwise.
+ */
+function outerEncoding(headerText: string, body: readonly Buffer[]): string | undefined {
+  const declared = pickFields(`${headerText}\n`, new Set(['content-transfer-encoding']))
+  const said = declared
+    .slice(declared.indexOf(':') + 1)
+    .trim()
+    .toLowerCase()
+  if (said === '8bit' || said === 'binary') return said
+  return body.some((piece) => !isAscii(piece)) ? '8bit' : undefined
 }
 
 type Span = Pick<MimeContainer, 'cutStart' | 'end'>

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net'
 /**
  * From verdict to disposition: pick the category's action list (by ruleset), and turn it
  * into where the message goes and what the delivered copy looks like. Runs in the worker.
@@ -71,7 +72,10 @@ const LABELS: Readonly<Record<VerdictCategory, string>> = {
 /** The `Received:` field mailscreen adds for its own hop (RFC 5321 §4.4). */
 export function receivedHeader(envelope: Envelope, queueId: QueueId, hostname: string): string {
   const client = envelope.client
-  const from = `${client.helo ?? client.address} (${client.name ? `${client.name} ` : ''}[${client.address}])`
+  // An address literal, for IPv6 with its tag (RFC 5321 §4.1.3), also as the from-domain
+  // of a client that gave no HELO.
+  const literal = `[${isIP(client.address) === 6 ? 'IPv6:' : ''}${client.address}]`
+  const from = `${client.helo ?? literal} (${client.name ? `${client.name} ` : ''}${literal})`
   const rcpt = envelope.rcptTo.length === 1 ? ` for <${envelope.rcptTo[0]}>` : ''
   const protocol = envelope.smtpUtf8 ? 'UTF8SMTP' : 'ESMTP'
   return `from ${from} by ${hostname} (mailscreen) with ${protocol} id ${queueId}${rcpt}; ${rfc5322Date(new Date(envelope.receivedAt))}`
@@ -106,7 +110,7 @@ export function scanHeaders(verdict: Verdict, queueId: QueueId, policy: PolicySe
     prepend('X-Spam-Flag', spam ? 'YES' : 'NO'),
     prepend(
       'X-Spam-Status',
-      `${spam ? 'Yes' : 'No'}, score=${verdict.score.toFixed(1)} required=${verdict.required.toFixed(1)} tests=${verdict.hits.map((h) => h.symbol).join(',') || 'none'}`,
+      `${spam ? 'Yes' : 'No'}, score=${verdict.score.toFixed(1)} required=${verdict.required.toFixed(1)} tests=${[...new Set(verdict.hits.map((h) => h.symbol))].join(',') || 'none'}`,
     ),
   ]
   const points = Math.min(SPAM_SCORE_CAP, Math.floor(verdict.score))
@@ -160,10 +164,14 @@ function strippable(verdict: Verdict): readonly ScoredHit[] {
 
 /**
  * What `strip` removes: the parts the content findings name; everything when one names no
- * part, or when the message is in a content category without any finding (unscannable
- * because a scanner kept failing: nothing of it was checked); nothing otherwise.
+ * part, when a check failed, or when the message is in a content category without any
+ * finding (unscannable because a scanner kept failing: nothing of it was checked); nothing
+ * otherwise.
  */
 function stripTarget(verdict: Verdict): readonly string[] | 'all' | undefined {
+  // A check failed (a virus found while another scanner was down, or unscannable at the end
+  // of the queue lifetime): what no finding names was not checked either.
+  if (verdict.tempfail.length > 0) return 'all'
   const hits = strippable(verdict)
   if (hits.length === 0) return CONTENT_CATEGORIES.has(verdict.category) ? 'all' : undefined
   return hits.every((h) => h.parts && h.parts.length > 0)

@@ -1,3 +1,5 @@
+import { isAscii } from 'node:buffer'
+import { simpleParser } from 'mailparser'
 import { describe, expect, it } from 'vitest'
 import { applyEdits, foldHeader, type HeaderEdit, lineEnding } from '../../src/mail/edits.js'
 import { createMessageView, headerEnd } from '../../src/mail/message.js'
@@ -433,5 +435,61 @@ describe('applyEdits on messages without a usual header block', () => {
   it('a header with no empty line and no final line break gets no empty line added', () => {
     const raw = Buffer.from('X-Only: one line')
     expect(apply(raw, edits).toString()).toBe('X-A: 1\r\nX-Only: one line\r\n')
+  })
+})
+
+describe('applyEdits where the empty line or the first line are unusual', () => {
+  for (const eol of ['\r\n', '\n']) {
+    it(`tags a message with an empty body and no Subject in its header, not its body (${JSON.stringify(eol)})`, async () => {
+      const raw = Buffer.from(`From: a@example.org${eol}To: b@example.net${eol}${eol}`)
+      const out = apply(raw, [{ op: 'tagSubject', tag: '{Spam?}' }])
+      expect(out.toString()).toBe(
+        `From: a@example.org${eol}To: b@example.net${eol}Subject: {Spam?}${eol}${eol}`,
+      )
+      expect((await simpleParser(out)).subject).toBe('{Spam?}')
+    })
+  }
+
+  it('finds the empty line as it is when the first line ends in CRLF and the rest in LF', async () => {
+    const raw = Buffer.from('Received: from x by y\r\nFrom: a@example.org\nTo: b@example.net\n\nbody\n')
+    const out = apply(raw, [{ op: 'tagSubject', tag: '{Spam?}' }])
+    expect((await simpleParser(out)).subject).toBe('{Spam?}')
+    expect(bodyOf(out).toString()).toBe('body\n')
+  })
+
+  it('a header that ends in LF without an empty line gets no empty line before the new Subject', async () => {
+    const raw = Buffer.from('From: a@example.org\r\nTo: b@example.net\n')
+    const out = apply(raw, [{ op: 'tagSubject', tag: '{Spam?}' }])
+    expect(out.toString()).toBe('From: a@example.org\r\nTo: b@example.net\nSubject: {Spam?}\r\n')
+  })
+
+  it('drops a first line that continues no field, rather than let a prepended field take it in', () => {
+    const raw = Buffer.from(' From: mallory@example.org\r\n\tmore\r\nSubject: hi\r\n\r\nbody\r\n')
+    const out = apply(raw, [{ op: 'prepend', name: 'X-Spam-Status', value: 'No, score=0.0' }])
+    expect(out.toString()).toBe('X-Spam-Status: No, score=0.0\r\nSubject: hi\r\n\r\nbody\r\n')
+  })
+
+  it('writes a tag that is not ASCII as RFC 2047 encoded words, on a Subject or a new one', async () => {
+    const tagged = apply(Buffer.from('Subject: hello\r\n\r\nbody\r\n'), [{ op: 'tagSubject', tag: '[СПАМ]' }])
+    expect(isAscii(tagged)).toBe(true)
+    expect((await simpleParser(tagged)).subject).toBe('[СПАМ] hello')
+    const long = '{Spám} '.repeat(12).trim()
+    const added = apply(Buffer.from('From: a@example.org\r\n\r\nbody\r\n'), [{ op: 'tagSubject', tag: long }])
+    expect(Math.max(...headerLines(added).map((l) => l.length))).toBeLessThanOrEqual(78)
+    expect((await simpleParser(added)).subject).toBe(long)
+    // Tagged once only, as with an ASCII tag.
+    expect(apply(tagged, [{ op: 'tagSubject', tag: '[СПАМ]' }]).equals(tagged)).toBe(true)
+  })
+})
+
+describe('foldHeader on a long list without spaces', () => {
+  it('folds after commas, so that no line passes 998 characters', () => {
+    const tests = Array.from({ length: 200 }, (_, i) => `SYMBOL_${i}`).join(',')
+    const folded = foldHeader('X-Spam-Status', `Yes, score=9.0 required=5.0 tests=${tests}`, '\r\n')
+    const lines = folded.split('\r\n').slice(0, -1)
+    expect(Math.max(...lines.map((l) => l.length))).toBeLessThanOrEqual(78)
+    expect(folded.replace(/\r\n\t/g, '')).toBe(
+      `X-Spam-Status: Yes, score=9.0 required=5.0 tests=${tests}\r\n`,
+    )
   })
 })

@@ -435,3 +435,45 @@ describe('stripParts over the attachments corpus', () => {
       }
     })
 })
+
+describe('stripParts and 8-bit content', () => {
+  const message = (topEncoding: string) =>
+    Buffer.from(
+      [
+        'From: a@example.org',
+        'MIME-Version: 1.0',
+        'Content-Type: multipart/mixed; boundary="b"',
+        ...(topEncoding ? [`Content-Transfer-Encoding: ${topEncoding}`] : []),
+        '',
+        '--b',
+        'Content-Type: text/plain; charset=utf-8',
+        'Content-Transfer-Encoding: 8bit',
+        '',
+        'Grüße',
+        '--b',
+        'Content-Type: application/octet-stream',
+        'Content-Disposition: attachment; filename="x.exe"',
+        '',
+        'MZ',
+        '--b--',
+        '',
+      ].join('\r\n'),
+    )
+  const encodingOf = (raw: Buffer) =>
+    parseHeaderBlock(raw.subarray(0, headerEnd(raw)).toString('latin1')).find(
+      ([name]) => name.toLowerCase() === 'content-transfer-encoding',
+    )?.[1]
+
+  it('declares the new top level 8bit when what it keeps has 8-bit octets (RFC 2045 §6.4)', () => {
+    for (const declared of ['8bit', '']) {
+      const out = stripParts(message(declared), new Set(['2']), 'removed x.exe')
+      expect(out.includes(Buffer.from('Grüße')), declared).toBe(true)
+      expect(encodingOf(out), declared).toBe('8bit')
+    }
+  })
+
+  it('declares nothing (7bit) when only 7-bit content is left', () => {
+    const out = stripParts(message(''), new Set(['1']), 'removed the text')
+    expect(encodingOf(out)).toBeUndefined()
+  })
+})

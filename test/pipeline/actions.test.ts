@@ -291,10 +291,8 @@ describe('plan: strip', () => {
     expect(d.deliverTo).toEqual([])
   })
 
-  // BUG (src/pipeline/actions.ts, strippable): only hits of the verdict's own category are
-  // stripped. A message with a virus in part 2 and a banned .exe in part 3 is a `virus`, whose
-  // default list is `quarantine strip`: part 2 is removed, the .exe is delivered. The same
-  // message without the virus would have had the .exe stripped (banned: `strip`).
+  // A virus message's default list is `quarantine strip`: its banned .exe must go too, as it
+  // would have had the message been only banned.
   it('also strips banned and unscannable parts of a virus message', () => {
     const v = verdict({
       category: 'virus',
@@ -305,14 +303,24 @@ describe('plan: strip', () => {
     expect(d.strip?.parts).toEqual(['2', '3'])
   })
 
-  // BUG (src/pipeline/actions.ts, plan): with `strip` and no hit of the category (an
-  // `unscannable` verdict made by a tempfail on the last chance, which has no hits at all),
-  // `strip` is left out but the recipients stay: the whole unscanned message is delivered.
-  // A finding about the message as a whole strips `all` elsewhere in plan.
+  // An unscannable verdict made by a tempfail on the last chance has no hits at all: nothing
+  // of it was checked, so nothing of it goes out.
   it('strips everything of an unscannable message that has no hits but a strip action', () => {
     const v = verdict({ category: 'unscannable', reasons: ['clamd: down'], tempfail: ['clamd: down'] })
     const d = planned(v, { unscannable: 'strip' })
     expect(d.deliverTo).toEqual(['bob@example.net', 'carol@example.net'])
+    expect(d.strip?.parts).toBe('all')
+  })
+
+  it('strips everything when a check failed, also beside findings that name their parts', () => {
+    const banned = hit('BANNED_EXE', 0, { category: 'banned', evidence: ['x.exe'], parts: ['3'] })
+    // Unscannable at the end of the queue lifetime, clamd having failed throughout.
+    const unscannable = verdict({ category: 'unscannable', hits: [banned], tempfail: ['clamav: down'] })
+    expect(planned(unscannable, { unscannable: 'strip' }).strip?.parts).toBe('all')
+    // A virus is final at once, while the attachments check that would have named the .exe failed.
+    const virus = verdict({ category: 'virus', hits: [virusHit], tempfail: ['attachments: timed out'] })
+    const d = planned(virus)
+    expect(d.deliverTo.length).toBeGreaterThan(0)
     expect(d.strip?.parts).toBe('all')
   })
 })
@@ -420,6 +428,18 @@ describe('scanHeaders', () => {
   })
 })
 
+describe('scanHeaders with many hits of one symbol', () => {
+  it('names each symbol once in X-Spam-Status, and folds it within the line limits', () => {
+    const hits = Array.from({ length: 60 }, (_, i) =>
+      hit('ATTACHMENT_BANNED', 0, { category: 'banned', evidence: [`f${i}.exe`], parts: [`${i + 2}`] }),
+    )
+    const edits = scanHeaders(verdict({ category: 'banned', hits }), QID, settingsWith({}))
+    expect(prepended(edits, 'X-Spam-Status')).toEqual(['No, score=0.0 required=5.0 tests=ATTACHMENT_BANNED'])
+    const out = Buffer.concat(applyEdits(Buffer.from('Subject: x\r\n\r\nbody\r\n'), edits)).toString()
+    expect(Math.max(...out.split('\r\n').map((l) => l.length))).toBeLessThanOrEqual(998)
+  })
+})
+
 describe('receivedHeader', () => {
   it('names the client, our host, the queue id and the single recipient', () => {
     expect(receivedHeader(envelope({ rcptTo: ['bob@example.net'] }), QID, HOST)).toBe(
@@ -427,9 +447,16 @@ describe('receivedHeader', () => {
     )
   })
 
+  it('writes an IPv6 client as an address literal with its tag (RFC 5321 §4.1.3)', () => {
+    const client = { address: '2001:db8::1', helo: 'mail.example.org' }
+    expect(receivedHeader(envelope({ client }), QID, HOST)).toMatch(
+      /^from mail\.example\.org \(\[IPv6:2001:db8::1\]\) by /,
+    )
+  })
+
   it('leaves out the recipient when there are several, and uses the address without HELO or name', () => {
     expect(receivedHeader(envelope({ client: { address: '2001:db8::1' }, smtpUtf8: true }), QID, HOST)).toBe(
-      `from 2001:db8::1 ([2001:db8::1]) by ${HOST} (mailscreen) with UTF8SMTP id ${QID}; Mon, 23 Nov 2026 20:00:36 +0000`,
+      `from [IPv6:2001:db8::1] ([IPv6:2001:db8::1]) by ${HOST} (mailscreen) with UTF8SMTP id ${QID}; Mon, 23 Nov 2026 20:00:36 +0000`,
     )
   })
 })
