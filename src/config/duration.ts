@@ -17,8 +17,14 @@ export function parseDuration(text: string | number): number | undefined {
   return Math.round(Number(match[1]) * (UNITS[match[2] ?? 's'] ?? 1000))
 }
 
-/** Zod type for a duration in config: accepts `"5m"` or seconds, yields milliseconds. */
-export const duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
+/** The longest wait a Node timer keeps (2^31-1 ms, about 24.8 days): longer ones fire at once. */
+export const MAX_TIMER_MS = 2 ** 31 - 1
+
+/**
+ * Zod type for a duration in config that is only compared with clocks, never waited on
+ * (`queueLifetime`): accepts `"5m"` or seconds, yields milliseconds.
+ */
+export const longDuration = z.union([z.string(), z.number()]).transform((value, ctx) => {
   const ms = parseDuration(value)
   if (ms === undefined) {
     ctx.addIssue({
@@ -29,3 +35,11 @@ export const duration = z.union([z.string(), z.number()]).transform((value, ctx)
   }
   return ms
 })
+
+/** Zod type for a duration mailscreen waits on: at most {@link MAX_TIMER_MS}. */
+export const duration = longDuration.refine((ms) => ms <= MAX_TIMER_MS, {
+  message: 'at most 24d (a longer wait would end at once)',
+})
+
+/** A duration that must not be 0: a timeout or an interval, where 0 would mean "always". */
+export const positiveDuration = duration.refine((ms) => ms > 0, { message: 'must be more than 0' })

@@ -3,7 +3,7 @@ import { z } from 'zod'
 import { milterSection } from '../ingress/milter/server.js'
 import { routingSection } from '../routing/maps.js'
 import { cidr, hostPort } from './address.js'
-import { duration } from './duration.js'
+import { duration, longDuration, positiveDuration } from './duration.js'
 
 /** `smtp:` — the after-queue content-filter listener. */
 const smtp = z
@@ -17,7 +17,7 @@ const smtp = z
     maxRecipients: z.number().int().positive().default(1000),
     /** Speak LMTP instead of SMTP (per-recipient replies after DATA). */
     lmtp: z.boolean().default(false),
-    idleTimeout: duration.prefault(300),
+    idleTimeout: positiveDuration.prefault(300),
     /**
      * Accepted messages waiting for a scan or a delivery place above which a new MAIL FROM is
      * paced (see `inFlowDelay`).
@@ -56,7 +56,9 @@ const pool = z
      * worker thread is replaced, and the scans it was running are retried, each alone. So is a
      * thread whose event loop is stuck this long outside any scan (a plugin's timer).
      */
-    taskTimeout: duration.prefault(120),
+    taskTimeout: duration
+      .refine((ms) => ms >= 1000, { message: 'at least 1s: scans and heartbeats are watched against it' })
+      .prefault(120),
     /**
      * Scans of one message that crashed or hung a worker before it goes to `failed`; the last
      * of them had a worker to itself, so a message that only shared a worker with the culprit
@@ -173,7 +175,7 @@ const delivery = z
      * `smtpd_recipient_limit` is 1000); MX and mailertable hosts get 100 (RFC 5321's minimum).
      */
     maxRecipientsPerTransaction: z.number().int().min(1).default(1000),
-    connectTimeout: duration.prefault(30),
+    connectTimeout: positiveDuration.prefault(30),
     /** The SMTP port of MX hosts (and of A/AAAA hosts for a domain with no MX). */
     mxPort: z.number().int().min(1).max(65_535).default(25),
     /**
@@ -189,9 +191,9 @@ const delivery = z
      * Mail still undelivered after this long is bounced to its sender. Counted from arrival,
      * or from `queue requeue` / `quarantine release`, which start it again.
      */
-    queueLifetime: duration.prefault('5d'),
+    queueLifetime: longDuration.prefault('5d'),
     /** How often the deferred queue is scanned for mail that is due. */
-    queueRunInterval: duration.prefault('10s'),
+    queueRunInterval: positiveDuration.prefault('10s'),
   })
   .strict()
 
@@ -202,7 +204,7 @@ const pluginEntry = z
     use: z.string().min(1),
     options: z.record(z.string(), z.unknown()).default({}),
     /** Overrides the plugin's own timeout. */
-    timeout: duration.optional(),
+    timeout: positiveDuration.optional(),
     /** Overrides the plugin's own failure policy. */
     onError: z.enum(['tempfail', 'continue']).optional(),
   })

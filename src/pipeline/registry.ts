@@ -2,8 +2,9 @@ import { existsSync, readFileSync, statSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { isAbsolute, join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
+import { MAX_TIMER_MS } from '../config/duration.js'
 import type { PluginEntry } from '../config/schema.js'
-import { MailscreenError } from '../errors.js'
+import { MailscreenError, toErrorInfo } from '../errors.js'
 import { builtPath, packageRoot } from '../package-root.js'
 import {
   declaredSymbols,
@@ -11,7 +12,9 @@ import {
   failSymbol,
   optionsSchema,
   type PluginDefinition,
+  type SymbolCategory,
   type SymbolSpec,
+  type SymbolTable,
 } from './plugin.js'
 import type { SymbolInfo } from './verdict.js'
 
@@ -96,8 +99,64 @@ function isDefinition(value: unknown): value is PluginDefinition {
     typeof d.name === 'string' &&
     typeof d.setup === 'function' &&
     (typeof d.options === 'function' || typeof d.options?.safeParse === 'function') &&
-    (typeof d.symbols === 'object' || typeof d.symbols === 'function')
+    ((typeof d.symbols === 'object' && d.symbols !== null) || typeof d.symbols === 'function')
   )
+}
+
+/**
+ * What is wrong with a definition's settings that TypeScript would have caught, for plugins
+ * written in JavaScript: a misspelled `onError` would act as `continue` and pass unscanned
+ * mail as clean; a `timeoutMs` past a timer's range would time every check out at once.
+ */
+function settingsProblem(d: PluginDefinition): string | undefined {
+  if (d.onError !== undefined && d.onError !== 'tempfail' && d.onError !== 'continue')
+    return `onError must be "tempfail" or "continue", not ${JSON.stringify(d.onError)}`
+  const t = d.timeoutMs
+  if (t !== undefined && !(Number.isInteger(t) && t > 0 && t <= MAX_TIMER_MS))
+    return `timeoutMs must be a whole number of milliseconds from 1 to ${MAX_TIMER_MS}, not ${JSON.stringify(t)}`
+  return undefined
+}
+
+const CATEGORIES: ReadonlySet<SymbolCategory> = new Set(['virus', 'banned', 'unscannable'])
+
+/** What is wrong with one declared symbol, if anything. */
+function symbolProblem(spec: unknown): string | undefined {
+  const s = spec as Partial<SymbolSpec> | null
+  if (typeof s !== 'object' || s === null) return 'not an object'
+  if (typeof s.description !== 'string') return 'description is not a string'
+  if (typeof s.weight !== 'number' || !Number.isFinite(s.weight)) return 'weight is not a finite number'
+  if (s.category !== undefined && !CATEGORIES.has(s.category))
+    return `category must be one of ${[...CATEGORIES].join(', ')}`
+  return undefined
+}
+
+/** A plugin's symbols for its options, checked; errors say which plugin and which symbol. */
+function checkedSymbols(definition: PluginDefinition, options: unknown): SymbolTable {
+  let table: SymbolTable
+  try {
+    table = declaredSymbols(definition, options)
+  } catch (err) {
+    throw new MailscreenError(
+      'MSC_PLUGIN_INVALID',
+      `plugin ${definition.name}: its symbols function threw: ${toErrorInfo(err).message}`,
+    )
+  }
+  if (typeof table !== 'object' || table === null)
+    throw new MailscreenError(
+      'MSC_PLUGIN_INVALID',
+      `plugin ${definition.name}: its symbols are not an object`,
+    )
+  const fail = failSymbol(definition.name)
+  for (const [symbol, spec] of Object.entries(table)) {
+    const problem =
+      symbol === fail ? `is its failure symbol, which mailscreen declares itself` : symbolProblem(spec)
+    if (problem)
+      throw new MailscreenError(
+        'MSC_PLUGIN_INVALID',
+        `plugin ${definition.name}: symbol ${symbol} ${problem}`,
+      )
+  }
+  return table
 }
 
 /** Import a plugin module and return its definition. */
@@ -117,6 +176,8 @@ export async function importDefinition(url: string): Promise<PluginDefinition> {
       'MSC_PLUGIN_INVALID',
       `plugin ${url}: default export is not a definePlugin({...}) result`,
     )
+  const problem = settingsProblem(mod.default)
+  if (problem) throw new MailscreenError('MSC_PLUGIN_INVALID', `plugin ${mod.default.name}: ${problem}`)
   return mod.default
 }
 
@@ -161,7 +222,7 @@ export async function loadPlugin(entry: PluginEntry, baseDir: string): Promise<L
     timeoutMs: entry.timeout ?? definition.timeoutMs ?? DEFAULT_TIMEOUT_MS,
     onError: entry.onError ?? definition.onError ?? 'tempfail',
     symbols: {
-      ...declaredSymbols(definition, options),
+      ...checkedSymbols(definition, options),
       [fail]: { description: `${definition.name} failed or timed out`, weight: 0 },
     },
   }
@@ -195,6 +256,16 @@ export async function loadPlugins(
         'MSC_PLUGIN_INVALID',
         `${where}plugins.${index} (use: ${entry.use}): plugin ${plugin.name} is configured twice`,
       )
+    // One symbol, one meaning: a second declaration would silently replace the first's weight
+    // and category (a virus symbol that stops being one).
+    for (const symbol of Object.keys(plugin.symbols)) {
+      const owner = loaded.find((p) => Object.hasOwn(p.symbols, symbol))
+      if (owner)
+        throw new MailscreenError(
+          'MSC_PLUGIN_INVALID',
+          `${where}plugins.${index} (use: ${entry.use}): symbol ${symbol} of plugin ${plugin.name} is already plugin ${owner.name}'s`,
+        )
+    }
     loaded.push(plugin)
   }
   return loaded

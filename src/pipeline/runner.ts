@@ -20,7 +20,7 @@ export interface CheckOutcome {
   readonly plugin: string
   readonly hits: readonly Hit[]
   readonly durationMs: number
-  /** Set when the check threw, timed out or returned an undeclared symbol. */
+  /** Set when the check threw, timed out or returned a bad hit (an undeclared symbol, say). */
   readonly failure?: ErrorInfo & { readonly policy: FailurePolicy }
 }
 
@@ -54,13 +54,27 @@ function withTimeout(
   return Promise.race([checked, timeout]).finally(() => clearTimeout(timer))
 }
 
-function checkDeclared(plugin: ReadyPlugin, hits: readonly Hit[]): void {
+const isStrings = (value: unknown): boolean =>
+  Array.isArray(value) && value.every((item) => typeof item === 'string')
+
+/** What is wrong with one hit, if anything: one bad value (a NaN factor) must not spoil the score. */
+function hitProblem(plugin: ReadyPlugin, hit: Hit): string | undefined {
+  if (typeof hit !== 'object' || hit === null) return 'a hit that is not an object'
+  if (!Object.hasOwn(plugin.symbols, hit.symbol)) return `undeclared symbol ${hit.symbol}`
+  if (hit.factor !== undefined && !(typeof hit.factor === 'number' && Number.isFinite(hit.factor)))
+    return `${hit.symbol} with factor ${String(hit.factor)}, not a finite number`
+  if (hit.evidence !== undefined && !isStrings(hit.evidence))
+    return `${hit.symbol} with evidence that is not strings`
+  if (hit.parts !== undefined && !isStrings(hit.parts)) return `${hit.symbol} with parts that are not strings`
+  return undefined
+}
+
+function checkHits(plugin: ReadyPlugin, hits: readonly Hit[]): void {
+  if (!Array.isArray(hits))
+    throw new MailscreenError('MSC_PLUGIN_FAILED', `${plugin.name} returned no list of hits`)
   for (const hit of hits) {
-    if (!Object.hasOwn(plugin.symbols, hit.symbol))
-      throw new MailscreenError(
-        'MSC_PLUGIN_FAILED',
-        `${plugin.name} returned undeclared symbol ${hit.symbol}`,
-      )
+    const problem = hitProblem(plugin, hit)
+    if (problem) throw new MailscreenError('MSC_PLUGIN_FAILED', `${plugin.name} returned ${problem}`)
   }
 }
 
@@ -71,7 +85,7 @@ async function runOne(plugin: ReadyPlugin, input: RunInput): Promise<CheckOutcom
     const hits = await withTimeout(plugin, (signal) =>
       plugin.check({ queueId: input.queueId, envelope: input.envelope, message: input.message, log, signal }),
     )
-    checkDeclared(plugin, hits)
+    checkHits(plugin, hits)
     return { plugin: plugin.name, hits, durationMs: performance.now() - started }
   } catch (err) {
     const info = toErrorInfo(err)
@@ -91,7 +105,8 @@ async function runOne(plugin: ReadyPlugin, input: RunInput): Promise<CheckOutcom
 
 /**
  * Run every check on one message concurrently, each under its own timeout. A throw, a
- * timeout and an undeclared symbol are all failures: they leave the plugin's `_FAIL` hit and
+ * timeout and a hit that is not well-formed (an undeclared symbol, a factor that is not a
+ * finite number) are all failures: they leave the plugin's `_FAIL` hit and
  * carry its policy. Never rejects.
  */
 export function runChecks(plugins: readonly ReadyPlugin[], input: RunInput): Promise<CheckOutcome[]> {

@@ -178,6 +178,23 @@ describe('loadConfig validation errors', () => {
     bad({ metrics: { listen: '127.0.0.1:9925', path: '/m' } }, 'metrics')
   })
 
+  it('refuses durations that a timer cannot wait, and zero where zero means "at once, always"', () => {
+    const bad = (raw: unknown, key: string, reason: string) =>
+      expect(thrown(() => validateConfig(raw, 'x')).message).toContain(`x: ${key}: ${reason}`)
+    // Longer than a Node timer's 2^31-1 ms: it would fire at once, timing every check out.
+    bad({ plugins: [{ use: 'example', timeout: '30d' }] }, 'plugins.0.timeout', 'at most 24d')
+    bad({ delivery: { retry: ['1m', '25d'] } }, 'delivery.retry.1', 'at most 24d')
+    bad({ pool: { taskTimeout: 0 } }, 'pool.taskTimeout', 'at least 1s')
+    bad({ delivery: { queueRunInterval: 0 } }, 'delivery.queueRunInterval', 'must be more than 0')
+    bad({ smtp: { idleTimeout: '0s' } }, 'smtp.idleTimeout', 'must be more than 0')
+    bad({ milter: { progressInterval: '30d' } }, 'milter.progressInterval', 'at most 24d')
+    // Compared with clocks only: a long queue lifetime is fine, and 0 where 0 has a meaning.
+    expect(validateConfig({ delivery: { queueLifetime: '60d' } }, 'x').delivery.queueLifetime).toBe(
+      60 * 86_400_000,
+    )
+    expect(validateConfig({ smtp: { inFlowDelay: 0 } }, 'x').smtp.inFlowDelay).toBe(0)
+  })
+
   it('labels errors from validateConfig with the name it is given', () => {
     const err = thrown(() => validateConfig({ pool: { workers: 'two' } }, '(defaults)'))
     expect(err.code).toBe('MSC_CONFIG_INVALID')

@@ -142,6 +142,75 @@ describe('a plugin whose options function is broken', () => {
   })
 })
 
+describe('plugin definitions that only JavaScript lets through', () => {
+  const ANY = '{ safeParse: (v) => ({ success: true, data: v }) }'
+  async function plugin(file: string, body: string): Promise<string> {
+    await writeFile(join(dir, file), `export default { description: 'x', options: ${ANY}, ${body} }\n`)
+    return `./${file}`
+  }
+  const refused = (message: string) => ({
+    code: 'MSC_PLUGIN_INVALID',
+    message: expect.stringContaining(message),
+  })
+
+  it('refuses an onError that is neither tempfail nor continue, and a timeout no timer can wait', async () => {
+    const typo = await plugin(
+      'typo.mjs',
+      `name: 'typo', onError: 'temp-fail', symbols: {}, setup: () => async () => []`,
+    )
+    await expect(loadPlugins([entry(typo)], dir)).rejects.toMatchObject(
+      refused('plugin typo: onError must be "tempfail" or "continue", not "temp-fail"'),
+    )
+    const long = await plugin(
+      'long.mjs',
+      `name: 'long', timeoutMs: 3e9, symbols: {}, setup: () => async () => []`,
+    )
+    await expect(loadPlugins([entry(long)], dir)).rejects.toMatchObject(
+      refused('plugin long: timeoutMs must be'),
+    )
+  })
+
+  it('refuses a symbols function that throws, and symbols that are not well-formed, naming the entry', async () => {
+    const throws = await plugin(
+      'badsyms.mjs',
+      `name: 'badsyms', symbols: (o) => Object.fromEntries(o.zones.map((z) => [z, { description: z, weight: 1 }])), setup: () => async () => []`,
+    )
+    await expect(loadPlugins([entry(throws)], dir)).rejects.toMatchObject(
+      refused(`plugins.0 (use: ${throws}): plugin badsyms: its symbols function threw:`),
+    )
+    const nan = await plugin(
+      'nan.mjs',
+      `name: 'nan', symbols: { X: { description: 'x', weight: NaN } }, setup: () => async () => []`,
+    )
+    await expect(loadPlugins([entry(nan)], dir)).rejects.toMatchObject(
+      refused('symbol X weight is not a finite number'),
+    )
+    const empty = await plugin('nul.mjs', `name: 'nul', symbols: null, setup: () => async () => []`)
+    await expect(loadPlugins([entry(empty)], dir)).rejects.toMatchObject(refused('is not a definePlugin'))
+  })
+
+  it('refuses a symbol that is another plugin’s, or the plugin’s own failure symbol', async () => {
+    const av = await plugin(
+      'av.mjs',
+      `name: 'av', symbols: { VIRUS_FOUND: { description: 'virus', weight: 100, category: 'virus' } }, setup: () => async () => []`,
+    )
+    const other = await plugin(
+      'other.mjs',
+      `name: 'other', symbols: { VIRUS_FOUND: { description: 'mentions viruses', weight: 0.1 } }, setup: () => async () => []`,
+    )
+    await expect(loadPlugins([entry(av), entry(other)], dir)).rejects.toMatchObject(
+      refused("plugins.1 (use: ./other.mjs): symbol VIRUS_FOUND of plugin other is already plugin av's"),
+    )
+    const spf = await plugin(
+      'spf.mjs',
+      `name: 'spf', symbols: { SPF_FAIL: { description: 'SPF says fail', weight: 3 } }, setup: () => async () => []`,
+    )
+    await expect(loadPlugins([entry(spf)], dir)).rejects.toMatchObject(
+      refused('plugin spf: symbol SPF_FAIL is its failure symbol'),
+    )
+  })
+})
+
 describe('loadPlugins', () => {
   it('loads the example plugin with its own timeout, failure policy and defaulted options', async () => {
     const [plugin] = await loadPlugins([entry('example')], dir)

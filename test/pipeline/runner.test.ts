@@ -244,6 +244,24 @@ describe('runChecks', () => {
     expect(outcome?.hits.map((h) => h.symbol)).toEqual(['LIAR_FAIL'])
   })
 
+  it('counts a hit whose factor is not a finite number, or whose evidence or parts are not strings, as a failure', async () => {
+    const bad = [
+      { symbol: 'HIT', factor: Number.NaN },
+      { symbol: 'HIT', factor: Number.POSITIVE_INFINITY },
+      { symbol: 'HIT', factor: '2' },
+      { symbol: 'HIT', evidence: 'a string' },
+      { symbol: 'HIT', parts: [2] },
+    ]
+    for (const hit of bad) {
+      const check = (async () => [hit]) as unknown as Check
+      const [outcome] = await runChecks([plugin('sloppy', check, { onError: 'continue' })], input())
+      expect(outcome?.failure?.code, JSON.stringify(hit)).toBe('MSC_PLUGIN_FAILED')
+      expect(outcome?.hits.map((h) => h.symbol)).toEqual(['SLOPPY_FAIL'])
+    }
+    const [good] = await runChecks([plugin('fine', async () => [{ symbol: 'HIT', factor: 2.5 }])], input())
+    expect(good?.failure).toBeUndefined()
+  })
+
   it('does not accept inherited object properties as declared symbols', async () => {
     const [outcome] = await runChecks([plugin('proto', async () => [{ symbol: 'toString' }])], input())
     expect(outcome?.failure?.code).toBe('MSC_PLUGIN_FAILED')

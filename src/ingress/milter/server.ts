@@ -7,7 +7,7 @@ import { createConnection, createServer, isIP, type Server, type Socket } from '
 import os from 'node:os'
 import type { Logger } from 'pino'
 import { z } from 'zod'
-import { duration } from '../../config/duration.js'
+import { duration, positiveDuration } from '../../config/duration.js'
 import { normalizeIp } from '../smtp-command.js'
 import { DEFAULT_MAX_PACKET } from './codec.js'
 import {
@@ -93,7 +93,7 @@ export const milterSection = z
       .preprocess((value) => (typeof value === 'string' ? [value] : value), z.array(milterListen).min(1))
       .prefault('inet:127.0.0.1:8891'),
     /** Budget from end of message to our answer; keep it under the MTA's `milter_content_timeout` (300s). */
-    timeout: duration.prefault('60s'),
+    timeout: positiveDuration.prefault('60s'),
     /** The answer when the chain overruns `timeout` or fails: `tempfail` (451 4.7.1) or `accept` plus a header. */
     defaultAction: z.enum(['tempfail', 'accept']).default('tempfail'),
     /** The header the `accept` default adds. */
@@ -117,13 +117,13 @@ export const milterSection = z
     /** Send SMFIR_PROGRESS this often while the chain works (0: never). */
     progressInterval: duration.prefault('10s'),
     /** Budget for a recipient check, when one is configured. */
-    recipientTimeout: duration.prefault('10s'),
+    recipientTimeout: positiveDuration.prefault('10s'),
     /** Largest packet accepted; must hold a 64 KiB body chunk (see docs/milter.md). */
     maxPacket: z.number().int().min(65_536).default(DEFAULT_MAX_PACKET),
     /** Concurrent MTA connections (Postfix opens one per SMTP session). */
     maxConnections: z.number().int().positive().default(1000),
     /** Close a connection the MTA has said nothing on for this long. */
-    idleTimeout: duration.prefault('30m'),
+    idleTimeout: positiveDuration.prefault('30m'),
     /** Permissions of a unix socket (octal), so the MTA's user can connect. */
     socketMode: z
       .string()
