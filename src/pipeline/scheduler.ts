@@ -58,12 +58,13 @@ export class ScanScheduler {
   private readonly received = new HeldEntries(RECEIVED_BUDGET)
   /** Scans to try again after a failure (see {@link scanFailed}). */
   private readonly retries = new Set<NodeJS.Timeout>()
+  private stopped = false
 
   constructor(private readonly opts: ScanSchedulerOptions) {
     this.queue = new WorkQueue(
       opts.maxInFlight,
       (id) => this.scan(id),
-      (id, err) => void this.scanFailed(id, err),
+      (id, err) => this.scanFailed(id, err),
     )
   }
 
@@ -74,6 +75,7 @@ export class ScanScheduler {
   enqueue(id: QueueId, extra: { tempfails?: number; entry?: SpoolEntry; lastChance?: boolean } = {}): void {
     if (extra.tempfails !== undefined) this.tempfails.set(id, extra.tempfails)
     if (extra.lastChance) this.lastChance.add(id)
+    else if (extra.lastChance === false) this.lastChance.delete(id)
     const { entry } = extra
     if (entry) this.received.hold(id, entry)
     this.queue.push(id)
@@ -95,9 +97,11 @@ export class ScanScheduler {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true
+    // After the running scans, whose failures may have set a retry of their own meanwhile.
+    await this.queue.stop()
     for (const timer of this.retries) clearTimeout(timer)
     this.retries.clear()
-    await this.queue.stop()
     this.received.clear()
   }
 
@@ -229,7 +233,8 @@ export class ScanScheduler {
         { qid: id, err: toErrorInfo(err), outcome, ...(outcome === 'requeued' ? { retryMs } : {}) },
         'scan error',
       )
-      if (outcome !== 'requeued') return
+      // Stopping: it is in incoming/, where the next start finds it.
+      if (outcome !== 'requeued' || this.stopped) return
       const timer = setTimeout(() => {
         this.retries.delete(timer)
         this.queue.push(id)
@@ -261,7 +266,10 @@ export class ScanScheduler {
     const final = alone && attempts >= this.opts.maxAttempts
     this.opts.metrics?.scanCrashed(final)
     if (final) {
+      // Nothing of this message's past stays: a requeue from failed/ starts it afresh.
       this.attempts.delete(id)
+      this.tempfails.delete(id)
+      this.lastChance.delete(id)
       await spool.move(id, 'processing', 'failed')
       log.error({ qid: id, attempts, reason }, 'scan failed: moved to failed')
       return

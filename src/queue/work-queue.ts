@@ -15,7 +15,8 @@ export class WorkQueue<K> {
   constructor(
     private readonly concurrency: number,
     private readonly work: (key: K) => Promise<void>,
-    private readonly onError: (key: K, err: unknown) => void,
+    /** What to do about a failed run; it counts as part of the run (stop() waits for it). */
+    private readonly onError: (key: K, err: unknown) => void | Promise<void>,
   ) {}
 
   /** Queue a key. Returns whether anything was added. */

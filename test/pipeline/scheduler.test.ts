@@ -216,6 +216,74 @@ describe('ScanScheduler', () => {
     expect(await readdir(join(dir, 'failed'))).toEqual([id])
   })
 
+  it('scans again later, never counting it as a crash, a message whose worker could not write the spool', async () => {
+    const { id, runs, logs, scanned } = await scanOne({ maxAttempts: 1 }, (task, n) => {
+      if (n === 1) throw new MailscreenError('MSC_SPOOL_WRITE_FAILED', 'spool write failed: ENOSPC')
+      return clean(task, header(task.queueId))
+    })
+    expect(scanned).toEqual([id])
+    expect(runs).toEqual([undefined, undefined])
+    expect(logs.some((line) => line.msg === 'scan crashed: retrying')).toBe(false)
+    expect(logs.find((line) => line.msg === 'scan error')).toMatchObject({ qid: id, outcome: 'requeued' })
+  })
+
+  it('leaves no retry behind when it stops while a failed scan is being put back', async () => {
+    const id = newQueueId()
+    await spool.create('incoming', header(id), MESSAGE)
+    let release = (): void => undefined
+    const held = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    let running = false
+    const pool: ScanPool = {
+      run: async (task) => {
+        running = true
+        await held
+        throw new MailscreenError('MSC_SPOOL_WRITE_FAILED', `spool write failed for ${task.queueId}`)
+      },
+      close: async () => undefined,
+    }
+    const { scheduler } = schedule(pool, { maxAttempts: 3 })
+    scheduler.enqueue(id)
+    await until(() => running)
+    const stopping = scheduler.stop()
+    release()
+    await stopping
+    // A timer left would hold the process up to retry[0] after "stopped" (a minute by default).
+    const retries = (scheduler as unknown as { retries: ReadonlySet<NodeJS.Timeout> }).retries
+    expect(retries.size).toBe(0)
+    // Put back where the next start finds it.
+    expect(await readdir(join(dir, 'incoming'))).toEqual([id])
+  })
+
+  it('does not scan a message requeued from failed/ as its last chance because an earlier scan was', async () => {
+    const id = newQueueId()
+    await spool.create('incoming', header(id), MESSAGE)
+    const seen: Array<boolean | undefined> = []
+    let crash = true
+    const pool: ScanPool = {
+      run: async (task) => {
+        seen.push(task.lastChance)
+        if (crash) throw new Error('worker exited with code: 1')
+        return clean(task, header(task.queueId))
+      },
+      close: async () => undefined,
+    }
+    const { scheduler, logs, scanned } = schedule(pool, { maxAttempts: 1 })
+    try {
+      scheduler.enqueue(id, { tempfails: 4, lastChance: true })
+      await until(() => logs.some((line) => line.msg === 'scan failed: moved to failed'))
+      crash = false
+      // What `queue requeue` leads to: back in incoming/, rescanned with a fresh lifetime.
+      await spool.move(id, 'failed', 'incoming')
+      scheduler.enqueue(id, { tempfails: 0, lastChance: false })
+      await until(() => scanned.length > 0)
+      expect(seen).toEqual([true, true, undefined])
+    } finally {
+      await scheduler.stop()
+    }
+  })
+
   it('scans again, with nothing counted, a message whose scan the pool closed under (a reload)', async () => {
     const { id, runs, logs, scanned } = await scanOne({ maxAttempts: 1 }, (task, n) => {
       if (n === 1) throw new MailscreenError('MSC_POOL_CLOSED', 'the scan pool closed')

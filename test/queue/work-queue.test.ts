@@ -181,7 +181,9 @@ describe('WorkQueue.push', () => {
         runs.push(key)
         if (key === 'bad') throw boom
       },
-      (key, err) => errors.push([key, err]),
+      (key, err) => {
+        errors.push([key, err])
+      },
     )
     queue.push('bad')
     queue.push('good')
@@ -237,7 +239,9 @@ describe('WorkQueue.stop', () => {
   it('resolves when the running work fails', async () => {
     const c = controlled<string>()
     const errors: unknown[] = []
-    const queue = new WorkQueue(1, c.work, (_key, err) => errors.push(err))
+    const queue = new WorkQueue(1, c.work, (_key, err) => {
+      errors.push(err)
+    })
     queue.push('a')
     const stopping = queue.stop()
     c.gates[0]?.fail(new Error('late failure'))
