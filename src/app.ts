@@ -1,6 +1,7 @@
 import { resolve } from 'node:path'
 import type { Logger } from 'pino'
 import type { LoadedConfig } from './config/load.js'
+import type { Config } from './config/schema.js'
 import { Destinations } from './delivery/destinations.js'
 import { Dispatcher, ownAddresses, type RoutingState } from './delivery/dispatch.js'
 import { NextHopDns } from './delivery/mx.js'
@@ -66,18 +67,35 @@ export async function scanSettings(
   const declared = scoreTable(plugins)
   const { scores } = config.policy
   const symbols = scores === undefined ? declared : applyScoresFile(declared, resolve(baseDir, scores))
+  const { milter } = config
   return {
     plugins: plugins.map(toRef),
     symbols: [...symbols],
-    policy: loadPolicy(config.policy, baseDir, config.hostname),
-    ...(config.milter
+    policy: inConfig(file, () => loadPolicy(config.policy, baseDir, config.hostname)),
+    ...(milter
       ? {
-          milterPolicy: loadPolicy(config.policy, baseDir, config.hostname, {
-            key: 'milter.actions',
-            actions: config.milter.actions,
-          }),
+          milterPolicy: inConfig(file, () =>
+            loadPolicy(config.policy, baseDir, config.hostname, {
+              key: 'milter.actions',
+              actions: milter.actions,
+            }),
+          ),
         }
       : {}),
+  }
+}
+
+/**
+ * An error about a key of the config (`policy.actions.spam: ...`) names the file first, as
+ * the schema's own errors do; one about a rules file already names that file.
+ */
+function inConfig<T>(file: string | undefined, load: () => T): T {
+  try {
+    return load()
+  } catch (err) {
+    if (err instanceof MailscreenError && /^(policy|milter)\./.test(err.message))
+      throw new MailscreenError(err.code, `${file ?? '(defaults)'}: ${err.message}`, { cause: err })
+    throw err
   }
 }
 
@@ -387,10 +405,22 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       // Plugins first: if they fail to load, nothing of the new configuration applies.
       const settings = await scanSettings(next)
       reloadRouting(next)
-      for (const key of ['smtp', 'spool', 'delivery', 'metrics'] as const) {
-        if (JSON.stringify(next.config[key]) !== JSON.stringify(config[key]))
+      // What the running listener, spool, scheduler and delivery were built with.
+      const restartOnly = {
+        smtp: (c: Config) => c.smtp,
+        spool: (c: Config) => c.spool,
+        delivery: (c: Config) => c.delivery,
+        metrics: (c: Config) => c.metrics,
+        hostname: (c: Config) => c.hostname,
+        'pool.maxInFlight': (c: Config) => c.pool.maxInFlight,
+        'pool.maxAttempts': (c: Config) => c.pool.maxAttempts,
+      }
+      for (const [key, of] of Object.entries(restartOnly)) {
+        if (JSON.stringify(of(next.config)) !== JSON.stringify(of(config)))
           log.warn({ key }, 'reload: this section changed; restart to apply it')
       }
+      // Children follow their parent's level, so the whole main thread logs at the new one.
+      if (next.config.log.level !== log.level) log.level = next.config.log.level
       // milter.actions apply now (they are policy); the listener's settings need a restart.
       const listener = (c: LoadedConfig['config']) => JSON.stringify({ ...c.milter, actions: undefined })
       if (listener(next.config) !== listener(config))

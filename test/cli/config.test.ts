@@ -115,6 +115,31 @@ describe('mailscreen check-config', () => {
     expect(out.stderr).toContain('lisen')
   })
 
+  it('a policy that does not hold together exits non-zero naming the file and the key', async () => {
+    const thresholds = await configFile(
+      'thresholds.yaml',
+      'policy:\n  spamThreshold: 10\n  highSpamThreshold: 5\n',
+    )
+    const a = await runCli(['check-config', '--config', thresholds], dir)
+    expect(a.code).toBe(1)
+    expect(a.stderr).toContain(`${thresholds}: policy.highSpamThreshold`)
+    const action = await configFile('action.yaml', 'policy:\n  actions:\n    spam: frobnicate\n')
+    const b = await runCli(['check-config', '--config', action], dir)
+    expect(b.code).toBe(1)
+    expect(b.stderr).toContain(`${action}: policy.actions.spam: unknown action "frobnicate"`)
+  })
+
+  it('a zero or endless timeout exits non-zero naming its key', async () => {
+    const file = await configFile(
+      'timeouts.yaml',
+      'pool:\n  taskTimeout: 0\nplugins:\n  - use: example\n    timeout: 30d\n',
+    )
+    const out = await runCli(['check-config', '--config', file], dir)
+    expect(out.code).toBe(1)
+    expect(out.stderr).toContain(`${file}: pool.taskTimeout: at least 1s`)
+    expect(out.stderr).toContain('plugins.0.timeout: at most 24d')
+  })
+
   it('an unknown plugin exits non-zero with MSC_PLUGIN_NOT_FOUND', async () => {
     const file = await configFile('unknown-plugin.yaml', 'plugins:\n  - use: no-such-plugin-anywhere\n')
     const out = await runCli(['check-config', '--config', file], dir)

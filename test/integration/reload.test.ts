@@ -94,6 +94,27 @@ describe('SIGHUP, nasty cases', () => {
     await ms.waitForLog((l) => l.msg === 'reloaded')
   })
 
+  it('applies a new log.level at once, and names the changed keys that need a restart', async () => {
+    sink = await startSink()
+    ms = await startMailscreen(await freePort(), { delivery: { relay: `127.0.0.1:${sink.port}` } })
+    await rewriteConfig(ms, (c) => {
+      c.log = { level: 'warn' }
+      c.hostname = 'renamed.test'
+      c.pool = { maxInFlight: 8 }
+    })
+    ms.child.kill('SIGHUP')
+    const warned = async (key: string) =>
+      ms?.waitForLog((l) => l.msg === 'reload: this section changed; restart to apply it' && l.key === key)
+    await warned('hostname')
+    await warned('pool.maxInFlight')
+    const before = ms.logs.length
+    await send(ms.port, message('after the reload'))
+    await sink.waitFor(1)
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    // received, verdict, delivered: all info, so none of them at warn.
+    expect(ms.logs.slice(before).filter((l) => l.level < 40)).toEqual([])
+  })
+
   it('takes SIGHUPs in quick succession one reload at a time, and lives on', async () => {
     sink = await startSink()
     ms = await startMailscreen(await freePort(), {
