@@ -81,8 +81,9 @@ export function taggedSubject(value: string, tag: string, position: 'start' | 'e
 }
 
 /**
- * A tag as header text: as it is when it is ASCII, else as RFC 2047 encoded words (UTF-8,
- * base64), since the header may be anything from 7-bit to raw 8-bit in another charset.
+ * Text for a header field we write (a tag, a `header` action's value): as it is when it is
+ * ASCII, else as RFC 2047 encoded words (UTF-8, base64), since the message's header may be
+ * anything from 7-bit to raw 8-bit in another charset.
  */
 export function asHeaderText(tag: string): string {
   if (isAscii(Buffer.from(tag, 'utf8'))) return tag
@@ -142,7 +143,7 @@ export function applyEdits(raw: Buffer, edits: readonly HeaderEdit[]): Buffer[] 
   const eol = lineEnding(raw)
   const prepended = edits
     .filter((e) => e.op === 'prepend')
-    .map((e) => foldHeader(e.name, e.value, eol))
+    .map((e) => foldHeader(e.name, asHeaderText(e.value), eol))
     .join('')
   const rewrites = edits.filter((e) => e.op !== 'prepend')
   // A first line that starts with white space would read as the last prepended field's own.

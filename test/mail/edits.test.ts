@@ -1,4 +1,5 @@
 import { isAscii } from 'node:buffer'
+import libmime from 'libmime'
 import { simpleParser } from 'mailparser'
 import { describe, expect, it } from 'vitest'
 import { applyEdits, foldHeader, type HeaderEdit, lineEnding } from '../../src/mail/edits.js'
@@ -491,5 +492,16 @@ describe('foldHeader on a long list without spaces', () => {
     expect(folded.replace(/\r\n\t/g, '')).toBe(
       `X-Spam-Status: Yes, score=9.0 required=5.0 tests=${tests}\r\n`,
     )
+  })
+})
+
+describe('applyEdits prepend of a value that is not ASCII', () => {
+  it('writes it as RFC 2047 encoded words, which any message may carry', () => {
+    const out = apply(Buffer.from('Subject: hi\r\n\r\nbody\r\n'), [
+      { op: 'prepend', name: 'X-Note', value: 'geprüft von der Poststelle' },
+    ])
+    expect(isAscii(out)).toBe(true)
+    const [, value] = headerLines(out)[0]?.split(': ') ?? []
+    expect(libmime.decodeWords(value ?? '')).toBe('geprüft von der Poststelle')
   })
 })
