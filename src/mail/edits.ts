@@ -129,12 +129,6 @@ function emptyLineOf(block: string): string {
   return block.endsWith('\n\n') ? '\n' : ''
 }
 
-/** Lines at the very start that continue no field: what is prepended must not take them in. */
-function dropOrphanLines(block: string): string {
-  const fields = fieldsOf(block)
-  return /^[ \t]/.test(fields[0] ?? '') ? fields.slice(1).join('') : block
-}
-
 /**
  * Apply header edits to raw message bytes. Returns the parts of the new message (so the body
  * is never copied); the body bytes stay exactly as received.
@@ -146,9 +140,7 @@ export function applyEdits(raw: Buffer, edits: readonly HeaderEdit[]): Buffer[] 
     .map((e) => foldHeader(e.name, asHeaderText(e.value), eol))
     .join('')
   const rewrites = edits.filter((e) => e.op !== 'prepend')
-  // A first line that starts with white space would read as the last prepended field's own.
-  const orphan = prepended !== '' && (raw[0] === 0x20 || raw[0] === 0x09)
-  if (rewrites.length === 0 && !orphan) return [Buffer.from(prepended, 'utf8'), raw]
+  if (rewrites.length === 0) return [Buffer.from(prepended, 'utf8'), raw]
   const end = headerEnd(raw)
   // Header bytes may hold raw 8-bit text; latin1 maps bytes 1:1 so they survive the round trip.
   let headerText = raw.subarray(0, end).toString('latin1')
@@ -156,7 +148,6 @@ export function applyEdits(raw: Buffer, edits: readonly HeaderEdit[]): Buffer[] 
   const separator = emptyLineOf(headerText)
   headerText = headerText.slice(0, headerText.length - separator.length)
   if (separator === '' && headerText !== '' && !headerText.endsWith('\n')) headerText += eol
-  if (orphan) headerText = dropOrphanLines(headerText)
   const removed = new Set(rewrites.flatMap((e) => (e.op === 'remove' ? [e.name.toLowerCase()] : [])))
   if (removed.size > 0) headerText = removeFields(headerText, removed)
   for (const edit of rewrites)

@@ -464,12 +464,6 @@ describe('applyEdits where the empty line or the first line are unusual', () => 
     expect(out.toString()).toBe('From: a@example.org\r\nTo: b@example.net\nSubject: {Spam?}\r\n')
   })
 
-  it('drops a first line that continues no field, rather than let a prepended field take it in', () => {
-    const raw = Buffer.from(' From: mallory@example.org\r\n\tmore\r\nSubject: hi\r\n\r\nbody\r\n')
-    const out = apply(raw, [{ op: 'prepend', name: 'X-Spam-Status', value: 'No, score=0.0' }])
-    expect(out.toString()).toBe('X-Spam-Status: No, score=0.0\r\nSubject: hi\r\n\r\nbody\r\n')
-  })
-
   it('writes a tag that is not ASCII as RFC 2047 encoded words, on a Subject or a new one', async () => {
     const tagged = apply(Buffer.from('Subject: hello\r\n\r\nbody\r\n'), [{ op: 'tagSubject', tag: '[СПАМ]' }])
     expect(isAscii(tagged)).toBe(true)
