@@ -7,6 +7,7 @@ import { MailscreenError, toErrorInfo } from '../errors.js'
 import { builtPath } from '../package-root.js'
 import { isBoardMessage, nextSeq, Watchdog } from './watchdog.js'
 import type {
+  LoadedMessage,
   ScanResult,
   ScanTask,
   SpoolWriteMark,
@@ -88,8 +89,14 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
   let destroyed = false
   /** Rejects a running task's promise, by task number: the watchdog settles them at once. */
   const lose = new Map<number, (err: Error) => void>()
-  /** Threads that have loaded their modules (their board came): only those may be terminated. */
+  /** Threads that have loaded their modules (see worker.ts): only those are terminated at once. */
   const loaded = new Set<number>()
+  /** Terminate a thread once it has loaded its modules, or after LOAD_WAIT_MS if it never does. */
+  const terminate = async (thread: Worker): Promise<void> => {
+    const { threadId } = thread
+    await until(() => loaded.has(threadId) || thread.threadId === -1, LOAD_WAIT_MS)
+    await thread.terminate()
+  }
 
   const start = (sizing: {
     minThreads: number
@@ -117,12 +124,15 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
       else options.log.error({ err: toErrorInfo(err) }, 'worker thread failed between scans: replaced')
     })
     piscina.on('message', (message: unknown) => {
+      if ((message as Partial<LoadedMessage> | null)?.loaded === true) {
+        loaded.add((message as LoadedMessage).threadId)
+        return
+      }
       if (!isBoardMessage(message)) return
       const { threadId, board } = message
       const thread = threadOf(threadId)
       if (thread === undefined) return
       watchdog.watch(threadId, board)
-      loaded.add(threadId)
       options.onThreadStart?.()
       // Keyed by the ID read now: once a thread has exited, its threadId reads -1.
       thread.once('exit', () => {
@@ -174,7 +184,8 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
         lose.get(seq)?.(lost(`its worker thread was replaced: another scan on it ran past ${limitMs} ms`))
       }
       // piscina starts a new thread in its place once this one has exited.
-      void threadOf(threadId)?.terminate()
+      const thread = threadOf(threadId)
+      if (thread) void terminate(thread)
     }
   }, periodMs)
   watch.unref()

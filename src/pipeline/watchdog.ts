@@ -144,7 +144,7 @@ export class Watchdog {
   }
 }
 
-/** What a worker posts to the main thread once, when it has loaded its modules: its board. */
+/** What a worker posts to the main thread once, at start: its board. */
 export interface BoardMessage {
   readonly threadId: number
   readonly board: SharedArrayBuffer

@@ -72,6 +72,12 @@ export interface ScanResult {
   readonly stripped?: Uint8Array
 }
 
+/** What a worker posts once it has loaded its plugin modules. */
+export interface LoadedMessage {
+  readonly threadId: number
+  readonly loaded: true
+}
+
 /** The cause of a scan's error when this thread could not write the spool (a full disk). */
 export interface SpoolWriteMark {
   readonly spoolWrite: true
@@ -90,11 +96,12 @@ const settings = workerData as WorkerData
 // stuck outside any scan (see watchdog.ts). The timer must not keep a closing thread up.
 const board = new TaskBoard(settings.boardCapacity)
 setInterval(() => board.beat(), settings.beatMs).unref()
-// The board goes out once every plugin module is loaded (failed imports are the scans'
-// business), because a thread the pool knows is one it may terminate: on Node 20 a thread
-// terminated while it still loads modules takes the whole process down with a V8 fatal error.
+parentPort?.postMessage({ threadId, board: board.buffer } satisfies BoardMessage)
+// The pool is told once every plugin module is loaded (failed imports are the scans' business):
+// on Node 20 a thread terminated while it still loads modules takes the whole process down
+// with a V8 fatal error, so the pool terminates a thread only after this, or after a long wait.
 void Promise.allSettled(settings.scan.plugins.map((ref) => importDefinition(ref.url))).then(() =>
-  parentPort?.postMessage({ threadId, board: board.buffer } satisfies BoardMessage),
+  parentPort?.postMessage({ threadId, loaded: true } satisfies LoadedMessage),
 )
 // Sync destination: a worker's async log buffer can be lost when the thread is terminated.
 const log = createLogger({ level: settings.logLevel }, pino.destination({ dest: 1, sync: true })).child({

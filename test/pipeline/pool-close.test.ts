@@ -6,7 +6,9 @@ import { scanSettings } from '../../src/app.js'
 import { loadConfig } from '../../src/config/load.js'
 import { packageRoot } from '../../src/package-root.js'
 import { createScanPool } from '../../src/pipeline/pool.js'
-import { silentLog } from '../support/check.js'
+import { newQueueId } from '../../src/queue/ids.js'
+import { SPOOL_FORMAT } from '../../src/queue/spool-file.js'
+import { silentLog, testEnvelope } from '../support/check.js'
 
 let dir: string
 
@@ -34,4 +36,40 @@ it('lets new threads finish loading their modules before it terminates them', as
   const started = performance.now()
   await pool.close()
   expect(performance.now() - started).toBeGreaterThan(900)
+})
+
+it('ends a scan at the task timeout while its thread still loads a plugin module, and terminates it once loaded', async () => {
+  // Its import takes 3 s in workers (say, a top-level await on a backend that is slow to answer).
+  await writeFile(
+    join(dir, 'slow-in-workers.mjs'),
+    `import { isMainThread } from 'node:worker_threads'
+if (!isMainThread) await new Promise((resolve) => setTimeout(resolve, 3_000))
+export default { name: 'slow-in-workers', description: 'x', options: { safeParse: (v) => ({ success: true, data: v }) },
+  symbols: {}, setup: () => async () => [] }
+`,
+  )
+  const file = join(dir, 'mailscreen.yaml')
+  await writeFile(file, `spool: { dir: ${join(dir, 'spool')} }\nplugins:\n  - use: ./slow-in-workers.mjs\n`)
+  const scan = await scanSettings(loadConfig(file))
+  const pool = createScanPool(
+    { scan, spoolDir: join(dir, 'spool'), fsync: false, logLevel: 'silent' },
+    { workers: 1, concurrentTasksPerWorker: 1, taskTimeoutMs: 1_000, log: silentLog },
+  )
+  const queueId = newQueueId()
+  const started = performance.now()
+  const result = pool.run({
+    queueId,
+    slot: '',
+    front: 'milter',
+    entry: {
+      header: { v: SPOOL_FORMAT, id: queueId, envelope: testEnvelope },
+      message: Buffer.from('Subject: hi\r\n\r\nhello\r\n'),
+    },
+  })
+  await expect(result).rejects.toMatchObject({
+    code: 'MSC_SCAN_FAILED',
+    message: 'scan did not finish within 1000 ms',
+  })
+  expect(performance.now() - started).toBeLessThan(2_900)
+  await pool.close()
 })
