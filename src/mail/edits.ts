@@ -74,10 +74,32 @@ export function pickFields(headerText: string, names: ReadonlySet<string>): stri
     .join('')
 }
 
-/** A subject value with `tag` added, or undefined when it already has it there. */
+/** An RFC 2047 encoded word at the start, or at the end, of a header value. */
+const ENCODED_WORD_FIRST = /^=\?[^?\s]+\?[bBqQ]\?/
+const ENCODED_WORD_LAST = /\?=$/
+
+/**
+ * A subject value with `tag` added, or undefined when it already has it there. A tag that is
+ * not ASCII goes in as encoded words ({@link asHeaderText}); beside an encoded word of the
+ * subject, the space between them goes inside ours, since space between two encoded words is
+ * dropped when they are decoded (RFC 2047 §6.2).
+ */
 export function taggedSubject(value: string, tag: string, position: 'start' | 'end'): string | undefined {
-  if (position === 'start' ? value.startsWith(tag) : value.endsWith(tag)) return undefined
-  return value === '' ? tag : position === 'start' ? `${tag} ${value}` : `${value} ${tag}`
+  const text = asHeaderText(tag)
+  if (value === '' || value === text) return value === '' ? text : undefined
+  if (text === tag) {
+    if (position === 'start' ? value.startsWith(tag) : value.endsWith(tag)) return undefined
+    return position === 'start' ? `${tag} ${value}` : `${value} ${tag}`
+  }
+  // The tag as it goes beside plain text, and beside an encoded word: either form means tagged.
+  if (position === 'start') {
+    const [plain, inner] = [`${text} `, `${asHeaderText(`${tag} `)} `]
+    if (value.startsWith(plain) || value.startsWith(inner)) return undefined
+    return (ENCODED_WORD_FIRST.test(value) ? inner : plain) + value
+  }
+  const [plain, inner] = [` ${text}`, ` ${asHeaderText(` ${tag}`)}`]
+  if (value.endsWith(plain) || value.endsWith(inner)) return undefined
+  return value + (ENCODED_WORD_LAST.test(value) ? inner : plain)
 }
 
 /**
@@ -106,7 +128,7 @@ export function asHeaderText(tag: string): string {
 function tagSubject(headerText: string, tag: string, position: 'start' | 'end', eol: string): string {
   const fields = fieldsOf(headerText)
   const at = fields.findIndex((field) => fieldName(field) === 'subject')
-  if (at === -1) return `${headerText}${foldHeader('Subject', tag, eol)}`
+  if (at === -1) return `${headerText}${foldHeader('Subject', taggedSubject('', tag, position) ?? tag, eol)}`
   const field = fields[at] as string
   const ending = field.endsWith('\r\n') ? '\r\n' : field.endsWith('\n') ? '\n' : ''
   const value = field
@@ -151,8 +173,7 @@ export function applyEdits(raw: Buffer, edits: readonly HeaderEdit[]): Buffer[] 
   const removed = new Set(rewrites.flatMap((e) => (e.op === 'remove' ? [e.name.toLowerCase()] : [])))
   if (removed.size > 0) headerText = removeFields(headerText, removed)
   for (const edit of rewrites)
-    if (edit.op === 'tagSubject')
-      headerText = tagSubject(headerText, asHeaderText(edit.tag), edit.position ?? 'start', eol)
+    if (edit.op === 'tagSubject') headerText = tagSubject(headerText, edit.tag, edit.position ?? 'start', eol)
   return [
     Buffer.from(prepended, 'utf8'),
     Buffer.from(headerText, 'latin1'),

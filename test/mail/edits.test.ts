@@ -477,6 +477,24 @@ describe('applyEdits where the empty line or the first line are unusual', () => 
   })
 })
 
+describe('applyEdits tagSubject with a tag that is not ASCII beside encoded words', () => {
+  const subjectOf = (raw: Buffer) => {
+    const line = /^Subject:(.*(?:\r\n[ \t].*)*)/m.exec(raw.toString('latin1'))?.[1] ?? ''
+    return libmime.decodeWords(line.replace(/\r\n[ \t]/g, ' ').trim())
+  }
+  const encoded = Buffer.from('Subject: =?UTF-8?B?SGVsbG8=?=\r\n\r\nbody\r\n')
+
+  it('keeps the space between the tag and an encoded subject, at the start and at the end', () => {
+    const start = apply(encoded, [{ op: 'tagSubject', tag: '[SPÄM]', position: 'start' }])
+    expect(subjectOf(start)).toBe('[SPÄM] Hello')
+    const end = apply(encoded, [{ op: 'tagSubject', tag: '[SPÄM]', position: 'end' }])
+    expect(subjectOf(end)).toBe('Hello [SPÄM]')
+    // Tagged once, whichever form the tag took.
+    expect(apply(start, [{ op: 'tagSubject', tag: '[SPÄM]', position: 'start' }]).equals(start)).toBe(true)
+    expect(apply(end, [{ op: 'tagSubject', tag: '[SPÄM]', position: 'end' }]).equals(end)).toBe(true)
+  })
+})
+
 describe('foldHeader on a long list without spaces', () => {
   it('folds after commas, so that no line passes 998 characters', () => {
     const tests = Array.from({ length: 200 }, (_, i) => `SYMBOL_${i}`).join(',')

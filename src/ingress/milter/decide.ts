@@ -4,7 +4,7 @@
  * reject with a real SMTP reply, tempfail, discard, or its hold queue for `quarantine`.
  */
 import type { HeaderEdit } from '../../mail/edits.js'
-import { taggedSubject } from '../../mail/edits.js'
+import { asHeaderText, taggedSubject } from '../../mail/edits.js'
 import { headerEnd, parseHeaderBlock } from '../../mail/message.js'
 import type { ScanReport } from '../../pipeline/scan.js'
 import type { SmtpReply } from '../smtp-reply.js'
@@ -50,13 +50,13 @@ export function milterHeaderEdits(
   for (const edit of edits) {
     // The MTA writes its own Received: for this hop; ours belongs to the content-filter path.
     if (edit.op === 'prepend' && !sameName(edit.name, 'Received'))
-      out.push({ op: 'insheader', index: position++, name: edit.name, value: edit.value })
+      out.push({ op: 'insheader', index: position++, name: edit.name, value: asHeaderText(edit.value) })
   }
   for (const edit of edits) {
     if (edit.op !== 'tagSubject') continue
     const subject = headers.find((h) => sameName(h.name, 'Subject'))
     if (subject === undefined) {
-      out.push({ op: 'addheader', name: 'Subject', value: edit.tag })
+      out.push({ op: 'addheader', name: 'Subject', value: asHeaderText(edit.tag) })
       continue
     }
     const tagged = taggedSubject(

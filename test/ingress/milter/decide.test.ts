@@ -182,4 +182,21 @@ describe('milterHeaderEdits', () => {
       { op: 'chgheader', name: 'Subject', index: 1, value: '{Spam?} Hi [x]' },
     ])
   })
+
+  it('writes tags and header values that are not ASCII as RFC 2047 encoded words, as the filter does', () => {
+    const edits = milterHeaderEdits(
+      [
+        { op: 'prepend', name: 'X-Note', value: 'geprüft' },
+        { op: 'tagSubject', tag: '[СПАМ]' },
+      ],
+      [{ name: 'Subject', value: 'hi' }],
+    )
+    expect(edits).toEqual([
+      { op: 'insheader', index: 1, name: 'X-Note', value: '=?UTF-8?B?Z2VwcsO8ZnQ=?=' },
+      { op: 'chgheader', name: 'Subject', index: 1, value: '=?UTF-8?B?W9Ch0J/QkNCcXQ==?= hi' },
+    ])
+    expect(milterHeaderEdits([{ op: 'tagSubject', tag: '[СПАМ]' }], [])).toEqual([
+      { op: 'addheader', name: 'Subject', value: '=?UTF-8?B?W9Ch0J/QkNCcXQ==?=' },
+    ])
+  })
 })
