@@ -152,6 +152,15 @@ const NOT_FOUND = new Set(['ENOTFOUND', 'ENODATA'])
 const MIN_TRY_MS = 100
 
 /**
+ * How long one server is asked, with `leftMs` of the query's budget left and `turns` servers
+ * still to ask (this one included): an equal share, at least MIN_TRY_MS, and never past the
+ * budget; the last one gets what is left.
+ */
+export function turnMs(leftMs: number, turns: number): number {
+  return turns <= 1 ? leftMs : Math.min(leftMs, Math.max(MIN_TRY_MS, Math.floor(leftMs / turns)))
+}
+
+/**
  * Ask one server (or c-ares' default when `server` is undefined) on a resolver of its own, so
  * that our timer and the caller's signal cancel exactly this query. NXDOMAIN/NODATA resolve to
  * undefined.
@@ -209,12 +218,11 @@ async function query<T>(
   const deadline = performance.now() + options.timeoutMs
   let failure: LookupError | undefined
   for (let turn = 0; turn < servers.length; turn++) {
+    if (options.signal?.aborted) throw new LookupError('aborted', `${what}: aborted`)
     const left = Math.floor(deadline - performance.now())
     if (left <= 0) break
-    const turnsLeft = servers.length - turn
-    const tryMs = turnsLeft === 1 ? left : Math.max(MIN_TRY_MS, Math.floor(left / turnsLeft))
     try {
-      return await askServer(servers[turn], tryMs, what, options, ask)
+      return await askServer(servers[turn], turnMs(left, servers.length - turn), what, options, ask)
     } catch (err) {
       if (!(err instanceof LookupError) || err.kind === 'aborted') throw err
       failure = err

@@ -42,7 +42,7 @@ export function registerStart(program: Command): void {
         stopping = true
         log.info({ signal }, 'stopping')
         // A reload under way would start a pool after the stop closed the one it found.
-        await reloading
+        while (reloading) await reloading
         await app.stop()
         log.flush()
         process.exitCode = 0
@@ -74,6 +74,7 @@ export function registerStart(program: Command): void {
         SIGUSR1: () => void app.flush(),
         SIGUSR2: () => void app.logAdminActions(),
         SIGHUP: () => {
+          if (stopping) return
           // One reload at a time; signals that come meanwhile make one more, with the file as
           // it is then.
           if (reloading) {

@@ -17,17 +17,18 @@ export function foldHeader(name: string, value: string, eol: string): string {
   const words = value.replace(/[\r\n]+/g, ' ').split(' ')
   let line = `${name}:`
   let out = ''
-  const room = (text: string) => line.length + text.length <= 78 || line.trim() === `${name}:`
+  const fits = (text: string) => line.length + text.length <= 78
   for (const word of words) {
-    if (room(` ${word}`)) {
+    if (fits(` ${word}`)) {
       line += ` ${word}`
       continue
     }
-    // Each piece ends after a comma; the first starts the word.
+    // Each piece ends after a comma; the first starts the word. A piece goes on the name's own
+    // line however long it is: a field cannot begin on a continuation line.
     const pieces = word.split(/(?<=,)/)
     pieces.forEach((piece, i) => {
       const text = i === 0 ? ` ${piece}` : piece
-      if (room(text)) line += text
+      if (fits(text) || line === `${name}:`) line += text
       else {
         out += `${line}${eol}`
         line = `\t${piece}`

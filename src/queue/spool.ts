@@ -509,11 +509,10 @@ export class Spool {
         const id = parseQueueId(name.slice(0, -CLAIMED_SUFFIX.length))
         if (id === undefined) continue
         const claimed = join(this.dir, state, name)
-        const header = await readFile(claimed).then(
-          (file) => decodeSpoolFile(file).header,
-          // Unreadable: put back like any claim, for the listings to show as they show such files.
-          () => undefined,
-        )
+        const header = await readFile(claimed)
+          .then((file) => decodeSpoolFile(file).header)
+          // Unreadable or corrupt: put back like any claim, for the listings to show as such.
+          .catch(() => undefined)
         if (header?.releasedFrom === id) {
           const { rcptTo } = header.envelope
           await this.writeRetry(header.id, {

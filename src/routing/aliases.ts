@@ -127,8 +127,7 @@ function splitTargets(text: string): TargetList {
     if (comment > 0) {
       if (c === '(') comment++
       else if (c === ')') comment--
-      // A comment separates what is on either side of it, as white space does.
-      if (comment === 0) current += ' '
+      // Nothing in its place: `frank(x)@example.com` is frank@example.com (RFC 822 §3.4.3).
       continue
     }
     if (c === '"') quoted = !quoted

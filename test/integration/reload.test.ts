@@ -1,8 +1,10 @@
 import { readFile, rename, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { parse, stringify } from 'yaml'
 import { BenchClient } from '../../src/bench/client.js'
 import { type Sink, startSink } from '../../src/bench/sink.js'
+import { packageRoot } from '../../src/package-root.js'
 import { type MailscreenProcess, runCli, startMailscreen, stopAll } from '../support/mailscreen.js'
 import { freePort } from '../support/ports.js'
 
@@ -113,6 +115,21 @@ describe('SIGHUP, nasty cases', () => {
     await new Promise((resolve) => setTimeout(resolve, 300))
     // received, verdict, delivered: all info, so none of them at warn.
     expect(ms.logs.slice(before).filter((l) => l.level < 40)).toEqual([])
+  })
+
+  it('does not reload once it is stopping', async () => {
+    // A plugin that takes a second to load keeps the stop, and any reload, going a while.
+    ms = await startMailscreen(await freePort(), {
+      plugins: [{ use: join(packageRoot, 'test/fixtures/plugins/slow-to-load') }],
+    })
+    const exited = new Promise((resolve) => ms?.child.once('exit', resolve))
+    ms.child.kill('SIGTERM')
+    await ms.waitForLog((l) => l.msg === 'stopping')
+    ms.child.kill('SIGHUP')
+    await exited
+    const msgs = ms.logs.map((l) => l.msg)
+    expect(msgs.slice(msgs.indexOf('stopping'))).not.toContain('reloaded')
+    expect(msgs).toContain('stopped')
   })
 
   it('takes SIGHUPs in quick succession one reload at a time, and lives on', async () => {

@@ -505,6 +505,13 @@ describe('foldHeader on a long list without spaces', () => {
       `X-Spam-Status: Yes, score=9.0 required=5.0 tests=${tests}\r\n`,
     )
   })
+
+  it('folds a list that is the whole value too', () => {
+    const list = Array.from({ length: 200 }, (_, i) => `SYMBOL_${i}`).join(',')
+    const folded = foldHeader('X-Tests', list, '\r\n')
+    expect(Math.max(...folded.split('\r\n').map((l) => l.length))).toBeLessThanOrEqual(78)
+    expect(folded.replace(/\r\n\t/g, '')).toBe(`X-Tests: ${list}\r\n`)
+  })
 })
 
 describe('applyEdits prepend of a value that is not ASCII', () => {

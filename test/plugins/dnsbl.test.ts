@@ -2,7 +2,7 @@ import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createCheck, hitsFor } from '../../plugins/dnsbl/check.js'
 import dnsbl from '../../plugins/dnsbl/index.js'
-import { interpretAnswer, parseServer, queryA, reverseName } from '../../plugins/dnsbl/lookup.js'
+import { interpretAnswer, parseServer, queryA, reverseName, turnMs } from '../../plugins/dnsbl/lookup.js'
 import type { DnsblOptions, ZoneSpec } from '../../plugins/dnsbl/options.js'
 import {
   type CheckContext,
@@ -56,6 +56,16 @@ function context(
     signal: options.signal ?? AbortSignal.timeout(10_000),
   }
 }
+
+describe('turnMs', () => {
+  it('shares the budget left among the servers still to ask, at least 100 ms each, never past the budget', () => {
+    expect(turnMs(2_000, 2)).toBe(1_000)
+    expect(turnMs(2_000, 1)).toBe(2_000)
+    expect(turnMs(300, 4)).toBe(100)
+    // Less left than a least share: that is all this turn gets.
+    expect(turnMs(50, 2)).toBe(50)
+  })
+})
 
 describe('reverseName', () => {
   it('reverses IPv4 octets', () => {

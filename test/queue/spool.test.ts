@@ -91,6 +91,13 @@ describe('Spool.init', () => {
     })
   })
 
+  it('starts with a claimed file that cannot be read as a spool file: it goes back for the listings to show', async () => {
+    const id = newQueueId()
+    await writeFile(join(dir, 'quarantine', `${id}.claimed`), 'not a spool file\n')
+    await expect(new Spool(dir, false).recover()).resolves.toBeDefined()
+    expect(await readdir(join(dir, 'quarantine'))).toEqual([id])
+  })
+
   it('puts the message back when its release copy cannot be written', async () => {
     const h = header()
     await spool.create('quarantine', h, MESSAGE)

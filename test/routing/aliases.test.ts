@@ -183,6 +183,12 @@ describe('parseAliases edge cases', () => {
     expect(targetsOf(map.entries.get('list'))).toEqual([':include:/l/team[erin@example.net,frank]'])
   })
 
+  it('drops a comment inside an address as if it were not there', () => {
+    const { map, problems } = parseAliases('d: frank(the boss)@example.com, (x)ann', 'aliases')
+    expect(problems).toEqual([])
+    expect(targetsOf(map.entries.get('d'))).toEqual(['frank@example.com', 'ann'])
+  })
+
   it('reports a comment left open and keeps the targets before it', () => {
     const { map, problems } = parseAliases('staff: ann (Ann, bob\nok: x', 'aliases')
     expect(problems).toEqual([
