@@ -8,7 +8,7 @@ import { createMessageView } from '../../src/mail/message.js'
 import type { CheckContext } from '../../src/pipeline/plugin.js'
 import { createScanPool, type ScanPool } from '../../src/pipeline/pool.js'
 import { loadPlugin, toRef } from '../../src/pipeline/registry.js'
-import { SETUP_RETRY_MS, setupPlugins } from '../../src/pipeline/setup.js'
+import { SETUP_RETRY_MS, SETUP_TIMEOUT_MS, setupPlugins } from '../../src/pipeline/setup.js'
 import type { ScanResult } from '../../src/pipeline/worker.js'
 import { newQueueId } from '../../src/queue/ids.js'
 import { SPOOL_FORMAT } from '../../src/queue/spool-file.js'
@@ -19,6 +19,11 @@ const ANY_OPTIONS = '{ safeParse: (v) => ({ success: true, data: v }) }'
 const FLAKY = `let calls = 0
 export default { name: 'flaky', description: 'setup fails the first time', options: ${ANY_OPTIONS},
   symbols: {}, setup: async () => { if (++calls === 1) throw new Error('backend not ready yet'); return async () => [] } }
+export const setups = () => calls
+`
+const HANGS_ONCE = `let calls = 0
+export default { name: 'hangs', description: 'setup never ends the first time', options: ${ANY_OPTIONS},
+  symbols: {}, setup: () => (++calls === 1 ? new Promise(() => {}) : async () => []) }
 export const setups = () => calls
 `
 const BROKEN = `export default { name: 'broken', description: 'setup always fails', options: ${ANY_OPTIONS},
@@ -52,7 +57,7 @@ const context = (): CheckContext => ({
 
 describe('a plugin whose setup fails', () => {
   it('fails its checks with the setup error, and tries setup again after SETUP_RETRY_MS', async () => {
-    vi.useFakeTimers({ toFake: ['Date'] })
+    vi.useFakeTimers({ toFake: ['performance', 'setTimeout', 'clearTimeout'] })
     await writeFile(join(dir, 'flaky.mjs'), FLAKY)
     const { setups } = (await import(join(dir, 'flaky.mjs'))) as { setups: () => number }
     const [ready] = await setupPlugins(
@@ -64,10 +69,29 @@ describe('a plugin whose setup fails', () => {
       code: 'MSC_PLUGIN_FAILED',
       message: 'flaky setup failed: backend not ready yet',
     })
-    vi.setSystemTime(Date.now() + SETUP_RETRY_MS - 1)
+    vi.advanceTimersByTime(SETUP_RETRY_MS - 1)
     await expect(ready?.check(context())).rejects.toThrow('backend not ready yet')
     expect(setups()).toBe(1)
-    vi.setSystemTime(Date.now() + 1)
+    vi.advanceTimersByTime(1)
+    expect(await ready?.check(context())).toEqual([])
+    expect(setups()).toBe(2)
+  })
+
+  it('gives up on a setup that never ends, and tries again after SETUP_RETRY_MS', async () => {
+    vi.useFakeTimers({ toFake: ['performance', 'setTimeout', 'clearTimeout'] })
+    await writeFile(join(dir, 'hangs.mjs'), HANGS_ONCE)
+    const { setups } = (await import(join(dir, 'hangs.mjs'))) as { setups: () => number }
+    const settingUp = setupPlugins(
+      [toRef(await loadPlugin({ use: './hangs.mjs', options: {} }, dir))],
+      silentLog,
+    )
+    while (setups() === 0) await new Promise((resolve) => setImmediate(resolve))
+    await vi.advanceTimersByTimeAsync(SETUP_TIMEOUT_MS)
+    const [ready] = await settingUp
+    await expect(ready?.check(context())).rejects.toThrow(
+      `hangs setup failed: did not finish within ${SETUP_TIMEOUT_MS} ms`,
+    )
+    vi.advanceTimersByTime(SETUP_RETRY_MS)
     expect(await ready?.check(context())).toEqual([])
     expect(setups()).toBe(2)
   })
