@@ -402,8 +402,16 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       log.info('stopped')
     },
     async reload(next) {
+      // The keys named below as restart-only stay as they run in what the reload builds too:
+      // the hostname the workers write, the pool's share of maxInFlight.
+      const { hostname, pool: running } = config
+      const { maxInFlight, maxAttempts } = running
+      const effective: LoadedConfig = {
+        ...next,
+        config: { ...next.config, hostname, pool: { ...next.config.pool, maxInFlight, maxAttempts } },
+      }
       // Plugins first: if they fail to load, nothing of the new configuration applies.
-      const settings = await scanSettings(next)
+      const settings = await scanSettings(effective)
       reloadRouting(next)
       // What the running listener, spool, scheduler and delivery were built with.
       const restartOnly = {
@@ -426,7 +434,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
       if (listener(next.config) !== listener(config))
         log.warn({ key: 'milter' }, 'reload: this section changed; restart to apply it')
       const old = pool
-      pool = startPool(settings, next)
+      pool = startPool(settings, effective)
       await scheduling.use(next.config.pool.helperScheduling)
       await old?.close()
       log.info({ plugins: next.config.plugins.map((p) => p.use) }, 'reloaded')

@@ -115,6 +115,9 @@ describe('SIGHUP, nasty cases', () => {
     await new Promise((resolve) => setTimeout(resolve, 300))
     // received, verdict, delivered: all info, so none of them at warn.
     expect(ms.logs.slice(before).filter((l) => l.level < 40)).toEqual([])
+    // Restart-only means all of it: the workers still write the running name.
+    expect(sink.messages[0]?.data.toString()).toContain('by mailscreen.test')
+    expect(sink.messages[0]?.data.toString()).not.toContain('renamed.test')
   })
 
   it('does not reload once it is stopping', async () => {
