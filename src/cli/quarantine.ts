@@ -1,6 +1,9 @@
 import type { Command } from 'commander'
 import { MailscreenError } from '../errors.js'
+import { rfc5322Date } from '../mail/date.js'
+import { applyEdits, type HeaderEdit } from '../mail/edits.js'
 import { createMessageView, headerEnd } from '../mail/message.js'
+import { OWN_FIELDS } from '../pipeline/actions.js'
 import { recordAdminAction } from '../queue/admin-journal.js'
 import { newQueueId, parseQueueId, type QueueId } from '../queue/ids.js'
 import { type Claim, isMissing, Spool } from '../queue/spool.js'
@@ -140,6 +143,16 @@ export async function releaseFromQuarantine(
     claim.undo()
     throw err
   }
+  // As received, untagged, less what a sender could forge to look like our verdict (a spam
+  // flag on mail an administrator released would file it as spam all the same).
+  const released = applyEdits(entry.message, [
+    ...OWN_FIELDS.map((name): HeaderEdit => ({ op: 'remove', name })),
+    {
+      op: 'prepend',
+      name: 'X-mailscreen-Released',
+      value: `from quarantine id ${id}; ${rfc5322Date(new Date())}`,
+    },
+  ])
   await claim.release(
     {
       ...header,
@@ -148,7 +161,7 @@ export async function releaseFromQuarantine(
       releasedFrom: id,
       lifetimeFrom: Date.now(),
     },
-    entry.message,
+    Buffer.concat(released),
   )
   return releasedId
 }

@@ -45,7 +45,7 @@ export interface Disposition {
 }
 
 /** Fields a sender could forge to fool users' filters; ours replace them. */
-const OWN_FIELDS = [
+export const OWN_FIELDS = [
   'X-mailscreen-Scanned',
   'X-mailscreen-Verdict',
   'X-mailscreen-SpamCheck',

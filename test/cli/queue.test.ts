@@ -101,6 +101,36 @@ describe('listQueue with files that are not what their names say', () => {
     for (const id of released) await spool.discard('deferred', id)
   })
 
+  it('releases the original less the verdict fields a sender could forge, and says where it came from', async () => {
+    const id = newQueueId()
+    const client = { address: '127.0.0.1' }
+    const body = 'hello\r\nX-Spam-Flag: YES in the body stays\r\n'
+    const original = `X-Spam-Flag: YES\r\nX-mailscreen-Verdict: spam, forged\r\nSubject: wanted\r\n\r\n${body}`
+    await spool.create(
+      'quarantine',
+      {
+        v: 1,
+        id,
+        envelope: {
+          mailFrom: 'x@example.org',
+          rcptTo: ['y@example.net'],
+          client,
+          peer: client,
+          receivedAt: 0,
+        },
+      },
+      Buffer.from(original),
+    )
+    const releasedId = await releaseFromQuarantine(spool, id)
+    const { message } = await spool.read('deferred', releasedId)
+    const text = message.toString()
+    expect(text).toMatch(
+      new RegExp(`^X-mailscreen-Released: from quarantine id ${id}; [\\s\\S]*?\r\nSubject: wanted\r\n\r\n`),
+    )
+    expect(text.endsWith(`\r\n\r\n${body}`)).toBe(true)
+    await spool.discard('deferred', releasedId)
+  })
+
   it('puts a message back in quarantine when its release cannot be written', async () => {
     const held = await queue('incoming', 'x@example.org', ['y@example.net'], 'unwritten')
     await spool.move(held, 'incoming', 'quarantine')
