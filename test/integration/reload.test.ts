@@ -65,12 +65,6 @@ describe('SIGHUP', () => {
     expect(sink.messages[2]?.data.toString()).toContain('EXAMPLE_SUBJECT_WORD')
     expect(ms.child.exitCode).toBeNull()
   })
-})
-
-describe('SIGHUP, nasty cases', () => {
-  let ms: MailscreenProcess | undefined
-  let sink: Sink | undefined
-  afterEach(() => stopAll(ms, sink))
 
   it('refuses a reload while the file it started from is gone, also when it was found without --config', async () => {
     sink = await startSink()
