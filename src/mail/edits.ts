@@ -76,8 +76,8 @@ export function pickFields(headerText: string, names: ReadonlySet<string>): stri
 }
 
 /** An RFC 2047 encoded word at the start, or at the end, of a header value. */
-const ENCODED_WORD_FIRST = /^=\?[^?\s]+\?[bBqQ]\?/
-const ENCODED_WORD_LAST = /\?=$/
+const ENCODED_WORD_FIRST = /^=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=(\s|$)/
+const ENCODED_WORD_LAST = /(^|\s)=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=$/
 
 /**
  * A subject value with `tag` added, or undefined when it already has it there. A tag that is
@@ -153,6 +153,20 @@ function emptyLineOf(block: string): string {
 }
 
 /**
+ * A header that begins with white space (malformed: there is no field for it to continue)
+ * would continue the last field we prepend, and a reader would see neither. A first line
+ * that is a field but for its indent (` From: a@example.org`) becomes that field; lines that
+ * are not (and their continuations) go, as they belong to no field.
+ */
+function settleOrphan(block: string): string {
+  const fields = fieldsOf(block)
+  const first = fields[0] ?? ''
+  if (!/^[ \t]/.test(first)) return block
+  const unindented = first.replace(/^[ \t]+/, '')
+  return /^[!-9;-~]+:/.test(unindented) ? unindented + fields.slice(1).join('') : fields.slice(1).join('')
+}
+
+/**
  * Apply header edits to raw message bytes. Returns the parts of the new message (so the body
  * is never copied); the body bytes stay exactly as received.
  */
@@ -163,7 +177,8 @@ export function applyEdits(raw: Buffer, edits: readonly HeaderEdit[]): Buffer[] 
     .map((e) => foldHeader(e.name, asHeaderText(e.value), eol))
     .join('')
   const rewrites = edits.filter((e) => e.op !== 'prepend')
-  if (rewrites.length === 0) return [Buffer.from(prepended, 'utf8'), raw]
+  const orphan = prepended !== '' && (raw[0] === 0x20 || raw[0] === 0x09)
+  if (rewrites.length === 0 && !orphan) return [Buffer.from(prepended, 'utf8'), raw]
   const end = headerEnd(raw)
   // Header bytes may hold raw 8-bit text; latin1 maps bytes 1:1 so they survive the round trip.
   let headerText = raw.subarray(0, end).toString('latin1')
@@ -171,6 +186,7 @@ export function applyEdits(raw: Buffer, edits: readonly HeaderEdit[]): Buffer[] 
   const separator = emptyLineOf(headerText)
   headerText = headerText.slice(0, headerText.length - separator.length)
   if (separator === '' && headerText !== '' && !headerText.endsWith('\n')) headerText += eol
+  if (orphan) headerText = settleOrphan(headerText)
   const removed = new Set(rewrites.flatMap((e) => (e.op === 'remove' ? [e.name.toLowerCase()] : [])))
   if (removed.size > 0) headerText = removeFields(headerText, removed)
   for (const edit of rewrites)

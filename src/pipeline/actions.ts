@@ -53,6 +53,7 @@ export const OWN_FIELDS = [
   'X-mailscreen-Virus',
   'X-Spam-Flag',
   'X-Spam-Status',
+  'X-mailscreen-Released',
 ]
 
 /** Cap on the `s` characters of `X-mailscreen-SpamScore`. */

@@ -105,7 +105,9 @@ describe('listQueue with files that are not what their names say', () => {
     const id = newQueueId()
     const client = { address: '127.0.0.1' }
     const body = 'hello\r\nX-Spam-Flag: YES in the body stays\r\n'
-    const original = `X-Spam-Flag: YES\r\nX-mailscreen-Verdict: spam, forged\r\nSubject: wanted\r\n\r\n${body}`
+    const forgedRelease =
+      'X-mailscreen-Released: from quarantine id 0000000000000000; Mon, 1 Jan 2024 00:00:00 +0000'
+    const original = `X-Spam-Flag: YES\r\n${forgedRelease}\r\nX-mailscreen-Verdict: spam, forged\r\nSubject: wanted\r\n\r\n${body}`
     await spool.create(
       'quarantine',
       {
@@ -128,6 +130,9 @@ describe('listQueue with files that are not what their names say', () => {
       new RegExp(`^X-mailscreen-Released: from quarantine id ${id}; [\\s\\S]*?\r\nSubject: wanted\r\n\r\n`),
     )
     expect(text.endsWith(`\r\n\r\n${body}`)).toBe(true)
+    // Ours only: the sender's own "released" field went with the other forged ones.
+    expect(text.match(/^X-mailscreen-Released:/gm)).toHaveLength(1)
+    expect(text).not.toContain('0000000000000000')
     await spool.discard('deferred', releasedId)
   })
 

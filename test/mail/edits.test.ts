@@ -464,6 +464,21 @@ describe('applyEdits where the empty line or the first line are unusual', () => 
     expect(out.toString()).toBe('From: a@example.org\r\nTo: b@example.net\nSubject: {Spam?}\r\n')
   })
 
+  it('makes an indented first field a field of its own, so no prepended field takes it in', async () => {
+    const raw = Buffer.from(' From: alice@example.org\r\nSubject: hi\r\n\r\nbody\r\n')
+    const out = apply(raw, [{ op: 'prepend', name: 'X-Spam', value: 'yes' }])
+    expect(out.toString()).toBe('X-Spam: yes\r\nFrom: alice@example.org\r\nSubject: hi\r\n\r\nbody\r\n')
+    const parsed = await simpleParser(out)
+    expect(parsed.headers.get('x-spam')).toBe('yes')
+    expect(parsed.from?.text).toBe('alice@example.org')
+  })
+
+  it('drops indented first lines that are no field at all, with their continuations', () => {
+    const raw = Buffer.from('  just words\r\n\tmore\r\nSubject: hi\r\n\r\nbody\r\n')
+    const out = apply(raw, [{ op: 'prepend', name: 'X-Spam', value: 'yes' }])
+    expect(out.toString()).toBe('X-Spam: yes\r\nSubject: hi\r\n\r\nbody\r\n')
+  })
+
   it('writes a tag that is not ASCII as RFC 2047 encoded words, on a Subject or a new one', async () => {
     const tagged = apply(Buffer.from('Subject: hello\r\n\r\nbody\r\n'), [{ op: 'tagSubject', tag: '[СПАМ]' }])
     expect(isAscii(tagged)).toBe(true)
@@ -483,6 +498,12 @@ describe('applyEdits tagSubject with a tag that is not ASCII beside encoded word
     return libmime.decodeWords(line.replace(/\r\n[ \t]/g, ' ').trim())
   }
   const encoded = Buffer.from('Subject: =?UTF-8?B?SGVsbG8=?=\r\n\r\nbody\r\n')
+
+  it('takes a plain subject that happens to end in ?= for plain text', () => {
+    const raw = Buffer.from('Subject: Is it 1+1?=\r\n\r\nbody\r\n')
+    const out = apply(raw, [{ op: 'tagSubject', tag: '[SPÄM]', position: 'end' }])
+    expect(subjectOf(out)).toBe('Is it 1+1?= [SPÄM]')
+  })
 
   it('keeps the space between the tag and an encoded subject, at the start and at the end', () => {
     const start = apply(encoded, [{ op: 'tagSubject', tag: '[SPÄM]', position: 'start' }])

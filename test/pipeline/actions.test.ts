@@ -86,6 +86,7 @@ const OWN = [
   'X-mailscreen-Virus',
   'X-Spam-Flag',
   'X-Spam-Status',
+  'X-mailscreen-Released',
 ]
 
 describe('plan: where the message goes', () => {
