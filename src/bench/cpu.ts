@@ -92,13 +92,17 @@ export function selfCpuMs(): number {
   return (u.user + u.system) / 1000
 }
 
-/** Machine-wide busy and total ticks so far, from /proc/stat (all CPUs; idle + iowait not busy). */
+/**
+ * Machine-wide busy and total ticks so far, from /proc/stat (all CPUs). Not busy: idle,
+ * iowait, and steal (time the hypervisor gave other guests, which no work here used).
+ */
 function cpuTotals(): { busy: number; total: number } {
   const line = readFileSync('/proc/stat', 'latin1').split('\n')[0] ?? ''
   const v = line.trim().split(/\s+/).slice(1).map(Number)
-  const total = v.reduce((a, b) => a + b, 0)
-  const idle = (v[3] ?? 0) + (v[4] ?? 0)
-  return { busy: total - idle, total }
+  // Ticks of user..steal; guest time is counted in user already.
+  const total = v.slice(0, 8).reduce((a, b) => a + b, 0)
+  const notBusy = (v[3] ?? 0) + (v[4] ?? 0) + (v[7] ?? 0)
+  return { busy: total - notBusy, total }
 }
 
 /** Components by name, each read as CPU ms so far. */
@@ -124,7 +128,7 @@ function snapshot(probe: CpuProbe): Record<string, number> {
 /**
  * Run `run` between two readings of every probe and of /proc/stat. `messages` is what the
  * figures are per: a count, or a function read once the run is over (e.g. messages accepted);
- * taken as at least 1.
+ * with none, the figures are NaN.
  */
 export async function measured<T>(
   probe: CpuProbe,
@@ -136,7 +140,9 @@ export async function measured<T>(
   const value = await run()
   const after = snapshot(probe)
   const m1 = cpuTotals()
-  const n = Math.max(1, typeof messages === 'function' ? messages() : messages)
+  // No message: no figure per message (NaN), rather than the whole run's CPU as one.
+  const counted = typeof messages === 'function' ? messages() : messages
+  const n = counted > 0 ? counted : Number.NaN
   const cpuPerMsg: Record<string, number> = {}
   let known = 0
   for (const name of Object.keys(probe)) {

@@ -18,6 +18,8 @@ export interface LoadOptions {
   readonly rate?: number
   /** Called after each 250 with the message's sequence number. */
   readonly onAccepted?: (seq: number) => void
+  /** Which run the messages belong to (see `benchMessage`). Default 0. */
+  readonly run?: number
   /** The envelope recipient of message `seq` (default: every message to `sink@example.test`). */
   readonly recipient?: (seq: number) => string
 }
@@ -51,7 +53,7 @@ async function sleepUntil(due: number): Promise<void> {
  */
 export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
   // Built before the clock starts: the generator should not compete with what it measures.
-  const messages = Array.from({ length: opts.messages }, (_, seq) => benchMessage(seq, opts.size))
+  const messages = Array.from({ length: opts.messages }, (_, seq) => benchMessage(seq, opts.size, opts.run))
   const acceptMs: number[] = []
   const startedAt = new Float64Array(opts.messages)
   const errors: string[] = []

@@ -81,6 +81,15 @@ export function registerBench(program: Command): void {
         process.stdout.write(
           options.json ? `${JSON.stringify(result, null, 2)}\n` : formatBench(result, benchOptions),
         )
+        // Figures from a run that failed sends or lost mail are not figures: say so, and exit 1.
+        const failed = [result.filter, result.relay, result.ceiling].filter(
+          (run) => run !== undefined && (run.errors > 0 || run.lost > 0),
+        )
+        for (const run of failed)
+          process.stderr.write(
+            `mailscreen bench: ${run?.label}: ${run?.errors} sends failed, ${run?.lost} accepted messages not delivered\n`,
+          )
+        if (failed.length > 0) process.exitCode = 1
       } catch (err) {
         fail(err)
       }

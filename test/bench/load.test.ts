@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { runLoad } from '../../src/bench/load.js'
+import { benchIdOf, benchMessage } from '../../src/bench/message.js'
 import { type Sink, startSink } from '../../src/bench/sink.js'
 
 const sinks: Sink[] = []
@@ -53,5 +54,14 @@ describe('runLoad', () => {
     const last = Math.max(...load.acceptMs)
     // The last one waited 7 × 40 ms for the connection, less its 70 ms head start, plus its own 40.
     expect(last).toBeGreaterThanOrEqual(7 * 40 - 70 + 40)
+  })
+})
+
+describe('benchMessage and benchIdOf', () => {
+  it('tag a message with its run and number, and read back only the run asked for', () => {
+    const message = benchMessage(41, 2048, 3)
+    expect(benchIdOf(message, 3)).toBe(41)
+    expect(benchIdOf(message, 2)).toBeUndefined()
+    expect(benchIdOf(benchMessage(7, 2048), 0)).toBe(7)
   })
 })
