@@ -136,13 +136,7 @@ export async function releaseFromQuarantine(
   const rcptTo = to && to.length > 0 ? [...to] : entry.header.envelope.rcptTo
   const { scan: _scan, ...header } = entry.header
   // Straight to deferred/, due now: the running mailscreen's next sweep (or the flush we ask
-  // for) delivers it; the retry state goes first so the sweep never sees it without.
-  try {
-    await spool.writeRetry(releasedId, { phase: 'deliver', attempts: 0, nextAttemptAt: 0, pending: rcptTo })
-  } catch (err) {
-    claim.undo()
-    throw err
-  }
+  // for) delivers it.
   // As received, untagged, less what a sender could forge to look like our verdict (a spam
   // flag on mail an administrator released would file it as spam all the same).
   const released = applyEdits(entry.message, [

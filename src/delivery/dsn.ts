@@ -1,5 +1,6 @@
-import { isAscii as isAsciiBytes } from 'node:buffer'
+import { isAscii } from 'node:buffer'
 import type { Envelope } from '../ingress/envelope.js'
+import { isNonAscii } from '../mail/ascii.js'
 import { rfc5322Date } from '../mail/date.js'
 import type { QueueId } from '../queue/ids.js'
 import type { RecipientResult } from './transport.js'
@@ -51,7 +52,7 @@ export function buildDsn(input: DsnInput): Dsn | undefined {
   const boundary = uniqueBoundary(`=_dsn_${input.queueId}_${input.now.getTime()}`, parts)
   const head = [
     `From: Mail Delivery System <MAILER-DAEMON@${mta}>`,
-    ...(isAscii(sender) ? [`To: <${ascii(sender)}>`] : []),
+    ...(!isNonAscii(sender) ? [`To: <${ascii(sender)}>`] : []),
     'Subject: Undelivered Mail Returned to Sender',
     `Date: ${rfc5322Date(input.now)}`,
     `Message-ID: <${input.queueId}.${input.now.getTime()}@${mta}>`,
@@ -67,7 +68,7 @@ export function buildDsn(input: DsnInput): Dsn | undefined {
   for (const part of parts) chunks.push(Buffer.from(`--${boundary}${CRLF}`), part, Buffer.from(CRLF))
   chunks.push(Buffer.from(`--${boundary}--${CRLF}`))
   const message = Buffer.concat(chunks)
-  return { mailFrom: '', rcptTo: [sender], message, ...(isAsciiBytes(message) ? {} : { body: '8BITMIME' }) }
+  return { mailFrom: '', rcptTo: [sender], message, ...(isAscii(message) ? {} : { body: '8BITMIME' }) }
 }
 
 /** The RFC 3463 status for a recipient: the reply's enhanced code, else a default by outcome. */
@@ -99,7 +100,7 @@ function humanPart(input: DsnInput, mta: string): Buffer {
     lines.push(...fold(`<${r.recipient}>${original}:${said}`, r.reply, '    '), '')
   }
   const body = lines.join(CRLF)
-  const cte = isAscii(body) ? '7bit' : '8bit'
+  const cte = isNonAscii(body) ? '8bit' : '7bit'
   return Buffer.from(
     `Content-Description: Notification${CRLF}Content-Type: text/plain; charset=utf-8${CRLF}` +
       `Content-Transfer-Encoding: ${cte}${CRLF}${CRLF}${body}`,
@@ -140,7 +141,7 @@ function headersPart(original: Buffer): Buffer {
     splitLong(line, MAX_LINE - 8).map((piece, i) => (i === 0 ? piece : ` ${piece}`)),
   )
   const body = kept.join(CRLF)
-  const cte = isAscii(body) ? '7bit' : '8bit'
+  const cte = isNonAscii(body) ? '8bit' : '7bit'
   return Buffer.from(
     `Content-Description: Undelivered Message Headers${CRLF}Content-Type: text/rfc822-headers${CRLF}` +
       `Content-Transfer-Encoding: ${cte}${CRLF}${CRLF}${body}${CRLF}`,
@@ -160,7 +161,7 @@ function isDsn(headers: Buffer): boolean {
 
 /** `rfc822; addr`, or RFC 6533's `utf-8; ` form with `\x{HEX}` escapes for a non-ASCII address. */
 function addressField(address: string): string {
-  if (isAscii(address)) return `rfc822; ${ascii(address)}`
+  if (!isNonAscii(address)) return `rfc822; ${ascii(address)}`
   let out = ''
   for (const ch of address) {
     const cp = ch.codePointAt(0) as number
@@ -207,10 +208,6 @@ function age(from: Date, to: Date): string {
   const hours = Math.max(0, Math.round((to.getTime() - from.getTime()) / 3_600_000))
   if (hours < 48) return hours === 1 ? '1 hour' : `${hours} hours`
   return `${Math.round(hours / 24)} days`
-}
-
-function isAscii(text: string): boolean {
-  return /^\p{ASCII}*$/u.test(text)
 }
 
 /** Printable ASCII only: what our own header fields may carry. */

@@ -1,4 +1,4 @@
-import { isAscii } from 'node:buffer'
+import { isNonAscii } from './ascii.js'
 import { headerEnd } from './message.js'
 
 /** A change to the message's header, decided after the verdict. Checks never make these. */
@@ -109,7 +109,7 @@ export function taggedSubject(value: string, tag: string, position: 'start' | 'e
  * anything from 7-bit to raw 8-bit in another charset.
  */
 export function asHeaderText(tag: string): string {
-  if (isAscii(Buffer.from(tag, 'utf8'))) return tag
+  if (!isNonAscii(tag)) return tag
   const words: string[] = []
   let chunk = ''
   // 39 bytes of UTF-8 are 52 of base64: a word of 64 characters, within the 75 of §2, and one

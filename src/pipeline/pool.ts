@@ -91,10 +91,11 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
   const lose = new Map<number, (err: Error) => void>()
   /** Threads that have loaded their modules (see worker.ts): only those are terminated at once. */
   const loaded = new Set<number>()
+  /** Whether a thread may be terminated now: it has loaded its modules, or it is gone (-1). */
+  const mayTerminate = (thread: Worker): boolean => thread.threadId === -1 || loaded.has(thread.threadId)
   /** Terminate a thread once it has loaded its modules, or after LOAD_WAIT_MS if it never does. */
   const terminate = async (thread: Worker): Promise<void> => {
-    const { threadId } = thread
-    await until(() => loaded.has(threadId) || thread.threadId === -1, LOAD_WAIT_MS)
+    await until(() => mayTerminate(thread), LOAD_WAIT_MS)
     await thread.terminate()
   }
 
@@ -235,14 +236,7 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
       places.cancelWaiting()
       // Closing terminates the threads: not while one still loads its modules (see worker.ts),
       // as one started by a reload a moment ago may.
-      const exited = -1
-      await until(
-        () =>
-          [...shared.threads, ...suspects.threads].every(
-            (t) => t.threadId === exited || loaded.has(t.threadId),
-          ),
-        LOAD_WAIT_MS,
-      )
+      await until(() => [...shared.threads, ...suspects.threads].every(mayTerminate), LOAD_WAIT_MS)
       // piscina's close counts its threads when it begins and waits for each to say it is idle.
       // A thread the watchdog terminated, or one that exits by itself (a crash), never does, and
       // the close would wait out piscina's closeTimeout. Once every scan sent has settled (the

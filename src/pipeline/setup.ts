@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import { MailscreenError, toErrorInfo } from '../errors.js'
-import { type Check, declaredSymbols, type PluginDefinition } from './plugin.js'
+import { type Check, type CheckContext, declaredSymbols, type Hit, type PluginDefinition } from './plugin.js'
 import { importDefinition, type PluginRef, validateOptions } from './registry.js'
 import type { ReadyPlugin } from './runner.js'
 
@@ -33,7 +33,7 @@ function setUp(definition: PluginDefinition, options: unknown, log: Logger): Che
   let failure: Error | undefined
   const setupFailed = (err: unknown): Error =>
     new MailscreenError('MSC_PLUGIN_FAILED', `${definition.name} setup failed: ${toErrorInfo(err).message}`)
-  const attempt = (): Promise<Check> => {
+  const attempt = (): void => {
     const current = Promise.resolve().then(() => definition.setup(options, { log }))
     running = current
     runningSince = performance.now()
@@ -51,11 +51,9 @@ function setUp(definition: PluginDefinition, options: unknown, log: Logger): Che
         log.error({ err: toErrorInfo(err), retryMs: SETUP_RETRY_MS }, 'plugin setup failed')
       },
     )
-    return current
   }
   attempt()
-  return async (ctx) => {
-    if (built) return built(ctx)
+  const waitForSetup = async (ctx: CheckContext): Promise<readonly Hit[]> => {
     if (running === undefined) {
       if (performance.now() - failedAt < SETUP_RETRY_MS) throw failure
       attempt()
@@ -69,6 +67,8 @@ function setUp(definition: PluginDefinition, options: unknown, log: Logger): Che
     const check = await (running as Promise<Check>).catch((err: unknown) => Promise.reject(setupFailed(err)))
     return (built ?? check)(ctx)
   }
+  // Once set up, every message goes straight to the plugin's check, with no wrapper's promise.
+  return (ctx) => (built ? built(ctx) : waitForSetup(ctx))
 }
 
 /** Import every plugin, validate its options and start its `setup`, once for this thread. */

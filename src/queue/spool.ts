@@ -73,9 +73,9 @@ export interface Claim {
   /**
    * Replace the claimed message by its release copy (`header.releasedFrom` must be the claimed
    * ID) and move that into `deferred/`. The copy takes the claim's place before it moves, so a
-   * crash leaves either the message claimed or its copy, never both: released once. The copy's
-   * retry state must be written first. A failure before the copy is in place puts the message
-   * back.
+   * crash leaves either the message claimed or its copy, never both: released once. It writes
+   * the copy's retry state (due now) too. A failure before the copy is in place puts the
+   * message back.
    */
   release(header: SpoolHeader, message: Buffer): Promise<void>
 }
@@ -400,6 +400,8 @@ export class Spool {
         // gone and a crash from here on is finished at start-up (see unclaim), never undone.
         renameSync(join(this.dir, TMP, slot), claimed)
         await this.syncDir(state)
+        // The retry state before the copy, so that a sweep never sees the copy without it.
+        await this.writeReleaseRetry(header)
         renameSync(claimed, this.path('deferred', header.id))
         await this.syncDir('deferred')
       },
@@ -458,6 +460,16 @@ export class Spool {
     }
   }
 
+  /** A released copy's retry state: due now, to all its recipients. */
+  private writeReleaseRetry(header: SpoolHeader): Promise<void> {
+    return this.writeRetry(header.id, {
+      phase: 'deliver',
+      attempts: 0,
+      nextAttemptAt: 0,
+      pending: header.envelope.rcptTo,
+    })
+  }
+
   /** Remove a message's retry state (kept beside it in `deferred/`), if there is one. */
   async removeRetry(id: QueueId): Promise<void> {
     await unlinkIfExists(this.retryPath(id))
@@ -514,13 +526,7 @@ export class Spool {
           // Unreadable or corrupt: put back like any claim, for the listings to show as such.
           .catch(() => undefined)
         if (header?.releasedFrom === id) {
-          const { rcptTo } = header.envelope
-          await this.writeRetry(header.id, {
-            phase: 'deliver',
-            attempts: 0,
-            nextAttemptAt: 0,
-            pending: rcptTo,
-          })
+          await this.writeReleaseRetry(header)
           renameSync(claimed, this.path('deferred', header.id))
           await this.syncDir('deferred')
         } else if ((await this.find(id)) !== undefined) await unlinkIfExists(claimed)

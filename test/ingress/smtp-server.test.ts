@@ -58,6 +58,15 @@ async function session(port: number, hello = 'EHLO client.test'): Promise<Client
   return client
 }
 
+/** One small message from a@example.org to b@example.net on an open session: the reply to its end. */
+async function sendOne(client: Client): Promise<string> {
+  await client.command('MAIL FROM:<a@example.org>')
+  await client.command('RCPT TO:<b@example.net>')
+  await client.command('DATA')
+  client.send('x\r\n.\r\n')
+  return client.next()
+}
+
 describe('greeting', () => {
   it('greets at once, before the client says anything', async () => {
     const { port } = await start()
@@ -518,11 +527,7 @@ describe('onMessage failures', () => {
       },
     })
     const client = await session(port)
-    await client.command('MAIL FROM:<a@example.org>')
-    await client.command('RCPT TO:<b@example.net>')
-    await client.command('DATA')
-    client.send('x\r\n.\r\n')
-    expect(await client.next()).toBe('451 4.3.0 Error: internal error')
+    expect(await sendOne(client)).toBe('451 4.3.0 Error: internal error')
     expect(reported).toHaveLength(1)
     expect(await client.command('NOOP')).toBe('250 2.0.0 Ok')
     client.socket.destroy()
@@ -663,16 +668,8 @@ describe('XFORWARD and XCLIENT', () => {
     client.send('x\r\n.\r\n')
     await client.next()
     await client.command('XFORWARD NAME=[UNAVAILABLE] ADDR=::ffff:192.0.2.1')
-    await client.command('MAIL FROM:<a@example.org>')
-    await client.command('RCPT TO:<b@example.net>')
-    await client.command('DATA')
-    client.send('x\r\n.\r\n')
-    await client.next()
-    await client.command('MAIL FROM:<a@example.org>')
-    await client.command('RCPT TO:<b@example.net>')
-    await client.command('DATA')
-    client.send('x\r\n.\r\n')
-    await client.next()
+    await sendOne(client)
+    await sendOne(client)
     expect(received.map((r) => r.tx.client)).toEqual([
       { address: '2001:db8::1', name: 'mail.example.org', helo: 'client.example.org', protocol: 'ESMTP' },
       { address: '192.0.2.1' },
@@ -690,11 +687,7 @@ describe('XFORWARD and XCLIENT', () => {
       '501 5.5.4 Bad XFORWARD attribute value for HELO',
     )
     expect(await client.command('XFORWARD ADDR=192.0.2.7 HELO=m+C3+BCnchen.example')).toBe('250 2.0.0 Ok')
-    await client.command('MAIL FROM:<a@example.org>')
-    await client.command('RCPT TO:<b@example.net>')
-    await client.command('DATA')
-    client.send('x\r\n.\r\n')
-    await client.next()
+    await sendOne(client)
     expect(received[0]?.tx.client).toEqual({ address: '192.0.2.7', helo: 'münchen.example' })
     client.socket.destroy()
   })
@@ -728,11 +721,7 @@ describe('XFORWARD and XCLIENT', () => {
     )
     expect(await client.command('MAIL FROM:<a@example.org>')).toBe('503 5.5.1 Error: send HELO/EHLO first')
     await client.command('EHLO client.example.org')
-    await client.command('MAIL FROM:<a@example.org>')
-    await client.command('RCPT TO:<b@example.net>')
-    await client.command('DATA')
-    client.send('x\r\n.\r\n')
-    expect(await client.next()).toMatch(/^250 /)
+    expect(await sendOne(client)).toMatch(/^250 /)
     expect(received[0]?.tx.client).toEqual({
       address: '192.0.2.7',
       helo: 'client.example.org',

@@ -20,6 +20,17 @@ async function send(port: number, subject: string): Promise<string> {
   return reply.slice(reply.lastIndexOf(' ') + 1)
 }
 
+/** A sink, and a mailscreen relaying to it with one scan thread, maxAttempts 1, a 2 s task timeout and the `spins` plugin. */
+async function startOneSpinThread(): Promise<{ sink: Sink; ms: MailscreenProcess }> {
+  const sink = await startSink()
+  const ms = await startMailscreen(await freePort(), {
+    delivery: { relay: `127.0.0.1:${sink.port}` },
+    pool: { workers: 1, maxAttempts: 1, taskTimeout: '2s' },
+    plugins: [{ use: join(packageRoot, 'test/fixtures/plugins/spins') }],
+  })
+  return { sink, ms }
+}
+
 describe('a message that crashes or hangs a worker', () => {
   let ms: MailscreenProcess | undefined
   let sink: Sink | undefined
@@ -61,12 +72,7 @@ describe('a message that crashes or hangs a worker', () => {
     })
   }
   it('the messages that shared a worker with a hanging scan are delivered, even with maxAttempts 1', async () => {
-    sink = await startSink()
-    ms = await startMailscreen(await freePort(), {
-      delivery: { relay: `127.0.0.1:${sink.port}` },
-      pool: { workers: 1, maxAttempts: 1, taskTimeout: '2s' },
-      plugins: [{ use: join(packageRoot, 'test/fixtures/plugins/spins') }],
-    })
+    ;({ sink, ms } = await startOneSpinThread())
     // One thread: every ordinary message is sent while the spinning scan blocks it.
     const bad = await send(ms.port, 'please spin me')
     const good = await Promise.all(
@@ -79,12 +85,7 @@ describe('a message that crashes or hangs a worker', () => {
     expect(await readdir(join(ms.spoolDir, 'failed'))).toEqual([bad])
   })
   it('a thread a plugin blocks outside any scan is replaced, and the mail sent to it is delivered', async () => {
-    sink = await startSink()
-    ms = await startMailscreen(await freePort(), {
-      delivery: { relay: `127.0.0.1:${sink.port}` },
-      pool: { workers: 1, maxAttempts: 1, taskTimeout: '2s' },
-      plugins: [{ use: join(packageRoot, 'test/fixtures/plugins/spins') }],
-    })
+    ;({ sink, ms } = await startOneSpinThread())
     // Scanned and delivered; 200 ms later a timer of the plugin blocks the only shared thread.
     const first = await send(ms.port, 'spin later')
     await sink.waitFor(1, 30_000)
