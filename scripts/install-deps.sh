@@ -28,13 +28,14 @@ PACKAGES=(
   netbase
   procps
   util-linux
+  openssl
 )
 BINARIES=(
   postfix postconf postqueue postlog
   clamd clamdscan clamscan
   spamd spamc spamassassin
   rbldnsd swaks miltertest
-  ps chrt
+  ps chrt openssl
 )
 
 # INSTALL_DEPS_FORCE=1 skips the fast path (to exercise the apt path on a machine that has everything).

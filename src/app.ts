@@ -173,6 +173,7 @@ export function buildApp(loaded: LoadedConfig, log: Logger): App {
     relay,
     local,
     lmtp: config.delivery.lmtp,
+    tls: config.delivery.tls,
     maxRecipientsPerTransaction: config.delivery.maxRecipientsPerTransaction,
     mxPort: config.delivery.mxPort,
     hostname: config.hostname,

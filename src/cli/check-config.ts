@@ -65,6 +65,7 @@ export function registerCheckConfig(program: Command): void {
           `workers   ${config.pool.workers}`,
           `metrics   ${config.metrics ? `http://${formatHop(config.metrics.listen.host, config.metrics.listen.port)}/metrics` : 'off'}`,
           `relay     ${config.delivery.relay ? `${config.delivery.relay.host}:${config.delivery.relay.port}` : 'none: foreign domains go to their MX hosts'}`,
+          `tls       STARTTLS ${config.delivery.tls.mx} to MX and mailertable hosts, ${config.delivery.tls.relay} to the relay`,
           `plugins   ${plugins.map(describePlugin).join(', ') || 'none'}`,
           'symbols:',
           ...settings.symbols.map(

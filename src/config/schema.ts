@@ -140,6 +140,8 @@ const policy = z
  */
 const optionalHop = z.union([z.null(), z.literal('mx').transform(() => null), hostPort])
 
+const tlsLevel = z.enum(['none', 'may', 'encrypt'])
+
 /** `delivery:` — the output queue (docs/routing.md, "Delivery"). */
 const delivery = z
   .object({
@@ -152,6 +154,17 @@ const delivery = z
     local: optionalHop.optional(),
     /** Speak LMTP to the relay and the local MTA (never to MX hosts or mailertable hosts). */
     lmtp: z.boolean().default(false),
+    /**
+     * STARTTLS on delivery (Postfix's `smtp_tls_security_level`): `none`, `may` (when offered;
+     * clear text when not, or when the handshake fails) or `encrypt` (no TLS, no delivery:
+     * deferred). `mx` for MX hosts and mailertable hosts, `relay` for the relay and the local
+     * MTA (on the same host as a rule, where TLS costs CPU and protects nothing). Certificates
+     * are not verified (as at Postfix's `may` and `encrypt`).
+     */
+    tls: z
+      .object({ mx: tlsLevel.default('may'), relay: tlsLevel.default('none') })
+      .strict()
+      .prefault({}),
     /**
      * Sessions in flight at once, all destinations together (Postfix's `default_process_limit`);
      * up to twice as many messages are in the delivery stage at once.

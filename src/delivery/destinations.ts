@@ -6,7 +6,7 @@
  * failing, so a dead host costs one connect timeout per backoff period instead of one per message.
  */
 import { Semaphore } from './limit.js'
-import { formatHop } from './smtp-client.js'
+import { formatHop, type TlsLevel } from './smtp-client.js'
 import { SmtpTransport } from './transport.js'
 
 export interface DestinationsOptions {
@@ -58,18 +58,21 @@ export class Destinations {
     this.sweeper.unref()
   }
 
-  /** The key of a destination: `host:port`, or `lmtp:host:port`. */
-  static key(host: string, port: number, lmtp = false): string {
-    return `${lmtp ? 'lmtp:' : ''}${formatHop(host, port)}`
+  /**
+   * The key of a destination: `host:port`, with `lmtp:` before it for LMTP and `tls-may:` or
+   * `tls-encrypt:` for STARTTLS (a host reached both as relay and as MX host may get two).
+   */
+  static key(host: string, port: number, lmtp = false, tls: TlsLevel = 'none'): string {
+    return `${lmtp ? 'lmtp:' : ''}${tls === 'none' ? '' : `tls-${tls}:`}${formatHop(host, port)}`
   }
 
   /** The pooled transport of a destination, created on first use. */
-  transport(host: string, port: number, lmtp = false): SmtpTransport {
-    const key = Destinations.key(host, port, lmtp)
+  transport(host: string, port: number, lmtp = false, tls: TlsLevel = 'none'): SmtpTransport {
+    const key = Destinations.key(host, port, lmtp, tls)
     let transport = this.transports.get(key)
     if (!transport) {
       transport = new SmtpTransport({
-        hop: { host, port, lmtp },
+        hop: { host, port, lmtp, tls },
         hostname: this.opts.hostname,
         maxConnections: this.opts.maxPerDestination,
         maxMessagesPerConnection: this.opts.maxMessagesPerConnection,

@@ -17,7 +17,7 @@ import { finalNextHop, type NextHop, type Refusal, route } from '../routing/rout
 import { type MailAddress, parseAddress } from '../routing/text.js'
 import { Destinations } from './destinations.js'
 import type { NextHopDns } from './mx.js'
-import { formatHop } from './smtp-client.js'
+import { formatHop, type TlsLevel } from './smtp-client.js'
 import type { RecipientResult, RecipientStatus } from './transport.js'
 
 /** Recipients per transaction to a mailertable host or an MX host (RFC 5321's minimum a server must take). */
@@ -43,6 +43,8 @@ export interface Outcome extends RecipientResult {
   readonly durationMs?: number
   /** Deferred only because every session to its destination stayed busy: not a failed attempt. */
   readonly busy?: true
+  /** The TLS version and cipher of the session that took it; absent: clear text (or no session). */
+  readonly tls?: string
 }
 
 /** The routing state in force (swapped as a whole on reload). */
@@ -60,6 +62,8 @@ export interface DispatcherOptions {
   readonly local: HostPort | null
   /** Speak LMTP to the relay and the local MTA. */
   readonly lmtp: boolean
+  /** STARTTLS to the relay and the local MTA (`relay`), and to MX and mailertable hosts (`mx`). */
+  readonly tls: { readonly relay: TlsLevel; readonly mx: TlsLevel }
   /** Recipients per transaction to the relay and the local MTA (`delivery.maxRecipientsPerTransaction`). */
   readonly maxRecipientsPerTransaction: number
   /** The SMTP port of MX hosts. */
@@ -87,6 +91,7 @@ interface Candidate {
   readonly host: string
   readonly port: number
   readonly lmtp: boolean
+  readonly tls: TlsLevel
   /** For logs. */
   readonly label: string
   /** For DSNs (`Remote-MTA: dns; name`). */
@@ -354,14 +359,14 @@ export class Dispatcher {
     let code = 0
     let backedOff = 0
     for (const c of found) {
-      const key = Destinations.key(c.host, c.port, c.lmtp)
+      const key = Destinations.key(c.host, c.port, c.lmtp, c.tls)
       const until = destinations.backedOff(key)
       if (until !== undefined) {
         backedOff++
         errors.push(`${c.label}: backed off until ${new Date(until).toISOString()}`)
         continue
       }
-      const result = await destinations.transport(c.host, c.port, c.lmtp).send(tx)
+      const result = await destinations.transport(c.host, c.port, c.lmtp, c.tls).send(tx)
       // Busy is ours to say, not the host's: no Remote-MTA, no verdict on the host's health,
       // and no other MX host (a busy destination is not a broken one). After a better host
       // failed it is an ordinary deferral, with that failure in the reply.
@@ -393,6 +398,7 @@ export class Dispatcher {
           routed: r,
           hop: c.label,
           durationMs: result.durationMs,
+          ...(result.tls === undefined ? {} : { tls: result.tls }),
         }
       })
     }
@@ -410,7 +416,8 @@ export class Dispatcher {
     const { dns } = this.opts.routing()
     if (target.kind === 'direct') {
       const label = formatHop(target.host, target.port)
-      return [{ host: target.host, port: target.port, lmtp: target.lmtp, label, remoteMta: target.host }]
+      const tls = this.opts.tls.relay
+      return [{ host: target.host, port: target.port, lmtp: target.lmtp, tls, label, remoteMta: target.host }]
     }
     if (target.kind === 'host') {
       const found = await dns.addresses(target.host, false)
@@ -420,6 +427,7 @@ export class Dispatcher {
         host: ip,
         port: target.port,
         lmtp: false,
+        tls: this.opts.tls.mx,
         label: ip === target.host ? formatHop(ip, target.port) : `${target.host}[${ip}]:${target.port}`,
         remoteMta: target.host,
       }))
@@ -472,7 +480,14 @@ export class Dispatcher {
         continue
       }
       for (const ip of h.found.addresses)
-        out.push({ host: ip, port, lmtp: false, label: `${h.name}[${ip}]:${port}`, remoteMta: h.name })
+        out.push({
+          host: ip,
+          port,
+          lmtp: false,
+          tls: this.opts.tls.mx,
+          label: `${h.name}[${ip}]:${port}`,
+          remoteMta: h.name,
+        })
     }
     if (out.length > 0) return out
     if (answer.kind === 'implicit' && resolved.every((h) => h.found.kind === 'none'))

@@ -350,6 +350,7 @@ export class DeliveryQueue {
           reply: r.reply,
           delay,
           ms: r.durationMs,
+          ...(r.tls === undefined ? {} : { tls: r.tls }),
         },
         'delivered',
       )

@@ -7,15 +7,25 @@
 //    "550 5.1.1 user unknown" would be reported with the DATA reply and retried instead of
 //    bounced with its own reason.
 // This client pipelines (RFC 2920) when the server offers it, else sends one command at a
-// time, and never says STARTTLS.
+// time, and says STARTTLS (RFC 3207) as its `tls` level asks.
 import net from 'node:net'
 import type { Readable } from 'node:stream'
+import tls from 'node:tls'
 
 /** One server reply: the basic code and the full text, lines joined by `\n`, codes included. */
 export interface Reply {
   readonly code: number
   readonly text: string
 }
+
+/**
+ * STARTTLS, as Postfix's `smtp_tls_security_level` names it: `none` never; `may` when the
+ * server offers it, in clear text when it does not, refuses it or fails the handshake;
+ * `encrypt` always, or no delivery. The certificate is not verified at either level: TLS
+ * keeps the mail from eavesdroppers, and a check of the peer's name needs DNSSEC (DANE) or a
+ * list of trusted names per destination, which mail to arbitrary MX hosts does not have.
+ */
+export type TlsLevel = 'none' | 'may' | 'encrypt'
 
 /** Where to connect and how patiently. */
 export interface ClientOptions {
@@ -28,6 +38,8 @@ export interface ClientOptions {
   readonly connectTimeoutMs: number
   /** Inactivity while a command or the message body is in flight. */
   readonly socketTimeoutMs: number
+  /** STARTTLS (default `none`). */
+  readonly tls?: TlsLevel
 }
 
 /** One message to send; addresses must pass {@link isSafeAddress}. */
@@ -59,6 +71,9 @@ export interface TransactionReport {
 export type Connected =
   | { readonly ok: true; readonly client: SmtpClient }
   | { readonly ok: false; readonly reply: Reply }
+
+/** A session set-up that failed in the TLS handshake, which `may` retries without TLS. */
+type Opened = Connected | { readonly ok: false; readonly reply: Reply; readonly handshake: true }
 
 const MAX_LINE_BYTES = 16 * 1024
 const MAX_REPLY_LINES = 200
@@ -98,7 +113,15 @@ export function isSafeAddress(address: string): boolean {
 export class SmtpClient {
   /** Resolves once the socket has closed, for whatever reason. */
   readonly closed: Promise<void>
-  private readonly socket: net.Socket
+  /**
+   * How the session is protected, for the log: the TLS version and cipher once STARTTLS
+   * succeeded (`TLSv1.3 TLS_AES_256_GCM_SHA384`), `none (TLS handshake failed: ...)` when
+   * `may` fell back to clear text after a failed handshake, else undefined (clear text).
+   */
+  tls: string | undefined
+  /** The TCP socket, and after STARTTLS the TLS socket over it. */
+  private socket: net.Socket
+  private onClose: () => void = () => {}
   private readonly hop: string
   private readonly extensions = new Set<string>()
   private readonly inbox: Reply[] = []
@@ -118,33 +141,51 @@ export class SmtpClient {
    * command that answered), or it may be out of step with us.
    */
   private spent = false
+  /** The TLS handshake is under way (its failure is not the server refusing to talk). */
+  private handshaking = false
+  /** The reply awaited answers STARTTLS: once it is complete, the rest of the input is dropped. */
+  private lastBeforeTls = false
+  /** Input is dropped: it came behind a 220 to STARTTLS, where only the handshake may follow. */
+  private dropInput = false
   private stage = 'receiving the initial server greeting'
 
   private constructor(private readonly options: ClientOptions) {
     this.hop = formatHop(options.host, options.port)
     this.socket = net.connect({ host: options.host, port: options.port })
-    this.closed = new Promise((resolve) => this.socket.once('close', () => resolve()))
+    this.closed = new Promise((resolve) => {
+      this.onClose = resolve
+    })
     this.socket.setNoDelay(true)
-    this.socket.setTimeout(options.socketTimeoutMs)
     this.socket.on('connect', () => {
       this.connected = true
     })
-    this.socket.on('data', (chunk: Buffer) => this.onData(chunk))
-    this.socket.on('error', (err: NodeJS.ErrnoException) => this.fail(this.broken(err.code ?? err.message)))
-    this.socket.on('timeout', () => {
-      if (this.busy) this.fail(this.broken('timeout'))
-    })
-    this.socket.on('close', () => this.fail(this.broken('closed')))
+    this.listen(this.socket)
   }
 
-  /** Connect, read the greeting and say EHLO (LHLO for LMTP; HELO if EHLO is refused). */
+  /**
+   * Connect, read the greeting, say EHLO (LHLO for LMTP; HELO if EHLO is refused) and, as
+   * `options.tls` asks, STARTTLS and EHLO again. Under `may`, a failed handshake leaves that
+   * session and sets up a new one in clear text (the mail still goes, as when TLS is not offered).
+   */
   static async connect(options: ClientOptions): Promise<Connected> {
+    const opened = await SmtpClient.open(options)
+    if (!opened.ok && 'handshake' in opened && options.tls === 'may') {
+      const plain = await SmtpClient.open({ ...options, tls: 'none' })
+      if (plain.ok) plain.client.tls = `none (TLS handshake failed: ${opened.reply.text})`
+      return plain
+    }
+    return opened.ok ? opened : { ok: false, reply: opened.reply }
+  }
+
+  private static async open(options: ClientOptions): Promise<Opened> {
     const client = new SmtpClient(options)
     const timer = setTimeout(() => client.fail(client.broken('timeout')), options.connectTimeoutMs)
     try {
       const greeting = await client.readReply()
       clearTimeout(timer)
-      const refusal = greeting.code === 220 ? await client.hello() : greeting
+      let refusal = greeting.code === 220 ? await client.hello() : greeting
+      if (refusal === undefined && (options.tls ?? 'none') !== 'none')
+        refusal = await client.startTls(options.tls === 'encrypt')
       if (refusal === undefined) {
         client.idle()
         return { ok: true, client }
@@ -153,7 +194,8 @@ export class SmtpClient {
       return { ok: false, reply: refusal }
     } catch (err) {
       clearTimeout(timer)
-      return { ok: false, reply: { code: 0, text: client.fail(err as Error).message } }
+      const reply = { code: 0, text: client.fail(err as Error).message }
+      return client.handshaking ? { ok: false, reply, handshake: true } : { ok: false, reply }
     }
   }
 
@@ -253,6 +295,46 @@ export class SmtpClient {
     }
     this.socket.destroy()
     await this.closed
+  }
+
+  /**
+   * RFC 3207: STARTTLS when offered (or, `required`, a refusal when not), then EHLO again over
+   * TLS. Undefined when the session may carry mail; throws when the handshake fails.
+   */
+  private async startTls(required: boolean): Promise<Reply | undefined> {
+    if (!this.extensions.has('STARTTLS'))
+      return required ? { code: 0, text: `TLS is required, but was not offered by ${this.hop}` } : undefined
+    // RFC 3207 6: nothing the server says behind its reply may count after the handshake (a
+    // reply slipped in behind the 220 would answer our next command): it is not even read.
+    this.lastBeforeTls = true
+    const reply = await this.command('STARTTLS', 'sending STARTTLS')
+    this.lastBeforeTls = false
+    if (reply.code !== 220) {
+      this.dropInput = false
+      // `may`: a server that cannot start TLS now still takes the mail in clear text.
+      return required ? reply : undefined
+    }
+    if (this.failure) throw this.failure
+    this.stage = 'performing the TLS handshake'
+    this.handshaking = true
+    const raw = this.socket
+    raw.removeAllListeners('data')
+    raw.removeAllListeners('timeout')
+    raw.setTimeout(0)
+    this.dropInput = false
+    const secure = tls.connect({ socket: raw, rejectUnauthorized: false })
+    this.socket = secure
+    this.listen(secure)
+    await new Promise<void>((resolve, reject) => {
+      if (this.failure) reject(this.failure)
+      secure.once('secureConnect', () => resolve())
+      this.unblock = reject
+    })
+    this.unblock = undefined
+    this.handshaking = false
+    this.tls = `${secure.getProtocol() ?? 'TLS'} ${secure.getCipher().standardName}`
+    this.extensions.clear()
+    return this.hello()
   }
 
   private async hello(): Promise<Reply | undefined> {
@@ -400,12 +482,17 @@ export class SmtpClient {
   }
 
   private onData(chunk: Buffer): void {
+    if (this.dropInput) return
     const data = this.partial.length > 0 ? Buffer.concat([this.partial, chunk]) : chunk
     let start = 0
     for (let lf = data.indexOf(0x0a); lf !== -1 && !this.failure; lf = data.indexOf(0x0a, start)) {
       const end = lf > start && data[lf - 1] === 0x0d ? lf - 1 : lf
       this.onLine(data.toString('utf8', start, end))
       start = lf + 1
+      if (this.dropInput) {
+        this.partial = Buffer.alloc(0)
+        return
+      }
     }
     this.partial = data.subarray(start)
     if (this.partial.length > MAX_LINE_BYTES) this.fail(new Error(`over-long reply line from ${this.hop}`))
@@ -424,6 +511,10 @@ export class SmtpClient {
     }
     const reply = { code: Number(match[1]), text: this.lines.join('\n') }
     this.lines = []
+    if (this.lastBeforeTls) {
+      this.lastBeforeTls = false
+      this.dropInput = true
+    }
     if (reply.code === 421) this.spent = true
     const waiter = this.waiter
     this.waiter = undefined
@@ -455,6 +546,22 @@ export class SmtpClient {
     this.unblock?.(err)
     this.unblock = undefined
     return err
+  }
+
+  /** Read replies from `socket`, and break the session on its errors, timeout or close. */
+  private listen(socket: net.Socket): void {
+    socket.setTimeout(this.options.socketTimeoutMs)
+    socket.on('data', (chunk: Buffer) => this.onData(chunk))
+    socket.on('error', (err: NodeJS.ErrnoException) => this.fail(this.broken(err.code ?? err.message)))
+    socket.on('timeout', () => {
+      if (this.busy) this.fail(this.broken('timeout'))
+    })
+    // After STARTTLS the TCP socket is the TLS socket's to close: the session ends with that.
+    socket.on('close', () => {
+      if (socket !== this.socket) return
+      this.onClose()
+      this.fail(this.broken('closed'))
+    })
   }
 
   private begin(): void {

@@ -1,11 +1,20 @@
 import { Semaphore, type WaitLimit } from './limit.js'
-import { formatHop, isSafeAddress, type Reply, SmtpClient, type Transaction } from './smtp-client.js'
+import {
+  formatHop,
+  isSafeAddress,
+  type Reply,
+  SmtpClient,
+  type TlsLevel,
+  type Transaction,
+} from './smtp-client.js'
 
 /** Where a message goes next: an SMTP (or LMTP) server. */
 export interface NextHop {
   readonly host: string
   readonly port: number
   readonly lmtp?: boolean
+  /** STARTTLS (default `none`). */
+  readonly tls?: TlsLevel
 }
 
 /** What became of one recipient at one hop. */
@@ -49,6 +58,8 @@ export interface SendResult {
    * recipient is then `deferred` with a `4.4.5` reply of ours (code 0).
    */
   readonly busy?: true
+  /** The TLS version and cipher of the session that carried the message; absent: clear text. */
+  readonly tls?: string
 }
 
 /** Options of {@link SmtpTransport}. */
@@ -83,6 +94,8 @@ interface Attempt {
   failed: boolean
   /** No session came free in time. */
   busy: boolean
+  /** How the session that carried the message was protected ({@link SmtpClient.tls}). */
+  tls?: string
 }
 
 interface Pooled {
@@ -138,7 +151,9 @@ export class SmtpTransport {
       const durationMs = Math.round(performance.now() - started)
       if (setup.failed) return { hop: this.hop, recipients, durationMs, unreachable: true }
       if (setup.busy) return { hop: this.hop, recipients, durationMs, busy: true }
-      return { hop: this.hop, recipients, durationMs }
+      return setup.tls === undefined
+        ? { hop: this.hop, recipients, durationMs }
+        : { hop: this.hop, recipients, durationMs, tls: setup.tls }
     } finally {
       this.inFlight.delete(run)
       this.lastUsed = Date.now()
@@ -215,6 +230,7 @@ export class SmtpTransport {
         report = await conn.client.transaction(req)
       }
       conn.sent++
+      setup.tls = conn.client.tls
       this.checkin(conn, report.reusable)
       return req.rcptTo.map((rcpt, i) => {
         const reply = report.replies[i] ?? report.abort ?? { code: 0, text: 'no reply' }
@@ -238,6 +254,7 @@ export class SmtpTransport {
       host: this.opts.hop.host,
       port: this.opts.hop.port,
       lmtp: this.opts.hop.lmtp ?? false,
+      tls: this.opts.hop.tls ?? 'none',
       name: this.opts.hostname,
       connectTimeoutMs: this.connectTimeoutMs,
       socketTimeoutMs: this.socketTimeoutMs,

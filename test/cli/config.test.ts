@@ -63,6 +63,7 @@ describe('mailscreen check-config', () => {
     // Postfix's rule for the default: 1.5 × smtp.maxSize (50 MiB).
     expect(out.stdout).toMatch(/^spool +\S+ \(new mail refused below 75 MiB free\)$/m)
     expect(out.stdout).toMatch(/^relay +127\.0\.0\.1:2626$/m)
+    expect(out.stdout).toMatch(/^tls +STARTTLS may to MX and mailertable hosts, none to the relay$/m)
     expect(out.stdout).toMatch(/^plugins +example \(timeout 1000 ms, on error continue\)$/m)
     const table = out.stdout.slice(out.stdout.indexOf('symbols:\n'))
     expect(table).toMatch(/^ {2}EXAMPLE_NO_MESSAGE_ID +1$/m)

@@ -140,6 +140,16 @@ describe('loadConfig validation errors', () => {
     expect(err.message).toContain('"soon"')
   })
 
+  it('takes STARTTLS levels per kind of next hop, defaulting to may for MX hosts and none for the relay', async () => {
+    expect(loadConfig(undefined, dir).config.delivery.tls).toEqual({ mx: 'may', relay: 'none' })
+    await writeConfig('delivery:\n  tls: { relay: encrypt }\n')
+    expect(loadConfig(undefined, dir).config.delivery.tls).toEqual({ mx: 'may', relay: 'encrypt' })
+    await writeConfig('delivery:\n  tls: { mx: required }\n')
+    const err = thrown(() => loadConfig(undefined, dir))
+    expect(err.code).toBe('MSC_CONFIG_INVALID')
+    expect(err.message).toContain('delivery.tls.mx')
+  })
+
   it('names a bad listen address by its index', async () => {
     await writeConfig('smtp:\n  listen:\n    - 127.0.0.1:10025\n    - localhost\n')
     const err = thrown(() => loadConfig(undefined, dir))

@@ -161,6 +161,7 @@ describe('Dispatcher', () => {
       relay: { host: RELAY, port: sinks.port },
       local: { host: RELAY, port: sinks.port },
       lmtp: false,
+      tls: { relay: 'none', mx: 'may' },
       maxRecipientsPerTransaction: 1000,
       mxPort: sinks.port,
       hostname: 'mailscreen.test',

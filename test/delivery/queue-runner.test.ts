@@ -81,6 +81,7 @@ describe('DeliveryQueue sweep', () => {
       relay,
       local: relay,
       lmtp: false,
+      tls: { relay: 'none', mx: 'may' },
       maxRecipientsPerTransaction: 1000,
       mxPort: 25,
       hostname: 'mailscreen.test',
