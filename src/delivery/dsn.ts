@@ -19,11 +19,6 @@ export interface DsnInput {
   readonly originalHeaders: Buffer
   readonly arrivalDate: Date
   readonly now: Date
-  /**
-   * The hop that gave the replies, e.g. `mx.example.com:25`, for recipients whose result does
-   * not name its own (`RecipientResult.remoteMta`). Without either, the reply was decided here.
-   */
-  readonly remoteMta?: string
 }
 
 /** A DSN ready to queue: null sender, addressed to the original sender. */
@@ -71,10 +66,13 @@ export function buildDsn(input: DsnInput): Dsn | undefined {
   return { mailFrom: '', rcptTo: [sender], message, ...(isAscii(message) ? {} : { body: '8BITMIME' }) }
 }
 
-/** The RFC 3463 status for a recipient: the reply's enhanced code, else a default by outcome. */
+/**
+ * The RFC 3463 status for a recipient: the reply's enhanced code when its class agrees with the
+ * reply code (a `550 4.2.2` is no temporary failure), else a default by outcome.
+ */
 export function dsnStatus(result: RecipientResult): string {
-  const match = /^[245]\d\d[ -]([245]\.\d{1,3}\.\d{1,3})(?=\s|$)/.exec(result.reply)
-  if (result.code !== 0 && match?.[1]) return match[1]
+  const match = /^([245])\d\d[ -]([245]\.\d{1,3}\.\d{1,3})(?=\s|$)/.exec(result.reply)
+  if (result.code !== 0 && match?.[2] && match[2][0] === match[1]) return match[2]
   return result.status === 'failed' ? '5.0.0' : '4.4.7'
 }
 
@@ -85,7 +83,7 @@ function humanPart(input: DsnInput, mta: string): Buffer {
           'Your message could not be delivered to one or more recipients. It has been',
           `waiting in the queue for ${age(input.arrivalDate, input.now)}, and we have given up.`,
         ]
-      : ['Your message could not be delivered to one or more recipients.', 'The remote server refused it.']
+      : ['Your message could not be delivered to one or more recipients.']
   const lines = [
     `This is the mail system at host ${mta}.`,
     '',
@@ -94,8 +92,7 @@ function humanPart(input: DsnInput, mta: string): Buffer {
     '',
   ]
   for (const r of input.failed) {
-    const remote = r.remoteMta ?? input.remoteMta
-    const said = r.code === 0 || !remote ? '' : ` host ${remote} said:`
+    const said = r.code === 0 || !r.remoteMta ? '' : ` host ${r.remoteMta} said:`
     const original = r.originalRecipient ? ` (expanded from <${r.originalRecipient}>)` : ''
     lines.push(...fold(`<${r.recipient}>${original}:${said}`, r.reply, '    '), '')
   }
@@ -120,13 +117,14 @@ function statusPart(input: DsnInput, mta: string): Buffer {
   const hostOf = (hop: string | undefined): string | undefined =>
     hop && ascii(hop.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1'))
   for (const r of input.failed) {
-    const remote = hostOf(r.remoteMta ?? input.remoteMta)
+    const remote = hostOf(r.remoteMta)
     lines.push('')
     if (r.originalRecipient) lines.push(`Original-Recipient: ${addressField(r.originalRecipient)}`)
     lines.push(`Final-Recipient: ${addressField(r.recipient)}`, 'Action: failed', `Status: ${dsnStatus(r)}`)
     if (r.code !== 0 && remote) lines.push(`Remote-MTA: dns; ${remote}`)
-    // A reply-less failure (refused connection, timeout) is no SMTP diagnostic.
-    const type = r.code === 0 ? 'X-Mailscreen' : 'smtp'
+    // Only a remote host's reply is an SMTP diagnostic: not a reply-less failure (refused
+    // connection, timeout), nor a refusal decided here (routing, a loop, the bounce action).
+    const type = r.code !== 0 && remote ? 'smtp' : 'X-Mailscreen'
     lines.push(...fold('Diagnostic-Code:', `${type}; ${ascii(r.reply)}`, ' '))
   }
   lines.push('')
@@ -159,13 +157,17 @@ function isDsn(headers: Buffer): boolean {
   )
 }
 
-/** `rfc822; addr`, or RFC 6533's `utf-8; ` form with `\x{HEX}` escapes for a non-ASCII address. */
+/**
+ * `rfc822; addr`, or for a non-ASCII address RFC 6533's `utf-8; ` form in its xtext spelling:
+ * every character but QCHAR (printable ASCII less `+`, `=` and `\`) as `\x{HEX}`.
+ */
 function addressField(address: string): string {
   if (!isNonAscii(address)) return `rfc822; ${ascii(address)}`
   let out = ''
   for (const ch of address) {
     const cp = ch.codePointAt(0) as number
-    out += cp > 0x7e || cp < 0x20 ? `\\x{${cp.toString(16).toUpperCase()}}` : ch
+    const qchar = cp >= 0x21 && cp <= 0x7e && ch !== '+' && ch !== '=' && ch !== '\\'
+    out += qchar ? ch : `\\x{${cp.toString(16).toUpperCase()}}`
   }
   return `utf-8; ${out}`
 }

@@ -501,7 +501,6 @@ export class DeliveryQueue {
       originalHeaders: message.subarray(0, headerEnd(message)),
       arrivalDate: new Date(header.envelope.receivedAt),
       now: new Date(),
-      ...(hop === undefined ? {} : { remoteMta: hop }),
     })
     if (!dsn) {
       log.info({ qid: id, from: header.envelope.mailFrom }, 'no DSN: null sender or DSN')

@@ -11,6 +11,7 @@
 import net from 'node:net'
 import type { Readable } from 'node:stream'
 import tls from 'node:tls'
+import { isNonAscii } from '../mail/ascii.js'
 
 /** One server reply: the basic code and the full text, lines joined by `\n`, codes included. */
 export interface Reply {
@@ -40,6 +41,12 @@ export interface ClientOptions {
   readonly socketTimeoutMs: number
   /** STARTTLS (default `none`). */
   readonly tls?: TlsLevel
+  /**
+   * The wait for the reply to the end of the message (default 10 min, RFC 5321 4.5.3.2.6 and
+   * Postfix's `smtp_data_done_timeout`): a server may scan the message first, and giving up
+   * before it answers sends the message again later, when it may well have taken it.
+   */
+  readonly dataDoneTimeoutMs?: number
 }
 
 /** One message to send; addresses must pass {@link isSafeAddress}. */
@@ -78,6 +85,7 @@ type Opened = Connected | { readonly ok: false; readonly reply: Reply; readonly 
 const MAX_LINE_BYTES = 16 * 1024
 const MAX_REPLY_LINES = 200
 const QUIT_TIMEOUT_MS = 5_000
+const DATA_DONE_TIMEOUT_MS = 600_000
 /**
  * Messages up to this size go out with BDAT (RFC 3030) when the server offers CHUNKING:
  * pipelined with MAIL and RCPT, so a delivery is one write and one read instead of two each.
@@ -211,6 +219,13 @@ export class SmtpClient {
     this.used = true
     try {
       if (this.failure) throw this.failure
+      // RFC 6531 3.4: a UTF-8 address must not go to a server that does not offer SMTPUTF8
+      // (an ASCII local part goes, its domain in A-labels: routing wrote it so).
+      if (tx.smtpUtf8 && !this.extensions.has('SMTPUTF8') && [tx.mailFrom, ...tx.rcptTo].some(isNonAscii))
+        return this.report(replies, {
+          code: 550,
+          text: `550 5.6.7 SMTPUTF8 is required, but was not offered by host ${this.hop}`,
+        })
       const pipelining = this.extensions.has('PIPELINING')
       const mailLine = `MAIL FROM:<${tx.mailFrom}>${this.mailParams(tx)}`
       const rcptLines = tx.rcptTo.map((rcpt) => `RCPT TO:<${rcpt}>`)
@@ -247,7 +262,9 @@ export class SmtpClient {
         // Pipelined RCPTs after a refused MAIL were refused for that alone: MAIL's reply stands.
         if (!positive(mail)) continue
         if (positive(reply)) accepted.push(i)
-        else replies[i] = reply
+        // RFC 5321 4.5.3.1.10: a 552 to RCPT is "too many recipients" from RFC 821's days, to be
+        // taken as the 452 it means, so the recipient is retried rather than bounced.
+        else replies[i] = reply.code === 552 ? { code: 452, text: reply.text } : reply
       }
       const abort = positive(mail) ? undefined : mail
       if (chunk) return await this.chunkReplies(replies, accepted, abort)
@@ -394,12 +411,14 @@ export class SmtpClient {
     accepted: readonly number[],
     verb: 'DATA' | 'BDAT',
   ): Promise<TransactionReport> {
+    this.socket.setTimeout(this.options.dataDoneTimeoutMs ?? DATA_DONE_TIMEOUT_MS)
     if (this.options.lmtp) {
       for (const i of accepted) replies[i] = await this.readReply()
     } else {
       const final = await this.readReply()
       for (const i of accepted) replies[i] = final
     }
+    this.socket.setTimeout(this.options.socketTimeoutMs)
     if (verb === 'DATA' || accepted.every((i) => positive(replies[i] as Reply))) this.dirty = false
     return this.report(replies)
   }

@@ -30,6 +30,7 @@ const bob: RecipientResult = {
   status: 'failed',
   code: 550,
   reply: '550 5.1.1 <bob@example.org>: Recipient address rejected: User unknown',
+  remoteMta: 'mx.example.org',
 }
 
 const input = (over: Partial<DsnInput> = {}): DsnInput => ({
@@ -41,7 +42,6 @@ const input = (over: Partial<DsnInput> = {}): DsnInput => ({
   originalHeaders: ORIGINAL_HEADERS,
   arrivalDate: new Date('2026-06-01T10:00:00Z'),
   now: new Date('2026-06-01T10:05:00Z'),
-  remoteMta: 'mx.example.org:25',
   ...over,
 })
 
@@ -94,7 +94,7 @@ describe('buildDsn', () => {
     const parsed = await parse(build().message)
     expect(parsed.text).toContain('filter.example.org')
     expect(parsed.text?.replace(/\s+/g, ' ')).toContain(
-      '<bob@example.org>: host mx.example.org:25 said: 550 5.1.1 <bob@example.org>: Recipient address rejected: User unknown',
+      '<bob@example.org>: host mx.example.org said: 550 5.1.1 <bob@example.org>: Recipient address rejected: User unknown',
     )
     expect(parsed.attachments.map((a) => a.contentType)).toEqual([
       'message/delivery-status',
@@ -173,6 +173,7 @@ describe('buildDsn', () => {
       status: 'failed',
       code: 552,
       reply: '552 5.2.2 <carol@example.org>: mailbox full',
+      remoteMta: 'mx.example.org',
     }
     const parsed = await parse(build({ failed: [bob, carol] }).message)
     const status = part(parsed.attachments, 'message/delivery-status')
@@ -180,7 +181,7 @@ describe('buildDsn', () => {
     expect(status).toMatch(
       /Final-Recipient: rfc822; carol@example.org\r\nAction: failed\r\nStatus: 5.2.2\r\n/,
     )
-    expect(parsed.text).toContain('<carol@example.org>: host mx.example.org:25 said: 552 5.2.2')
+    expect(parsed.text).toContain('<carol@example.org>: host mx.example.org said: 552 5.2.2')
   })
 
   it('explains an expired message and reports a reply-less deferral as 4.4.7 without an smtp diagnostic', async () => {
@@ -199,6 +200,28 @@ describe('buildDsn', () => {
     expect(status).toContain('Action: failed\r\nStatus: 4.4.7\r\n')
     expect(status).not.toContain('Remote-MTA:')
     expect(status).toContain('Diagnostic-Code: X-Mailscreen; connect to mx.example.org:25: ECONNREFUSED')
+  })
+
+  it('blames no remote host for a refusal decided here (the bounce action, routing, a loop)', async () => {
+    const refused: RecipientResult = {
+      recipient: 'bob@example.org',
+      status: 'failed',
+      code: 550,
+      reply: '550 5.7.1 Message refused by content filter: virus (Eicar-Signature)',
+    }
+    const parsed = await parse(build({ failed: [refused] }).message)
+    expect(parsed.text).not.toMatch(/remote|said:/)
+    expect(parsed.text).toContain('<bob@example.org>: 550 5.7.1 Message refused by content filter')
+    const status = part(parsed.attachments, 'message/delivery-status')
+    expect(status).not.toContain('Remote-MTA:')
+    expect(status).toContain('Status: 5.7.1\r\nDiagnostic-Code: X-Mailscreen; 550 5.7.1 Message refused')
+  })
+
+  it('writes a UTF-8 address in RFC 6533 xtext: +, = and backslash escaped like non-ASCII', async () => {
+    const failed: RecipientResult = { ...bob, recipient: 'ü+1=2\\x@example.net' }
+    const parsed = await parse(build({ failed: [failed] }).message)
+    const status = part(parsed.attachments, 'message/delivery-status')
+    expect(status).toContain('Final-Recipient: utf-8; \\x{FC}\\x{2B}1\\x{3D}2\\x{5C}x@example.net')
   })
 
   it('keeps its own headers ASCII while passing 8-bit original headers through unchanged', async () => {
@@ -238,6 +261,12 @@ describe('dsnStatus', () => {
   it('extracts the enhanced code from the reply', () => {
     expect(dsnStatus(result('550 5.1.1 <bob@x>: Recipient address rejected', 550))).toBe('5.1.1')
     expect(dsnStatus(result('451-4.7.1 greylisted\n451 4.7.1 try later', 451, 'deferred'))).toBe('4.7.1')
+  })
+
+  it('ignores an enhanced code whose class contradicts the reply code', () => {
+    expect(dsnStatus(result('550 4.2.2 mailbox full', 550))).toBe('5.0.0')
+    expect(dsnStatus(result('552 2.0.0 whatever', 552))).toBe('5.0.0')
+    expect(dsnStatus(result('452 5.2.2 mailbox full', 452, 'deferred'))).toBe('4.4.7')
   })
 
   it('falls back to 5.0.0 for a failure and 4.4.7 for an expired deferral', () => {

@@ -22,6 +22,8 @@ interface RawHopOptions {
   readonly answer?: (line: string, connection: number) => string | undefined
   /** Whether to drop the connection on this packet instead of answering it. */
   readonly drop?: (packet: string, connection: number) => boolean
+  /** How long to hold the reply to one command line (or to `.`) before sending it. */
+  readonly holdMs?: (line: string) => number
 }
 
 const cleanup: Array<() => Promise<void>> = []
@@ -98,6 +100,13 @@ async function rawHop(options: RawHopOptions = {}): Promise<RawHop> {
         if (verb === 'MAIL') accepted = 0
         if (verb === 'RCPT' && reply.startsWith('2')) accepted++
         if (verb === 'DATA') inData = reply.startsWith('354')
+        const hold = options.holdMs?.(line) ?? 0
+        if (hold > 0) {
+          const held = `${out}${reply}\r\n`
+          out = ''
+          setTimeout(() => socket.write(held), hold)
+          continue
+        }
         out += `${reply}\r\n`
       }
       if (out !== '') socket.write(out)
@@ -487,5 +496,59 @@ describe('SmtpClient without PIPELINING', () => {
       'DATA\r\n',
       `${STUFFED}.\r\n`,
     ])
+  })
+})
+
+describe('SmtpClient and what RFC 5321 asks of a client', () => {
+  it('retries a recipient refused with 552 (too many recipients, 4.5.3.1.10) instead of bouncing it', async () => {
+    const hop = await rawHop({
+      answer: (line) =>
+        line === 'RCPT TO:<carol@example.org>' ? '552 5.5.3 Too many recipients' : undefined,
+    })
+    const { recipients } = await transport(hop.port).send(request(['bob@example.org', 'carol@example.org']))
+    expect(recipients[0]?.status).toBe('delivered')
+    expect(recipients[1]).toEqual({
+      recipient: 'carol@example.org',
+      status: 'deferred',
+      code: 452,
+      reply: '552 5.5.3 Too many recipients',
+    })
+  })
+
+  it('sends no UTF-8 address to a server that does not offer SMTPUTF8, refusing with 5.6.7', async () => {
+    const hop = await rawHop()
+    const { recipients } = await transport(hop.port).send({
+      ...request(['jörg@example.org']),
+      smtpUtf8: true,
+    })
+    expect(recipients).toEqual([
+      {
+        recipient: 'jörg@example.org',
+        status: 'failed',
+        code: 550,
+        reply: `550 5.6.7 SMTPUTF8 is required, but was not offered by host 127.0.0.1:${hop.port}`,
+      },
+    ])
+    expect(hop.packets.flat().some((p) => p.includes('MAIL FROM'))).toBe(false)
+    // ASCII addresses go on as they are, whatever the message asked for.
+    const ascii = await transport(hop.port).send({ ...request(['bob@example.org']), smtpUtf8: true })
+    expect(ascii.recipients[0]?.status).toBe('delivered')
+  })
+
+  it('waits longer for the end of data reply than for the other replies (4.5.3.2.6)', async () => {
+    const hop = await rawHop({ holdMs: (line) => (line === '.' ? 1_000 : 0) })
+    const opened = await SmtpClient.connect({
+      host: '127.0.0.1',
+      port: hop.port,
+      lmtp: false,
+      name: 'filter.test',
+      connectTimeoutMs: 5_000,
+      socketTimeoutMs: 300,
+      dataDoneTimeoutMs: 5_000,
+    })
+    if (!opened.ok) throw new Error(opened.reply.text)
+    cleanup.push(() => opened.client.quit())
+    const report = await opened.client.transaction(request(['bob@example.org']))
+    expect(report.replies[0]).toEqual({ code: 250, text: '250 2.0.0 Ok: queued' })
   })
 })
