@@ -20,7 +20,7 @@ import {
 } from '../../src/pipeline/plugin.js'
 import { contentHead } from './head.js'
 import { detectType, type FileType, HEAD_BYTES } from './magic.js'
-import { firstMatch, loadRules, type Match, type RuleSet, RulesError } from './rules.js'
+import { judgeNames, loadRules, type Match, type NamedMatch, type RuleSet, RulesError } from './rules.js'
 import { hasEndRecord, type InflateBudget, isZipName, listZip, type ZipLimits } from './zip.js'
 
 /** The rules shipped with mailscreen. */
@@ -190,6 +190,13 @@ function describeMatch(match: Match): string {
   return `${rule.reason} (${rule.where}${detail ? `: ${detail}` : ''})`
 }
 
+/** What decided, saying under which name when that is not the one shown (`also named evil.exe: ...`). */
+function describeNamed({ match, name }: NamedMatch, shown: string | undefined): string {
+  return name === undefined || name === shown
+    ? describeMatch(match)
+    : `also named ${shownName(name)}: ${describeMatch(match)}`
+}
+
 /** List a zip attachment and judge every name in it. */
 function checkZip(scan: Scan, part: MimePart, id: string, display: string): void {
   const { ruleSet, opts, limits, findings, log } = scan
@@ -197,13 +204,14 @@ function checkZip(scan: Scan, part: MimePart, id: string, display: string): void
   const encrypted: string[] = []
   for (const entry of listing.names) {
     if (entry.encrypted) encrypted.push(shownName(entry.name))
-    const match = firstMatch(ruleSet, { name: entry.name })
-    if (match?.rule.action !== 'deny') continue
+    const judged = judgeNames(ruleSet, [entry.name, ...entry.otherNames], {})
+    if (judged?.match.rule.action !== 'deny') continue
+    const { match } = judged
     const container = [...entry.within].reverse().map(shownName).concat(display).join(' in ')
     findings.add(
       'ATTACHMENT_BANNED',
       id,
-      `${shownName(entry.name)} (in ${container}): ${describeMatch(match)}`,
+      `${shownName(entry.name)} (in ${container}): ${describeNamed(judged, entry.name)}`,
     )
     log.info(
       {
@@ -256,13 +264,11 @@ function checkAttachment(
     }
     return detected
   }
-  const match = firstMatch(ruleSet, {
-    ...(part.filename === undefined ? {} : { name: part.filename }),
-    contentType: part.contentType,
-    detect,
-  })
-  if (match?.rule.action === 'deny') {
-    findings.add('ATTACHMENT_BANNED', id, `${display}: ${describeMatch(match)}`)
+  const names = [part.filename, part.otherName].filter((n): n is string => n !== undefined)
+  const judged = judgeNames(ruleSet, names, { contentType: part.contentType, detect })
+  if (judged?.match.rule.action === 'deny') {
+    const { match } = judged
+    findings.add('ATTACHMENT_BANNED', id, `${display}: ${describeNamed(judged, part.filename)}`)
     log.info(
       { part: id, file: display, rule: match.rule.where, pattern: match.rule.text, note: match.rule.log },
       'attachment banned',
@@ -278,8 +284,7 @@ function checkAttachment(
   }
   // Zip tools also open a zip behind other bytes (a self-extractor stub); one with no zip
   // structure at all opens nowhere and is not a risk.
-  const claimsZip =
-    (part.filename !== undefined && isZipName(part.filename)) || ZIP_TYPES.has(part.contentType)
+  const claimsZip = names.some(isZipName) || ZIP_TYPES.has(part.contentType)
   if (type === undefined && claimsZip && hasEndRecord(part.content())) checkZip(scan, part, id, display)
 }
 

@@ -319,3 +319,39 @@ export function firstMatch(set: RuleSet, candidate: Candidate): Match | undefine
   }
   return undefined
 }
+
+/** The rule that decided a file that goes by several names, and the name it decided on. */
+export interface NamedMatch {
+  readonly match: Match
+  readonly name: string | undefined
+}
+
+/**
+ * Judge a file that goes by several names (a part's `filename=` and `name=`, a zip entry's
+ * stored name and Info-ZIP Unicode Path), each also as cut at its first NUL (as unzip and any
+ * C program cut it: `evil.exe\0.txt` is saved as `evil.exe`): the first rule that denies any
+ * of them, else what decided the first name. Without names, what decides the nameless file.
+ */
+export function judgeNames(
+  set: RuleSet,
+  names: readonly string[],
+  candidate: Omit<Candidate, 'name'>,
+): NamedMatch | undefined {
+  const all = new Set<string>()
+  for (const name of names) {
+    all.add(name)
+    const nul = name.indexOf('\0')
+    if (nul !== -1) all.add(name.slice(0, nul))
+  }
+  if (all.size === 0) {
+    const match = firstMatch(set, candidate)
+    return match && { match, name: undefined }
+  }
+  let first: NamedMatch | undefined
+  for (const name of all) {
+    const match = firstMatch(set, { ...candidate, name })
+    if (match?.rule.action === 'deny') return { match, name }
+    if (name === names[0]) first = match && { match, name }
+  }
+  return first
+}

@@ -25,8 +25,13 @@ export const RATIO_FLOOR = 1024 * 1024
 
 /** One central directory record. */
 export interface ZipEntry {
-  /** The name as stored (a path with `/`), decoded. */
+  /** The name as stored (a path with `/`), decoded; its Info-ZIP Unicode Path when it has one. */
   readonly name: string
+  /**
+   * The stored name, when a Unicode Path replaced it: tools that ignore that field (Python's
+   * zipfile, Windows) save the file under it, and its CRC only proves which name it was written for.
+   */
+  readonly otherNames: readonly string[]
   readonly flags: number
   readonly method: number
   readonly crc: number
@@ -213,10 +218,11 @@ export function readCentralDirectory(data: Buffer, maxEntries: number): CentralD
       uncompressedSize: data.readUInt32LE(at + 24),
       localHeaderOffset: data.readUInt32LE(at + 42),
     })
-    const name =
-      extras.unicodeName ?? (flags & FLAG_UTF8 ? nameBytes.toString('utf8') : decodeCp437(nameBytes))
+    const stored = flags & FLAG_UTF8 ? nameBytes.toString('utf8') : decodeCp437(nameBytes)
+    const name = extras.unicodeName ?? stored
     entries.push({
       name,
+      otherNames: name === stored ? [] : [stored],
       flags,
       method: data.readUInt16LE(at + 10),
       crc: data.readUInt32LE(at + 16),
@@ -252,6 +258,8 @@ function entryData(data: Buffer, entry: ZipEntry): Buffer {
 export interface ListedName {
   /** The path inside its archive. */
   readonly name: string
+  /** Other names it goes by ({@link ZipEntry.otherNames}). */
+  readonly otherNames: readonly string[]
   /** The nested archives it sits in, outermost first (empty: directly in the attachment). */
   readonly within: readonly string[]
   readonly encrypted: boolean
@@ -375,7 +383,8 @@ function listLevel(data: Buffer, within: readonly string[], depth: number, state
   for (const entry of directory.entries) {
     state.entries++
     state.bytes += entry.uncompressedSize
-    if (!entry.directory) state.names.push({ name: entry.name, within, encrypted: entry.encrypted })
+    if (!entry.directory)
+      state.names.push({ name: entry.name, otherNames: entry.otherNames, within, encrypted: entry.encrypted })
     const ratioOk =
       entry.uncompressedSize <= RATIO_FLOOR ||
       entry.uncompressedSize <= limits.maxRatio * Math.max(1, entry.compressedSize)
@@ -394,7 +403,8 @@ function listLevel(data: Buffer, within: readonly string[], depth: number, state
       })
     }
     // Nested zips are opened only while every declared size is within limits.
-    if (isZipName(entry.name) && !entry.directory && !entry.encrypted && ratioOk && !state.overBytes)
+    const zipNamed = isZipName(entry.name) || entry.otherNames.some(isZipName)
+    if (zipNamed && !entry.directory && !entry.encrypted && ratioOk && !state.overBytes)
       openNested(data, entry, within, depth, state)
   }
   if (directory.truncated)

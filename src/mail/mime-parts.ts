@@ -19,6 +19,11 @@ export interface MimePart {
   readonly disposition?: string
   /** Decoded file name (Content-Disposition `filename`, else Content-Type `name`). */
   readonly filename?: string
+  /**
+   * Content-Type's `name` when it differs from `filename`: mail clients differ in which of
+   * the two they save the file under, so a check of names must look at both.
+   */
+  readonly otherName?: string
   /** The part's header fields, unfolded, in order. */
   readonly headers: ReadonlyArray<readonly [string, string]>
   /**
@@ -204,14 +209,16 @@ function walkEntity(
   const parsedDisposition =
     disposition === undefined ? undefined : libmime.parseHeaderValue(utf8IfValid(disposition))
   // An empty filename= names nothing: Content-Type's name= still does (as mailparser reads it).
-  const rawName = parsedDisposition?.params.filename || type.params.name
+  const filename = decodedName(parsedDisposition?.params.filename || type.params.name)
+  const typeName = decodedName(type.params.name)
   const encoding = header(headers, 'content-transfer-encoding')
   let decoded: Buffer | undefined
   walk.parts.push({
     id: id || '1',
     contentType,
     ...(parsedDisposition?.value ? { disposition: parsedDisposition.value.trim().toLowerCase() } : {}),
-    ...(rawName ? { filename: libmime.decodeWords(rawName) } : {}),
+    ...(filename ? { filename } : {}),
+    ...(typeName && filename !== typeName ? { otherName: typeName } : {}),
     headers,
     cutStart,
     start,
@@ -245,4 +252,9 @@ export function mimeStructure(raw: Buffer): {
   walkEntity(walk, '', 0, 0, raw.length, 0, 'text/plain')
   const { parts, containers, incomplete } = walk
   return incomplete === undefined ? { parts, containers } : { parts, containers, incomplete }
+}
+
+/** A `filename`/`name` parameter's value with its encoded words decoded; undefined for none or empty. */
+function decodedName(raw: string | undefined): string | undefined {
+  return raw ? libmime.decodeWords(raw) : undefined
 }

@@ -415,6 +415,57 @@ describe('the check', () => {
     )
   })
 
+  it('bans a zip entry by its name cut at a NUL, as unzip saves it', async () => {
+    const check = await setup()
+    const zip = buildZip([{ name: Buffer.from('evil.exe\0.txt'), data: 'MZ' }])
+    const hits = await runCheck(
+      check,
+      eml([{ filename: 'a.zip', contentType: 'application/zip', data: zip }]),
+    )
+    expect(symbols(hits)).toEqual(['ATTACHMENT_BANNED'])
+    expect(hits[0]?.evidence?.[0]).toMatch(/^evil\.exe\\u\{0\}\.txt \(in a\.zip\): also named evil\.exe: /)
+  })
+
+  it('bans a zip entry by its stored name when an Info-ZIP Unicode Path names it otherwise', async () => {
+    const check = await setup()
+    const zip = buildZip([{ name: Buffer.from('evil.exe'), data: 'MZ', unicodePath: 'readme.txt' }])
+    const hits = await runCheck(
+      check,
+      eml([{ filename: 'a.zip', contentType: 'application/zip', data: zip }]),
+    )
+    expect(symbols(hits)).toEqual(['ATTACHMENT_BANNED'])
+    expect(hits[0]?.evidence?.[0]).toMatch(/^readme\.txt \(in a\.zip\): also named evil\.exe: /)
+  })
+
+  it("bans a part by Content-Type's name= when Content-Disposition's filename= says otherwise", async () => {
+    const check = await setup()
+    const raw = Buffer.from(
+      [
+        'From: a@example.org',
+        'To: b@example.net',
+        'Subject: report',
+        'MIME-Version: 1.0',
+        'Content-Type: multipart/mixed; boundary="XYZ"',
+        '',
+        '--XYZ',
+        'Content-Type: text/plain',
+        '',
+        'See the report.',
+        '--XYZ',
+        'Content-Type: application/octet-stream; name="evil.exe"',
+        'Content-Disposition: attachment; filename="report.pdf"',
+        'Content-Transfer-Encoding: base64',
+        '',
+        Buffer.from('just text').toString('base64'),
+        '--XYZ--',
+        '',
+      ].join('\r\n'),
+    )
+    const hits = await runCheck(check, raw)
+    expect(hits.map((h) => [h.symbol, h.parts])).toEqual([['ATTACHMENT_BANNED', ['2']]])
+    expect(hits[0]?.evidence?.[0]).toMatch(/^report\.pdf: also named evil\.exe: /)
+  })
+
   it('finds a zip by its magic whatever its name, and names nested archives in the evidence', async () => {
     const check = await setup()
     const inner = buildZip([{ name: 'run.bat', data: '@echo off' }])
