@@ -6,8 +6,11 @@
  * message is never delivered as clean). One connection per scan.
  *
  * When the message is infected, each MIME part is scanned again on its own to name the parts
- * that carry the virus, so `strip` removes only those; a virus clamd finds only in the whole
- * (or a part scan that fails) leaves the hit without parts, and `strip` removes everything.
+ * that carry the virus, so `strip` removes only those, and the message without them is scanned
+ * once more: clamd finds some viruses only in the whole (a uuencoded program in a text part).
+ * Whenever the parts cannot be told so (a virus found only in the whole, a part scan that
+ * fails, a remainder still infected, no time left), the hit goes without parts and `strip`
+ * removes everything.
  */
 import { z } from 'zod'
 import { definePlugin, type MessageView, type OptionsEnv, serviceOptions } from '../../src/pipeline/plugin.js'
@@ -15,13 +18,16 @@ import { instream } from './instream.js'
 
 /** Parts scanned one by one to locate a virus; a message with more is stripped whole. */
 const MAX_LOCATED_PARTS = 64
+/** Time kept back from the check's deadline for returning the hit once locating stops. */
+const DEADLINE_MARGIN_MS = 250
 
 type Scan = (data: Buffer, signal: AbortSignal) => ReturnType<typeof instream>
 
 /**
- * The IDs of the parts clamd flags on their own, or undefined when that cannot be told: too
- * many parts, an error reply, a part scan that fails or runs out of `budgetMs`. The virus is
- * found either way; locating it must never cost the finding.
+ * The IDs of the parts clamd flags on their own, provided the message without them scans
+ * clean; undefined when that cannot be told: too many parts, an error reply, a scan that fails
+ * or runs out of `budgetMs`, a remainder clamd still flags. The virus is found either way;
+ * locating it must never cost the finding.
  */
 async function infectedParts(
   message: MessageView,
@@ -30,7 +36,7 @@ async function infectedParts(
   budgetMs: number,
 ): Promise<string[] | undefined> {
   const parts = message.parts()
-  if (parts.length > MAX_LOCATED_PARTS) return undefined
+  if (parts.length > MAX_LOCATED_PARTS || budgetMs <= 0) return undefined
   // A controller and a timer of our own, not AbortSignal.timeout(): Node 20 lets the garbage
   // collector take a timeout signal that only AbortSignal.any() refers to, and the budget with it
   // (nodejs/node#57736).
@@ -46,21 +52,40 @@ async function infectedParts(
       if (result.status === 'error') return undefined
       if (result.status === 'infected') found.push(part.id)
     }
+    if (found.length === 0) return undefined
+    const rest = without(message, found)
+    if (rest.length === 0) return found
+    return (await scan(rest, bounded)).status === 'clean' ? found : undefined
   } catch {
     return undefined
   } finally {
     clearTimeout(timer)
   }
-  return found.length > 0 ? found : undefined
+}
+
+/** The raw message without the byte ranges of the parts `ids`: what `strip` would deliver, less its notes. */
+function without(message: MessageView, ids: readonly string[]): Buffer {
+  const cuts = message
+    .parts()
+    .filter((p) => ids.includes(p.id))
+    .sort((a, b) => a.cutStart - b.cutStart)
+  const kept: Buffer[] = []
+  let at = 0
+  for (const part of cuts) {
+    kept.push(message.raw.subarray(at, part.cutStart))
+    at = part.end
+  }
+  kept.push(message.raw.subarray(at))
+  return Buffer.concat(kept)
 }
 
 /**
- * Time the part scans get, from the whole message's scan: about as many bytes again, so about
- * as long, and a little more. Past it the hit goes without parts rather than past the plugin's
- * timeout, which would lose it.
+ * Time the part scans get: about as many bytes again as the whole message's scan, and the
+ * remainder once more, so about twice as long, and a little more; but never past the check's
+ * deadline, past which the runner discards the hit. Out of time, it goes without parts.
  */
-function partBudgetMs(wholeScanMs: number): number {
-  return Math.ceil(wholeScanMs) + 1_000
+function partBudgetMs(wholeScanMs: number, deadline: number): number {
+  return Math.min(Math.ceil(2 * wholeScanMs) + 1_000, deadline - Date.now() - DEADLINE_MARGIN_MS)
 }
 
 /** clamd's TCPAddr and TCPSocket (default port 3310) or its LocalSocket, and how to stream. */
@@ -91,7 +116,7 @@ export default definePlugin({
   timeoutMs: 30_000,
   onError: 'tempfail',
   setup({ target, chunkSize, connectTimeoutMs }) {
-    return async ({ message, signal }) => {
+    return async ({ message, signal, deadline }) => {
       const scan: Scan = (data, until) =>
         instream(target, data, {
           signal: until,
@@ -106,7 +131,8 @@ export default definePlugin({
         case 'clean':
           return []
         case 'infected': {
-          const parts = await infectedParts(message, scan, signal, partBudgetMs(performance.now() - started))
+          const budget = partBudgetMs(performance.now() - started, deadline)
+          const parts = await infectedParts(message, scan, signal, budget)
           return [{ symbol: 'CLAMAV_VIRUS', evidence: [...result.names], ...(parts ? { parts } : {}) }]
         }
         case 'error':

@@ -74,6 +74,12 @@ export interface CheckContext {
   readonly log: Logger
   /** Aborted when the check's timeout passes; pass it to your I/O. */
   readonly signal: AbortSignal
+  /**
+   * When {@link signal} aborts, in epoch milliseconds (`Date.now()`): a check that does optional
+   * work after its finding (locating it, say) stops in time to return it. Past the deadline the
+   * check's result is discarded, and what it found with it.
+   */
+  readonly deadline: number
 }
 
 /** The per-message function `setup` returns. Return hits; never throw to express a verdict. */

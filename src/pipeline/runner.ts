@@ -34,9 +34,10 @@ export interface RunInput {
 
 function withTimeout(
   plugin: ReadyPlugin,
-  run: (signal: AbortSignal) => Promise<readonly Hit[]>,
+  run: (signal: AbortSignal, deadline: number) => Promise<readonly Hit[]>,
 ): Promise<readonly Hit[]> {
   const controller = new AbortController()
+  const deadline = Date.now() + plugin.timeoutMs
   let timer: NodeJS.Timeout | undefined
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
@@ -50,7 +51,7 @@ function withTimeout(
   })
   // new Promise() turns a synchronous throw from a non-async check into a rejection, so the
   // race (and the finally that disarms the timer) is always set up.
-  const checked = new Promise<readonly Hit[]>((resolve) => resolve(run(controller.signal)))
+  const checked = new Promise<readonly Hit[]>((resolve) => resolve(run(controller.signal, deadline)))
   return Promise.race([checked, timeout]).finally(() => clearTimeout(timer))
 }
 
@@ -82,8 +83,15 @@ async function runOne(plugin: ReadyPlugin, input: RunInput): Promise<CheckOutcom
   const started = performance.now()
   const log = lazyChild(input.log, { plugin: plugin.name })
   try {
-    const hits = await withTimeout(plugin, (signal) =>
-      plugin.check({ queueId: input.queueId, envelope: input.envelope, message: input.message, log, signal }),
+    const hits = await withTimeout(plugin, (signal, deadline) =>
+      plugin.check({
+        queueId: input.queueId,
+        envelope: input.envelope,
+        message: input.message,
+        log,
+        signal,
+        deadline,
+      }),
     )
     checkHits(plugin, hits)
     return { plugin: plugin.name, hits, durationMs: performance.now() - started }

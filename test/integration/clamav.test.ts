@@ -112,6 +112,53 @@ describe('clamav plugin against a real clamd', () => {
     expect(hits[0]?.parts).toEqual(['2'])
   })
 
+  it('names no part when the message without the flagged part is still infected (a uuencoded copy in the text)', async () => {
+    // clamd unpacks uuencode when it scans a whole mail, not in a text part scanned alone: only
+    // the remainder scan shows that stripping part 1 would deliver the virus still.
+    const eicar = Buffer.from(EICAR)
+    const uu = ['begin 644 invoice.com']
+    for (let i = 0; i < eicar.length; i += 45) {
+      const chunk = eicar.subarray(i, i + 45)
+      let line = String.fromCharCode(32 + chunk.length)
+      for (let j = 0; j < chunk.length; j += 3) {
+        const n = ((chunk[j] ?? 0) << 16) | ((chunk[j + 1] ?? 0) << 8) | (chunk[j + 2] ?? 0)
+        for (const shift of [18, 12, 6, 0]) {
+          const v = (n >> shift) & 63
+          line += String.fromCharCode(v === 0 ? 96 : 32 + v)
+        }
+      }
+      uu.push(line)
+    }
+    uu.push('`', 'end')
+    const raw = Buffer.from(
+      [
+        'From: a@example.org',
+        'To: b@example.net',
+        'Subject: two copies',
+        'MIME-Version: 1.0',
+        'Content-Type: multipart/mixed; boundary="XYZ"',
+        '',
+        '--XYZ',
+        'Content-Type: application/octet-stream; name="a.bin"',
+        'Content-Transfer-Encoding: base64',
+        '',
+        eicar.toString('base64'),
+        '--XYZ',
+        'Content-Type: text/plain',
+        '',
+        'Hello, see below.',
+        '',
+        ...uu,
+        '',
+        '--XYZ--',
+        '',
+      ].join('\r\n'),
+    )
+    const hits = await run(raw)
+    expect(hits.map((h) => h.symbol)).toEqual(['CLAMAV_VIRUS'])
+    expect(hits[0]?.parts).toBeUndefined()
+  })
+
   it('does not flag a clean message', async () => {
     expect(await run(CLEAN)).toEqual([])
     const withAttachment = multipart({ name: 'notes.txt', type: 'text/plain', data: Buffer.from('hello\n') })

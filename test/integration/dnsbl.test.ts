@@ -31,6 +31,7 @@ function context(client: string, log: CheckContext['log'] = silentLog): CheckCon
     message: createMessageView(RAW),
     log,
     signal: AbortSignal.timeout(10_000),
+    deadline: Date.now() + 10_000,
   }
 }
 

@@ -56,9 +56,10 @@ describe('runChecks', () => {
     expect(outcomes.every((o) => o.durationMs >= 0)).toBe(true)
   })
 
-  it('gives each check the message, envelope and queue ID of the run', async () => {
+  it('gives each check the message, envelope and queue ID of the run, and its deadline', async () => {
     const run = input()
     let seen: CheckContext | undefined
+    const before = Date.now()
     await runChecks(
       [
         plugin('spy', async (ctx) => {
@@ -72,6 +73,9 @@ describe('runChecks', () => {
     expect(seen?.envelope).toBe(run.envelope)
     expect(seen?.message).toBe(run.message)
     expect(seen?.signal.aborted).toBe(false)
+    // When the signal will abort: the plugin's timeout (10 s here) from the start of the check.
+    expect(seen?.deadline).toBeGreaterThanOrEqual(before + 10_000)
+    expect(seen?.deadline).toBeLessThanOrEqual(Date.now() + 10_000)
   })
 
   it('runs checks concurrently: two checks that each wait for the other to start both finish', async () => {

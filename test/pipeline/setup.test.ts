@@ -58,6 +58,7 @@ const context = (): CheckContext => ({
   message: createMessageView(Buffer.from('Subject: hi\r\n\r\nhello\r\n')),
   log: silentLog,
   signal: new AbortController().signal,
+  deadline: Number.POSITIVE_INFINITY,
 })
 
 describe('a plugin whose setup fails', () => {

@@ -306,6 +306,7 @@ async function checkWatchingContent(check: Check, raw: Buffer) {
     message: { ...view, parts: () => parts },
     log: silentLog,
     signal: AbortSignal.timeout(5000),
+    deadline: Date.now() + 5000,
   })
   return { hits, parts }
 }

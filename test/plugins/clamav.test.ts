@@ -11,8 +11,11 @@ import {
   instream,
   parseInstreamReply,
 } from '../../plugins/clamav/instream.js'
+import { createMessageView } from '../../src/mail/message.js'
 import { declaredSymbols, type Hit, optionsSchema, parseOptions } from '../../src/pipeline/plugin.js'
-import { silentLog as log, runCheck as runWith } from '../support/check.js'
+import { runChecks } from '../../src/pipeline/runner.js'
+import { newQueueId } from '../../src/queue/ids.js'
+import { silentLog as log, runCheck as runWith, testEnvelope } from '../support/check.js'
 import { underGarbageCollection } from '../support/gc.js'
 
 const RAW = Buffer.from('Subject: hi\r\nMessage-ID: <1@x>\r\n\r\nhello world\r\n')
@@ -93,6 +96,8 @@ type Mode =
   | 'never'
   | 'close'
   | 'pong'
+  /** FOUND for a stream that contains `VIRUS`, OK for any other. */
+  | 'content'
   /** FOUND for the first stream (the whole message); the part scans after it fail so. */
   | 'found-then-close'
   | 'found-then-never'
@@ -129,6 +134,8 @@ afterEach(async () => {
 async function fakeClamd(
   mode: Mode,
   listen: { port: number } | { path: string } = { port: 0 },
+  /** How long each answer takes. */
+  delayMs = 0,
 ): Promise<Fake> {
   const payloads: Buffer[] = []
   let connections = 0
@@ -154,7 +161,9 @@ async function fakeClamd(
       const payload = decode(buf)
       if (payload === undefined) return
       payloads.push(payload)
-      socket.end(mode === 'ok' ? 'stream: OK\0' : 'stream: Eicar-Test-Signature FOUND\0')
+      const clean = mode === 'ok' || (mode === 'content' && !payload.includes('VIRUS'))
+      const reply = clean ? 'stream: OK\0' : 'stream: Eicar-Test-Signature FOUND\0'
+      setTimeout(() => socket.end(reply), delayMs)
     })
   })
   servers.push(server)
@@ -225,6 +234,48 @@ describe('clamav check against a fake clamd', () => {
       { symbol: 'CLAMAV_VIRUS', evidence: ['Eicar-Test-Signature'], parts: ['1'] },
     ])
     expect(fake.payloads).toHaveLength(2)
+  })
+
+  it('names the part that carries the virus once the message without it scans clean', async () => {
+    const fake = await fakeClamd('content')
+    const raw = Buffer.from(
+      [
+        'Subject: two parts',
+        'MIME-Version: 1.0',
+        'Content-Type: multipart/mixed; boundary="XYZ"',
+        '',
+        '--XYZ',
+        'Content-Type: text/plain',
+        '',
+        'hello',
+        '--XYZ',
+        'Content-Type: application/octet-stream',
+        '',
+        'a VIRUS here',
+        '--XYZ--',
+        '',
+      ].join('\r\n'),
+    )
+    expect(await runCheck({ port: fake.port }, raw)).toEqual([
+      { symbol: 'CLAMAV_VIRUS', evidence: ['Eicar-Test-Signature'], parts: ['2'] },
+    ])
+    // The whole, part 1, part 2, and the whole without part 2.
+    expect(fake.payloads).toHaveLength(4)
+    expect(fake.payloads[3]?.includes('hello')).toBe(true)
+    expect(fake.payloads[3]?.includes('VIRUS')).toBe(false)
+  })
+
+  it('keeps a virus clamd found past half the time allowed, going without parts rather than past the deadline', async () => {
+    const fake = await fakeClamd('found', { port: 0 }, 1_800)
+    const options = parseOptions(clamav, { port: fake.port })
+    const check = await clamav.setup(options, { log })
+    const symbols = declaredSymbols(clamav, options)
+    const [outcome] = await runChecks(
+      [{ name: 'clamav', check, timeoutMs: 3_000, onError: 'continue', symbols }],
+      { queueId: newQueueId(), envelope: testEnvelope, message: createMessageView(RAW), log },
+    )
+    expect(outcome?.failure).toBeUndefined()
+    expect(outcome?.hits).toEqual([{ symbol: 'CLAMAV_VIRUS', evidence: ['Eicar-Test-Signature'] }])
   })
 
   it('keeps the virus when the scans that locate its part fail or take too long: the hit goes without parts', async () => {

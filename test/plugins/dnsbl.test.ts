@@ -54,6 +54,7 @@ function context(
     message: createMessageView(Buffer.from('Subject: hi\r\n\r\nhello\r\n')),
     log: options.log ?? silentLog,
     signal: options.signal ?? AbortSignal.timeout(10_000),
+    deadline: Date.now() + 10_000,
   }
 }
 

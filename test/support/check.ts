@@ -21,6 +21,7 @@ export function runCheck(
   check: Check,
   raw: Buffer,
   signal: AbortSignal = AbortSignal.timeout(20_000),
+  deadline = Date.now() + 20_000,
 ): Promise<readonly Hit[]> {
   return check({
     queueId: newQueueId(),
@@ -28,5 +29,6 @@ export function runCheck(
     message: createMessageView(raw),
     log: silentLog,
     signal,
+    deadline,
   })
 }
