@@ -289,6 +289,39 @@ function checkAttachment(
 }
 
 /**
+ * uuencode's first line (`begin 644 name`; `begin-base64 644 name` from `uuencode -m`). Mail
+ * clients still unpack such a block in a plain-text body and offer it as an attachment.
+ */
+const UUENCODE_BEGIN = /^begin(?:-base64)? +[0-7]{3,4} +(.*?)[ \t]*\r?$/gm
+
+/** Judge the names of the files uuencoded in a plain-text body, as MailScanner does. */
+function checkUuencoded(
+  scan: Scan,
+  raw: Buffer,
+  part: MimePart,
+  id: string,
+  within: readonly string[],
+): void {
+  const encoding = part.headers
+    .find(([name]) => name.toLowerCase() === 'content-transfer-encoding')?.[1]
+    .trim()
+    .toLowerCase()
+  // Unencoded and quoted-printable text shows `begin` as it is: most bodies are passed over
+  // without decoding them.
+  if (encoding !== 'base64' && !raw.subarray(part.bodyStart, part.end).includes('begin')) return
+  for (const [, name] of part.content().toString('latin1').matchAll(UUENCODE_BEGIN)) {
+    if (!name) continue
+    const judged = judgeNames(scan.ruleSet, [name], {})
+    if (judged?.match.rule.action !== 'deny') continue
+    const display = [`${shownName(name)} (uuencoded in part ${part.id})`, ...[...within].reverse()].join(
+      ' in ',
+    )
+    scan.findings.add('ATTACHMENT_BANNED', id, `${display}: ${describeMatch(judged.match)}`)
+    scan.log.info({ part: id, file: display, rule: judged.match.rule.where }, 'attachment banned')
+  }
+}
+
+/**
  * Walk leaf parts; an attached message (message/rfc822) is walked too, its findings
  * charged to the outer part that carries it (what `strip` can remove).
  */
@@ -302,6 +335,7 @@ function checkParts(
   for (const part of parts) {
     const id = outer ?? part.id
     if (isAttachment(part)) checkAttachment(scan, raw, part, id, within)
+    else if (part.contentType === 'text/plain') checkUuencoded(scan, raw, part, id, within)
     if (!isMessage(part)) continue
     const name = part.filename === undefined ? `attached message ${part.id}` : shownName(part.filename)
     if (within.length + 1 >= scan.opts.maxMessageDepth) {

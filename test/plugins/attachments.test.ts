@@ -467,6 +467,34 @@ describe('the check', () => {
     expect(hits[0]?.evidence?.[0]).toMatch(/^report\.pdf: also named evil\.exe: /)
   })
 
+  it('bans a program uuencoded in a plain-text body, in any transfer encoding, and passes a harmless one', async () => {
+    const check = await setup()
+    const text = (encoding: string, body: string) =>
+      Buffer.from(
+        [
+          'From: a@example.org',
+          'To: b@example.net',
+          'Subject: invoice',
+          'Content-Type: text/plain; charset=us-ascii',
+          `Content-Transfer-Encoding: ${encoding}`,
+          '',
+          encoding === 'base64' ? Buffer.from(body).toString('base64') : body,
+          '',
+        ].join('\r\n'),
+      )
+    const block = (name: string) => `Your invoice:\r\n\r\nbegin 644 ${name}\r\nM5%I0\r\n\`\r\nend\r\n`
+    for (const encoding of ['7bit', 'base64']) {
+      const hits = await runCheck(check, text(encoding, block('invoice.exe')))
+      expect(
+        hits.map((h) => [h.symbol, h.parts]),
+        encoding,
+      ).toEqual([['ATTACHMENT_BANNED', ['1']]])
+      expect(hits[0]?.evidence?.[0]).toMatch(/^invoice\.exe \(uuencoded in part 1\): /)
+    }
+    expect(await runCheck(check, text('7bit', block('notes.txt')))).toEqual([])
+    expect(await runCheck(check, text('7bit', 'We begin 644 days from now.'))).toEqual([])
+  })
+
   it('finds a zip by its magic whatever its name, and names nested archives in the evidence', async () => {
     const check = await setup()
     const inner = buildZip([{ name: 'run.bat', data: '@echo off' }])
