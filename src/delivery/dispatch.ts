@@ -10,7 +10,8 @@
 import { networkInterfaces } from 'node:os'
 import type { Logger } from 'pino'
 import type { HostPort } from '../config/address.js'
-import type { Envelope } from '../ingress/envelope.js'
+import { type DsnRequest, dsnOf, type Envelope, type RecipientDsn } from '../ingress/envelope.js'
+import { isNonAscii } from '../mail/ascii.js'
 import { headerEnd } from '../mail/message.js'
 import type { RoutingMaps } from '../routing/maps.js'
 import { finalNextHop, type NextHop, type Refusal, route } from '../routing/router.js'
@@ -137,6 +138,25 @@ export function ownAddresses(listen: readonly { readonly host: string }[]): Set<
     for (const info of list ?? []) if (!info.internal) out.add(info.address.replace(/%.*$/, ''))
   for (const { host } of listen) if (host !== '0.0.0.0' && host !== '::') out.add(host)
   return out
+}
+
+/**
+ * The DSN parameters that go on to the next hop with these recipients: RET and ENVID, and each
+ * recipient's NOTIFY and ORCPT as the sender gave them for the address it wrote. For an
+ * address routing rewrote or expanded, that address goes as ORCPT unless the sender gave one
+ * (RFC 3461 4.2), so a DSN from further on still names what the sender wrote.
+ */
+function passedOn(request: DsnRequest, recipients: readonly RoutedRecipient[]) {
+  const forRecipient = (r: RoutedRecipient): RecipientDsn | undefined => {
+    const given = dsnOf(request, r.original ?? r.address)
+    if (r.original === undefined || given?.orcpt !== undefined || isNonAscii(r.original)) return given
+    return { ...given, orcpt: `rfc822;${r.original}` }
+  }
+  return {
+    ...(request.ret ? { ret: request.ret } : {}),
+    ...(request.envid ? { envid: request.envid } : {}),
+    recipients: recipients.map(forRecipient),
+  }
 }
 
 function decided(r: RoutedRecipient, verdict: Verdict, hop: string): Outcome {
@@ -354,6 +374,7 @@ export class Dispatcher {
       size: message.length,
       smtpUtf8: envelope.smtpUtf8 === true,
       eightBit: envelope.body === '8BITMIME',
+      ...(envelope.dsn ? { dsn: passedOn(envelope.dsn, group.recipients) } : {}),
     }
     const errors: string[] = []
     let code = 0

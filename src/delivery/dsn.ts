@@ -2,8 +2,12 @@ import { isAscii } from 'node:buffer'
 import type { Envelope } from '../ingress/envelope.js'
 import { isNonAscii } from '../mail/ascii.js'
 import { rfc5322Date } from '../mail/date.js'
+import { encodeXtext } from '../mail/xtext.js'
 import type { QueueId } from '../queue/ids.js'
 import type { RecipientResult } from './transport.js'
+
+/** A failed recipient to report: its result, and the ORCPT its sender gave (`addr-type;address`). */
+export type ReportedRecipient = RecipientResult & { readonly orcpt?: string }
 
 /** What {@link buildDsn} needs to report on one message. */
 export interface DsnInput {
@@ -13,10 +17,14 @@ export interface DsnInput {
   /** The original message's envelope. */
   readonly envelope: Envelope
   /** Recipients that failed, or (when expired) stayed deferred too long. */
-  readonly failed: readonly RecipientResult[]
+  readonly failed: readonly ReportedRecipient[]
   readonly reason: 'failed' | 'expired'
   /** The original message's header block. */
   readonly originalHeaders: Buffer
+  /** The whole original, to return instead of its headers (RET=FULL). */
+  readonly original?: Buffer
+  /** The sender's ENVID, quoted as `Original-Envelope-Id`. */
+  readonly envid?: string
   readonly arrivalDate: Date
   readonly now: Date
 }
@@ -43,7 +51,8 @@ export function buildDsn(input: DsnInput): Dsn | undefined {
   const sender = input.envelope.mailFrom
   if (sender === '' || isDsn(input.originalHeaders)) return undefined
   const mta = ascii(input.reportingMta)
-  const parts = [humanPart(input, mta), statusPart(input, mta), headersPart(input.originalHeaders)]
+  const returned = input.original ? messagePart(input.original) : headersPart(input.originalHeaders)
+  const parts = [humanPart(input, mta), statusPart(input, mta), returned]
   const boundary = uniqueBoundary(`=_dsn_${input.queueId}_${input.now.getTime()}`, parts)
   const head = [
     `From: Mail Delivery System <MAILER-DAEMON@${mta}>`,
@@ -109,6 +118,7 @@ function statusPart(input: DsnInput, mta: string): Buffer {
     'Content-Description: Delivery report',
     'Content-Type: message/delivery-status',
     '',
+    ...(input.envid ? [`Original-Envelope-Id: ${encodeXtext(input.envid)}`] : []),
     `Reporting-MTA: dns; ${mta}`,
     `X-Mailscreen-Queue-ID: ${input.queueId}`,
     `X-Mailscreen-Sender: ${addressField(input.envelope.mailFrom)}`,
@@ -119,7 +129,9 @@ function statusPart(input: DsnInput, mta: string): Buffer {
   for (const r of input.failed) {
     const remote = hostOf(r.remoteMta)
     lines.push('')
-    if (r.originalRecipient) lines.push(`Original-Recipient: ${addressField(r.originalRecipient)}`)
+    // The sender's ORCPT first: what the first MTA received, before any rewriting of ours.
+    if (r.orcpt) lines.push(`Original-Recipient: ${orcptField(r.orcpt)}`)
+    else if (r.originalRecipient) lines.push(`Original-Recipient: ${addressField(r.originalRecipient)}`)
     lines.push(`Final-Recipient: ${addressField(r.recipient)}`, 'Action: failed', `Status: ${dsnStatus(r)}`)
     if (r.code !== 0 && remote) lines.push(`Remote-MTA: dns; ${remote}`)
     // Only a remote host's reply is an SMTP diagnostic: not a reply-less failure (refused
@@ -147,6 +159,14 @@ function headersPart(original: Buffer): Buffer {
   )
 }
 
+/** The whole original as a message/rfc822 part (RET=FULL). */
+function messagePart(original: Buffer): Buffer {
+  const cte = isAscii(original) ? '7bit' : '8bit'
+  const head = `Content-Description: Undelivered Message${CRLF}Content-Type: message/rfc822${CRLF}Content-Transfer-Encoding: ${cte}${CRLF}${CRLF}`
+  const end = original.subarray(-2).equals(Buffer.from(CRLF)) ? '' : CRLF
+  return Buffer.concat([Buffer.from(head), original, Buffer.from(end)])
+}
+
 /** Whether a header block declares a delivery status report (RFC 3464, or RFC 6533's global one). */
 function isDsn(headers: Buffer): boolean {
   const unfolded = headers.toString('latin1').replace(/\r?\n[ \t]+/g, ' ')
@@ -170,6 +190,13 @@ function addressField(address: string): string {
     out += qchar ? ch : `\\x{${cp.toString(16).toUpperCase()}}`
   }
   return `utf-8; ${out}`
+}
+
+/** An ORCPT (`addr-type;address`) as a field value: `rfc822; address`, or RFC 6533's form when not ASCII. */
+function orcptField(orcpt: string): string {
+  const semi = orcpt.indexOf(';')
+  const address = orcpt.slice(semi + 1)
+  return isNonAscii(address) ? addressField(address) : `${ascii(orcpt.slice(0, semi))}; ${ascii(address)}`
 }
 
 /** Fold `head` + the words of `text` into lines of about 78 chars, never over 998. */

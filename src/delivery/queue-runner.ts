@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises'
 import type { Logger } from 'pino'
 import { toErrorInfo } from '../errors.js'
-import type { Envelope } from '../ingress/envelope.js'
+import { dsnOf, type Envelope, wantsFailureReport } from '../ingress/envelope.js'
 import { isNonAscii } from '../mail/ascii.js'
 import { headerEnd } from '../mail/message.js'
 import type { Metrics } from '../metrics/metrics.js'
@@ -13,7 +13,7 @@ import { type RetryState, type SpoolHeader, timeInQueue } from '../queue/spool-f
 import { WorkQueue } from '../queue/work-queue.js'
 import { ByteBudget } from './byte-budget.js'
 import { countReceived, type Dispatcher, type Outcome, type RoutedRecipient } from './dispatch.js'
-import { buildDsn } from './dsn.js'
+import { buildDsn, type ReportedRecipient } from './dsn.js'
 import type { RecipientResult } from './transport.js'
 
 /**
@@ -63,6 +63,11 @@ const CACHE_BUDGET = 64 * 1024 * 1024
 const SCANNED_BUDGET = 64 * 1024 * 1024
 /** Bytes of messages read back from disk that deliveries may hold at once. */
 const READ_BUDGET = 256 * 1024 * 1024
+/**
+ * Largest original a DSN returns whole when its sender asked RET=FULL (Postfix's
+ * bounce_size_limit); a larger one comes back as its headers.
+ */
+const RETURN_FULL_MAX_BYTES = 50_000
 
 /** Where the message a delivery attempt is for sits: `processing/` for one taken by {@link DeliveryQueue.deliverNow}. */
 type Source = 'outgoing' | 'deferred' | 'processing'
@@ -492,13 +497,27 @@ export class DeliveryQueue {
       log.info({ qid: id, from: header.envelope.mailFrom }, 'no DSN: null sender or DSN')
       return
     }
+    // RFC 3461: a recipient whose NOTIFY leaves out FAILURE (NEVER, say) is not reported.
+    const asked = header.envelope.dsn
+    const reported = recipients.flatMap((r): ReportedRecipient[] => {
+      const given = dsnOf(asked, r.originalRecipient ?? r.recipient)
+      if (!wantsFailureReport(given)) return []
+      return [given?.orcpt === undefined ? r : { ...r, orcpt: given.orcpt }]
+    })
+    if (reported.length === 0) {
+      log.info({ qid: id, from: header.envelope.mailFrom }, 'no DSN: NOTIFY leaves out FAILURE')
+      return
+    }
+    const full = asked?.ret === 'FULL' && message.length <= RETURN_FULL_MAX_BYTES
     const dsn = buildDsn({
       reportingMta: hostname,
       queueId: id,
       envelope: header.envelope,
-      failed: recipients,
+      failed: reported,
       reason,
       originalHeaders: message.subarray(0, headerEnd(message)),
+      ...(full ? { original: message } : {}),
+      ...(asked?.envid === undefined ? {} : { envid: asked.envid }),
       arrivalDate: new Date(header.envelope.receivedAt),
       now: new Date(),
     })

@@ -11,7 +11,9 @@
 import net from 'node:net'
 import type { Readable } from 'node:stream'
 import tls from 'node:tls'
+import type { DsnRequest, RecipientDsn } from '../ingress/envelope.js'
 import { isNonAscii } from '../mail/ascii.js'
+import { encodeXtext } from '../mail/xtext.js'
 
 /** One server reply: the basic code and the full text, lines joined by `\n`, codes included. */
 export interface Reply {
@@ -57,6 +59,13 @@ export interface Transaction {
   readonly size: number
   readonly smtpUtf8?: boolean
   readonly eightBit?: boolean
+  /**
+   * DSN parameters, passed on when the server offers DSN (RFC 3461): RET and ENVID on MAIL
+   * FROM, NOTIFY and ORCPT per recipient (aligned with `rcptTo`).
+   */
+  readonly dsn?: Pick<DsnRequest, 'ret' | 'envid'> & {
+    readonly recipients: readonly (RecipientDsn | undefined)[]
+  }
 }
 
 /** How one transaction went. */
@@ -228,7 +237,7 @@ export class SmtpClient {
         })
       const pipelining = this.extensions.has('PIPELINING')
       const mailLine = `MAIL FROM:<${tx.mailFrom}>${this.mailParams(tx)}`
-      const rcptLines = tx.rcptTo.map((rcpt) => `RCPT TO:<${rcpt}>`)
+      const rcptLines = tx.rcptTo.map((rcpt, i) => `RCPT TO:<${rcpt}>${this.rcptParams(tx, i)}`)
       const reset = this.dirty
       this.dirty = true
       const chunk =
@@ -375,6 +384,21 @@ export class SmtpClient {
     if (this.extensions.has('SIZE') && tx.size > 0) params += ` SIZE=${tx.size}`
     if (tx.eightBit && this.extensions.has('8BITMIME')) params += ' BODY=8BITMIME'
     if (tx.smtpUtf8 && this.extensions.has('SMTPUTF8')) params += ' SMTPUTF8'
+    if (tx.dsn && this.extensions.has('DSN')) {
+      if (tx.dsn.ret) params += ` RET=${tx.dsn.ret}`
+      if (tx.dsn.envid) params += ` ENVID=${encodeXtext(tx.dsn.envid)}`
+    }
+    return params
+  }
+
+  private rcptParams(tx: Transaction, i: number): string {
+    const dsn = tx.dsn?.recipients[i]
+    if (!dsn || !this.extensions.has('DSN')) return ''
+    let params = dsn.notify ? ` NOTIFY=${dsn.notify.join(',')}` : ''
+    if (dsn.orcpt) {
+      const semi = dsn.orcpt.indexOf(';')
+      params += ` ORCPT=${dsn.orcpt.slice(0, semi)};${encodeXtext(dsn.orcpt.slice(semi + 1))}`
+    }
     return params
   }
 

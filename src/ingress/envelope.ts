@@ -28,4 +28,38 @@ export interface Envelope {
   readonly body?: string
   /** SMTPUTF8 was given on MAIL FROM. */
   readonly smtpUtf8?: boolean
+  /** What the sender asked of delivery status notifications (RFC 3461), when it asked anything. */
+  readonly dsn?: DsnRequest
+}
+
+/** When a recipient wants to hear (RCPT's NOTIFY=): never, or on these events. */
+export type Notify = readonly ['NEVER'] | readonly ('SUCCESS' | 'FAILURE' | 'DELAY')[]
+
+/** A recipient's DSN parameters (RCPT TO). */
+export interface RecipientDsn {
+  /** NOTIFY=; absent: failures (and delays) are reported, as without DSN. */
+  readonly notify?: Notify
+  /** ORCPT=, decoded: `addr-type;address`, the recipient as the first MTA received it. */
+  readonly orcpt?: string
+}
+
+/** The DSN parameters of a transaction (RFC 3461), as the MTA in front passed them on. */
+export interface DsnRequest {
+  /** RET=: a failure DSN returns the FULL message or only its headers (HDRS, the default). */
+  readonly ret?: 'FULL' | 'HDRS'
+  /** ENVID=, decoded: the sender's own ID of the transaction, quoted in every DSN. */
+  readonly envid?: string
+  /** Per recipient as given in RCPT TO, for those that gave NOTIFY= or ORCPT=. */
+  readonly recipients?: Readonly<Record<string, RecipientDsn>>
+}
+
+/** The DSN parameters the sender gave for one recipient (as written in RCPT TO), if any. */
+export function dsnOf(request: DsnRequest | undefined, address: string): RecipientDsn | undefined {
+  const recipients = request?.recipients
+  return recipients && Object.hasOwn(recipients, address) ? recipients[address] : undefined
+}
+
+/** Whether a failure is to be reported to the sender for a recipient with these parameters. */
+export function wantsFailureReport(dsn: RecipientDsn | undefined): boolean {
+  return dsn?.notify === undefined || (dsn.notify as readonly string[]).includes('FAILURE')
 }

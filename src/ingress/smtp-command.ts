@@ -1,5 +1,6 @@
-import { isUtf8 } from 'node:buffer'
 import { isIP } from 'node:net'
+import { decodeXtext } from '../mail/xtext.js'
+import type { Notify } from './envelope.js'
 import { reply, type SmtpReply } from './smtp-reply.js'
 
 /** Parsing outcome: a value, or the reply that tells the client what was wrong. */
@@ -138,21 +139,44 @@ function validPath(path: string): boolean {
   return !quoted
 }
 
-/**
- * RFC 3461 xtext: `+XX` is one byte. Postfix encodes every byte of a UTF-8 name that way, so
- * the bytes are gathered, then read as UTF-8; undefined when malformed or not UTF-8.
- */
-function decodeXtext(text: string): string | undefined {
-  if (!text.includes('+')) return text
-  const parts: Buffer[] = []
-  let start = 0
-  for (let plus = text.indexOf('+'); plus !== -1; plus = text.indexOf('+', start)) {
-    const hex = text.slice(plus + 1, plus + 3)
-    if (!/^[0-9A-Fa-f]{2}$/.test(hex)) return undefined
-    parts.push(Buffer.from(text.slice(start, plus), 'utf8'), Buffer.of(Number.parseInt(hex, 16)))
-    start = plus + 3
-  }
-  parts.push(Buffer.from(text.slice(start), 'utf8'))
-  const bytes = Buffer.concat(parts)
-  return isUtf8(bytes) ? bytes.toString('utf8') : undefined
+const invalid = (what: string): Parsed<never> => ({
+  ok: false,
+  reply: reply(501, '5.5.4', `Invalid ${what} parameter`),
+})
+
+/** RET= of MAIL FROM (RFC 3461 4.3): FULL or HDRS. */
+export function parseRet(value: string | undefined): Parsed<'FULL' | 'HDRS'> {
+  const ret = value?.toUpperCase()
+  return ret === 'FULL' || ret === 'HDRS' ? { ok: true, value: ret } : invalid('RET')
+}
+
+/** ENVID= of MAIL FROM (RFC 3461 4.4): xtext of at most 100 printable ASCII characters. */
+export function parseEnvid(value: string | undefined): Parsed<string> {
+  const envid = value === undefined ? undefined : decodeXtext(value)
+  return envid !== undefined && /^[\x21-\x7e]{1,100}$/.test(envid)
+    ? { ok: true, value: envid }
+    : invalid('ENVID')
+}
+
+const NOTIFY_EVENTS = new Set(['SUCCESS', 'FAILURE', 'DELAY'])
+
+/** NOTIFY= of RCPT TO (RFC 3461 4.1): NEVER alone, or some of SUCCESS, FAILURE and DELAY. */
+export function parseNotify(value: string | undefined): Parsed<Notify> {
+  const words = value?.toUpperCase().split(',') ?? []
+  if (words.length === 1 && words[0] === 'NEVER') return { ok: true, value: ['NEVER'] }
+  const events = new Set(words)
+  if (words.length === 0 || events.size !== words.length || !words.every((w) => NOTIFY_EVENTS.has(w)))
+    return invalid('NOTIFY')
+  return { ok: true, value: words as ('SUCCESS' | 'FAILURE' | 'DELAY')[] }
+}
+
+/** ORCPT= of RCPT TO (RFC 3461 4.2): `addr-type;xtext`, decoded, at most 500 characters. */
+export function parseOrcpt(value: string | undefined): Parsed<string> {
+  const semi = value?.indexOf(';') ?? -1
+  if (value === undefined || semi < 1 || !/^[A-Za-z0-9-]+$/.test(value.slice(0, semi)))
+    return invalid('ORCPT')
+  const address = decodeXtext(value.slice(semi + 1))
+  if (address === undefined || address === '' || address.length > 500 || /\p{Cc}/u.test(address))
+    return invalid('ORCPT')
+  return { ok: true, value: `${value.slice(0, semi)};${address}` }
 }

@@ -4,14 +4,18 @@ import { Readable } from 'node:stream'
 import { SmtpReplyError } from '../errors.js'
 import { isNonAscii } from '../mail/ascii.js'
 import { DotDecoder } from './dot-decoder.js'
-import type { ClientInfo } from './envelope.js'
+import type { ClientInfo, DsnRequest, RecipientDsn } from './envelope.js'
 import {
   type Attributes,
   formatReply,
   normalizeIp,
   parseAttributes,
+  parseEnvid,
+  parseNotify,
+  parseOrcpt,
   parseParams,
   parsePath,
+  parseRet,
 } from './smtp-command.js'
 import { reply, type SmtpReply } from './smtp-reply.js'
 
@@ -31,6 +35,8 @@ export interface Transaction {
   readonly ident?: string
   /** XFORWARD SOURCE: `LOCAL` or `REMOTE` as the MTA in front saw it. */
   readonly source?: string
+  /** The DSN parameters of MAIL FROM and of the recipients accepted, when any was given (RFC 3461). */
+  readonly dsn?: DsnRequest
 }
 
 export interface SmtpServerOptions {
@@ -177,6 +183,7 @@ class Listener implements SmtpServer {
       'SMTPUTF8',
       'ENHANCEDSTATUSCODES',
       'CHUNKING',
+      'DSN',
     ]
     const forwarding = ['XCLIENT NAME ADDR PROTO HELO', 'XFORWARD NAME ADDR PROTO HELO SOURCE IDENT']
     this.shared = {
@@ -271,6 +278,7 @@ type Outcome = { readonly replies: SmtpReply | readonly SmtpReply[] } | { readon
 
 interface MutableTransaction extends Transaction {
   readonly rcptTo: string[]
+  dsn?: { -readonly [K in keyof DsnRequest]: DsnRequest[K] } & { recipients?: Record<string, RecipientDsn> }
 }
 
 /** One message coming in: the stream handed to onMessage, and onMessage's outcome. */
@@ -522,6 +530,7 @@ class Session {
     let body: string | undefined
     let smtpUtf8 = false
     let declaredSize: number | undefined
+    let dsn: { ret?: 'FULL' | 'HDRS'; envid?: string } | undefined
     for (const { key, value } of parseParams(parsed.value.params)) {
       if (key === 'SIZE') {
         if (value === undefined || !/^\d{1,15}$/.test(value)) return R.sizeSyntax
@@ -532,6 +541,10 @@ class Session {
         if (body !== '7BIT' && body !== '8BITMIME') return R.bodySyntax
       } else if (key === 'SMTPUTF8' && value === undefined) {
         smtpUtf8 = true
+      } else if (key === 'RET' || key === 'ENVID') {
+        const given = key === 'RET' ? parseRet(value) : parseEnvid(value)
+        if (!given.ok) return formatReply(given.reply)
+        dsn = { ...dsn, [key.toLowerCase()]: given.value }
       } else {
         return formatReply(reply(555, '5.5.4', `Unsupported option: ${key}`))
       }
@@ -548,6 +561,7 @@ class Session {
       ...(body === undefined ? {} : { body }),
       ...(declaredSize === undefined ? {} : { declaredSize }),
       ...forwardedExtras(this.xforward),
+      ...(dsn === undefined ? {} : { dsn }),
     }
     let decision: SmtpReply | undefined | Promise<SmtpReply | undefined>
     try {
@@ -581,33 +595,50 @@ class Session {
     if (!parsed.ok) return formatReply(parsed.reply)
     const address = parsed.value.path
     if (address === '') return formatReply(reply(501, '5.1.3', 'Bad recipient address syntax'))
-    const param = parseParams(parsed.value.params)[0]
-    if (param) return formatReply(reply(555, '5.5.4', `Unsupported option: ${param.key}`))
+    let dsn: RecipientDsn | undefined
+    for (const { key, value } of parseParams(parsed.value.params)) {
+      if (key !== 'NOTIFY' && key !== 'ORCPT')
+        return formatReply(reply(555, '5.5.4', `Unsupported option: ${key}`))
+      const given = key === 'NOTIFY' ? parseNotify(value) : parseOrcpt(value)
+      if (!given.ok) return formatReply(given.reply)
+      dsn = { ...dsn, [key.toLowerCase()]: given.value }
+    }
     if (!tx.smtpUtf8 && isNonAscii(address)) return R.utf8Needed
     this.rcptAttempts++
     if (tx.rcptTo.length >= this.shared.maxRecipients) return R.tooManyRcpts
     const decide = this.shared.options.onRecipient
-    if (!decide) return this.acceptRecipient(tx, address, undefined)
+    if (!decide) return this.acceptRecipient(tx, address, dsn, undefined)
     let decision: SmtpReply | undefined | Promise<SmtpReply | undefined>
     try {
       decision = decide(address, tx)
     } catch (err) {
       return formatReply(this.errorReply(err))
     }
-    if (!(decision instanceof Promise)) return this.acceptRecipient(tx, address, decision)
+    if (!(decision instanceof Promise)) return this.acceptRecipient(tx, address, dsn, decision)
     this.phase = WAIT
     void decision
       .then(
-        (refusal) => this.write(this.acceptRecipient(tx, address, refusal)),
+        (refusal) => this.write(this.acceptRecipient(tx, address, dsn, refusal)),
         (err: unknown) => this.write(formatReply(this.errorReply(err))),
       )
       .finally(() => this.resume())
     return undefined
   }
 
-  private acceptRecipient(tx: MutableTransaction, address: string, refusal: SmtpReply | undefined): string {
+  private acceptRecipient(
+    tx: MutableTransaction,
+    address: string,
+    dsn: RecipientDsn | undefined,
+    refusal: SmtpReply | undefined,
+  ): string {
     if (refusal) return formatReply(refusal)
     tx.rcptTo.push(address)
+    if (dsn) {
+      tx.dsn ??= {}
+      // No prototype: an address such as `__proto__` is a key like any other.
+      tx.dsn.recipients ??= Object.create(null) as Record<string, RecipientDsn>
+      tx.dsn.recipients[address] = dsn
+    }
     return R.rcptOk
   }
 

@@ -119,6 +119,7 @@ export function createSmtpIngress({
         receivedAt: Date.now(),
         ...(tx.body === undefined ? {} : { body: tx.body }),
         ...(tx.smtpUtf8 ? { smtpUtf8: true } : {}),
+        ...(tx.dsn === undefined ? {} : { dsn: tx.dsn }),
       }
       try {
         const { size, entry } = await spool.receive({ v: 1, id, envelope }, data)

@@ -238,6 +238,51 @@ describe('DeliveryQueue sweep', () => {
     expect(dsn?.body).toBe('8BITMIME')
   })
 
+  it('reports no failure to a recipient whose NOTIFY leaves FAILURE out, and honours RET, ENVID and ORCPT', async () => {
+    const quiet = header(['gone@example.net'], true)
+    const silenced: SpoolHeader = {
+      ...quiet,
+      envelope: {
+        ...quiet.envelope,
+        dsn: { recipients: { 'gone@example.net': { notify: ['SUCCESS', 'DELAY'] } } },
+      },
+    }
+    await spool.create('outgoing', silenced, testMessage('silenced'))
+    queue.enqueue(silenced.id)
+    const told = header(['gone@example.net'], true)
+    const asking: SpoolHeader = {
+      ...told,
+      envelope: {
+        ...told.envelope,
+        dsn: {
+          ret: 'FULL',
+          envid: 'env-7',
+          recipients: { 'gone@example.net': { notify: ['FAILURE'], orcpt: 'rfc822;Gone@Example.NET' } },
+        },
+      },
+    }
+    await spool.create('outgoing', asking, testMessage('asking'))
+    queue.enqueue(asking.id)
+    await until(
+      () => queue.pending === 0 && sink.messages.some((m) => m.mailFrom === ''),
+      'the DSN delivered',
+    )
+    await queue.flush()
+    await until(() => queue.pending === 0, 'the queue idle')
+    const dsns = sink.messages.filter((m) => m.mailFrom === '')
+    expect(dsns).toHaveLength(1)
+    const text = dsns[0]?.data.toString('latin1') ?? ''
+    expect(text).toContain('<asking@sender.example>')
+    expect(text).toContain('Original-Envelope-Id: env-7\r\nReporting-MTA: dns; mailscreen.test')
+    expect(text).toContain(
+      'Original-Recipient: rfc822; Gone@Example.NET\r\nFinal-Recipient: rfc822; gone@example.net',
+    )
+    // RET=FULL: the whole message comes back, its body too.
+    expect(text).toContain('Content-Type: message/rfc822')
+    expect(text).toContain('body of asking')
+    expect(await spool.find(silenced.id)).toBeUndefined()
+  })
+
   it('sends one DSN when the first one written could not be fsynced into outgoing/', async () => {
     const mixed = header(['kept@example.net', 'gone@example.net'], true)
     await spool.create('outgoing', mixed, testMessage('mixed'))

@@ -18,6 +18,8 @@ interface RawHopOptions {
   readonly pipelining?: boolean
   /** Offer CHUNKING, and take `BDAT <n> LAST` (the only BDAT the client sends). */
   readonly chunking?: boolean
+  /** Offer DSN (RFC 3461). */
+  readonly dsn?: boolean
   /** The reply to one command line (or to `.` at the end of data); `undefined` for the default. */
   readonly answer?: (line: string, connection: number) => string | undefined
   /** Whether to drop the connection on this packet instead of answering it. */
@@ -92,7 +94,7 @@ async function rawHop(options: RawHopOptions = {}): Promise<RawHop> {
         }
         let reply = options.answer?.(line, connection)
         if (verb === 'EHLO')
-          reply ??= `250-raw\r\n${options.pipelining === false ? '' : '250-PIPELINING\r\n'}${options.chunking ? '250-CHUNKING\r\n' : ''}250 8BITMIME`
+          reply ??= `250-raw\r\n${options.pipelining === false ? '' : '250-PIPELINING\r\n'}${options.chunking ? '250-CHUNKING\r\n' : ''}${options.dsn ? '250-DSN\r\n' : ''}250 8BITMIME`
         if (verb === 'DATA') reply ??= accepted > 0 ? '354 Go ahead' : '554 5.5.1 Error: no valid recipients'
         // The end of a BDAT chunk, like the end of data, when nobody was accepted.
         if (verb === '.' && accepted === 0) reply ??= '554 5.5.1 Error: no valid recipients'
@@ -550,5 +552,33 @@ describe('SmtpClient and what RFC 5321 asks of a client', () => {
     cleanup.push(() => opened.client.quit())
     const report = await opened.client.transaction(request(['bob@example.org']))
     expect(report.replies[0]).toEqual({ code: 250, text: '250 2.0.0 Ok: queued' })
+  })
+})
+
+describe('SmtpClient and DSN parameters (RFC 3461)', () => {
+  const withDsn: SendRequest = {
+    ...request(['bob@example.org', 'carol@example.org']),
+    dsn: {
+      ret: 'HDRS',
+      envid: 'id 1+',
+      recipients: [{ notify: ['FAILURE', 'DELAY'], orcpt: 'rfc822;bob+x@example.org' }, undefined],
+    },
+  }
+
+  it('passes RET, ENVID, NOTIFY and ORCPT on, in xtext, to a server that offers DSN', async () => {
+    const hop = await rawHop({ dsn: true })
+    const { recipients } = await transport(hop.port).send(withDsn)
+    expect(recipients.every((r) => r.status === 'delivered')).toBe(true)
+    expect(hop.packets[0]?.[1]).toBe(
+      'MAIL FROM:<alice@example.net> RET=HDRS ENVID=id+201+2B\r\n' +
+        'RCPT TO:<bob@example.org> NOTIFY=FAILURE,DELAY ORCPT=rfc822;bob+2Bx@example.org\r\n' +
+        'RCPT TO:<carol@example.org>\r\nDATA\r\n',
+    )
+  })
+
+  it('sends none of them to a server that does not offer DSN', async () => {
+    const hop = await rawHop()
+    await transport(hop.port).send(withDsn)
+    expect(hop.packets[0]?.[1]).toBe(ENVELOPE + 'DATA\r\n')
   })
 })

@@ -59,7 +59,7 @@ const QUEUED = '250 2.0.0 Ok: queued as TEST'
 
 function randomSession(random: (n: number) => number): Script {
   let input = 'EHLO client.test\r\n'
-  const replies = ['250 CHUNKING']
+  const replies = ['250 DSN']
   const messages: string[] = []
   for (let t = 1 + random(4); t > 0; t--) {
     if (random(4) === 0) {

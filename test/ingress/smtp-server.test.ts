@@ -117,7 +117,8 @@ describe('EHLO', () => {
         '250-8BITMIME',
         '250-SMTPUTF8',
         '250-ENHANCEDSTATUSCODES',
-        '250 CHUNKING',
+        '250-CHUNKING',
+        '250 DSN',
       ].join('\n'),
     )
     expect(await client.command('HELO client.test')).toBe('250 mx.test')
@@ -386,8 +387,8 @@ describe('command errors', () => {
     expect(await client.command('MAIL FROM:<a@example.org>')).toBe('503 5.5.1 Error: nested MAIL command')
     expect(await client.command('DATA')).toBe('503 5.5.1 Error: need RCPT command')
     expect(await client.command('RCPT TO:<>')).toBe('501 5.1.3 Bad recipient address syntax')
-    expect(await client.command('RCPT TO:<b@example.net> NOTIFY=NEVER')).toBe(
-      '555 5.5.4 Unsupported option: NOTIFY',
+    expect(await client.command('RCPT TO:<b@example.net> XYZZY=1')).toBe(
+      '555 5.5.4 Unsupported option: XYZZY',
     )
     expect(await client.command('STARTTLS')).toBe('500 5.5.2 Error: command not recognized')
     expect(await client.command('VRFY bob')).toMatch(/^252 2\.5\.2 /)
@@ -728,6 +729,53 @@ describe('XFORWARD and XCLIENT', () => {
       protocol: 'SMTP',
     })
     expect(received[0]?.tx.peer.address).toBe('127.0.0.1')
+    client.socket.destroy()
+  })
+})
+
+describe('DSN parameters (RFC 3461)', () => {
+  it('takes RET, ENVID, NOTIFY and ORCPT, decoding xtext, and hands them on with the message', async () => {
+    const { port, received } = await start()
+    const client = await session(port)
+    expect(await client.command('MAIL FROM:<a@example.org> RET=full ENVID=QQ+2B1')).toBe('250 2.1.0 Ok')
+    expect(
+      await client.command('RCPT TO:<b@example.net> NOTIFY=SUCCESS,failure ORCPT=rfc822;b+40example.net'),
+    ).toBe('250 2.1.5 Ok')
+    expect(await client.command('RCPT TO:<c@example.net> NOTIFY=NEVER')).toBe('250 2.1.5 Ok')
+    expect(await client.command('RCPT TO:<d@example.net>')).toBe('250 2.1.5 Ok')
+    expect(await client.command('DATA')).toMatch(/^354 /)
+    expect(await client.command('Subject: x\r\n\r\nhi\r\n.')).toBe('250 2.0.0 Ok: queued as TEST')
+    expect(received[0]?.tx.dsn).toEqual({
+      ret: 'FULL',
+      envid: 'QQ+1',
+      recipients: {
+        'b@example.net': { notify: ['SUCCESS', 'FAILURE'], orcpt: 'rfc822;b@example.net' },
+        'c@example.net': { notify: ['NEVER'] },
+      },
+    })
+    client.socket.destroy()
+  })
+
+  it('refuses malformed values with 501 5.5.4, naming the parameter, and stays usable', async () => {
+    const { port } = await start()
+    const client = await session(port)
+    expect(await client.command('MAIL FROM:<a@example.org> RET=ALL')).toBe('501 5.5.4 Invalid RET parameter')
+    expect(await client.command(`MAIL FROM:<a@example.org> ENVID=${'x'.repeat(101)}`)).toBe(
+      '501 5.5.4 Invalid ENVID parameter',
+    )
+    expect(await client.command('MAIL FROM:<a@example.org> ENVID=bad+ZZ')).toBe(
+      '501 5.5.4 Invalid ENVID parameter',
+    )
+    expect(await client.command('MAIL FROM:<a@example.org>')).toBe('250 2.1.0 Ok')
+    for (const notify of ['NEVER,FAILURE', 'FAILURE,FAILURE', 'SOMETIMES', ''])
+      expect(await client.command(`RCPT TO:<b@example.net> NOTIFY=${notify}`), notify).toBe(
+        '501 5.5.4 Invalid NOTIFY parameter',
+      )
+    for (const orcpt of ['b@example.net', ';b@example.net', 'rfc822;', 'rfc822;a+0Ab'])
+      expect(await client.command(`RCPT TO:<b@example.net> ORCPT=${orcpt}`), orcpt).toBe(
+        '501 5.5.4 Invalid ORCPT parameter',
+      )
+    expect(await client.command('RCPT TO:<b@example.net> NOTIFY=DELAY')).toBe('250 2.1.5 Ok')
     client.socket.destroy()
   })
 })
