@@ -69,6 +69,32 @@ const EXIT_WAIT_MS = 10_000
  */
 const LOAD_WAIT_MS = 10_000
 
+/**
+ * How long a piscina pool may stay short of threads before it is started anew, doubling with
+ * each restart in a row (see `renew`), up to RENEW_MAX_MS.
+ */
+const SHORT_OF_THREADS_MS = 2_000
+const RENEW_MAX_MS = 60_000
+
+interface Sizing {
+  readonly minThreads: number
+  readonly maxThreads: number
+  readonly perThread: number
+  readonly idleTimeout: number
+}
+
+/** One of the pool's two piscina pools, replaced as a whole when piscina gave up on its threads. */
+interface Side {
+  readonly name: 'shared' | 'suspects'
+  readonly sizing: Sizing
+  piscina: Piscina<WatchedTask, ScanResult>
+  /** Since when (performance.now()) it has had fewer threads than it should. */
+  shortSince?: number
+  /** Restarts in a row; back to 0 once it has kept its threads for RENEW_MAX_MS. */
+  renewals: number
+  renewedAt: number
+}
+
 type Balancer = NonNullable<NonNullable<ConstructorParameters<typeof Piscina>[0]>['loadBalancer']>
 
 /**
@@ -91,6 +117,8 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
   const lose = new Map<number, (err: Error) => void>()
   /** Threads that have loaded their modules (see worker.ts): only those are terminated at once. */
   const loaded = new Set<number>()
+  /** Threads still loading their plugins, and since when (performance.now()); reported once if slow. */
+  const loading = new Map<number, number>()
   /** Whether a thread may be terminated now: it has loaded its modules, or it is gone (-1). */
   const mayTerminate = (thread: Worker): boolean => thread.threadId === -1 || loaded.has(thread.threadId)
   /** Terminate a thread once it has loaded its modules, or after LOAD_WAIT_MS if it never does. */
@@ -99,12 +127,7 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
     await thread.terminate()
   }
 
-  const start = (sizing: {
-    minThreads: number
-    maxThreads: number
-    perThread: number
-    idleTimeout: number
-  }): Piscina<WatchedTask, ScanResult> => {
+  const start = (sizing: Sizing): Piscina<WatchedTask, ScanResult> => {
     const { perThread, ...threads } = sizing
     const piscina = new Piscina<WatchedTask, ScanResult>({
       ...threads,
@@ -127,6 +150,7 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
     piscina.on('message', (message: unknown) => {
       if ((message as Partial<LoadedMessage> | null)?.loaded === true) {
         loaded.add((message as LoadedMessage).threadId)
+        loading.delete((message as LoadedMessage).threadId)
         return
       }
       if (!isBoardMessage(message)) return
@@ -134,19 +158,26 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
       const thread = threadOf(threadId)
       if (thread === undefined) return
       watchdog.watch(threadId, board)
+      if (!loaded.has(threadId)) loading.set(threadId, performance.now())
       options.onThreadStart?.()
       // Keyed by the ID read now: once a thread has exited, its threadId reads -1.
       thread.once('exit', () => {
         watchdog.forget(threadId)
         dying.delete(threadId)
         loaded.delete(threadId)
+        loading.delete(threadId)
       })
     })
     return piscina
   }
-  const threadOf = (threadId: number): Worker | undefined =>
-    [...shared.threads, ...suspects.threads].find((thread) => thread.threadId === threadId)
-  const shared = start({
+  const side = (name: Side['name'], sizing: Sizing): Side => ({
+    name,
+    sizing,
+    piscina: start(sizing),
+    renewals: 0,
+    renewedAt: performance.now(),
+  })
+  const shared = side('shared', {
     minThreads: options.workers,
     maxThreads: options.workers,
     perThread: options.concurrentTasksPerWorker,
@@ -154,17 +185,63 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
   })
   // Kept up even when idle: piscina replaces a lost thread only down to minThreads, and
   // tasks queued for a pool with no thread would wait for the next submission.
-  const suspects = start({
+  const suspects = side('suspects', {
     minThreads: 1,
     maxThreads: 1,
     perThread: 1,
     idleTimeout: Number.POSITIVE_INFINITY,
   })
+  const sides = [shared, suspects]
+  const allThreads = (): Worker[] => sides.flatMap((s) => s.piscina.threads)
+  const threadOf = (threadId: number): Worker | undefined =>
+    allThreads().find((thread) => thread.threadId === threadId)
+  /** piscina pools given up on: what they still fail was no fault of the messages. */
+  const retired = new WeakSet<Piscina<WatchedTask, ScanResult>>()
+  /**
+   * piscina replaces a thread that dies, but once a replacement fails while it starts (a file
+   * descriptor, memory or a plugin's import failing just then) it never starts one again: the
+   * pool would take scans and run none, while the listener goes on answering 250. A side short
+   * of threads for SHORT_OF_THREADS_MS (longer after each restart in a row) is started anew;
+   * the scans waiting in the old one go to the new one.
+   */
+  const renewIfShort = (s: Side, now: number): void => {
+    if (s.piscina.threads.length >= s.sizing.minThreads) {
+      s.shortSince = undefined
+      if (now - s.renewedAt > RENEW_MAX_MS) s.renewals = 0
+      return
+    }
+    s.shortSince ??= now
+    if (now - s.shortSince < Math.min(RENEW_MAX_MS, SHORT_OF_THREADS_MS * 2 ** s.renewals)) return
+    const old = s.piscina
+    retired.add(old)
+    s.piscina = start(s.sizing)
+    s.shortSince = undefined
+    s.renewals++
+    s.renewedAt = now
+    options.log.error(
+      { pool: s.name, threads: old.threads.length, wanted: s.sizing.minThreads, restarts: s.renewals },
+      'scan pool restarted: a worker thread failed to start and was not replaced',
+    )
+    // Scans still running on its threads finish; those waiting are turned away.
+    void old.close({ force: true }).catch(() => undefined)
+  }
   // Scans beyond what the shared threads take at once wait here rather than in piscina, where
   // a scan nobody waits for any more (a milter client gone) would still be run.
   const places = new Semaphore(options.workers * options.concurrentTasksPerWorker)
 
   const watch = setInterval(() => {
+    const now = performance.now()
+    if (!closing) for (const s of sides) renewIfShort(s, now)
+    // A thread takes scans once its plugins are loaded; one that never finishes (an import
+    // waiting on something forever) holds its scans, and cannot safely be terminated.
+    for (const [threadId, since] of loading)
+      if (now - since > LOAD_WAIT_MS) {
+        loading.delete(threadId)
+        options.log.error(
+          { thread: threadId, seconds: Math.round((now - since) / 1000) },
+          'worker thread still loading its plugins: scans wait for it',
+        )
+      }
     for (const { threadId, overran, others, stuckMs } of watchdog.overruns()) {
       watchdog.forget(threadId)
       dying.add(threadId)
@@ -201,14 +278,18 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
   }
   const closed = (cause?: unknown): MailscreenError =>
     new MailscreenError('MSC_POOL_CLOSED', 'the scan pool closed before the scan was done', { cause })
-  const submit = (piscina: Piscina<WatchedTask, ScanResult>, task: ScanTask): Promise<ScanResult> => {
+  /** Run on a side's pool; a scan turned away because that pool was started anew goes to the new one. */
+  const submit = (s: Side, task: ScanTask): Promise<ScanResult> => {
     seq = nextSeq(seq)
     const mine = seq
+    const { piscina } = s
     return new Promise<ScanResult>((resolve, reject) => {
       lose.set(mine, reject)
-      piscina
-        .run({ seq: mine, task })
-        .then(resolve, (err: unknown) => reject(closing ? closed(err) : scanError(err)))
+      piscina.run({ seq: mine, task }).then(resolve, (err: unknown) => {
+        if (closing) reject(closed(err))
+        else if (retired.has(piscina)) submit(s, task).then(resolve, reject)
+        else reject(scanError(err))
+      })
     }).finally(() => {
       lose.delete(mine)
       onSettled?.()
@@ -236,7 +317,7 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
       places.cancelWaiting()
       // Closing terminates the threads: not while one still loads its modules (see worker.ts),
       // as one started by a reload a moment ago may.
-      await until(() => [...shared.threads, ...suspects.threads].every(mayTerminate), LOAD_WAIT_MS)
+      await until(() => allThreads().every(mayTerminate), LOAD_WAIT_MS)
       // piscina's close counts its threads when it begins and waits for each to say it is idle.
       // A thread the watchdog terminated, or one that exits by itself (a crash), never does, and
       // the close would wait out piscina's closeTimeout. Once every scan sent has settled (the
@@ -250,13 +331,13 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
       onSettled = settledAll
       // force: scans not yet on a thread are turned away; running ones finish. The watchdog
       // stays on meanwhile, so a hung scan cannot hold the close.
-      const flushed = Promise.all([shared.close({ force: true }), suspects.close({ force: true })])
+      const flushed = Promise.all(sides.map((s) => s.piscina.close({ force: true })))
       settledAll()
       const closedCleanly = await Promise.race([flushed.then(() => true), drained.then(() => false)])
       if (!closedCleanly) {
         destroyed = true
         // A thread stuck in native code does not stop for terminate(): leave it behind.
-        await settledWithin(Promise.all([shared.destroy(), suspects.destroy()]), EXIT_WAIT_MS)
+        await settledWithin(Promise.all(sides.map((s) => s.piscina.destroy())), EXIT_WAIT_MS)
       }
       clearInterval(watch)
     },

@@ -97,12 +97,15 @@ const settings = workerData as WorkerData
 const board = new TaskBoard(settings.boardCapacity)
 setInterval(() => board.beat(), settings.beatMs).unref()
 parentPort?.postMessage({ threadId, board: board.buffer } satisfies BoardMessage)
-// The pool is told once every plugin module is loaded (failed imports are the scans' business):
-// on Node 20 a thread terminated while it still loads modules takes the whole process down
-// with a V8 fatal error, so the pool terminates a thread only after this, or after a long wait.
-void Promise.allSettled(settings.scan.plugins.map((ref) => importDefinition(ref.url))).then(() =>
-  parentPort?.postMessage({ threadId, loaded: true } satisfies LoadedMessage),
-)
+// The pool is told once every plugin module is loaded: on Node 20 a thread terminated while it
+// still loads modules takes the whole process down with a V8 fatal error, so the pool
+// terminates a thread only after this, or after a long wait.
+const imports = await Promise.allSettled(settings.scan.plugins.map((ref) => importDefinition(ref.url)))
+parentPort?.postMessage({ threadId, loaded: true } satisfies LoadedMessage)
+// A module that failed to load stays failed in this thread's module cache: no scan could run
+// here. The thread fails to start instead, and the pool starts its threads anew (pool.ts).
+const failedImport = imports.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+if (failedImport) throw failedImport.reason
 // Sync destination: a worker's async log buffer can be lost when the thread is terminated.
 const log = createLogger({ level: settings.logLevel }, pino.destination({ dest: 1, sync: true })).child({
   component: 'worker',

@@ -38,12 +38,12 @@ it('lets new threads finish loading their modules before it terminates them', as
   expect(performance.now() - started).toBeGreaterThan(900)
 })
 
-it('ends a scan at the task timeout while its thread still loads a plugin module, and terminates it once loaded', async () => {
-  // Its import takes 3 s in workers (say, a top-level await on a backend that is slow to answer).
+it('holds a scan until its thread has loaded its plugins, and runs it then', async () => {
+  // Its import takes 1.5 s in workers (say, a top-level await on a backend that is slow to answer).
   await writeFile(
     join(dir, 'slow-in-workers.mjs'),
     `import { isMainThread } from 'node:worker_threads'
-if (!isMainThread) await new Promise((resolve) => setTimeout(resolve, 3_000))
+if (!isMainThread) await new Promise((resolve) => setTimeout(resolve, 1_500))
 export default { name: 'slow-in-workers', description: 'x', options: { safeParse: (v) => ({ success: true, data: v }) },
   symbols: {}, setup: () => async () => [] }
 `,
@@ -51,13 +51,14 @@ export default { name: 'slow-in-workers', description: 'x', options: { safeParse
   const file = join(dir, 'mailscreen.yaml')
   await writeFile(file, `spool: { dir: ${join(dir, 'spool')} }\nplugins:\n  - use: ./slow-in-workers.mjs\n`)
   const scan = await scanSettings(loadConfig(file))
+  // The task timeout is shorter than the import: it counts from when the thread begins the scan.
   const pool = createScanPool(
     { scan, spoolDir: join(dir, 'spool'), fsync: false, logLevel: 'silent' },
     { workers: 1, concurrentTasksPerWorker: 1, taskTimeoutMs: 1_000, log: silentLog },
   )
   const queueId = newQueueId()
   const started = performance.now()
-  const result = pool.run({
+  const result = await pool.run({
     queueId,
     slot: '',
     front: 'milter',
@@ -66,10 +67,7 @@ export default { name: 'slow-in-workers', description: 'x', options: { safeParse
       message: Buffer.from('Subject: hi\r\n\r\nhello\r\n'),
     },
   })
-  await expect(result).rejects.toMatchObject({
-    code: 'MSC_SCAN_FAILED',
-    message: 'scan did not finish within 1000 ms',
-  })
-  expect(performance.now() - started).toBeLessThan(2_900)
+  expect(result.report.verdict.category).toBe('clean')
+  expect(performance.now() - started).toBeGreaterThan(1_400)
   await pool.close()
 })

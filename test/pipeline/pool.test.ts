@@ -36,7 +36,7 @@ async function startPool(options: {
   onThreadStart?: () => void
 }): Promise<ScanPool> {
   const file = join(dir, 'mailscreen.yaml')
-  const plugins = ['spins', 'sleeps', 'stray-throw', 'kills-worker'].map(
+  const plugins = ['spins', 'sleeps', 'stray-throw', 'kills-worker', 'fails-to-load'].map(
     (name) => `  - use: ${join(packageRoot, 'test/fixtures/plugins', name)}`,
   )
   await writeFile(file, `spool: { dir: ${join(dir, 'spool')} }\nplugins:\n${plugins.join('\n')}\n`)
@@ -87,6 +87,32 @@ async function outcome(promise: Promise<ScanResult>): Promise<string | { code: s
 }
 
 describe('the scan pool', () => {
+  it('starts its threads anew when a replacement thread fails to start, which piscina never retries', async () => {
+    const target = await startPool({ concurrentTasksPerWorker: 1, taskTimeoutMs: 10_000 })
+    expect(await outcome(scan(target, 'hello'))).toBe('clean')
+    // The thread dies; its replacement, started with this environment, fails to load a plugin,
+    // and so does the one piscina starts for the next scan: that scan waits in its queue, and
+    // piscina starts no thread again.
+    process.env.MAILSCREEN_TEST_FAIL_LOAD = '1'
+    let waiting: Promise<string | { code: string; message: string }>
+    try {
+      expect(await outcome(scan(target, 'crash me'))).toMatchObject({ code: 'MSC_SCAN_FAILED' })
+      waiting = outcome(scan(target, 'hello'))
+      await new Promise((resolve) => setTimeout(resolve, 500))
+    } finally {
+      delete process.env.MAILSCREEN_TEST_FAIL_LOAD
+    }
+    // It runs once the pool is started anew.
+    expect(await waiting).toBe('clean')
+    expect(
+      logs.find((l) => l.msg === 'scan pool restarted: a worker thread failed to start and was not replaced'),
+    ).toMatchObject({
+      pool: 'shared',
+      threads: 0,
+      wanted: 1,
+    })
+  })
+
   it('counts the task timeout from when a worker begins a scan, not from when it was queued', async () => {
     // One thread, one scan at a time: the third scan waits 0.9 s and ends 1.35 s after it was
     // sent, more than the timeout.
