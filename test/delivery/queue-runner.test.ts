@@ -51,8 +51,11 @@ describe('DeliveryQueue sweep', () => {
   let queue: DeliveryQueue
   let dispatcher: FlakyDispatcher
   let rescans: Array<{ id: QueueId; attempts: number }>
+  /** The relay takes later@… too from now on. */
+  let laterWelcome = false
 
   beforeEach(async () => {
+    laterWelcome = false
     dir = await mkdtemp(join(tmpdir(), 'mailscreen-queue-runner-'))
     spool = new Spool(join(dir, 'spool'), false)
     await spool.init()
@@ -61,7 +64,7 @@ describe('DeliveryQueue sweep', () => {
       decide: (_tx, rcpt) =>
         rcpt.startsWith('gone@')
           ? reply(550, '5.1.1', 'no such user')
-          : rcpt.startsWith('later@')
+          : rcpt.startsWith('later@') && !laterWelcome
             ? reply(451, '4.3.0', 'try again later')
             : undefined,
     })
@@ -442,6 +445,27 @@ describe('DeliveryQueue sweep', () => {
     const retry = await spool.readRetry(id)
     expect(retry?.pending).toEqual(['later@example.net'])
     expect(retry?.lastError).toMatch(/^451 4\.3\.0/)
+  })
+
+  it('delivers a deferred scanned copy once, from deferred/, when its original in processing/ cannot be retired', async () => {
+    const { id, entry } = await scannedInProcessing('stuck', ['later@example.net'])
+    const remove = spool.remove.bind(spool)
+    let failures = 1
+    spool.remove = async (state, removed) => {
+      if (state === 'processing' && removed === id && failures-- > 0)
+        throw Object.assign(new Error('EIO'), { code: 'EIO' })
+      return remove(state, removed)
+    }
+    expect(queue.deliverNow(id, entry)).toBe(true)
+    await until(() => queue.pending === 0, 'the attempt over')
+    expect(await spool.readRetry(id)).toMatchObject({ pending: ['later@example.net'] })
+    laterWelcome = true
+    for (let sweep = 0; sweep < 3; sweep++) {
+      await queue.flush()
+      await until(() => queue.pending === 0, 'the sweep over')
+    }
+    expect(delivered('stuck')).toHaveLength(1)
+    expect(await spool.readRetry(id)).toBeUndefined()
   })
 
   it('keeps a scanned message whose attempt threw, original in processing/, and delivers it with the next sweep', async () => {
