@@ -393,9 +393,11 @@ export class DeliveryQueue {
       // From here the copy in deferred/ is the message. An original that cannot be retired now
       // is left for start-up recovery to retire: retrying it from memory as well would deliver
       // the message twice, once from each.
-      await spool.remove('processing', id).catch((err: unknown) =>
-        log.error({ qid: id, err: toErrorInfo(err) }, 'original left in processing/ until the next start'),
-      )
+      await spool
+        .remove('processing', id)
+        .catch((err: unknown) =>
+          log.error({ qid: id, err: toErrorInfo(err) }, 'original left in processing/ until the next start'),
+        )
     }
     // Logged (and counted) once the message is where the log line says it is.
     for (const r of still) {

@@ -170,8 +170,19 @@ export class ScanScheduler {
     // Straight on when delivery has room: no second file. Delivery retires the original.
     const handedOn = output !== undefined && this.opts.deliverNow(id, output)
     if (!handedOn) {
-      if (output) await spool.create('outgoing', output.header, output.message)
-      await spool.remove('processing', id)
+      if (output) {
+        await spool.create('outgoing', output.header, output.message)
+        // From here the copy in outgoing/ is the message: an original that cannot be retired
+        // now is left for start-up recovery (which retires it), and the copy goes on.
+        await spool
+          .remove('processing', id)
+          .catch((err: unknown) =>
+            log.error(
+              { qid: id, err: toErrorInfo(err) },
+              'original left in processing/ until the next start',
+            ),
+          )
+      } else await spool.remove('processing', id)
     }
     this.tempfails.delete(id)
     // Logged once the outcome is on disk (or delivery has it), so what the line says is true.
@@ -241,10 +252,18 @@ export class ScanScheduler {
       }, retryMs)
       this.retries.add(timer)
     } catch (reclaimErr) {
+      // It could not be put back (the disk again): try that again later rather than leave it
+      // stranded until the next start.
       log.error(
-        { qid: id, err: toErrorInfo(err), reclaim: toErrorInfo(reclaimErr) },
-        'scan error: message left in processing/ until the next start',
+        { qid: id, err: toErrorInfo(err), reclaim: toErrorInfo(reclaimErr), retryMs },
+        'scan error: message not put back for a new scan yet',
       )
+      if (this.stopped) return
+      const timer = setTimeout(() => {
+        this.retries.delete(timer)
+        void this.scanFailed(id, err)
+      }, retryMs)
+      this.retries.add(timer)
     }
   }
 

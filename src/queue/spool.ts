@@ -503,8 +503,9 @@ export class Spool {
       await this.move(id, 'processing', 'incoming')
       return 'requeued'
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'gone'
-      throw err
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+      // Never claimed (the move into processing/ failed), or put back before: it waits there.
+      return (await this.holds('incoming', id)) ? 'requeued' : 'gone'
     }
   }
 

@@ -118,6 +118,94 @@ async function scanOne(
 }
 
 describe('ScanScheduler', () => {
+  /** A pool that answers every scan clean, noting each message it scanned. */
+  function cleanPool(tasks: QueueId[]): ScanPool {
+    return {
+      run: async (task) => {
+        tasks.push(task.queueId)
+        return clean(task, header(task.queueId))
+      },
+      close: async () => undefined,
+    }
+  }
+
+  /** `spool.move` from `from` to `to` fails once (EIO) for every message; `after` says whether the file moved first. */
+  function failMoveOnce(from: string, to: string, after = false): void {
+    const move = spool.move.bind(spool)
+    let failures = 1
+    spool.move = async (id, source, target, ...rest) => {
+      if (source === from && target === to && failures-- > 0) {
+        if (after) await move(id, source, target, ...rest)
+        throw Object.assign(new Error('EIO: i/o error'), { code: 'EIO' })
+      }
+      return move(id, source, target, ...rest)
+    }
+  }
+
+  it('scans a message again later when taking it from incoming/ failed, instead of leaving it there', async () => {
+    const id = newQueueId()
+    await spool.create('incoming', header(id), MESSAGE)
+    const tasks: QueueId[] = []
+    failMoveOnce('incoming', 'processing')
+    const { scheduler, logs, scanned } = schedule(cleanPool(tasks), { maxAttempts: 3 })
+    try {
+      scheduler.enqueue(id)
+      await until(() => scanned.length > 0)
+      expect(scanned).toEqual([id])
+      expect(logs.find((line) => line.msg === 'scan error')).toMatchObject({ qid: id, outcome: 'requeued' })
+      expect(await readdir(join(dir, 'incoming'))).toEqual([])
+    } finally {
+      await scheduler.stop()
+    }
+  })
+
+  it('tries again to put a failed scan back when that failed too (the move made, its fsync not)', async () => {
+    const id = newQueueId()
+    await spool.create('incoming', header(id), MESSAGE)
+    const tasks: QueueId[] = []
+    // The first scan fails half-way; putting it back moves the file but reports a failure.
+    const create = spool.create.bind(spool)
+    let failures = 1
+    spool.create = async (state, ...rest) => {
+      if (state === 'outgoing' && failures-- > 0) throw Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' })
+      return create(state, ...rest)
+    }
+    failMoveOnce('processing', 'incoming', true)
+    const { scheduler, logs, scanned } = schedule(cleanPool(tasks), { maxAttempts: 3 })
+    try {
+      scheduler.enqueue(id)
+      await until(() => scanned.length > 0)
+      expect(scanned).toEqual([id])
+      expect(tasks).toEqual([id, id])
+      expect(logs.map((line) => line.msg)).toContain('scan error: message not put back for a new scan yet')
+    } finally {
+      await scheduler.stop()
+    }
+  })
+
+  it('hands on a scanned copy written into outgoing/ even when its original cannot be retired', async () => {
+    const id = newQueueId()
+    await spool.create('incoming', header(id), MESSAGE)
+    const remove = spool.remove.bind(spool)
+    let failures = 1
+    spool.remove = async (state, removed) => {
+      if (state === 'processing' && failures-- > 0) throw Object.assign(new Error('EIO'), { code: 'EIO' })
+      return remove(state, removed)
+    }
+    const tasks: QueueId[] = []
+    const { scheduler, logs, scanned } = schedule(cleanPool(tasks), { maxAttempts: 3 })
+    try {
+      scheduler.enqueue(id)
+      await until(() => scanned.length > 0)
+      expect(scanned).toEqual([id])
+      expect(tasks).toEqual([id])
+      expect(logs.map((line) => line.msg)).toContain('original left in processing/ until the next start')
+      expect(await readdir(join(dir, 'outgoing'))).toEqual([id])
+    } finally {
+      await scheduler.stop()
+    }
+  })
+
   it('sends a message whose scan failed half-way back to incoming/ and scans it again', async () => {
     const id = newQueueId()
     await spool.create('incoming', header(id), MESSAGE)
