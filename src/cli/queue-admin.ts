@@ -137,9 +137,9 @@ export function registerQueueAdmin(queue: Command): void {
         const spool = new Spool(config.spool.dir)
         const named = await targets(command, spool, ids, options.all ? 'failed' : undefined)
         failures = await forEachId(named, async (id) => {
-          await requeueFailed(spool, id)
+          const note = await requeueFailed(spool, id)
           await recordAdminAction(config.spool.dir, { action: 'requeued', qid: id, was: ['failed'] })
-          return `${id} requeued for a new scan`
+          return `${id} requeued for a new scan${note ? `, ${note}` : ''}`
         })
         if (failures < named.length) {
           await announceAdminActions(config.spool.dir)

@@ -5,7 +5,7 @@
  * running process is not working on, or hand mail to it the way it expects (through
  * `deferred/`, due now).
  */
-import { MailscreenError } from '../errors.js'
+import { MailscreenError, toErrorInfo } from '../errors.js'
 import { parseQueueId, type QueueId } from './ids.js'
 import { type Claim, isMissing, type Spool, type SpoolEntry, type SpoolState } from './spool.js'
 
@@ -91,7 +91,7 @@ export async function deleteQueued(
  * "scan, due now", which the running
  * mailscreen's next queue run (or a flush) takes back to the scan, as for a tempfailed check.
  */
-export async function requeueFailed(spool: Spool, id: QueueId): Promise<void> {
+export async function requeueFailed(spool: Spool, id: QueueId): Promise<string | undefined> {
   const state = await queuedState(spool, id)
   if (state !== 'failed')
     throw new MailscreenError(
@@ -126,5 +126,11 @@ export async function requeueFailed(spool: Spool, id: QueueId): Promise<void> {
     }
     throw err
   }
-  await claim.done()
+  // Requeued from here on, whatever follows. A claim left behind would go back into failed/ at
+  // the next start, and a second requeue would deliver the message twice: said, not thrown.
+  return claim.done().then(
+    () => undefined,
+    (err: unknown) =>
+      `but its claim failed/${id}.claimed could not be removed (${toErrorInfo(err).message}): remove it by hand, or the next start puts the message back into failed/`,
+  )
 }

@@ -398,7 +398,14 @@ export class Spool {
         }
         // The point of no return: the claim now holds the copy, so the quarantined message is
         // gone and a crash from here on is finished at start-up (see unclaim), never undone.
-        renameSync(join(this.dir, TMP, slot), claimed)
+        try {
+          renameSync(join(this.dir, TMP, slot), claimed)
+        } catch (err) {
+          // The claim still holds the original: back into the quarantine, where it is listed.
+          this.returnSlot(slot, err)
+          undo()
+          throw err
+        }
         await this.syncDir(state)
         // The retry state before the copy, so that a sweep never sees the copy without it.
         await this.writeReleaseRetry(header)
