@@ -28,6 +28,8 @@ const MAX_SLOTS = 1024
  * such a slot is not reused. Not ENOSPC: a full disk fails every file alike.
  */
 const SLOT_TROUBLE: ReadonlySet<string> = new Set([
+  // Gone: dropped when a commit could not be taken back (see commitNew).
+  'ENOENT',
   'EACCES',
   'EPERM',
   'EISDIR',
@@ -274,7 +276,16 @@ export class Spool {
       try {
         renameSync(target, staged)
       } catch {
-        // The fsync's failure is the one to report.
+        try {
+          // Dropped rather than kept: the writer was told it failed, and writes it again.
+          unlinkSync(target)
+        } catch (takeBack) {
+          const why = (takeBack as Error).message
+          throw new Error(
+            `${(err as Error).message}; and ${state}/${id} could not be taken back (${why}): it may go on although its writer was told it failed`,
+            { cause: err },
+          )
+        }
       }
       throw err
     }
@@ -357,7 +368,9 @@ export class Spool {
       throw err
     }
     if (state === 'deferred') await this.removeRetry(id)
-    await this.syncDir(state)
+    // Deleted, whatever follows: a command that said it failed would be run again. Should the
+    // deletion not survive a crash, the message is back, as if it had not been deleted yet.
+    await this.syncDir(state).catch(() => undefined)
     return true
   }
 

@@ -8,18 +8,22 @@ import * as fsp from 'node:fs/promises'
 import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { Readable } from 'node:stream'
 import { afterEach, beforeEach, expect, it, vi } from 'vitest'
 import { requeueFailed } from '../../src/queue/admin.js'
 import { newQueueId } from '../../src/queue/ids.js'
 import { Spool } from '../../src/queue/spool.js'
 import { SPOOL_FORMAT, type SpoolHeader } from '../../src/queue/spool-file.js'
 
-const real = vi.hoisted(() => ({}) as { renameSync?: typeof fs.renameSync; unlink?: typeof fsp.unlink })
+const real = vi.hoisted(
+  () => ({}) as { renameSync?: typeof fs.renameSync; unlink?: typeof fsp.unlink; fsync?: typeof fs.fsync },
+)
 
 vi.mock('node:fs', async (importOriginal) => {
   const actual = await importOriginal<typeof import('node:fs')>()
   real.renameSync = actual.renameSync
-  return { ...actual, renameSync: vi.fn(actual.renameSync) }
+  real.fsync = actual.fsync
+  return { ...actual, renameSync: vi.fn(actual.renameSync), fsync: vi.fn(actual.fsync) }
 })
 vi.mock('node:fs/promises', async (importOriginal) => {
   const actual = await importOriginal<typeof import('node:fs/promises')>()
@@ -42,6 +46,7 @@ beforeEach(async () => {
 afterEach(async () => {
   vi.mocked(fs.renameSync).mockImplementation(real.renameSync as typeof fs.renameSync)
   vi.mocked(fsp.unlink).mockImplementation(real.unlink as typeof fsp.unlink)
+  vi.mocked(fs.fsync).mockImplementation(real.fsync as typeof fs.fsync)
   await rm(dir, { recursive: true, force: true })
 })
 
@@ -79,4 +84,26 @@ it('reports a requeue done, saying what is left to do, when only removing its cl
   const note = await requeueFailed(spool, h.id)
   expect(note).toMatch(new RegExp(`claim failed/${h.id}\\.claimed could not be removed \\(EIO`))
   expect(await spool.list('deferred')).toEqual([h.id])
+})
+
+it('drops a received message whose directory fsync failed and could not be renamed back: nothing answered 451 stays in incoming/', async () => {
+  const durable = new Spool(dir, true)
+  await durable.init()
+  vi.mocked(fs.fsync).mockImplementationOnce((_fd, callback) => callback(eio()))
+  vi.mocked(fs.renameSync).mockImplementation((from, to) => {
+    if (String(from).includes(`${join(dir, 'incoming')}/`) && String(to).includes(`${join(dir, 'tmp')}/`))
+      throw eio()
+    return (real.renameSync as typeof fs.renameSync)(from, to)
+  })
+  const h = header()
+  await expect(durable.receive(h, Readable.from([MESSAGE]))).rejects.toMatchObject({
+    code: 'MSC_SPOOL_WRITE_FAILED',
+  })
+  expect(await readdir(join(dir, 'incoming'))).toEqual([])
+  // The next message is taken as usual.
+  const next = header()
+  await expect(durable.receive(next, Readable.from([MESSAGE]))).resolves.toMatchObject({
+    size: MESSAGE.length,
+  })
+  expect(await durable.list('incoming')).toEqual([next.id])
 })
