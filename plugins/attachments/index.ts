@@ -197,6 +197,13 @@ function describeNamed({ match, name }: NamedMatch, shown: string | undefined): 
     : `also named ${shownName(name)}: ${describeMatch(match)}`
 }
 
+/** Record a ban: the finding charged to part `id`, and its log line with the rule that decided. */
+function ban(scan: Scan, id: string, evidence: string, match: Match, fields: Record<string, string>): void {
+  scan.findings.add('ATTACHMENT_BANNED', id, evidence)
+  const { where, text, log } = match.rule
+  scan.log.info({ part: id, ...fields, rule: where, pattern: text, note: log }, 'attachment banned')
+}
+
 /** List a zip attachment and judge every name in it. */
 function checkZip(scan: Scan, part: MimePart, id: string, display: string): void {
   const { ruleSet, opts, limits, findings, log } = scan
@@ -206,24 +213,9 @@ function checkZip(scan: Scan, part: MimePart, id: string, display: string): void
     if (entry.encrypted) encrypted.push(shownName(entry.name))
     const judged = judgeNames(ruleSet, [entry.name, ...entry.otherNames], {})
     if (judged?.match.rule.action !== 'deny') continue
-    const { match } = judged
     const container = [...entry.within].reverse().map(shownName).concat(display).join(' in ')
-    findings.add(
-      'ATTACHMENT_BANNED',
-      id,
-      `${shownName(entry.name)} (in ${container}): ${describeNamed(judged, entry.name)}`,
-    )
-    log.info(
-      {
-        part: id,
-        file: display,
-        entry: shownName(entry.name),
-        rule: match.rule.where,
-        pattern: match.rule.text,
-        note: match.rule.log,
-      },
-      'attachment banned',
-    )
+    const evidence = `${shownName(entry.name)} (in ${container}): ${describeNamed(judged, entry.name)}`
+    ban(scan, id, evidence, judged.match, { file: display, entry: shownName(entry.name) })
   }
   if (encrypted.length > 0 && !opts.allowEncrypted) {
     const names = encrypted.length <= 3 ? encrypted.join(', ') : `${encrypted.slice(0, 3).join(', ')}, …`
@@ -251,7 +243,7 @@ function checkAttachment(
   id: string,
   within: readonly string[],
 ): void {
-  const { ruleSet, opts, findings, log } = scan
+  const { ruleSet, opts } = scan
   const own =
     part.filename === undefined ? `unnamed ${part.contentType} part ${part.id}` : shownName(part.filename)
   const display = [own, ...[...within].reverse()].join(' in ')
@@ -267,12 +259,7 @@ function checkAttachment(
   const names = [part.filename, part.otherName].filter((n): n is string => n !== undefined)
   const judged = judgeNames(ruleSet, names, { contentType: part.contentType, detect })
   if (judged?.match.rule.action === 'deny') {
-    const { match } = judged
-    findings.add('ATTACHMENT_BANNED', id, `${display}: ${describeNamed(judged, part.filename)}`)
-    log.info(
-      { part: id, file: display, rule: match.rule.where, pattern: match.rule.text, note: match.rule.log },
-      'attachment banned',
-    )
+    ban(scan, id, `${display}: ${describeNamed(judged, part.filename)}`, judged.match, { file: display })
     // The whole part goes; what is inside it does not matter any more.
     return
   }
@@ -316,8 +303,7 @@ function checkUuencoded(
     const display = [`${shownName(name)} (uuencoded in part ${part.id})`, ...[...within].reverse()].join(
       ' in ',
     )
-    scan.findings.add('ATTACHMENT_BANNED', id, `${display}: ${describeMatch(judged.match)}`)
-    scan.log.info({ part: id, file: display, rule: judged.match.rule.where }, 'attachment banned')
+    ban(scan, id, `${display}: ${describeMatch(judged.match)}`, judged.match, { file: display })
   }
 }
 

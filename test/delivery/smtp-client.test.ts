@@ -579,6 +579,6 @@ describe('SmtpClient and DSN parameters (RFC 3461)', () => {
   it('sends none of them to a server that does not offer DSN', async () => {
     const hop = await rawHop()
     await transport(hop.port).send(withDsn)
-    expect(hop.packets[0]?.[1]).toBe(ENVELOPE + 'DATA\r\n')
+    expect(hop.packets[0]?.[1]).toBe(`${ENVELOPE}DATA\r\n`)
   })
 })
