@@ -386,10 +386,18 @@ export class DeliveryQueue {
       log.info({ qid: id, pending: next.pending }, 'deleted during a delivery attempt: not retried')
       return
     }
-    if (state === 'outgoing') await spool.move(id, 'outgoing', 'deferred')
-    else if (state === 'processing') {
+    try {
+      if (state === 'outgoing') await spool.move(id, 'outgoing', 'deferred')
       // The first time this scanned copy touches the disk; recovery then retires the original.
-      await spool.create('deferred', entry.header, entry.message)
+      else if (state === 'processing') await spool.create('deferred', entry.header, entry.message)
+    } catch (err) {
+      // Unless the message got to deferred/ all the same (its directory fsync failed), it is tried
+      // again from where it is, and its retry state would be left there alone until the next start.
+      if (!(await spool.holds('deferred', id).catch(() => true)))
+        await spool.removeRetry(id).catch(() => undefined)
+      throw err
+    }
+    if (state === 'processing') {
       // From here the copy in deferred/ is the message. An original that cannot be retired now
       // is left for start-up recovery to retire: retrying it from memory as well would deliver
       // the message twice, once from each.

@@ -6,7 +6,7 @@
  * (`deliverNow`): their original in `processing/` is retired only once they are delivered or
  * safely in `deferred/`.
  */
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pino } from 'pino'
@@ -466,6 +466,24 @@ describe('DeliveryQueue sweep', () => {
     }
     expect(delivered('stuck')).toHaveLength(1)
     expect(await spool.readRetry(id)).toBeUndefined()
+  })
+
+  it('leaves no retry state behind when the deferred copy could not be written, and delivers from memory later', async () => {
+    const { id, entry } = await scannedInProcessing('nospace', ['later@example.net'])
+    const create = spool.create.bind(spool)
+    let failures = 1
+    spool.create = async (state, header, ...rest) => {
+      if (state === 'deferred' && failures-- > 0) throw Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' })
+      return create(state, header, ...rest)
+    }
+    expect(queue.deliverNow(id, entry)).toBe(true)
+    await until(() => queue.pending === 0, 'the attempt over')
+    expect(await spool.readRetry(id)).toBeUndefined()
+    expect(await readdir(join(dir, 'spool', 'deferred'))).toEqual([])
+    laterWelcome = true
+    await queue.flush()
+    await until(() => delivered('nospace').length === 1 && queue.pending === 0, 'delivered from memory')
+    expect(await readdir(join(dir, 'spool', 'deferred'))).toEqual([])
   })
 
   it('keeps a scanned message whose attempt threw, original in processing/, and delivers it with the next sweep', async () => {
