@@ -398,14 +398,11 @@ export class DeliveryQueue {
       throw err
     }
     if (state === 'processing') {
-      // From here the copy in deferred/ is the message. An original that cannot be retired now
-      // is left for start-up recovery to retire: retrying it from memory as well would deliver
-      // the message twice, once from each.
-      await spool
-        .remove('processing', id)
-        .catch((err: unknown) =>
-          log.error({ qid: id, err: toErrorInfo(err) }, 'original left in processing/ until the next start'),
-        )
+      // From here the copy in deferred/ is the message: an original that cannot be retired now
+      // is retired later, never retried from memory as well (once from each would be twice).
+      await spool.removeSoon('processing', id, (err) =>
+        log.error({ qid: id, err: toErrorInfo(err) }, 'original not retired yet: tried again every 5 s'),
+      )
     }
     // Logged (and counted) once the message is where the log line says it is.
     for (const r of still) {

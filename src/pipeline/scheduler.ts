@@ -173,15 +173,10 @@ export class ScanScheduler {
       if (output) {
         await spool.create('outgoing', output.header, output.message)
         // From here the copy in outgoing/ is the message: an original that cannot be retired
-        // now is left for start-up recovery (which retires it), and the copy goes on.
-        await spool
-          .remove('processing', id)
-          .catch((err: unknown) =>
-            log.error(
-              { qid: id, err: toErrorInfo(err) },
-              'original left in processing/ until the next start',
-            ),
-          )
+        // now is retired later, and the copy goes on.
+        await spool.removeSoon('processing', id, (err) =>
+          log.error({ qid: id, err: toErrorInfo(err) }, 'original not retired yet: tried again every 5 s'),
+        )
       } else await spool.remove('processing', id)
     }
     this.tempfails.delete(id)

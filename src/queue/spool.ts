@@ -42,6 +42,9 @@ const SLOT_TROUBLE: ReadonlySet<string> = new Set([
   'EINVAL',
 ])
 
+/** How often {@link Spool.removeSoon} tries again. */
+const RETIRE_RETRY_MS = 5_000
+
 /** Bytes gathered before a write while receiving. */
 const WRITE_BATCH = 256 * 1024
 const RETRY_SUFFIX = '.retry'
@@ -347,6 +350,27 @@ export class Spool {
       })
     } finally {
       await handle.close()
+    }
+  }
+
+  /**
+   * Remove a message whose copy elsewhere is the message now (an original in `processing/`
+   * beside its scanned copy), now or, should that fail, later: tried again every
+   * RETIRE_RETRY_MS until it goes. Left there, it would be scanned and sent again after a
+   * restart, when the copy may long have been delivered.
+   */
+  async removeSoon(state: SpoolState, id: QueueId, onFailure: (err: unknown) => void): Promise<void> {
+    try {
+      await this.remove(state, id)
+    } catch (err) {
+      onFailure(err)
+      const timer = setInterval(() => {
+        this.remove(state, id).then(
+          () => clearInterval(timer),
+          () => undefined,
+        )
+      }, RETIRE_RETRY_MS)
+      timer.unref()
     }
   }
 

@@ -199,8 +199,13 @@ describe('ScanScheduler', () => {
       await until(() => scanned.length > 0)
       expect(scanned).toEqual([id])
       expect(tasks).toEqual([id])
-      expect(logs.map((line) => line.msg)).toContain('original left in processing/ until the next start')
+      expect(logs.map((line) => line.msg)).toContain('original not retired yet: tried again every 5 s')
       expect(await readdir(join(dir, 'outgoing'))).toEqual([id])
+      // Retired a moment later: a restart after the copy went out must not scan it again.
+      const deadline = Date.now() + 8_000
+      while ((await readdir(join(dir, 'processing'))).length > 0 && Date.now() < deadline)
+        await new Promise((resolve) => setTimeout(resolve, 100))
+      expect(await readdir(join(dir, 'processing'))).toEqual([])
     } finally {
       await scheduler.stop()
     }
