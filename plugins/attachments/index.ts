@@ -293,9 +293,11 @@ function checkUuencoded(
     .find(([name]) => name.toLowerCase() === 'content-transfer-encoding')?.[1]
     .trim()
     .toLowerCase()
-  // Unencoded and quoted-printable text shows `begin` as it is: most bodies are passed over
-  // without decoding them.
-  if (encoding !== 'base64' && !raw.subarray(part.bodyStart, part.end).includes('begin')) return
+  // Unencoded text shows `begin` as it is: most bodies are passed over without decoding them.
+  // Quoted-printable can spell it otherwise (`=62egin`, a soft break), so it is decoded.
+  const identity =
+    encoding === undefined || encoding === '7bit' || encoding === '8bit' || encoding === 'binary'
+  if (identity && !raw.subarray(part.bodyStart, part.end).includes('begin')) return
   for (const [, name] of part.content().toString('latin1').matchAll(UUENCODE_BEGIN)) {
     if (!name) continue
     const judged = judgeNames(scan.ruleSet, [name], {})

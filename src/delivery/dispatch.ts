@@ -414,7 +414,7 @@ export class Dispatcher {
         const r = group.recipients[i] as RoutedRecipient
         return {
           ...rr,
-          remoteMta: c.remoteMta,
+          ...(rr.local ? {} : { remoteMta: c.remoteMta }),
           ...(r.original ? { originalRecipient: r.original } : {}),
           routed: r,
           hop: c.label,

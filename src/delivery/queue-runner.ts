@@ -476,7 +476,13 @@ export class DeliveryQueue {
     const recipients = entry.header.envelope.rcptTo.map(
       (recipient): RecipientResult => ({ recipient, status: 'failed', code, reply }),
     )
-    await this.bounce(id, entry.header, entry.message, recipients, 'failed', this.opts.hostname)
+    // Refused content never goes back to its sender (a virus, say): headers only, whatever RET= asked.
+    const { envelope } = entry.header
+    const header =
+      envelope.dsn?.ret === 'FULL'
+        ? { ...entry.header, envelope: { ...envelope, dsn: { ...envelope.dsn, ret: 'HDRS' as const } } }
+        : entry.header
+    await this.bounce(id, header, entry.message, recipients, 'failed', this.opts.hostname)
   }
 
   private async bounce(

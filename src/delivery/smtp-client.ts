@@ -19,6 +19,8 @@ import { encodeXtext } from '../mail/xtext.js'
 export interface Reply {
   readonly code: number
   readonly text: string
+  /** Decided here, not said by the server (a refusal to send what it cannot take). */
+  readonly local?: true
 }
 
 /**
@@ -234,6 +236,7 @@ export class SmtpClient {
         return this.report(replies, {
           code: 550,
           text: `550 5.6.7 SMTPUTF8 is required, but was not offered by host ${this.hop}`,
+          local: true,
         })
       const pipelining = this.extensions.has('PIPELINING')
       const mailLine = `MAIL FROM:<${tx.mailFrom}>${this.mailParams(tx)}`

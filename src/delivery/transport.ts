@@ -35,6 +35,8 @@ export interface RecipientResult {
   readonly remoteMta?: string
   /** The address the sender gave, when routing rewrote or expanded it (a DSN's `Original-Recipient`). */
   readonly originalRecipient?: string
+  /** The reply was decided here, not given by the hop (a DSN then names no `Remote-MTA`). */
+  readonly local?: true
 }
 
 /** One message for the next hop: the same shape the SMTP client sends. */
@@ -233,8 +235,9 @@ export class SmtpTransport {
       setup.tls = conn.client.tls
       this.checkin(conn, report.reusable)
       return req.rcptTo.map((rcpt, i) => {
-        const reply = report.replies[i] ?? report.abort ?? { code: 0, text: 'no reply' }
-        return { recipient: rcpt, status: statusOf(reply.code), code: reply.code, reply: reply.text }
+        const reply: Reply = report.replies[i] ?? report.abort ?? { code: 0, text: 'no reply' }
+        const result = { recipient: rcpt, status: statusOf(reply.code), code: reply.code, reply: reply.text }
+        return reply.local ? { ...result, local: true as const } : result
       })
     } finally {
       shared?.release()

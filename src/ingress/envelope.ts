@@ -53,10 +53,23 @@ export interface DsnRequest {
   readonly recipients?: Readonly<Record<string, RecipientDsn>>
 }
 
-/** The DSN parameters the sender gave for one recipient (as written in RCPT TO), if any. */
+/**
+ * The DSN parameters the sender gave for one recipient, if any: by the address as written in
+ * RCPT TO, or as routing spells it (the domain in lower case).
+ */
 export function dsnOf(request: DsnRequest | undefined, address: string): RecipientDsn | undefined {
   const recipients = request?.recipients
-  return recipients && Object.hasOwn(recipients, address) ? recipients[address] : undefined
+  if (!recipients) return undefined
+  if (Object.hasOwn(recipients, address)) return recipients[address]
+  const wanted = domainFolded(address)
+  for (const [given, dsn] of Object.entries(recipients)) if (domainFolded(given) === wanted) return dsn
+  return undefined
+}
+
+/** An address with its domain in lower case (a domain is case-insensitive; a local part need not be). */
+function domainFolded(address: string): string {
+  const at = address.lastIndexOf('@')
+  return at === -1 ? address : address.slice(0, at + 1) + address.slice(at + 1).toLowerCase()
 }
 
 /** Whether a failure is to be reported to the sender for a recipient with these parameters. */

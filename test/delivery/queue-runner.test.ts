@@ -286,6 +286,21 @@ describe('DeliveryQueue sweep', () => {
     expect(await spool.find(silenced.id)).toBeUndefined()
   })
 
+  it('returns only the headers of a message the bounce action refused, whatever RET asked', async () => {
+    const h = header(['someone@example.net'], true)
+    const refused: SpoolHeader = { ...h, envelope: { ...h.envelope, dsn: { ret: 'FULL' } } }
+    await queue.refuse(
+      refused.id,
+      { header: refused, message: testMessage('infected') },
+      '550 5.7.1 virus found',
+    )
+    await until(() => sink.messages.some((m) => m.mailFrom === ''), 'the DSN delivered')
+    const text = sink.messages.find((m) => m.mailFrom === '')?.data.toString('latin1') ?? ''
+    expect(text).toContain('Content-Type: text/rfc822-headers')
+    expect(text).toContain('<infected@sender.example>')
+    expect(text).not.toContain('body of infected')
+  })
+
   it('sends one DSN when the first one written could not be fsynced into outgoing/', async () => {
     const mixed = header(['kept@example.net', 'gone@example.net'], true)
     await spool.create('outgoing', mixed, testMessage('mixed'))

@@ -529,6 +529,8 @@ describe('SmtpClient and what RFC 5321 asks of a client', () => {
         status: 'failed',
         code: 550,
         reply: `550 5.6.7 SMTPUTF8 is required, but was not offered by host 127.0.0.1:${hop.port}`,
+        // Ours, not the host's: a DSN names no Remote-MTA for it.
+        local: true,
       },
     ])
     expect(hop.packets.flat().some((p) => p.includes('MAIL FROM'))).toBe(false)

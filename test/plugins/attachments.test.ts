@@ -483,6 +483,9 @@ describe('the check', () => {
         ].join('\r\n'),
       )
     const block = (name: string) => `Your invoice:\r\n\r\nbegin 644 ${name}\r\nM5%I0\r\n\`\r\nend\r\n`
+    const qp = 'Your invoice:\r\n\r\n=62egin 644 invoice.e=\r\nxe\r\nM5%I0\r\n`\r\nend\r\n'
+    const hidden = await runCheck(check, text('quoted-printable', qp))
+    expect(hidden.map((h) => h.symbol)).toEqual(['ATTACHMENT_BANNED'])
     for (const encoding of ['7bit', 'base64']) {
       const hits = await runCheck(check, text(encoding, block('invoice.exe')))
       expect(
