@@ -199,8 +199,10 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
   const retired = new WeakSet<Piscina<WatchedTask, ScanResult>>()
   /**
    * piscina replaces a thread that dies, but once a replacement fails while it starts (a file
-   * descriptor, memory or a plugin's import failing just then) it never starts one again: the
-   * pool would take scans and run none, while the listener goes on answering 250. A side short
+   * descriptor, memory or a plugin's import failing just then) it starts one again only for a
+   * scan sent while no thread can take it: scans already waiting in its queue stay there, and
+   * with every place taken no new scan comes, so the pool runs none while the listener goes on
+   * answering 250. A side short
    * of threads for SHORT_OF_THREADS_MS (longer after each restart in a row) is started anew;
    * the scans waiting in the old one go to the new one.
    */
@@ -222,8 +224,11 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
       { pool: s.name, threads: old.threads.length, wanted: s.sizing.minThreads, restarts: s.renewals },
       'scan pool restarted: a worker thread failed to start and was not replaced',
     )
-    // Scans still running on its threads finish; those waiting are turned away.
-    void old.close({ force: true }).catch(() => undefined)
+    // Scans still running on its threads finish; those waiting are turned away (and go to the
+    // new pool). Not while one of its threads still loads its modules (see worker.ts).
+    void until(() => old.threads.every(mayTerminate), LOAD_WAIT_MS)
+      .then(() => old.close({ force: true }))
+      .catch(() => undefined)
   }
   // Scans beyond what the shared threads take at once wait here rather than in piscina, where
   // a scan nobody waits for any more (a milter client gone) would still be run.

@@ -422,7 +422,9 @@ export class Spool {
       undo,
       done: async () => {
         await unlinkIfExists(claimed)
-        await this.syncDir(state)
+        // Gone, whatever follows; should the removal not survive a crash, start-up recovery
+        // finds the claim beside what the command made of it (see unclaim).
+        await this.syncDir(state).catch(() => undefined)
       },
       release: async (header, message) => {
         const slot = this.takeSlot()

@@ -107,3 +107,14 @@ it('drops a received message whose directory fsync failed and could not be renam
   })
   expect(await durable.list('incoming')).toEqual([next.id])
 })
+
+it('takes a claim as removed once it is unlinked, even when the directory fsync after it fails', async () => {
+  const durable = new Spool(dir, true)
+  await durable.init()
+  const h = header()
+  await durable.create('failed', h, MESSAGE)
+  const claim = await durable.claim('failed', h.id)
+  vi.mocked(fs.fsync).mockImplementation((_fd, callback) => callback(eio()))
+  await expect(claim.done()).resolves.toBeUndefined()
+  expect(await readdir(join(dir, 'failed'))).toEqual([])
+})
