@@ -4,6 +4,7 @@ import { SmtpClient } from '../../src/delivery/smtp-client.js'
 import { type SendRequest, SmtpTransport } from '../../src/delivery/transport.js'
 import { reply } from '../../src/ingress/smtp-reply.js'
 import { createSmtpServer } from '../../src/ingress/smtp-server.js'
+import { listenOnLoopback } from '../support/loopback-server.js'
 
 /** A raw next hop that keeps every packet (data event) it receives, per connection. */
 interface RawHop {
@@ -45,13 +46,10 @@ const DEFAULTS: Record<string, string> = {
 async function rawHop(options: RawHopOptions = {}): Promise<RawHop> {
   const packets: string[][] = []
   const messages: string[] = []
-  const sockets = new Set<net.Socket>()
   const server = net.createServer((socket) => {
     const connection = packets.length
     const received: string[] = []
     packets.push(received)
-    sockets.add(socket)
-    socket.on('close', () => sockets.delete(socket))
     socket.write('220 raw ESMTP\r\n')
     let buffered = ''
     let inData = false
@@ -114,15 +112,9 @@ async function rawHop(options: RawHopOptions = {}): Promise<RawHop> {
       if (out !== '') socket.write(out)
     })
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  cleanup.push(
-    () =>
-      new Promise((resolve) => {
-        for (const socket of sockets) socket.destroy()
-        server.close(() => resolve())
-      }),
-  )
-  return { port: (server.address() as net.AddressInfo).port, packets, messages }
+  const { port, close } = await listenOnLoopback(server)
+  cleanup.push(close)
+  return { port, packets, messages }
 }
 
 function transport(port: number): SmtpTransport {

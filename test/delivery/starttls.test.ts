@@ -8,6 +8,7 @@ import tls from 'node:tls'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { SmtpClient, type TlsLevel } from '../../src/delivery/smtp-client.js'
 import { SmtpTransport } from '../../src/delivery/transport.js'
+import { listenOnLoopback } from '../support/loopback-server.js'
 import { selfSignedCertificate, type TestCertificate } from '../support/tls.js'
 
 interface Connection {
@@ -48,7 +49,6 @@ afterEach(async () => {
 async function tlsHop(options: TlsHopOptions = {}): Promise<TlsHop> {
   const connections: Connection[] = []
   const messages: { data: string; secure: boolean }[] = []
-  const sockets = new Set<net.Socket>()
   const context = tls.createSecureContext({ key: certificate.key, cert: certificate.cert })
   const serve = (stream: Duplex, conn: Connection): void => {
     let buffered = ''
@@ -103,23 +103,15 @@ async function tlsHop(options: TlsHopOptions = {}): Promise<TlsHop> {
     stream.on('data', onData)
   }
   const server = net.createServer((socket) => {
-    sockets.add(socket)
-    socket.on('close', () => sockets.delete(socket))
     socket.on('error', () => socket.destroy())
     const conn: Connection = { commands: [], secure: false }
     connections.push(conn)
     socket.write('220 tls.test ESMTP\r\n')
     serve(socket, conn)
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  cleanup.push(
-    () =>
-      new Promise((resolve) => {
-        for (const socket of sockets) socket.destroy()
-        server.close(() => resolve())
-      }),
-  )
-  return { port: (server.address() as net.AddressInfo).port, connections, messages }
+  const { port, close } = await listenOnLoopback(server)
+  cleanup.push(close)
+  return { port, connections, messages }
 }
 
 const MESSAGE = Buffer.from('Subject: secret\r\n\r\nover TLS, or not\r\n')

@@ -3,6 +3,7 @@ import { Readable } from 'node:stream'
 import { SMTPServer, type SMTPServerAddressArgs, type SMTPServerOptions } from 'smtp-server'
 import { afterEach, describe, expect, it } from 'vitest'
 import { type SendRequest, SmtpTransport, type TransportOptions } from '../../src/delivery/transport.js'
+import { listenOnLoopback } from '../support/loopback-server.js'
 
 interface Received {
   readonly from: string
@@ -118,9 +119,7 @@ function smtpError(responseCode: number, message: string): Error {
 
 /** A raw next hop that answers each command line with `answer(line)` (CRLF-joined lines). */
 async function scriptedHop(answer: (line: string) => string): Promise<number> {
-  const sockets: net.Socket[] = []
   const server = net.createServer((socket) => {
-    sockets.push(socket)
     socket.write('220 scripted ESMTP\r\n')
     let buffered = ''
     socket.on('data', (chunk) => {
@@ -132,15 +131,9 @@ async function scriptedHop(answer: (line: string) => string): Promise<number> {
       }
     })
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  cleanup.push(
-    () =>
-      new Promise((resolve) => {
-        for (const socket of sockets) socket.destroy()
-        server.close(() => resolve())
-      }),
-  )
-  return (server.address() as net.AddressInfo).port
+  const { port, close } = await listenOnLoopback(server)
+  cleanup.push(close)
+  return port
 }
 
 function freePort(): Promise<number> {
