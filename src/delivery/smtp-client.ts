@@ -340,8 +340,9 @@ export class SmtpClient {
     this.lastBeforeTls = false
     if (reply.code !== 220) {
       this.dropInput = false
-      // `may`: a server that cannot start TLS now still takes the mail in clear text.
-      return required ? reply : undefined
+      // `may`: a server that cannot start TLS now still takes the mail in clear text; but not
+      // one that answers 421: it is closing the session, which failed to set up.
+      return required || reply.code === 421 ? reply : undefined
     }
     if (this.failure) throw this.failure
     this.stage = 'performing the TLS handshake'

@@ -192,19 +192,21 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
     idleTimeout: Number.POSITIVE_INFINITY,
   })
   const sides = [shared, suspects]
-  const allThreads = (): Worker[] => sides.flatMap((s) => s.piscina.threads)
+  /** Pools started anew whose threads still finish their scans: the watchdog still minds them. */
+  const retiring = new Set<Piscina<WatchedTask, ScanResult>>()
+  const pools = (): Piscina<WatchedTask, ScanResult>[] => [...sides.map((s) => s.piscina), ...retiring]
+  const allThreads = (): Worker[] => pools().flatMap((piscina) => piscina.threads)
   const threadOf = (threadId: number): Worker | undefined =>
     allThreads().find((thread) => thread.threadId === threadId)
-  /** piscina pools given up on: what they still fail was no fault of the messages. */
+  /** piscina pools given up on: the scans they turn away were no fault of the messages. */
   const retired = new WeakSet<Piscina<WatchedTask, ScanResult>>()
   /**
    * piscina replaces a thread that dies, but once a replacement fails while it starts (a file
    * descriptor, memory or a plugin's import failing just then) it starts one again only for a
    * scan sent while no thread can take it: scans already waiting in its queue stay there, and
    * with every place taken no new scan comes, so the pool runs none while the listener goes on
-   * answering 250. A side short
-   * of threads for SHORT_OF_THREADS_MS (longer after each restart in a row) is started anew;
-   * the scans waiting in the old one go to the new one.
+   * answering 250. A side short of threads for SHORT_OF_THREADS_MS (longer after each restart
+   * in a row) is started anew; the scans waiting in the old one go to the new one.
    */
   const renewIfShort = (s: Side, now: number): void => {
     if (s.piscina.threads.length >= s.sizing.minThreads) {
@@ -216,6 +218,7 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
     if (now - s.shortSince < Math.min(RENEW_MAX_MS, SHORT_OF_THREADS_MS * 2 ** s.renewals)) return
     const old = s.piscina
     retired.add(old)
+    retiring.add(old)
     s.piscina = start(s.sizing)
     s.shortSince = undefined
     s.renewals++
@@ -229,6 +232,7 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
     void until(() => old.threads.every(mayTerminate), LOAD_WAIT_MS)
       .then(() => old.close({ force: true }))
       .catch(() => undefined)
+      .finally(() => retiring.delete(old))
   }
   // Scans beyond what the shared threads take at once wait here rather than in piscina, where
   // a scan nobody waits for any more (a milter client gone) would still be run.
@@ -292,7 +296,10 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
       lose.set(mine, reject)
       piscina.run({ seq: mine, task }).then(resolve, (err: unknown) => {
         if (closing) reject(closed(err))
-        else if (retired.has(piscina)) submit(s, task).then(resolve, reject)
+        // Turned away unstarted by a pool started anew (piscina's AbortError 'pool is closed'):
+        // on to the new one. A scan that crashed its thread there is a crash like any other.
+        else if (retired.has(piscina) && (err as Error | undefined)?.name === 'AbortError')
+          submit(s, task).then(resolve, reject)
         else reject(scanError(err))
       })
     }).finally(() => {
@@ -336,13 +343,16 @@ export function createScanPool(settings: WorkerSettings, options: PoolOptions): 
       onSettled = settledAll
       // force: scans not yet on a thread are turned away; running ones finish. The watchdog
       // stays on meanwhile, so a hung scan cannot hold the close.
-      const flushed = Promise.all(sides.map((s) => s.piscina.close({ force: true })))
+      // A pool started anew is being closed already: its second close may fail, harmlessly.
+      const flushed = Promise.all(
+        pools().map((piscina) => piscina.close({ force: true }).catch(() => undefined)),
+      )
       settledAll()
       const closedCleanly = await Promise.race([flushed.then(() => true), drained.then(() => false)])
       if (!closedCleanly) {
         destroyed = true
         // A thread stuck in native code does not stop for terminate(): leave it behind.
-        await settledWithin(Promise.all(sides.map((s) => s.piscina.destroy())), EXIT_WAIT_MS)
+        await settledWithin(Promise.all(pools().map((piscina) => piscina.destroy())), EXIT_WAIT_MS)
       }
       clearInterval(watch)
     },

@@ -179,6 +179,13 @@ describe('STARTTLS at level may', () => {
     expect(hop.messages).toEqual([{ data: MESSAGE.toString('latin1'), secure: false }])
   })
 
+  it('takes a 421 to STARTTLS for the server closing the session, not for "go on in clear text"', async () => {
+    const hop = await tlsHop({ ready: '421 4.3.2 shutting down' })
+    const opened = await connect(hop.port, 'may')
+    expect(opened).toEqual({ ok: false, reply: { code: 421, text: '421 4.3.2 shutting down' } })
+    expect(hop.connections[0]?.commands.some((c) => c.startsWith('MAIL'))).toBe(false)
+  })
+
   it('sends in clear text over a new session when the handshake fails, and says so', async () => {
     const hop = await tlsHop({ spoilHandshake: 'this is not TLS\r\n' })
     const sent = await deliver(hop.port, 'may')

@@ -31,6 +31,7 @@ afterEach(async () => {
 })
 
 async function startPool(options: {
+  workers?: number
   concurrentTasksPerWorker: number
   taskTimeoutMs: number
   onThreadStart?: () => void
@@ -86,7 +87,59 @@ async function outcome(promise: Promise<ScanResult>): Promise<string | { code: s
   }
 }
 
+/** Two warm threads, then one dies and its replacement fails to load: the pool is short of one. */
+async function poolShortOfAThread(
+  taskTimeoutMs: number,
+  concurrentTasksPerWorker: number,
+): Promise<ScanPool> {
+  const target = await startPool({ workers: 2, concurrentTasksPerWorker, taskTimeoutMs })
+  expect(await Promise.all([outcome(scan(target, 'hello')), outcome(scan(target, 'hello'))])).toEqual([
+    'clean',
+    'clean',
+  ])
+  process.env.MAILSCREEN_TEST_FAIL_LOAD = '1'
+  try {
+    expect(await outcome(scan(target, 'crash me'))).toMatchObject({ code: 'MSC_SCAN_FAILED' })
+    await new Promise((resolve) => setTimeout(resolve, 300))
+  } finally {
+    delete process.env.MAILSCREEN_TEST_FAIL_LOAD
+  }
+  return target
+}
+
+const restarted = (): boolean =>
+  logs.some((l) => l.msg === 'scan pool restarted: a worker thread failed to start and was not replaced')
+
 describe('the scan pool', () => {
+  it('treats a scan that crashes a thread of a pool started anew as a crash: not run again beside other mail', async () => {
+    const target = await poolShortOfAThread(20_000, 2)
+    // On the old pool's last thread, crashing after the pool was started anew.
+    const poison = outcome(scan(target, 'crash me in 3500'))
+    const deadline = Date.now() + 8_000
+    while (!restarted() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(restarted()).toBe(true)
+    const innocents = [outcome(scan(target, 'sleep 6000')), outcome(scan(target, 'sleep 6000'))]
+    expect(await poison).toMatchObject({ code: 'MSC_SCAN_FAILED' })
+    expect(await Promise.all(innocents)).toEqual(['clean', 'clean'])
+  })
+
+  it('ends a scan that hangs on a thread of a pool started anew, and leaves no thread spinning', async () => {
+    const target = await poolShortOfAThread(3_000, 1)
+    expect(await outcome(scan(target, 'spin me'))).toMatchObject({
+      code: 'MSC_SCAN_FAILED',
+      message: 'scan did not finish within 3000 ms',
+    })
+    expect(restarted()).toBe(true)
+    await target.close()
+    pool = undefined
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    const before = process.cpuUsage()
+    await new Promise((resolve) => setTimeout(resolve, 1_000))
+    const used = process.cpuUsage(before)
+    // A thread still spinning would use most of a core.
+    expect((used.user + used.system) / 1000).toBeLessThan(500)
+  })
+
   it('starts its threads anew when a replacement thread fails to start, which piscina never retries', async () => {
     const target = await startPool({ concurrentTasksPerWorker: 1, taskTimeoutMs: 10_000 })
     expect(await outcome(scan(target, 'hello'))).toBe('clean')
