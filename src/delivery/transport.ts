@@ -184,8 +184,16 @@ export class SmtpTransport {
     const results: (RecipientResult | undefined)[] = req.rcptTo.map((rcpt) =>
       isSafeAddress(rcpt) ? undefined : noReply(rcpt, 'failed', 'invalid recipient address'),
     )
-    const pending = req.rcptTo.filter(isSafeAddress)
-    if (pending.length > 0) fill(results, await this.transact({ ...req, rcptTo: pending }, setup))
+    const kept = req.rcptTo.flatMap((rcpt, i) => (isSafeAddress(rcpt) ? [i] : []))
+    if (kept.length === 0) return results as RecipientResult[]
+    // The DSN parameters stay with their recipients.
+    const { dsn } = req
+    const rest: SendRequest = {
+      ...req,
+      rcptTo: kept.map((i) => req.rcptTo[i] as string),
+      ...(dsn ? { dsn: { ...dsn, recipients: kept.map((i) => dsn.recipients[i]) } } : {}),
+    }
+    fill(results, await this.transact(rest, setup))
     return results as RecipientResult[]
   }
 

@@ -570,6 +570,16 @@ describe('SmtpClient and DSN parameters (RFC 3461)', () => {
     )
   })
 
+  it('keeps each recipient its own NOTIFY when an unsafe recipient before it is left out', async () => {
+    const hop = await rawHop({ dsn: true })
+    const { recipients } = await transport(hop.port).send({
+      ...request(['bad\r\nrcpt@example.org', 'carol@example.org']),
+      dsn: { recipients: [{ notify: ['NEVER'] }, { notify: ['SUCCESS'] }] },
+    })
+    expect(recipients.map((r) => r.status)).toEqual(['failed', 'delivered'])
+    expect(hop.packets[0]?.[1]).toContain('RCPT TO:<carol@example.org> NOTIFY=SUCCESS\r\n')
+  })
+
   it('sends none of them to a server that does not offer DSN', async () => {
     const hop = await rawHop()
     await transport(hop.port).send(withDsn)
