@@ -181,10 +181,12 @@ export class SmtpTransport {
     if (!isSafeAddress(req.mailFrom)) {
       return req.rcptTo.map((rcpt) => noReply(rcpt, 'failed', 'invalid sender address'))
     }
+    const kept = req.rcptTo.flatMap((rcpt, i) => (isSafeAddress(rcpt) ? [i] : []))
+    // Every recipient safe, as the listener makes sure: the request goes as it is.
+    if (kept.length === req.rcptTo.length) return this.transact(req, setup)
     const results: (RecipientResult | undefined)[] = req.rcptTo.map((rcpt) =>
       isSafeAddress(rcpt) ? undefined : noReply(rcpt, 'failed', 'invalid recipient address'),
     )
-    const kept = req.rcptTo.flatMap((rcpt, i) => (isSafeAddress(rcpt) ? [i] : []))
     if (kept.length === 0) return results as RecipientResult[]
     // The DSN parameters stay with their recipients.
     const { dsn } = req
